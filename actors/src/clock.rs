@@ -1,0 +1,116 @@
+//! Time as a port, so that heartbeats, ack timeouts and expiry can be tested without sleeping.
+//!
+//! [`SystemClock`] reads the wall clock and ticks on tokio timers; [`ManualClock`] only moves when a
+//! test calls [`ManualClock::advance`], and its interval streams tick when it does.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::watch;
+
+/// A stream of ticks, one per elapsed period.
+pub type Ticks = Pin<Box<dyn Stream<Item = ()> + Send>>;
+
+/// The source of "now" and of periodic ticks for every time-dependent behaviour.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+    /// A stream that yields once per `period` of this clock's time.
+    fn interval(&self, period: Duration) -> Ticks;
+}
+
+/// A shared clock handle.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+
+    fn interval(&self, period: Duration) -> Ticks {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Box::pin(futures_util::stream::unfold(interval, |mut interval| async move {
+            interval.tick().await;
+            Some(((), interval))
+        }))
+    }
+}
+
+/// A clock that moves only when told to; its interval streams tick as it crosses their periods.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    now: Arc<AtomicI64>,
+    changed: watch::Sender<i64>,
+}
+
+impl ManualClock {
+    /// A manual clock starting at `start_ms`.
+    pub fn new(start_ms: i64) -> Self {
+        let (changed, _) = watch::channel(start_ms);
+        Self { now: Arc::new(AtomicI64::new(start_ms)), changed }
+    }
+
+    /// A manual clock starting at the current wall-clock time.
+    pub fn starting_now() -> Self {
+        Self::new(SystemClock.now_ms())
+    }
+
+    /// Moves the clock forward and wakes every interval whose period has elapsed.
+    pub fn advance(&self, by: Duration) {
+        let by_ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let now = self.now.fetch_add(by_ms, Ordering::SeqCst) + by_ms;
+        self.changed.send_replace(now);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn interval(&self, period: Duration) -> Ticks {
+        let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX).max(1);
+        let rx = self.changed.subscribe();
+        let next = self.now_ms() + period_ms;
+        Box::pin(futures_util::stream::unfold((rx, next), move |(mut rx, mut next)| async move {
+            loop {
+                let now = *rx.borrow_and_update();
+                if now >= next {
+                    // One tick per call; several elapsed periods collapse into one, as with
+                    // MissedTickBehavior::Delay on the real clock.
+                    next = now + period_ms;
+                    return Some(((), (rx, next)));
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[actix_rt::test]
+    async fn manual_clock_ticks_only_when_advanced_past_the_period() {
+        let clock = ManualClock::new(1_000);
+        let mut ticks = clock.interval(Duration::from_secs(30));
+        clock.advance(Duration::from_secs(10));
+        let early = tokio::time::timeout(Duration::from_millis(20), ticks.next()).await;
+        assert!(early.is_err(), "ticked before the period elapsed");
+        clock.advance(Duration::from_secs(25));
+        assert_eq!(ticks.next().await, Some(()));
+        assert_eq!(clock.now_ms(), 36_000);
+    }
+}

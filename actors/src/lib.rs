@@ -1,0 +1,24 @@
+//! The BeepMyPhone actor graph.
+//!
+//! Every long-lived component of the relay is an actix actor exchanging typed messages:
+//!
+//! - [`registry::SessionRegistry`]: which device has which live sockets;
+//! - [`queue::NotificationQueue`]: per-device priority heaps, in-flight deliveries, ack timeouts and
+//!   the group-committed durable store behind them;
+//! - [`batcher::Batcher`]: coalesces what goes to one device within a short window into one frame;
+//! - [`supervisor::HealthSupervisor`]: starts the others under supervision and answers health checks.
+//!
+//! Actors depend on ports ([`ports::QueueStore`], [`clock::Clock`]) and on `Recipient<M>`s, never on
+//! each other's concrete types; [`supervisor::start_graph`] builds the whole graph once at start-up.
+
+pub mod batcher;
+pub mod clock;
+pub mod guard;
+pub mod model;
+pub mod ports;
+pub mod queue;
+pub mod registry;
+pub mod supervisor;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use model::{DeviceId, NotificationId, Priority};
