@@ -1,1 +1,24 @@
-pub fn y(){}
+//! BeepMyPhone: a self-hosted notification relay.
+//!
+//! Sources publish notifications over HTTP; paired devices hold a WebSocket and receive them in
+//! priority order, acknowledge them, and get what they missed when they reconnect. This crate holds
+//! everything around the actor graph of `beepmyphone-actors`:
+//!
+//! - [`config`]: settings from `config.toml`, the environment and flags;
+//! - [`store`]: diesel on SQLite, the pool, and the queue's group-committed writes;
+//! - [`security`]: secrets, hashes and device access tokens;
+//! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
+//! - [`ws`]: the per-connection device socket actor;
+//! - [`startup`]: [`startup::Application`], which wires it all together;
+//! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod security;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod ws;

@@ -1,1 +1,67 @@
-fn main(){}
+//! The `beepmyphone` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use beepmyphone::cli::{client, local, Cli, Command, TokenCommand};
+use beepmyphone::config::{Overrides, Settings};
+use beepmyphone::startup::{Application, Options};
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let overrides = Overrides { config: config.config, data_dir: config.data_dir, listen };
+            let settings = match Settings::load(&overrides) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("beepmyphone: {e}");
+                    return exit(2);
+                }
+            };
+            serve(settings)
+        }
+        Command::Send(args) => exit(actix_rt::System::new().block_on(client::send(args))),
+        Command::Listen(args) => exit(actix_rt::System::new().block_on(client::listen(args))),
+        Command::PairingCode { config, ttl, no_qr } => local_result(local::pairing_code(&config, ttl, no_qr, &mut std::io::stdout())),
+        Command::Token { command: TokenCommand::Create { config, scope, name } } => {
+            local_result(local::token_create(&config, &scope, &name, &mut std::io::stdout()))
+        }
+    }
+}
+
+fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("beepmyphone: {e}");
+            exit(e.exit_code())
+        }
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    let log = beepmyphone::logging::build(&settings.log);
+    let system = actix_rt::System::new();
+    let result = system.block_on(async {
+        let app = Application::build(settings, Options { log: log.clone(), ..Options::default() }).await?;
+        app.run_until_stopped().await.map_err(|e| beepmyphone::startup::StartError::Io(e.to_string()))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            slog::crit!(log, "could not start"; "error" => %e);
+            eprintln!("beepmyphone: {e}");
+            drop(log);
+            exit(match e {
+                beepmyphone::startup::StartError::Config(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}

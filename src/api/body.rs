@@ -1,0 +1,160 @@
+//! Request bodies: the [`Json`] extractor reads at most `server.max_body_bytes` (413 beyond),
+//! insists on a JSON content type (415), and turns every parse failure into a 400 problem document
+//! that names the field (`priority: unknown variant …`, `items[3].title: invalid type …`).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+use crate::state::AppState;
+
+/// A JSON body parsed into `T`.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+/// Parses JSON bytes into `T`, naming the failing field.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::Validation {
+                detail: "the body is not valid JSON".into(),
+                errors: vec![FieldError::new("body", message)],
+            };
+        }
+        // serde reports a missing field at its parent's path; name the field itself.
+        let field = match message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+            Some(name) if path == "." => name.to_owned(),
+            Some(name) => format!("{path}.{name}"),
+            None if path == "." => "body".to_owned(),
+            None => path,
+        };
+        let reason = if message.starts_with("missing field") { "is required".to_owned() } else { message };
+        ApiError::field(field, reason)
+    })
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A JSON body that may be absent: an empty body reads as `T::default()`.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+fn read<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    empty: Option<fn() -> T>,
+) -> Pin<Box<dyn Future<Output = Result<T, ApiError>>>> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.settings.server.max_body_bytes)
+        .unwrap_or(64 * 1024);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let json = is_json(req);
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::field("body", format!("could not be read: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if let Some(empty) = empty {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(empty());
+            }
+        }
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse(&body)
+    })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let fut = read::<T>(req, payload, None);
+        Box::pin(async move { fut.await.map(Json) })
+    }
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let fut = read::<T>(req, payload, Some(T::default));
+        Box::pin(async move { fut.await.map(OptionalJson) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Demo {
+        title: String,
+        count: Option<u32>,
+        items: Option<Vec<Inner>>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        name: String,
+    }
+
+    fn field_of(e: ApiError) -> (String, String) {
+        match e {
+            ApiError::Validation { errors, .. } => (errors[0].field.clone(), errors[0].reason.clone()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        assert_eq!(field_of(parse::<Demo>(b"{}").unwrap_err()), ("title".into(), "is required".into()));
+        let (field, reason) = field_of(parse::<Demo>(br#"{"title":"x","count":"three"}"#).unwrap_err());
+        assert_eq!(field, "count");
+        assert!(reason.contains("invalid type"), "{reason}");
+        let (field, _) = field_of(parse::<Demo>(br#"{"title":"x","items":[{"name":"a"},{}]}"#).unwrap_err());
+        assert_eq!(field, "items[1].name");
+        let (field, reason) = field_of(parse::<Demo>(br#"{"title":"x","colour":1}"#).unwrap_err());
+        assert_eq!(field, "body");
+        assert!(reason.contains("unknown field `colour`"), "{reason}");
+        let (field, _) = field_of(parse::<Demo>(br#"{"title": "#).unwrap_err());
+        assert_eq!(field, "body");
+    }
+}

@@ -1,0 +1,100 @@
+//! The request middleware: a request id on every request and response, a child logger carrying it
+//! for every log line of the request, and one log line per request (with the cause of any 500).
+//!
+//! The id comes from a sane `X-Request-Id` header (1–64 of `A-Za-z0-9._-`) or is generated
+//! (`req_` and a ULID). It is kept in a task-local while the request runs, so problem documents can
+//! carry it without threading it through every handler.
+
+use std::future::Future;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage};
+
+use crate::state::AppState;
+
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// The request's logger, with its request id; handlers take it from the request extensions.
+#[derive(Clone)]
+pub struct RequestLog(pub slog::Logger);
+
+fn sane(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The request-id and access-log middleware (`actix_web::middleware::from_fn`).
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()));
+    let root = req.app_data::<web::Data<AppState>>().map(|s| s.log.clone()).unwrap_or_else(crate::logging::discard);
+    let log = root.new(slog::o!("request_id" => id.clone()));
+    req.extensions_mut().insert(RequestLog(log.clone()));
+    let method = req.method().to_string();
+    // The path only: query strings are never logged.
+    let path = req.path().to_owned();
+    let started = Instant::now();
+    let result = scoped(id.clone(), next.call(req)).await;
+    let micros = started.elapsed().as_micros() as u64;
+    match result {
+        Ok(mut res) => {
+            let status = res.status().as_u16();
+            if let Some(error) = res.response().error() {
+                if status >= 500 {
+                    slog::error!(log, "request failed"; "method" => &method, "path" => &path, "status" => status, "micros" => micros, "cause" => %error);
+                } else {
+                    slog::info!(log, "request rejected"; "method" => &method, "path" => &path, "status" => status, "micros" => micros, "reason" => %error);
+                }
+            } else {
+                slog::debug!(log, "request"; "method" => &method, "path" => &path, "status" => status, "micros" => micros);
+            }
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                res.headers_mut().insert(REQUEST_ID, value);
+            }
+            Ok(res)
+        }
+        Err(e) => {
+            slog::error!(log, "request errored"; "method" => &method, "path" => &path, "micros" => micros, "cause" => %e);
+            Err(e)
+        }
+    }
+}
+
+fn scoped<F: Future>(id: String, fut: F) -> impl Future<Output = F::Output> {
+    CURRENT_REQUEST_ID.scope(id, fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sane_request_ids_are_echoed() {
+        assert!(sane("abc-123_x.y"));
+        assert!(!sane(""));
+        assert!(!sane("a b"));
+        assert!(!sane("x\ny"));
+        assert!(!sane(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP API under `/api/v1`, plus health probes at the root.
+//!
+//! Routes live per resource in [`routes`] and are registered in one [`configure`]. Every error is
+//! an [`crate::error::ApiError`]; unknown paths and methods get problem documents too.
+
+pub mod auth;
+pub mod body;
+pub mod middleware;
+pub mod routes;
+pub mod schemas;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+
+use crate::error::ApiError;
+
+/// Default page size.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// Largest page size.
+pub const MAX_LIMIT: i64 = 500;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .configure(routes::pairing::configure)
+            .configure(routes::devices::configure)
+            .configure(routes::tokens::configure)
+            .configure(routes::notifications::configure)
+            .route("/ws", web::get().to(crate::ws::connect)),
+    )
+    .configure(routes::health::configure)
+    .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let known = [
+        "/api/v1/pairing-codes",
+        "/api/v1/devices",
+        "/api/v1/devices/pair",
+        "/api/v1/auth/refresh",
+        "/api/v1/tokens",
+        "/api/v1/notifications",
+        "/api/v1/notifications/batch",
+        "/api/v1/ws",
+    ];
+    if known.contains(&req.path()) {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    Err(ApiError::NotFound(format!("no such resource: {}", req.path())))
+}
+
+/// Reads `limit` (default 50, at most 500).
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::field("limit", "must be between 1 and 500")),
+    }
+}
+
+/// Encodes a cursor (opaque to clients).
+pub fn encode_cursor(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+/// Decodes a cursor made by [`encode_cursor`].
+pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    cursor
+        .map(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| ApiError::field("cursor", "is not a cursor this server returned"))
+        })
+        .transpose()
+}
+
+/// Parses an RFC 3339 timestamp query parameter into epoch milliseconds.
+pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| ApiError::field(field, "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z"))
+        })
+        .transpose()
+}
+
+/// Maps a query-string parse failure to a problem document.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let message = err.to_string();
+    let message = message.strip_prefix("Query deserialize error: ").unwrap_or(&message).to_owned();
+    ApiError::field("query", message).into()
+}
+
+/// Maps a path parse failure to a 404.
+pub fn path_error(_err: actix_web::error::PathError, req: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(format!("no such resource: {}", req.path())).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = encode_cursor("dev_01");
+        assert_eq!(decode_cursor(Some(&c)).unwrap().as_deref(), Some("dev_01"));
+        assert!(decode_cursor(Some("***")).is_err());
+        assert_eq!(decode_cursor(None).unwrap(), None);
+    }
+
+    #[test]
+    fn limits_and_times() {
+        assert_eq!(page_limit(None).unwrap(), 50);
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(501)).is_err());
+        assert_eq!(parse_time("since", Some("1970-01-01T00:00:01Z")).unwrap(), Some(1_000));
+        assert!(parse_time("since", Some("yesterday")).is_err());
+    }
+}

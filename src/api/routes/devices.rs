@@ -1,0 +1,264 @@
+//! Devices: `GET /devices`, `GET|PATCH|DELETE /devices/{id}`.
+//!
+//! Settings changes reach the queue at once (minimum priority, quiet hours, enabled); deleting a
+//! device cascades its tokens and deliveries in the store and closes its sockets with 4003.
+
+use actix_web::{web, HttpResponse};
+use chrono::NaiveTime;
+use serde::{Deserialize, Serialize};
+
+use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
+use beepmyphone_actors::queue::{RemoveDevice, UpsertDevice};
+use beepmyphone_actors::registry::{Kick, OnlineDevices};
+
+use crate::api::auth::Principal;
+use crate::api::body::Json;
+use crate::api::schemas::{check_text, Errors, Page, PatchDeviceRequest, QuietHoursBody, PLATFORMS};
+use crate::api::{decode_cursor, encode_cursor, page_limit};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::devices::{self, DeliveryCounts, DeviceChanges, DeviceRow};
+
+/// WebSocket close code for a revoked device.
+pub const CLOSE_REVOKED: u16 = 4003;
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/devices", web::get().to(list_devices))
+        .route("/devices/{id}", web::get().to(get_device))
+        .route("/devices/{id}", web::patch().to(patch_device))
+        .route("/devices/{id}", web::delete().to(delete_device));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    platform: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// A device as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView {
+    id: String,
+    name: String,
+    platform: String,
+    app_version: Option<String>,
+    status: &'static str,
+    created_at: String,
+    last_seen_at: Option<String>,
+    settings: SettingsView,
+    deliveries: DeliveryCounts,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SettingsView {
+    enabled: bool,
+    min_priority: Priority,
+    quiet_hours: Option<QuietHoursBody>,
+}
+
+fn view(row: DeviceRow, online: bool, deliveries: DeliveryCounts) -> DeviceView {
+    let quiet_hours = match (&row.quiet_start, &row.quiet_end, &row.quiet_tz) {
+        (Some(start), Some(end), Some(timezone)) => {
+            Some(QuietHoursBody { start: start.clone(), end: end.clone(), timezone: timezone.clone() })
+        }
+        _ => None,
+    };
+    DeviceView {
+        status: if online { "online" } else { "offline" },
+        created_at: rfc3339(row.created_at),
+        last_seen_at: row.last_seen_at.map(rfc3339),
+        settings: SettingsView { enabled: row.enabled, min_priority: Priority::from_i16(row.min_priority), quiet_hours },
+        deliveries,
+        id: row.id,
+        name: row.name,
+        platform: row.platform,
+        app_version: row.app_version,
+    }
+}
+
+async fn online_devices(state: &AppState) -> Result<std::collections::HashSet<DeviceId>, ApiError> {
+    state
+        .graph
+        .registry
+        .send(OnlineDevices)
+        .await
+        .map_err(|_| ApiError::Unavailable("the session registry is restarting; try again".into()))
+}
+
+fn parse_device_id(raw: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("no device {raw}")))
+}
+
+async fn list_devices(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let query = query.into_inner();
+    let limit = page_limit(query.limit)?;
+    let want_online = match query.status.as_deref() {
+        None => None,
+        Some("online") => Some(true),
+        Some("offline") => Some(false),
+        Some(_) => return Err(ApiError::field("status", "must be online or offline")),
+    };
+    if let Some(platform) = &query.platform {
+        if !PLATFORMS.contains(&platform.as_str()) {
+            return Err(ApiError::field("platform", "must be one of ios, android, windows, macos, linux, other"));
+        }
+    }
+    let online = online_devices(&state).await?;
+    let mut after = decode_cursor(query.cursor.as_deref())?;
+    let platform = query.platform;
+    // Pages of the store, filtered by presence, until the page is full or the store is exhausted.
+    let limit_items = usize::try_from(limit).unwrap_or(50);
+    let mut items = Vec::new();
+    'pages: loop {
+        let (platform, from) = (platform.clone(), after.clone());
+        let rows = state.store.run(move |conn| Ok(devices::list(conn, platform.as_deref(), from.as_deref(), limit)?)).await?;
+        let exhausted = rows.len() < limit_items;
+        for row in rows {
+            after = Some(row.id.clone());
+            let is_online = online.contains(&row.device_id());
+            if want_online.is_none_or(|w| w == is_online) {
+                items.push((row, is_online));
+                if items.len() == limit_items {
+                    break 'pages;
+                }
+            }
+        }
+        if exhausted {
+            after = None;
+            break;
+        }
+    }
+    let ids: Vec<String> = items.iter().map(|(row, _)| row.id.clone()).collect();
+    let counts = state.store.run(move |conn| Ok(devices::delivery_counts(conn, &ids)?)).await?;
+    let next_cursor = after.as_deref().map(encode_cursor);
+    let items: Vec<DeviceView> = items
+        .into_iter()
+        .map(|(row, online)| {
+            let counts = counts.get(&row.id).copied().unwrap_or_default();
+            view(row, online, counts)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+async fn load_view(state: &AppState, device: &DeviceId) -> Result<DeviceView, ApiError> {
+    let id = device.to_string();
+    let (row, counts) = state
+        .store
+        .run(move |conn| {
+            let row = devices::get(conn, &id)?;
+            let counts = devices::delivery_counts(conn, std::slice::from_ref(&id))?;
+            Ok((row, counts))
+        })
+        .await?;
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
+    let online = online_devices(state).await?.contains(device);
+    let counts = counts.get(&row.id).copied().unwrap_or_default();
+    Ok(view(row, online, counts))
+}
+
+async fn get_device(state: web::Data<AppState>, principal: Principal, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let device = parse_device_id(&path)?;
+    principal.require_admin_or_device(&device)?;
+    Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
+}
+
+fn parse_hhmm(errors: &mut Errors, field: &str, value: &str) {
+    if value.len() != 5 || NaiveTime::parse_from_str(value, "%H:%M").is_err() {
+        errors.add(field, "must be a time of day as HH:MM (24-hour)");
+    }
+}
+
+fn changes_from(request: PatchDeviceRequest) -> Result<DeviceChanges, ApiError> {
+    let mut errors = Errors::default();
+    let mut changes = DeviceChanges::default();
+    if let Some(name) = request.name {
+        check_text(&mut errors, "name", &name, 1, 50, false);
+        changes.name = Some(name);
+    }
+    if let Some(settings) = request.settings {
+        let mut errors_settings = Errors::under("settings");
+        changes.enabled = settings.enabled;
+        if let Some(raw) = settings.min_priority {
+            match Priority::parse(&raw) {
+                Some(p) => changes.min_priority = Some(p.as_i16()),
+                None => errors_settings.add("minPriority", "must be one of low, normal, high, critical"),
+            }
+        }
+        match settings.quiet_hours {
+            None => {}
+            Some(None) => {
+                changes.quiet_start = Some(None);
+                changes.quiet_end = Some(None);
+                changes.quiet_tz = Some(None);
+            }
+            Some(Some(q)) => {
+                let mut errors_quiet = Errors::under("settings.quietHours");
+                parse_hhmm(&mut errors_quiet, "start", &q.start);
+                parse_hhmm(&mut errors_quiet, "end", &q.end);
+                if q.timezone.parse::<chrono_tz::Tz>().is_err() {
+                    errors_quiet.add("timezone", "must be an IANA time zone such as Europe/Berlin");
+                }
+                if q.start == q.end {
+                    errors_quiet.add("end", "must differ from start");
+                }
+                errors_settings.list.extend(errors_quiet.list);
+                changes.quiet_start = Some(Some(q.start));
+                changes.quiet_end = Some(Some(q.end));
+                changes.quiet_tz = Some(Some(q.timezone));
+            }
+        }
+        errors.list.extend(errors_settings.list);
+    }
+    if errors.list.is_empty() {
+        Ok(changes)
+    } else {
+        Err(ApiError::invalid(errors.list))
+    }
+}
+
+async fn patch_device(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+    Json(request): Json<PatchDeviceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let device = parse_device_id(&path)?;
+    principal.require_admin_or_device(&device)?;
+    let changes = changes_from(request)?;
+    let id = device.to_string();
+    let row = state.store.run(move |conn| Ok(devices::update(conn, &id, &changes)?)).await?;
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
+    state
+        .graph
+        .queue
+        .send(UpsertDevice { device: device.clone(), policy: row.policy() })
+        .await
+        .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
+    Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
+}
+
+async fn delete_device(state: web::Data<AppState>, principal: Principal, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let device = parse_device_id(&path)?;
+    let id = device.to_string();
+    let existed = state.store.run(move |conn| Ok(devices::delete(conn, &id)?)).await?;
+    if !existed {
+        return Err(ApiError::NotFound(format!("no device {device}")));
+    }
+    state.graph.queue.do_send(RemoveDevice { device: device.clone() });
+    state.graph.registry.do_send(Kick { device: device.clone(), code: CLOSE_REVOKED, reason: "device revoked".into() });
+    slog::info!(state.log, "device deleted"; "device" => %device);
+    Ok(HttpResponse::NoContent().finish())
+}

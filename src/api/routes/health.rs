@@ -1,0 +1,57 @@
+//! Health probes: `GET /health/live` (the process answers), `GET /health/ready` (the store and the
+//! queue answer), `GET /health` (per-component detail, cached by the health supervisor).
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use beepmyphone_actors::supervisor::{Check, Status};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready))
+        .route("/health", web::get().to(detail));
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let report = state
+        .graph
+        .health
+        .send(Check { fresh: false })
+        .await
+        .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))?;
+    if report.status == Status::Unhealthy {
+        return Err(ApiError::Unavailable("not ready: a component is unhealthy".into()));
+    }
+    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}
+
+async fn detail(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let report = state
+        .graph
+        .health
+        .send(Check { fresh: false })
+        .await
+        .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))?;
+    let mut response = if report.status == Status::Unhealthy {
+        HttpResponse::ServiceUnavailable()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(response.json(json!({
+        "status": report.status,
+        "components": report.components,
+        "restarts": report.restarts,
+        "checkedAt": beepmyphone_actors::model::rfc3339(report.checked_at),
+        "queue": report.queue,
+        "sockets": report.sockets.map(|s| json!({"devices": s.devices, "sockets": s.sockets})),
+        "pool": state.store.stats(),
+    })))
+}

@@ -1,0 +1,295 @@
+//! Notifications: `POST /notifications`, `POST /notifications/batch`, `GET /notifications`,
+//! `GET /notifications/{id}`.
+//!
+//! A publish is validated here, serialised once into the device view, and handed to the queue,
+//! which answers after the group commit that stores it: a 202 means durable.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
+use beepmyphone_actors::queue::{Enqueue, EnqueueOutcome, NewNotification, QueueError};
+
+use crate::api::auth::Principal;
+use crate::api::body::Json;
+use crate::api::schemas::{BatchRequest, Page, PublishRequest, PublishResponse, ValidPublish, MAX_BATCH};
+use crate::api::{decode_cursor, encode_cursor, page_limit, parse_time};
+use crate::error::{ApiError, FieldError};
+use crate::state::AppState;
+use crate::store::notifications::{self, status_name, DeliveryRow, ListFilter, NotificationRow, ACKED, EXPIRED, QUEUED, SENT};
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/notifications", web::post().to(publish))
+        .route("/notifications", web::get().to(list_notifications))
+        .route("/notifications/batch", web::post().to(publish_batch))
+        .route("/notifications/{id}", web::get().to(get_notification));
+}
+
+async fn enqueue(state: &AppState, principal: &Principal, items: Vec<ValidPublish>, batch: bool) -> Result<Vec<EnqueueOutcome>, ApiError> {
+    let items = items
+        .into_iter()
+        .map(|v| NewNotification { payload: v.record.device_json(), record: v.record, targets: v.targets, idempotency_key: v.idempotency_key })
+        .collect();
+    let result = state
+        .graph
+        .queue
+        .send(Enqueue { items, publisher: principal.key() })
+        .await
+        .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
+    result.map_err(|e| match e {
+        QueueError::UnknownTargets(unknown) => {
+            let errors = unknown
+                .into_iter()
+                .flat_map(|(index, ids)| {
+                    ids.into_iter().map(move |id| {
+                        let field = if batch { format!("items[{index}].targets") } else { "targets".to_owned() };
+                        FieldError::new(field, format!("unknown device {id}"))
+                    })
+                })
+                .collect();
+            ApiError::Unprocessable { detail: "some target devices do not exist; nothing was queued".into(), errors }
+        }
+        // The cause was logged by the queue; the client only learns to retry.
+        QueueError::Store(_) => ApiError::Unavailable("the notification could not be stored; try again".into()),
+        QueueError::Unavailable => ApiError::Unavailable("the queue is restarting; try again".into()),
+    })
+}
+
+async fn publish(state: web::Data<AppState>, principal: Principal, Json(request): Json<PublishRequest>) -> Result<HttpResponse, ApiError> {
+    principal.require_publisher()?;
+    let valid = request
+        .validate("", state.clock.now_ms(), state.settings.delivery.default_ttl_seconds)
+        .map_err(ApiError::invalid)?;
+    let outcome = enqueue(&state, &principal, vec![valid], false).await?;
+    let outcome = outcome.into_iter().next().ok_or_else(|| ApiError::Internal("the queue answered nothing".into()))?;
+    Ok(HttpResponse::Accepted().json(PublishResponse { id: outcome.id.to_string(), status: "queued".into(), targets: outcome.targets }))
+}
+
+#[derive(Serialize)]
+struct BatchResponse {
+    items: Vec<PublishResponse>,
+}
+
+async fn publish_batch(state: web::Data<AppState>, principal: Principal, Json(request): Json<BatchRequest>) -> Result<HttpResponse, ApiError> {
+    principal.require_publisher()?;
+    if request.items.is_empty() || request.items.len() > MAX_BATCH {
+        return Err(ApiError::field("items", format!("must hold 1 to {MAX_BATCH} notifications")));
+    }
+    let now = state.clock.now_ms();
+    let ttl = state.settings.delivery.default_ttl_seconds;
+    let mut valid = Vec::with_capacity(request.items.len());
+    let mut errors = Vec::new();
+    for (i, item) in request.items.into_iter().enumerate() {
+        match item.validate(&format!("items[{i}]"), now, ttl) {
+            Ok(v) => valid.push(v),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let outcomes = enqueue(&state, &principal, valid, true).await?;
+    let items = outcomes
+        .into_iter()
+        .map(|o| PublishResponse { id: o.id.to_string(), status: "queued".into(), targets: o.targets })
+        .collect();
+    Ok(HttpResponse::Accepted().json(BatchResponse { items }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ListQuery {
+    device_id: Option<String>,
+    status: Option<String>,
+    priority: Option<String>,
+    app: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// One device's delivery of a notification.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliveryView {
+    device_id: String,
+    status: &'static str,
+    attempts: i32,
+    sent_at: Option<String>,
+    acked_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Counts {
+    queued: usize,
+    sent: usize,
+    acked: usize,
+    expired: usize,
+}
+
+/// A notification as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationView {
+    id: String,
+    title: String,
+    body: String,
+    app: String,
+    priority: Priority,
+    tags: Vec<String>,
+    click_url: Option<String>,
+    created_at: String,
+    expires_at: String,
+    status: &'static str,
+    targets: usize,
+    counts: Counts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliveries: Option<Vec<DeliveryView>>,
+}
+
+/// The overall state: queued while any delivery waits, delivered while any is unacknowledged,
+/// expired if any expired, else acked.
+fn overall(counts: &Counts) -> &'static str {
+    if counts.queued > 0 {
+        "queued"
+    } else if counts.sent > 0 {
+        "delivered"
+    } else if counts.expired > 0 {
+        "expired"
+    } else {
+        "acked"
+    }
+}
+
+fn notification_view(row: NotificationRow, deliveries: &[DeliveryRow], detail: bool) -> NotificationView {
+    let mut counts = Counts::default();
+    for d in deliveries {
+        match d.status {
+            QUEUED => counts.queued += 1,
+            SENT => counts.sent += 1,
+            ACKED => counts.acked += 1,
+            _ => counts.expired += 1,
+        }
+    }
+    let record = row.record();
+    NotificationView {
+        id: row.id,
+        title: record.title,
+        body: record.body,
+        app: record.app,
+        priority: record.priority,
+        tags: record.tags,
+        click_url: record.click_url,
+        created_at: rfc3339(row.created_at),
+        expires_at: rfc3339(row.expires_at),
+        status: overall(&counts),
+        targets: deliveries.len(),
+        counts,
+        deliveries: detail.then(|| {
+            deliveries
+                .iter()
+                .map(|d| DeliveryView {
+                    device_id: d.device_id.clone(),
+                    status: status_name(d.status),
+                    attempts: d.attempts,
+                    sent_at: d.sent_at.map(rfc3339),
+                    acked_at: d.acked_at.map(rfc3339),
+                })
+                .collect()
+        }),
+    }
+}
+
+async fn list_notifications(state: web::Data<AppState>, principal: Principal, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = page_limit(query.limit)?;
+    let mut filter = ListFilter::default();
+    // A device sees only its own; a publish token sees nothing here.
+    match principal.device() {
+        Some(own) => {
+            if query.device_id.as_deref().is_some_and(|d| d != own.as_str()) {
+                return Err(ApiError::Forbidden("a device may only list its own notifications".into()));
+            }
+            filter.device = Some(own.to_string());
+        }
+        None => {
+            principal.require_admin()?;
+            if let Some(device) = &query.device_id {
+                let device = DeviceId::parse(device).ok_or_else(|| ApiError::field("deviceId", "must be a device id (dev_…)"))?;
+                filter.device = Some(device.to_string());
+            }
+        }
+    }
+    filter.status = match query.status.as_deref() {
+        None => None,
+        Some("queued") => Some(QUEUED),
+        Some("delivered" | "sent") => Some(SENT),
+        Some("acked") => Some(ACKED),
+        Some("expired") => Some(EXPIRED),
+        Some(_) => return Err(ApiError::field("status", "must be one of queued, delivered, acked, expired")),
+    };
+    filter.priority = match query.priority.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            Priority::parse(raw)
+                .ok_or_else(|| ApiError::field("priority", "must be one of low, normal, high, critical"))?
+                .as_i16(),
+        ),
+    };
+    filter.app = query.app;
+    filter.since = parse_time("since", query.since.as_deref())?;
+    filter.until = parse_time("until", query.until.as_deref())?;
+    filter.before_seq = decode_cursor(query.cursor.as_deref())?
+        .map(|c| c.parse::<i64>().map_err(|_| ApiError::field("cursor", "is not a cursor this server returned")))
+        .transpose()?;
+    let only_device = filter.device.clone();
+    let (rows, deliveries) = state
+        .store
+        .run(move |conn| {
+            let rows = notifications::list(conn, &filter, limit)?;
+            let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+            let deliveries = notifications::deliveries_of(conn, &seqs, only_device.as_deref())?;
+            Ok((rows, deliveries))
+        })
+        .await?;
+    let mut by_seq: HashMap<i64, Vec<DeliveryRow>> = HashMap::new();
+    for d in deliveries {
+        by_seq.entry(d.notification_seq).or_default().push(d);
+    }
+    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| encode_cursor(&r.seq.to_string()))).flatten();
+    let items: Vec<NotificationView> = rows
+        .into_iter()
+        .map(|row| {
+            let deliveries = by_seq.remove(&row.seq).unwrap_or_default();
+            notification_view(row, &deliveries, false)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+async fn get_notification(state: web::Data<AppState>, principal: Principal, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let own = principal.device().map(ToString::to_string);
+    if own.is_none() {
+        principal.require_admin()?;
+    }
+    let lookup = id.clone();
+    let found = state
+        .store
+        .run(move |conn| {
+            let Some(row) = notifications::get(conn, &lookup)? else { return Ok(None) };
+            let deliveries = notifications::deliveries_of(conn, &[row.seq], own.as_deref())?;
+            Ok(Some((row, deliveries)))
+        })
+        .await?;
+    let not_found = || ApiError::NotFound(format!("no notification {id}"));
+    let (row, deliveries) = found.ok_or_else(not_found)?;
+    if principal.device().is_some() && deliveries.is_empty() {
+        return Err(not_found());
+    }
+    Ok(HttpResponse::Ok().json(notification_view(row, &deliveries, true)))
+}

@@ -1,0 +1,207 @@
+//! Pairing and device tokens: `POST /pairing-codes`, `POST /devices/pair`, `POST /auth/refresh`.
+//!
+//! A pairing code is single use; exchanging it creates the device, its first refresh token (a new
+//! family) and an access token. A refresh token is single use too: each refresh returns a new pair,
+//! and presenting a used one again revokes its whole family (someone copied it).
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use beepmyphone_actors::model::{rfc3339, DeviceId};
+use beepmyphone_actors::queue::UpsertDevice;
+
+use crate::api::auth::Principal;
+use crate::api::body::{Json, OptionalJson};
+use crate::api::schemas::{DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
+use crate::error::ApiError;
+use crate::security::jwt::JwtKeys;
+use crate::security::secrets::{hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, Secret};
+use crate::state::AppState;
+use crate::store::devices::DeviceRow;
+use crate::store::tokens::RefreshTokenRow;
+use crate::store::{devices, pairing, tokens, Store, StoreError};
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/pairing-codes", web::post().to(create_pairing_code))
+        .route("/devices/pair", web::post().to(pair_device))
+        .route("/auth/refresh", web::post().to(refresh_tokens));
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PairingCodeResponse {
+    code: String,
+    expires_at: String,
+}
+
+/// Creates a pairing code in the store; used by the API and by `beepmyphone pairing-code`.
+pub fn mint_pairing_code(
+    conn: &mut diesel::SqliteConnection,
+    now_ms: i64,
+    ttl_seconds: u64,
+) -> Result<(Secret, i64), StoreError> {
+    let code = new_pairing_code();
+    let normal = normalize_pairing_code(code.expose()).ok_or_else(|| StoreError::Other("generated a bad code".into()))?;
+    let expires_at = now_ms + i64::try_from(ttl_seconds).unwrap_or(0) * 1_000;
+    pairing::insert(conn, &hash_secret(&normal), now_ms, expires_at)?;
+    Ok((code, expires_at))
+}
+
+async fn create_pairing_code(
+    state: web::Data<AppState>,
+    principal: Principal,
+    OptionalJson(request): OptionalJson<PairingCodeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let ttl = request.ttl_seconds.unwrap_or(state.settings.auth.pairing_code_ttl_seconds);
+    if !(60..=3_600).contains(&ttl) {
+        return Err(ApiError::field("ttlSeconds", "must be between 60 and 3600"));
+    }
+    let now = state.clock.now_ms();
+    let (code, expires_at) = state
+        .store
+        .run(move |conn| {
+            let _ = pairing::purge(conn, now);
+            mint_pairing_code(conn, now, ttl)
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(PairingCodeResponse { code: code.expose().to_owned(), expires_at: rfc3339(expires_at) }))
+}
+
+/// Issues an access token and a refresh token (in `family`) for a device, and stores the latter.
+async fn issue_tokens(
+    state: &AppState,
+    conn_work: impl FnOnce(&mut diesel::SqliteConnection, &RefreshTokenRow) -> Result<(), ApiError> + Send + 'static,
+    device: DeviceId,
+    family: String,
+) -> Result<DeviceTokens, ApiError> {
+    let settings = &state.settings.auth;
+    let now = state.clock.now_ms();
+    let refresh = new_refresh_token();
+    let row = RefreshTokenRow {
+        id: ulid::Ulid::new().to_string(),
+        device_id: device.to_string(),
+        family_id: family,
+        token_hash: hash_secret(refresh.expose()),
+        created_at: now,
+        expires_at: now + i64::try_from(settings.refresh_token_ttl_seconds).unwrap_or(0) * 1_000,
+        used_at: None,
+        revoked_at: None,
+    };
+    let store: Store = state.store.clone();
+    let keys: Arc<JwtKeys> = state.keys.clone();
+    let ttl = settings.access_token_ttl_seconds;
+    let signer_device = device.clone();
+    // One blocking task: the store work, the refresh token row, and the RSA signature.
+    let access = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let mut conn = store.conn()?;
+        conn.immediate_transaction(|conn| {
+            conn_work(conn, &row)?;
+            tokens::insert_refresh(conn, &row).map_err(StoreError::from)?;
+            Ok::<(), ApiError>(())
+        })?;
+        let (token, _) = keys
+            .sign_access(&signer_device, now / 1_000, ttl)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(token)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(DeviceTokens {
+        device_id: device.to_string(),
+        access_token: access,
+        refresh_token: refresh.expose().to_owned(),
+        token_type: "Bearer".into(),
+        expires_in: settings.access_token_ttl_seconds,
+        refresh_expires_in: settings.refresh_token_ttl_seconds,
+    })
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        ApiError::from(StoreError::from(e))
+    }
+}
+
+async fn pair_device(state: web::Data<AppState>, Json(request): Json<PairRequest>) -> Result<HttpResponse, ApiError> {
+    request.validate().map_err(ApiError::invalid)?;
+    let code = normalize_pairing_code(&request.code)
+        .ok_or_else(|| ApiError::Conflict("the pairing code is invalid, used or expired".into()))?;
+    let code_hash = hash_secret(&code);
+    let now = state.clock.now_ms();
+    let device = DeviceId::generate();
+    let row = DeviceRow {
+        id: device.to_string(),
+        name: request.name,
+        platform: request.platform,
+        app_version: request.app_version,
+        enabled: true,
+        min_priority: 0,
+        quiet_start: None,
+        quiet_end: None,
+        quiet_tz: None,
+        created_at: now,
+        last_seen_at: None,
+        tokens_valid_after: 0,
+    };
+    let policy = row.policy();
+    let family = ulid::Ulid::new().to_string();
+    let tokens = issue_tokens(
+        &state,
+        move |conn, _| {
+            if !pairing::consume(conn, &code_hash, now)? {
+                return Err(ApiError::Conflict("the pairing code is invalid, used or expired".into()));
+            }
+            devices::insert(conn, &row)?;
+            Ok(())
+        },
+        device.clone(),
+        family,
+    )
+    .await?;
+    // The queue must know the device before anyone can target it.
+    state
+        .graph
+        .queue
+        .send(UpsertDevice { device: device.clone(), policy })
+        .await
+        .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
+    slog::info!(state.log, "device paired"; "device" => %device);
+    Ok(HttpResponse::Created().json(tokens))
+}
+
+async fn refresh_tokens(state: web::Data<AppState>, Json(request): Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+    let hash = hash_secret(&request.refresh_token);
+    let now = state.clock.now_ms();
+    let invalid = || ApiError::Unauthorized("the refresh token is invalid, used or expired".into());
+    let lookup = hash.clone();
+    let row = state.store.run(move |conn| Ok(tokens::refresh_by_hash(conn, &lookup)?)).await?.ok_or_else(invalid)?;
+    if row.revoked_at.is_some() || row.expires_at <= now {
+        return Err(invalid());
+    }
+    if row.used_at.is_some() {
+        // Reuse of a rotated token: someone else has a copy. Revoke the family.
+        let family = row.family_id.clone();
+        state.store.run(move |conn| Ok(tokens::revoke_family(conn, &family, now)?)).await?;
+        slog::warn!(state.log, "refresh token reused; family revoked"; "device" => &row.device_id);
+        return Err(invalid());
+    }
+    let device = DeviceId::from_trusted(row.device_id.as_str());
+    let used_id = row.id.clone();
+    let tokens = issue_tokens(
+        &state,
+        move |conn, _| {
+            if !tokens::use_refresh(conn, &used_id, now)? {
+                return Err(ApiError::Unauthorized("the refresh token is invalid, used or expired".into()));
+            }
+            Ok(())
+        },
+        device,
+        row.family_id,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}

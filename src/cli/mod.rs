@@ -1,0 +1,84 @@
+//! The `beepmyphone` command line: `serve`, the local admin commands that work on the data
+//! directory (`pairing-code`, `token create`), and the client commands (`send`, `listen`).
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+
+pub mod client;
+pub mod local;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Self-hosted notification relay: publish over HTTP, deliver over WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "beepmyphone", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the settings and the data directory come from (shared by server and local commands).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// Settings file (default: ./config.toml if present, else built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay.
+    Serve {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address and port to listen on (overrides server.listen).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+    },
+    /// Publish a notification.
+    Send(client::SendArgs),
+    /// Act as a device: pair once, then print notifications and acknowledge them.
+    Listen(client::ListenArgs),
+    /// Mint a pairing code (prints it and a QR code).
+    PairingCode {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Seconds the code stays valid (60..3600; default auth.pairing_code_ttl_seconds).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Do not print the QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// API tokens.
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `beepmyphone token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token and print it (shown once).
+    Create {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// `publish` (send notifications) or `admin` (everything).
+        #[arg(long, value_parser = ["publish", "admin"])]
+        scope: String,
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+    },
+}

@@ -1,0 +1,381 @@
+//! Settings: built-in defaults, then `config.toml`, then `BEEP__SECTION__KEY` environment variables,
+//! then command-line flags. Every setting, its default and its meaning is listed in the repository's
+//! `config.toml`; [`Settings::load`] names the offending key when a value is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// A setting that could not be used; start-up fails with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// The URL devices use to reach this relay (shown in pairing QR codes); empty: derived from `listen`.
+    pub public_url: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds to let open requests and sockets finish on shutdown.
+    pub shutdown_timeout_seconds: u64,
+}
+
+/// `[storage]`: the embedded SQLite store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Directory for the database, keys and the initial admin token.
+    pub data_dir: PathBuf,
+    /// Most pooled connections.
+    pub pool_max_size: u32,
+    /// Connections kept open while idle.
+    pub pool_min_idle: u32,
+    /// Milliseconds to wait for a pooled connection before failing the request.
+    pub pool_timeout_ms: u64,
+    /// Milliseconds SQLite waits on a locked database before giving up.
+    pub busy_timeout_ms: u64,
+    /// Milliseconds that delivery state changes (sent, acked) may wait to share a commit.
+    pub group_commit_window_ms: u64,
+    /// Rows that trigger an immediate commit.
+    pub group_commit_max_rows: usize,
+}
+
+/// `[auth]`: device tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `iss` of device access tokens.
+    pub issuer: String,
+    /// `aud` of device access tokens.
+    pub audience: String,
+    /// Lifetime of a device access token, in seconds.
+    pub access_token_ttl_seconds: u64,
+    /// Lifetime of a device refresh token, in seconds.
+    pub refresh_token_ttl_seconds: u64,
+    /// Default lifetime of a pairing code, in seconds.
+    pub pairing_code_ttl_seconds: u64,
+}
+
+/// `[delivery]`: the queue and the batcher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Seconds a sent notification waits for its ack before it is sent again.
+    pub ack_timeout_seconds: u64,
+    /// Default notification lifetime, in seconds.
+    pub default_ttl_seconds: u64,
+    /// Unacknowledged notifications per device before the relay waits for acks.
+    pub max_in_flight_per_device: usize,
+    /// Milliseconds the batcher waits to put more notifications into one frame; 0 sends at once.
+    pub batch_window_ms: u64,
+    /// Notifications per frame at most.
+    pub batch_max_items: usize,
+}
+
+/// `[websocket]`: device sockets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// Seconds between server pings; no pong within two intervals closes the socket.
+    pub heartbeat_seconds: u64,
+    /// Seconds a socket may take to send its auth frame.
+    pub auth_timeout_seconds: u64,
+    /// Largest inbound frame, in bytes (close 1009 above it).
+    pub max_frame_bytes: usize,
+    /// Outbound frames buffered per socket; a device that falls further behind is dropped.
+    pub outbound_buffer_frames: usize,
+    /// Bad frames tolerated before the socket is closed with 1008.
+    pub max_bad_frames: u32,
+}
+
+/// `[log]`: structured logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `trace`, `debug`, `info`, `warning`, `error` or `critical`.
+    pub level: String,
+    /// `auto` (text on a terminal, JSON otherwise), `json` or `text`.
+    pub format: String,
+}
+
+/// Every setting of the relay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTP listener.
+    pub server: ServerSettings,
+    /// The embedded store.
+    pub storage: StorageSettings,
+    /// Device tokens.
+    pub auth: AuthSettings,
+    /// Queue and batching.
+    pub delivery: DeliverySettings,
+    /// Device sockets.
+    pub websocket: WebSocketSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            workers: 0,
+            public_url: String::new(),
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout_seconds: 10,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            pool_max_size: 20,
+            pool_min_idle: 5,
+            pool_timeout_ms: 5_000,
+            busy_timeout_ms: 5_000,
+            group_commit_window_ms: 5,
+            group_commit_max_rows: 2_000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "beepmyphone".into(),
+            audience: "beepmyphone-devices".into(),
+            access_token_ttl_seconds: 3_600,
+            refresh_token_ttl_seconds: 30 * 24 * 3_600,
+            pairing_code_ttl_seconds: 600,
+        }
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            ack_timeout_seconds: 30,
+            default_ttl_seconds: 7 * 24 * 3_600,
+            max_in_flight_per_device: 256,
+            batch_window_ms: 2,
+            batch_max_items: 64,
+        }
+    }
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_seconds: 30,
+            auth_timeout_seconds: 5,
+            max_frame_bytes: 64 * 1024,
+            outbound_buffer_frames: 256,
+            max_bad_frames: 10,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "auto".into() }
+    }
+}
+
+/// Where settings come from, besides the defaults and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config FILE`: must exist and parse.
+    pub config: Option<PathBuf>,
+    /// `--listen ADDR:PORT`.
+    pub listen: Option<String>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads defaults, the config file (the given one, else `./config.toml` if present), the
+    /// `BEEP__SECTION__KEY` environment, and the overrides, in that order; then checks the values.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match &overrides.config {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError(format!("config file {} does not exist", path.display())));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("config.toml").is_file() => figment = figment.merge(Toml::file_exact("config.toml")),
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("BEEP__").split("__"));
+        let mut settings: Settings = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+        if let Some(listen) = &overrides.listen {
+            settings.server.listen.clone_from(listen);
+        }
+        if let Some(dir) = &overrides.data_dir {
+            settings.storage.data_dir.clone_from(dir);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &str, why: &str) -> Result<(), ConfigError> {
+            Err(ConfigError(format!("{key}: {why}")))
+        }
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return bad("server.listen", "must be an address and port such as 0.0.0.0:8080");
+        }
+        if !self.server.public_url.is_empty() && url::Url::parse(&self.server.public_url).is_err() {
+            return bad("server.public_url", "must be an absolute URL or empty");
+        }
+        if self.server.max_body_bytes < 1024 {
+            return bad("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.storage.pool_max_size == 0 {
+            return bad("storage.pool_max_size", "must be at least 1");
+        }
+        if self.storage.pool_min_idle > self.storage.pool_max_size {
+            return bad("storage.pool_min_idle", "must not exceed storage.pool_max_size");
+        }
+        if self.storage.group_commit_max_rows == 0 {
+            return bad("storage.group_commit_max_rows", "must be at least 1");
+        }
+        if self.auth.access_token_ttl_seconds < 60 {
+            return bad("auth.access_token_ttl_seconds", "must be at least 60");
+        }
+        if self.auth.refresh_token_ttl_seconds < self.auth.access_token_ttl_seconds {
+            return bad("auth.refresh_token_ttl_seconds", "must not be shorter than auth.access_token_ttl_seconds");
+        }
+        if !(60..=3_600).contains(&self.auth.pairing_code_ttl_seconds) {
+            return bad("auth.pairing_code_ttl_seconds", "must be between 60 and 3600");
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return bad("auth.issuer", "issuer and audience must not be empty");
+        }
+        if self.delivery.ack_timeout_seconds == 0 {
+            return bad("delivery.ack_timeout_seconds", "must be at least 1");
+        }
+        if !(60..=2_592_000).contains(&self.delivery.default_ttl_seconds) {
+            return bad("delivery.default_ttl_seconds", "must be between 60 and 2592000");
+        }
+        if self.delivery.max_in_flight_per_device == 0 {
+            return bad("delivery.max_in_flight_per_device", "must be at least 1");
+        }
+        if self.delivery.batch_max_items == 0 {
+            return bad("delivery.batch_max_items", "must be at least 1");
+        }
+        if self.websocket.heartbeat_seconds == 0 {
+            return bad("websocket.heartbeat_seconds", "must be at least 1");
+        }
+        if self.websocket.auth_timeout_seconds == 0 {
+            return bad("websocket.auth_timeout_seconds", "must be at least 1");
+        }
+        if self.websocket.max_frame_bytes < 1024 {
+            return bad("websocket.max_frame_bytes", "must be at least 1024");
+        }
+        if self.websocket.outbound_buffer_frames == 0 {
+            return bad("websocket.outbound_buffer_frames", "must be at least 1");
+        }
+        if crate::logging::parse_level(&self.log.level).is_none() {
+            return bad("log.level", "must be one of trace, debug, info, warning, error, critical");
+        }
+        if !matches!(self.log.format.as_str(), "auto" | "json" | "text") {
+            return bad("log.format", "must be one of auto, json, text");
+        }
+        Ok(())
+    }
+
+    /// The listen address (checked by [`Settings::validate`]).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError("server.listen: must be an address and port such as 0.0.0.0:8080".into()))
+    }
+
+    /// The ack timeout.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_secs(self.delivery.ack_timeout_seconds)
+    }
+}
+
+/// Turns a figment error into one line that names the key.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let kind = e.kind.to_string();
+            if key.is_empty() {
+                kind
+            } else {
+                format!("{key}: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "[server]\nlisten = \"127.0.0.1:9000\"\n[delivery]\nack_timeout_seconds = 7\n")?;
+            jail.set_env("BEEP__DELIVERY__ACK_TIMEOUT_SECONDS", "9");
+            let overrides = Overrides { config: Some("custom.toml".into()), data_dir: Some("/tmp/x".into()), ..Overrides::default() };
+            let settings = Settings::load(&overrides).map_err(|e| e.to_string())?;
+            assert_eq!(settings.server.listen, "127.0.0.1:9000");
+            assert_eq!(settings.delivery.ack_timeout_seconds, 9);
+            assert_eq!(settings.storage.data_dir, PathBuf::from("/tmp/x"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BEEP__WEBSOCKET__HEARTBEAT_SECONDS", "soon");
+            let err = Settings::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("websocket.heartbeat_seconds"), "{err}");
+            jail.clear_env();
+            jail.set_env("BEEP__SERVER__LISTEN", "nowhere");
+            let err = Settings::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("server.listen"), "{err}");
+            jail.clear_env();
+            jail.set_env("BEEP__SERVER__LISTNE", "1");
+            let err = Settings::load(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("listne"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let overrides = Overrides { config: Some("/nonexistent/beep.toml".into()), ..Overrides::default() };
+        assert!(Settings::load(&overrides).unwrap_err().to_string().contains("does not exist"));
+    }
+}

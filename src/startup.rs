@@ -1,0 +1,216 @@
+//! Start-up in one place: [`Application::build`] opens the store, loads the keys, starts the actor
+//! graph and binds the listener (port 0 in tests); [`Application::run_until_stopped`] serves until
+//! SIGINT or SIGTERM, then closes device sockets with 1001 and drains requests.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use beepmyphone_actors::batcher::BatcherConfig;
+use beepmyphone_actors::clock::{SharedClock, SystemClock};
+use beepmyphone_actors::queue::QueueConfig;
+use beepmyphone_actors::registry::CloseAll;
+use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
+
+use crate::api;
+use crate::api::middleware::request_context;
+use crate::api::routes::tokens::mint_api_token;
+use crate::config::Settings;
+use crate::security::jwt::JwtKeys;
+use crate::state::{ApiTokenCache, AppState, Scope};
+use crate::store::{tokens, Store, StoreProbe};
+use crate::ws::protocol::close;
+
+/// The file the first admin token is written to.
+pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The keys could not be loaded or created.
+    #[error(transparent)]
+    Keys(#[from] crate::security::jwt::KeyError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Something else on disk.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What tests may swap.
+pub struct Options {
+    /// The clock (a `ManualClock` in tests).
+    pub clock: SharedClock,
+    /// The root logger.
+    pub log: slog::Logger,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), log: crate::logging::discard() }
+    }
+}
+
+/// A built, bound relay.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    shutdown_timeout: Duration,
+}
+
+/// Writes the first admin token if there are no API tokens yet.
+fn ensure_initial_token(store: &Store, data_dir: &Path, now: i64, log: &slog::Logger) -> Result<(), StartError> {
+    let mut conn = store.conn()?;
+    if !tokens::list_api(&mut conn, None, 1).map_err(crate::store::StoreError::from)?.is_empty() {
+        return Ok(());
+    }
+    let path = data_dir.join(INITIAL_TOKEN_FILE);
+    let (_, secret) = mint_api_token(&mut conn, "initial admin", Scope::Admin, now)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
+    writeln!(file, "{}", secret.expose()).map_err(|e| StartError::Io(e.to_string()))?;
+    slog::warn!(log, "first start: wrote an admin API token (mode 0600); keep it safe"; "path" => %path.display());
+    Ok(())
+}
+
+impl Application {
+    /// Opens everything and binds the listener; does not serve yet.
+    pub async fn build(settings: Settings, options: Options) -> Result<Self, StartError> {
+        let Options { clock, log } = options;
+        let settings = Arc::new(settings);
+        let data_dir = settings.storage.data_dir.clone();
+        let store = Store::open(&data_dir, &settings.storage)?;
+        let keys = {
+            let (dir, auth) = (data_dir.clone(), settings.auth.clone());
+            tokio::task::spawn_blocking(move || JwtKeys::load_or_create(&dir, &auth.issuer, &auth.audience))
+                .await
+                .map_err(|e| StartError::Io(e.to_string()))??
+        };
+        ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
+        let graph = start_graph(
+            GraphSettings {
+                queue: QueueConfig {
+                    ack_timeout: settings.ack_timeout(),
+                    max_in_flight: settings.delivery.max_in_flight_per_device,
+                    commit_window: Duration::from_millis(settings.storage.group_commit_window_ms),
+                    commit_max_rows: settings.storage.group_commit_max_rows,
+                    ..QueueConfig::default()
+                },
+                batcher: BatcherConfig {
+                    window: Duration::from_millis(settings.delivery.batch_window_ms),
+                    max_items: settings.delivery.batch_max_items,
+                    ..BatcherConfig::default()
+                },
+                health_cache: Duration::from_secs(30),
+            },
+            Arc::new(store.clone()),
+            vec![Arc::new(StoreProbe(store.clone())) as Arc<dyn Probe>],
+            clock.clone(),
+            &log,
+        );
+        let addr = settings.listen_addr()?;
+        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+        let port = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?.port();
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            store,
+            graph,
+            keys: Arc::new(keys),
+            clock,
+            log: log.clone(),
+            api_tokens: ApiTokenCache::default(),
+        });
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            n => n,
+        };
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::QueryConfig::default().error_handler(api::query_error))
+                .app_data(web::PathConfig::default().error_handler(api::path_error))
+                .wrap(from_fn(request_context))
+                .configure(api::configure)
+        })
+        .workers(workers)
+        .max_connections(100_000)
+        .backlog(4_096)
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_seconds)
+        .listen(listener)
+        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
+        .run();
+        slog::info!(log, "listening"; "addr" => format!("{}:{port}", addr.ip()), "data_dir" => %data_dir.display(), "workers" => workers);
+        Ok(Self { port, server, state, shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_seconds) })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests reach the actor graph through it).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// A handle that stops the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped through its handle, or SIGINT/SIGTERM arrives.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let state = self.state.clone();
+        let grace = self.shutdown_timeout;
+        actix_rt::spawn(async move {
+            wait_for_signal().await;
+            slog::info!(state.log, "shutting down");
+            state.graph.registry.do_send(CloseAll { code: close::GOING_AWAY, reason: "server shutting down".into() });
+            // Let the close frames go out before the workers stop.
+            tokio::time::sleep(Duration::from_millis(200).min(grace)).await;
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

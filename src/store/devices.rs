@@ -1,0 +1,169 @@
+//! Queries on `devices`.
+
+use std::collections::HashMap;
+
+use chrono::NaiveTime;
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+use diesel::SqliteConnection;
+
+use beepmyphone_actors::model::{DeviceId, DevicePolicy, Priority, QuietHours};
+
+use super::schema::{deliveries, devices};
+
+/// A device row.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = devices)]
+pub struct DeviceRow {
+    /// `dev_…`
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `ios`, `android`, …
+    pub platform: String,
+    /// The client app's version, if it said.
+    pub app_version: Option<String>,
+    /// Receives new notifications.
+    pub enabled: bool,
+    /// Minimum priority, stored as [`Priority::as_i16`].
+    pub min_priority: i16,
+    /// Quiet hours start, `HH:MM`.
+    pub quiet_start: Option<String>,
+    /// Quiet hours end, `HH:MM`.
+    pub quiet_end: Option<String>,
+    /// Quiet hours time zone (IANA name).
+    pub quiet_tz: Option<String>,
+    /// Paired at, epoch ms.
+    pub created_at: i64,
+    /// Last socket activity, epoch ms.
+    pub last_seen_at: Option<i64>,
+    /// Access tokens issued before this instant (epoch ms) are refused.
+    pub tokens_valid_after: i64,
+}
+
+impl DeviceRow {
+    /// The typed id.
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId::from_trusted(self.id.as_str())
+    }
+
+    /// The quiet hours, if complete and valid.
+    pub fn quiet_hours(&self) -> Option<QuietHours> {
+        let start = NaiveTime::parse_from_str(self.quiet_start.as_deref()?, "%H:%M").ok()?;
+        let end = NaiveTime::parse_from_str(self.quiet_end.as_deref()?, "%H:%M").ok()?;
+        let timezone = self.quiet_tz.as_deref()?.parse().ok()?;
+        Some(QuietHours { start, end, timezone })
+    }
+
+    /// The delivery policy the queue applies.
+    pub fn policy(&self) -> DevicePolicy {
+        DevicePolicy {
+            enabled: self.enabled,
+            min_priority: Priority::from_i16(self.min_priority),
+            quiet_hours: self.quiet_hours(),
+        }
+    }
+}
+
+/// Settings changes from `PATCH /devices/{id}`; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone, AsChangeset)]
+#[diesel(table_name = devices)]
+pub struct DeviceChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// New minimum priority.
+    pub min_priority: Option<i16>,
+    /// Quiet hours start (`Some(None)` clears).
+    pub quiet_start: Option<Option<String>>,
+    /// Quiet hours end.
+    pub quiet_end: Option<Option<String>>,
+    /// Quiet hours zone.
+    pub quiet_tz: Option<Option<String>>,
+}
+
+/// Inserts a device.
+pub fn insert(conn: &mut SqliteConnection, row: &DeviceRow) -> QueryResult<()> {
+    diesel::insert_into(devices::table).values(row).execute(conn).map(|_| ())
+}
+
+/// One device.
+pub fn get(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<DeviceRow>> {
+    devices::table.find(id).select(DeviceRow::as_select()).first(conn).optional()
+}
+
+/// A page of devices in id order, after `after`, optionally of one platform.
+pub fn list(conn: &mut SqliteConnection, platform: Option<&str>, after: Option<&str>, limit: i64) -> QueryResult<Vec<DeviceRow>> {
+    let mut query = devices::table.select(DeviceRow::as_select()).order(devices::id.asc()).limit(limit).into_boxed();
+    if let Some(platform) = platform {
+        query = query.filter(devices::platform.eq(platform.to_owned()));
+    }
+    if let Some(after) = after {
+        query = query.filter(devices::id.gt(after.to_owned()));
+    }
+    query.load(conn)
+}
+
+/// Every device, for the queue.
+pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<DeviceRow>> {
+    devices::table.select(DeviceRow::as_select()).load(conn)
+}
+
+/// Applies settings changes; returns the updated row, or `None` if there is no such device.
+pub fn update(conn: &mut SqliteConnection, id: &str, changes: &DeviceChanges) -> QueryResult<Option<DeviceRow>> {
+    let has_changes = changes.name.is_some()
+        || changes.enabled.is_some()
+        || changes.min_priority.is_some()
+        || changes.quiet_start.is_some()
+        || changes.quiet_end.is_some()
+        || changes.quiet_tz.is_some();
+    if has_changes {
+        diesel::update(devices::table.find(id)).set(changes).execute(conn)?;
+    }
+    get(conn, id)
+}
+
+/// Deletes a device (its tokens and deliveries cascade); whether it existed.
+pub fn delete(conn: &mut SqliteConnection, id: &str) -> QueryResult<bool> {
+    diesel::delete(devices::table.find(id)).execute(conn).map(|n| n > 0)
+}
+
+/// Records socket activity.
+pub fn touch(conn: &mut SqliteConnection, id: &str, at: i64) -> QueryResult<()> {
+    diesel::update(devices::table.find(id)).set(devices::last_seen_at.eq(at)).execute(conn).map(|_| ())
+}
+
+/// Delivery counts of one device, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryCounts {
+    /// Waiting to be sent.
+    pub queued: i64,
+    /// Sent, not acknowledged.
+    pub sent: i64,
+    /// Acknowledged.
+    pub acked: i64,
+    /// Expired unacknowledged.
+    pub expired: i64,
+}
+
+/// Delivery counts for these devices.
+pub fn delivery_counts(conn: &mut SqliteConnection, ids: &[String]) -> QueryResult<HashMap<String, DeliveryCounts>> {
+    let rows: Vec<(String, i16, i64)> = deliveries::table
+        .filter(deliveries::device_id.eq_any(ids))
+        .group_by((deliveries::device_id, deliveries::status))
+        .select((deliveries::device_id, deliveries::status, count_star()))
+        .load(conn)?;
+    let mut out: HashMap<String, DeliveryCounts> = HashMap::new();
+    for (device, status, n) in rows {
+        let counts = out.entry(device).or_default();
+        match status {
+            super::notifications::QUEUED => counts.queued = n,
+            super::notifications::SENT => counts.sent = n,
+            super::notifications::ACKED => counts.acked = n,
+            _ => counts.expired = n,
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,236 @@
+//! The embedded store: one SQLite file under the data directory, reached through diesel and an
+//! r2d2 pool.
+//!
+//! Every connection runs in WAL mode with `synchronous=NORMAL`, a busy timeout and foreign keys on.
+//! Queries are plain functions taking `&mut SqliteConnection`, grouped by table in the submodules,
+//! and always run on a blocking thread through [`Store::run`]. The notification queue's writes
+//! (publishes, sent and acked marks) go through one group-committed path ([`queue_store`]), so
+//! concurrent publishers never contend for the write lock.
+
+pub mod devices;
+pub mod notifications;
+pub mod pairing;
+pub mod queue_store;
+pub mod schema;
+pub mod tokens;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::StorageSettings;
+
+/// The migrations in `migrations/`, compiled in.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "beepmyphone.db";
+
+/// A store failure. Callers map it to a 503 or 500; its text is logged, never sent to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No pooled connection could be had in time.
+    #[error("connection pool: {0}")]
+    Pool(String),
+    /// A query failed.
+    #[error("query: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// The blocking task failed (panicked or was cancelled).
+    #[error("blocking task: {0}")]
+    Task(String),
+    /// Anything else (migrations, files).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A pooled connection.
+pub type Conn = PooledConnection<ConnectionManager<SqliteConnection>>;
+
+/// Pool counters, for health and metrics.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    /// Connections handed out.
+    pub acquired: AtomicU64,
+    /// Acquisitions that waited for a free connection (took longer than 1 ms).
+    pub waited: AtomicU64,
+    /// Total time spent acquiring, in microseconds.
+    pub acquire_micros: AtomicU64,
+    /// Acquisitions that failed.
+    pub failed: AtomicU64,
+}
+
+/// A snapshot of the pool.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStats {
+    /// Most connections.
+    pub max_size: u32,
+    /// Open connections.
+    pub size: u32,
+    /// Open and idle.
+    pub idle: u32,
+    /// Open and in use.
+    pub in_use: u32,
+    /// Connections handed out since start.
+    pub acquired: u64,
+    /// Acquisitions that had to wait.
+    pub waited: u64,
+    /// Acquisitions that failed.
+    pub failed: u64,
+    /// Mean acquisition time, microseconds.
+    pub mean_acquire_micros: u64,
+}
+
+#[derive(Debug)]
+struct Pragmas {
+    busy_timeout_ms: u64,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
+            self.busy_timeout_ms
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// The store: a connection pool over the database file.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+    counters: Arc<PoolCounters>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and runs pending migrations.
+    pub fn open(data_dir: &Path, settings: &StorageSettings) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DB_FILE);
+        let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+        let pool = Pool::builder()
+            .max_size(settings.pool_max_size)
+            .min_idle(Some(settings.pool_min_idle))
+            .connection_timeout(Duration::from_millis(settings.pool_timeout_ms.max(1)))
+            .test_on_check_out(true)
+            .connection_customizer(Box::new(Pragmas { busy_timeout_ms: settings.busy_timeout_ms }))
+            .build(manager)
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let store = Self { pool, counters: Arc::new(PoolCounters::default()) };
+        let mut conn = store.conn()?;
+        conn.run_pending_migrations(MIGRATIONS).map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
+        Ok(store)
+    }
+
+    /// A pooled connection; blocks, so only call it on a blocking thread.
+    pub fn conn(&self) -> Result<Conn, StoreError> {
+        let started = Instant::now();
+        let result = self.pool.get();
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match result {
+            Ok(conn) => {
+                self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+                self.counters.acquire_micros.fetch_add(micros, Ordering::Relaxed);
+                if micros > 1_000 {
+                    self.counters.waited.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Pool(e.to_string()))
+            }
+        }
+    }
+
+    /// Runs `f` with a pooled connection on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store.conn()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// The pool's counts now.
+    pub fn stats(&self) -> PoolStats {
+        let state = self.pool.state();
+        let acquired = self.counters.acquired.load(Ordering::Relaxed);
+        PoolStats {
+            max_size: self.pool.max_size(),
+            size: state.connections,
+            idle: state.idle_connections,
+            in_use: state.connections - state.idle_connections,
+            acquired,
+            waited: self.counters.waited.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            mean_acquire_micros: self.counters.acquire_micros.load(Ordering::Relaxed) / acquired.max(1),
+        }
+    }
+}
+
+/// The store as a health probe: a round trip through the pool.
+pub struct StoreProbe(pub Store);
+
+impl beepmyphone_actors::supervisor::Probe for StoreProbe {
+    fn name(&self) -> &str {
+        "store"
+    }
+
+    fn check(&self) -> (beepmyphone_actors::supervisor::Status, String) {
+        use beepmyphone_actors::supervisor::Status;
+        use diesel::RunQueryDsl;
+        let result = self.0.conn().and_then(|mut conn| {
+            diesel::sql_query("SELECT 1").execute(&mut conn).map_err(StoreError::from)
+        });
+        match result {
+            Ok(_) => {
+                let stats = self.0.stats();
+                (Status::Healthy, format!("pool {}/{} in use", stats.in_use, stats.max_size))
+            }
+            Err(e) => (Status::Unhealthy, e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        value: String,
+    }
+
+    #[test]
+    fn connections_use_wal_normal_sync_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
+        let mut conn = store.conn().unwrap();
+        let mode: Vec<Text> = diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode").load(&mut conn).unwrap();
+        assert_eq!(mode[0].value, "wal");
+        let sync: Vec<Text> = diesel::sql_query("SELECT CAST(synchronous AS TEXT) AS value FROM pragma_synchronous").load(&mut conn).unwrap();
+        assert_eq!(sync[0].value, "1"); // NORMAL
+        let fk: Vec<Text> = diesel::sql_query("SELECT CAST(foreign_keys AS TEXT) AS value FROM pragma_foreign_keys").load(&mut conn).unwrap();
+        assert_eq!(fk[0].value, "1");
+        let stats = store.stats();
+        assert!(stats.acquired >= 2 && stats.in_use >= 1, "{stats:?}");
+    }
+}

@@ -1,0 +1,327 @@
+//! One actor per device WebSocket.
+//!
+//! The actor reads frames from the aggregated actix-ws stream, answers pings, parses `auth` and
+//! `ack` frames, and counts bad ones (an `error` frame each; the tenth closes with 1008). Outbound
+//! frames go through a bounded channel to a writer task that owns the socket's write half: a device
+//! that stops reading fills the channel and is dropped (its deliveries stay pending in the queue and
+//! are sent again when it comes back). Heartbeats run on the injected clock, so tests can advance
+//! time instead of sleeping. The socket registers with the session registry once authenticated and
+//! unregisters in `stopped`, whatever ended it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use bytes::Bytes;
+use bytestring::ByteString;
+use tokio::sync::mpsc;
+
+use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
+use beepmyphone_actors::queue::Ack;
+use beepmyphone_actors::registry::{CloseSocket, Register, SendFrame, Unregister};
+
+use super::protocol::{close, ErrorFrame, Hello, Inbound, MAX_ACK_IDS};
+use crate::api::auth::{authenticate_device, DeviceAuthError};
+use crate::state::AppState;
+use crate::store::devices;
+
+static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+enum Outbound {
+    Text(Bytes),
+    Ping,
+}
+
+/// Where the socket is in its life.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Waiting for an auth frame.
+    Unauthenticated,
+    /// Authenticated as this device.
+    Authenticated(DeviceId),
+    /// Closing; frames are ignored.
+    Closing,
+}
+
+/// The per-connection actor.
+pub struct DeviceSocket {
+    id: u64,
+    state: Arc<AppState>,
+    session: Session,
+    out: Option<mpsc::Sender<Outbound>>,
+    pending_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
+    phase: Phase,
+    /// Token expiry, seconds since the epoch.
+    token_exp: i64,
+    /// Last frame from the device, clock milliseconds.
+    last_seen: i64,
+    bad_frames: u32,
+    /// The device this socket registered for; unregistered in `stopped`.
+    registered: Option<DeviceId>,
+}
+
+impl DeviceSocket {
+    /// A socket over `session`; `pre_auth` is the result of a header token, if one was sent.
+    pub fn new(
+        state: Arc<AppState>,
+        session: Session,
+        pre_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
+    ) -> Self {
+        Self {
+            id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
+            last_seen: state.clock.now_ms(),
+            state,
+            session,
+            out: None,
+            pending_auth: pre_auth,
+            phase: Phase::Unauthenticated,
+            token_exp: 0,
+            bad_frames: 0,
+            registered: None,
+        }
+    }
+
+    fn send_json(&mut self, ctx: &mut Context<Self>, value: &impl serde::Serialize) {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.send_frame(ctx, Bytes::from(bytes)),
+            Err(e) => slog::error!(self.state.log, "could not encode a frame"; "error" => %e),
+        }
+    }
+
+    fn send_frame(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
+        let Some(out) = &self.out else { return };
+        match out.try_send(Outbound::Text(frame)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                slog::warn!(self.state.log, "device is not reading; dropping its socket"; "socket" => self.id);
+                self.close(ctx, close::POLICY, "outbound buffer full");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        }
+    }
+
+    fn error_frame(&mut self, ctx: &mut Context<Self>, code: &str, message: &str) {
+        self.send_json(ctx, &ErrorFrame { kind: "error", code, message });
+        self.bad_frames += 1;
+        if self.bad_frames >= self.state.settings.websocket.max_bad_frames {
+            self.close(ctx, close::POLICY, "too many bad frames");
+        }
+    }
+
+    /// Sends a close frame (best effort) and stops.
+    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        self.phase = Phase::Closing;
+        self.out = None; // ends the writer task after what it has queued
+        let session = self.session.clone();
+        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
+        actix_rt::spawn(async move {
+            let _ = session.close(Some(reason)).await; // the peer may be gone already
+        });
+        ctx.stop();
+    }
+
+    fn on_auth_result(&mut self, ctx: &mut Context<Self>, result: Result<(DeviceId, String, i64), DeviceAuthError>) {
+        match (result, &self.phase) {
+            (Ok((device, _jti, exp)), Phase::Unauthenticated) => {
+                self.token_exp = exp;
+                self.phase = Phase::Authenticated(device.clone());
+                let settings = &self.state.settings.websocket;
+                let hello = Hello {
+                    kind: "hello",
+                    device_id: device.as_str(),
+                    heartbeat_seconds: settings.heartbeat_seconds,
+                    server_time: rfc3339(self.state.clock.now_ms()),
+                };
+                self.send_json(ctx, &hello);
+                self.state.graph.registry.do_send(Register {
+                    device: device.clone(),
+                    socket: self.id,
+                    send: ctx.address().recipient(),
+                    close: ctx.address().recipient(),
+                });
+                self.touch(&device);
+                self.registered = Some(device);
+            }
+            (Ok((device, _jti, exp)), Phase::Authenticated(current)) => {
+                if &device == current {
+                    self.token_exp = exp; // in-band renewal
+                } else {
+                    self.close(ctx, close::UNAUTHORIZED, "token is for another device");
+                }
+            }
+            (Ok(_), Phase::Closing) => {}
+            (Err(DeviceAuthError::Gone), _) => self.close(ctx, close::REVOKED, "device revoked"),
+            (Err(DeviceAuthError::Invalid(why)), _) => self.close(ctx, close::UNAUTHORIZED, why),
+            (Err(DeviceAuthError::Store(_)), _) => self.close(ctx, close::GOING_AWAY, "try again later"),
+        }
+    }
+
+    fn authenticate(&mut self, ctx: &mut Context<Self>, token: String) {
+        let state = self.state.clone();
+        let check = async move { authenticate_device(&state, &token).await };
+        ctx.wait(check.into_actor(self).map(|result, act, ctx| act.on_auth_result(ctx, result)));
+    }
+
+    fn touch(&self, device: &DeviceId) {
+        let (store, id, now, log) = (self.state.store.clone(), device.to_string(), self.state.clock.now_ms(), self.state.log.clone());
+        actix_rt::spawn(async move {
+            if let Err(e) = store.run(move |conn| Ok(devices::touch(conn, &id, now)?)).await {
+                slog::warn!(log, "could not record last seen"; "error" => %e);
+            }
+        });
+    }
+
+    fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
+        let frame = match serde_json::from_str::<Inbound>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                if self.phase == Phase::Unauthenticated {
+                    return self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth");
+                }
+                let message = e.to_string();
+                return self.error_frame(ctx, "BAD_FRAME", message.split(" at line ").next().unwrap_or("bad frame"));
+            }
+        };
+        match (frame, self.phase.clone()) {
+            (Inbound::Auth { token }, Phase::Unauthenticated | Phase::Authenticated(_)) => self.authenticate(ctx, token),
+            (Inbound::Ack { .. }, Phase::Unauthenticated) => self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth"),
+            (Inbound::Ack { ids }, Phase::Authenticated(device)) => {
+                if ids.is_empty() || ids.len() > MAX_ACK_IDS {
+                    return self.error_frame(ctx, "BAD_FRAME", "ack must carry 1 to 1000 ids");
+                }
+                let mut parsed = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    match NotificationId::parse(id) {
+                        Some(id) => parsed.push(id),
+                        None => return self.error_frame(ctx, "BAD_FRAME", "ack ids must be notification ids (ntf_…)"),
+                    }
+                }
+                self.state.graph.queue.do_send(Ack { device, ids: parsed });
+            }
+            (_, Phase::Closing) => {}
+        }
+    }
+}
+
+impl Actor for DeviceSocket {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let settings = self.state.settings.websocket.clone();
+        let (tx, mut rx) = mpsc::channel::<Outbound>(settings.outbound_buffer_frames);
+        self.out = Some(tx);
+        let mut writer = self.session.clone();
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let sent = match message {
+                    // The frames are JSON built from UTF-8 strings.
+                    Outbound::Text(bytes) => match ByteString::try_from(bytes) {
+                        Ok(text) => writer.text(text).await,
+                        Err(_) => Ok(()),
+                    },
+                    Outbound::Ping => writer.ping(b"").await,
+                };
+                if sent.is_err() {
+                    addr.do_send(CloseSocket { code: close::GOING_AWAY, reason: "connection lost".into() });
+                    break;
+                }
+            }
+        });
+        let heartbeat = Duration::from_secs(settings.heartbeat_seconds);
+        ctx.add_stream(self.state.clock.interval(heartbeat));
+        match self.pending_auth.take() {
+            Some(result) => self.on_auth_result(ctx, result),
+            None => {
+                ctx.run_later(Duration::from_secs(settings.auth_timeout_seconds), |act, ctx| {
+                    if act.phase == Phase::Unauthenticated {
+                        act.close(ctx, close::UNAUTHORIZED, "authentication timed out");
+                    }
+                });
+            }
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(device) = self.registered.take() {
+            self.state.graph.registry.do_send(Unregister { device: device.clone(), socket: self.id });
+            self.touch(&device);
+        }
+    }
+}
+
+/// Heartbeat ticks from the clock.
+impl StreamHandler<()> for DeviceSocket {
+    fn handle(&mut self, _tick: (), ctx: &mut Self::Context) {
+        let now = self.state.clock.now_ms();
+        let heartbeat_ms = i64::try_from(self.state.settings.websocket.heartbeat_seconds).unwrap_or(30) * 1_000;
+        if now - self.last_seen > 2 * heartbeat_ms {
+            return self.close(ctx, close::GOING_AWAY, "heartbeat timeout");
+        }
+        if matches!(self.phase, Phase::Authenticated(_)) && now / 1_000 > self.token_exp {
+            return self.close(ctx, close::UNAUTHORIZED, "the token has expired");
+        }
+        if let Some(out) = &self.out {
+            let _ = out.try_send(Outbound::Ping); // a full buffer is dealt with by data frames
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+/// Frames from the device.
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = self.state.clock.now_ms();
+        if self.phase == Phase::Closing {
+            return;
+        }
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.on_text(ctx, &text),
+            Ok(AggregatedMessage::Binary(_)) => {
+                if self.phase == Phase::Unauthenticated {
+                    return self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth");
+                }
+                self.error_frame(ctx, "UNSUPPORTED", "binary frames are not supported");
+            }
+            Ok(AggregatedMessage::Ping(bytes)) => {
+                let mut session = self.session.clone();
+                actix_rt::spawn(async move {
+                    let _ = session.pong(&bytes).await; // the peer may be gone already
+                });
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => self.close(ctx, 1000, "bye"),
+            Err(ProtocolError::Overflow) => self.close(ctx, close::TOO_BIG, "frame too large"),
+            Err(e) => {
+                slog::debug!(self.state.log, "socket protocol error"; "socket" => self.id, "error" => %e);
+                self.close(ctx, close::POLICY, "protocol error");
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<SendFrame> for DeviceSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendFrame, ctx: &mut Self::Context) {
+        self.send_frame(ctx, msg.frame);
+    }
+}
+
+impl Handler<CloseSocket> for DeviceSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSocket, ctx: &mut Self::Context) {
+        self.close(ctx, msg.code, &msg.reason);
+    }
+}
