@@ -191,7 +191,10 @@ impl Default for WebSocketSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { level: "info".into(), format: "auto".into() }
+        Self {
+            level: "info".into(),
+            format: "auto".into(),
+        }
     }
 }
 
@@ -214,11 +217,16 @@ impl Settings {
         match &overrides.config {
             Some(path) => {
                 if !path.is_file() {
-                    return Err(ConfigError(format!("config file {} does not exist", path.display())));
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
                 }
                 figment = figment.merge(Toml::file_exact(path));
             }
-            None if Path::new("config.toml").is_file() => figment = figment.merge(Toml::file_exact("config.toml")),
+            None if Path::new("config.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("config.toml"))
+            }
             None => {}
         }
         figment = figment.merge(Env::prefixed("BEEP__").split("__"));
@@ -239,7 +247,10 @@ impl Settings {
             Err(ConfigError(format!("{key}: {why}")))
         }
         if self.server.listen.parse::<SocketAddr>().is_err() {
-            return bad("server.listen", "must be an address and port such as 0.0.0.0:8080");
+            return bad(
+                "server.listen",
+                "must be an address and port such as 0.0.0.0:8080",
+            );
         }
         if !self.server.public_url.is_empty() && url::Url::parse(&self.server.public_url).is_err() {
             return bad("server.public_url", "must be an absolute URL or empty");
@@ -251,7 +262,10 @@ impl Settings {
             return bad("storage.pool_max_size", "must be at least 1");
         }
         if self.storage.pool_min_idle > self.storage.pool_max_size {
-            return bad("storage.pool_min_idle", "must not exceed storage.pool_max_size");
+            return bad(
+                "storage.pool_min_idle",
+                "must not exceed storage.pool_max_size",
+            );
         }
         if self.storage.group_commit_max_rows == 0 {
             return bad("storage.group_commit_max_rows", "must be at least 1");
@@ -260,10 +274,16 @@ impl Settings {
             return bad("auth.access_token_ttl_seconds", "must be at least 60");
         }
         if self.auth.refresh_token_ttl_seconds < self.auth.access_token_ttl_seconds {
-            return bad("auth.refresh_token_ttl_seconds", "must not be shorter than auth.access_token_ttl_seconds");
+            return bad(
+                "auth.refresh_token_ttl_seconds",
+                "must not be shorter than auth.access_token_ttl_seconds",
+            );
         }
         if !(60..=3_600).contains(&self.auth.pairing_code_ttl_seconds) {
-            return bad("auth.pairing_code_ttl_seconds", "must be between 60 and 3600");
+            return bad(
+                "auth.pairing_code_ttl_seconds",
+                "must be between 60 and 3600",
+            );
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return bad("auth.issuer", "issuer and audience must not be empty");
@@ -272,7 +292,10 @@ impl Settings {
             return bad("delivery.ack_timeout_seconds", "must be at least 1");
         }
         if !(60..=2_592_000).contains(&self.delivery.default_ttl_seconds) {
-            return bad("delivery.default_ttl_seconds", "must be between 60 and 2592000");
+            return bad(
+                "delivery.default_ttl_seconds",
+                "must be between 60 and 2592000",
+            );
         }
         if self.delivery.max_in_flight_per_device == 0 {
             return bad("delivery.max_in_flight_per_device", "must be at least 1");
@@ -293,7 +316,10 @@ impl Settings {
             return bad("websocket.outbound_buffer_frames", "must be at least 1");
         }
         if crate::logging::parse_level(&self.log.level).is_none() {
-            return bad("log.level", "must be one of trace, debug, info, warning, error, critical");
+            return bad(
+                "log.level",
+                "must be one of trace, debug, info, warning, error, critical",
+            );
         }
         if !matches!(self.log.format.as_str(), "auto" | "json" | "text") {
             return bad("log.format", "must be one of auto, json, text");
@@ -303,10 +329,9 @@ impl Settings {
 
     /// The listen address (checked by [`Settings::validate`]).
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|_| ConfigError("server.listen: must be an address and port such as 0.0.0.0:8080".into()))
+        self.server.listen.parse().map_err(|_| {
+            ConfigError("server.listen: must be an address and port such as 0.0.0.0:8080".into())
+        })
     }
 
     /// The ack timeout.
@@ -344,9 +369,16 @@ mod tests {
     #[test]
     fn file_env_and_flags_layer_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("custom.toml", "[server]\nlisten = \"127.0.0.1:9000\"\n[delivery]\nack_timeout_seconds = 7\n")?;
+            jail.create_file(
+                "custom.toml",
+                "[server]\nlisten = \"127.0.0.1:9000\"\n[delivery]\nack_timeout_seconds = 7\n",
+            )?;
             jail.set_env("BEEP__DELIVERY__ACK_TIMEOUT_SECONDS", "9");
-            let overrides = Overrides { config: Some("custom.toml".into()), data_dir: Some("/tmp/x".into()), ..Overrides::default() };
+            let overrides = Overrides {
+                config: Some("custom.toml".into()),
+                data_dir: Some("/tmp/x".into()),
+                ..Overrides::default()
+            };
             let settings = Settings::load(&overrides).map_err(|e| e.to_string())?;
             assert_eq!(settings.server.listen, "127.0.0.1:9000");
             assert_eq!(settings.delivery.ack_timeout_seconds, 9);
@@ -359,15 +391,21 @@ mod tests {
     fn bad_values_name_their_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BEEP__WEBSOCKET__HEARTBEAT_SECONDS", "soon");
-            let err = Settings::load(&Overrides::default()).unwrap_err().to_string();
+            let err = Settings::load(&Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("websocket.heartbeat_seconds"), "{err}");
             jail.clear_env();
             jail.set_env("BEEP__SERVER__LISTEN", "nowhere");
-            let err = Settings::load(&Overrides::default()).unwrap_err().to_string();
+            let err = Settings::load(&Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("server.listen"), "{err}");
             jail.clear_env();
             jail.set_env("BEEP__SERVER__LISTNE", "1");
-            let err = Settings::load(&Overrides::default()).unwrap_err().to_string();
+            let err = Settings::load(&Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("listne"), "{err}");
             Ok(())
         });
@@ -375,7 +413,13 @@ mod tests {
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let overrides = Overrides { config: Some("/nonexistent/beep.toml".into()), ..Overrides::default() };
-        assert!(Settings::load(&overrides).unwrap_err().to_string().contains("does not exist"));
+        let overrides = Overrides {
+            config: Some("/nonexistent/beep.toml".into()),
+            ..Overrides::default()
+        };
+        assert!(Settings::load(&overrides)
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
     }
 }

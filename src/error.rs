@@ -22,7 +22,10 @@ pub struct FieldError {
 impl FieldError {
     /// A field error.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -95,9 +98,9 @@ impl ApiError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Validation { .. } | ApiError::Unprocessable { .. } | ApiError::UnsupportedMediaType => {
-                "VALIDATION_ERROR"
-            }
+            ApiError::Validation { .. }
+            | ApiError::Unprocessable { .. }
+            | ApiError::UnsupportedMediaType => "VALIDATION_ERROR",
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
@@ -175,7 +178,9 @@ impl ResponseError for ApiError {
             other => other.to_string(),
         };
         let errors = match self {
-            ApiError::Validation { errors, .. } | ApiError::Unprocessable { errors, .. } => Some(errors.as_slice()),
+            ApiError::Validation { errors, .. } | ApiError::Unprocessable { errors, .. } => {
+                Some(errors.as_slice())
+            }
             _ => None,
         };
         let problem = Problem {
@@ -188,7 +193,10 @@ impl ResponseError for ApiError {
             request_id: current_request_id(),
         };
         let mut response = HttpResponse::build(status);
-        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
         if matches!(self, ApiError::Unauthorized(_)) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
@@ -211,7 +219,10 @@ mod tests {
 
     #[test]
     fn validation_problems_list_fields() {
-        let e = ApiError::invalid(vec![FieldError::new("priority", "must be one of low, normal, high, critical"), FieldError::new("title", "required")]);
+        let e = ApiError::invalid(vec![
+            FieldError::new("priority", "must be one of low, normal, high, critical"),
+            FieldError::new("title", "required"),
+        ]);
         assert_eq!(e.status_code(), StatusCode::BAD_REQUEST);
         let v = body(&e);
         assert_eq!(v["code"], "VALIDATION_ERROR");

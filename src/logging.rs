@@ -42,7 +42,10 @@ pub fn build(settings: &LogSettings) -> Logger {
         let decorator = slog_term::TermDecorator::new().stdout().build();
         Box::new(slog_term::FullFormat::new(decorator).build().fuse())
     };
-    let drain = slog_async::Async::new(drain).chan_size(8_192).build().fuse();
+    let drain = slog_async::Async::new(drain)
+        .chan_size(8_192)
+        .build()
+        .fuse();
     Logger::root(drain.filter_level(level).fuse(), slog::o!())
 }
 

@@ -16,7 +16,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, listen } => {
-            let overrides = Overrides { config: config.config, data_dir: config.data_dir, listen };
+            let overrides = Overrides {
+                config: config.config,
+                data_dir: config.data_dir,
+                listen,
+            };
             let settings = match Settings::load(&overrides) {
                 Ok(settings) => settings,
                 Err(e) => {
@@ -28,10 +32,25 @@ fn main() -> ExitCode {
         }
         Command::Send(args) => exit(actix_rt::System::new().block_on(client::send(args))),
         Command::Listen(args) => exit(actix_rt::System::new().block_on(client::listen(args))),
-        Command::PairingCode { config, ttl, no_qr } => local_result(local::pairing_code(&config, ttl, no_qr, &mut std::io::stdout())),
-        Command::Token { command: TokenCommand::Create { config, scope, name } } => {
-            local_result(local::token_create(&config, &scope, &name, &mut std::io::stdout()))
-        }
+        Command::PairingCode { config, ttl, no_qr } => local_result(local::pairing_code(
+            &config,
+            ttl,
+            no_qr,
+            &mut std::io::stdout(),
+        )),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    config,
+                    scope,
+                    name,
+                },
+        } => local_result(local::token_create(
+            &config,
+            &scope,
+            &name,
+            &mut std::io::stdout(),
+        )),
     }
 }
 
@@ -49,8 +68,17 @@ fn serve(settings: Settings) -> ExitCode {
     let log = beepmyphone::logging::build(&settings.log);
     let system = actix_rt::System::new();
     let result = system.block_on(async {
-        let app = Application::build(settings, Options { log: log.clone(), ..Options::default() }).await?;
-        app.run_until_stopped().await.map_err(|e| beepmyphone::startup::StartError::Io(e.to_string()))
+        let app = Application::build(
+            settings,
+            Options {
+                log: log.clone(),
+                ..Options::default()
+            },
+        )
+        .await?;
+        app.run_until_stopped()
+            .await
+            .map_err(|e| beepmyphone::startup::StartError::Io(e.to_string()))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

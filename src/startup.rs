@@ -66,7 +66,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), log: crate::logging::discard() }
+        Self {
+            clock: Arc::new(SystemClock),
+            log: crate::logging::discard(),
+        }
     }
 }
 
@@ -79,9 +82,17 @@ pub struct Application {
 }
 
 /// Writes the first admin token if there are no API tokens yet.
-fn ensure_initial_token(store: &Store, data_dir: &Path, now: i64, log: &slog::Logger) -> Result<(), StartError> {
+fn ensure_initial_token(
+    store: &Store,
+    data_dir: &Path,
+    now: i64,
+    log: &slog::Logger,
+) -> Result<(), StartError> {
     let mut conn = store.conn()?;
-    if !tokens::list_api(&mut conn, None, 1).map_err(crate::store::StoreError::from)?.is_empty() {
+    if !tokens::list_api(&mut conn, None, 1)
+        .map_err(crate::store::StoreError::from)?
+        .is_empty()
+    {
         return Ok(());
     }
     let path = data_dir.join(INITIAL_TOKEN_FILE);
@@ -107,9 +118,11 @@ impl Application {
         let store = Store::open(&data_dir, &settings.storage)?;
         let keys = {
             let (dir, auth) = (data_dir.clone(), settings.auth.clone());
-            tokio::task::spawn_blocking(move || JwtKeys::load_or_create(&dir, &auth.issuer, &auth.audience))
-                .await
-                .map_err(|e| StartError::Io(e.to_string()))??
+            tokio::task::spawn_blocking(move || {
+                JwtKeys::load_or_create(&dir, &auth.issuer, &auth.audience)
+            })
+            .await
+            .map_err(|e| StartError::Io(e.to_string()))??
         };
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
         let graph = start_graph(
@@ -134,8 +147,14 @@ impl Application {
             &log,
         );
         let addr = settings.listen_addr()?;
-        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
-        let port = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?.port();
+        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Io(e.to_string()))?
+            .port();
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             store,
@@ -146,7 +165,9 @@ impl Application {
             api_tokens: ApiTokenCache::default(),
         });
         let workers = match settings.server.workers {
-            0 => std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
             n => n,
         };
         let app_state = state.clone();
@@ -164,10 +185,18 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_seconds)
         .listen(listener)
-        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?
         .run();
         slog::info!(log, "listening"; "addr" => format!("{}:{port}", addr.ip()), "data_dir" => %data_dir.display(), "workers" => workers);
-        Ok(Self { port, server, state, shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_seconds) })
+        Ok(Self {
+            port,
+            server,
+            state,
+            shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_seconds),
+        })
     }
 
     /// The bound port.
@@ -193,7 +222,10 @@ impl Application {
         actix_rt::spawn(async move {
             wait_for_signal().await;
             slog::info!(state.log, "shutting down");
-            state.graph.registry.do_send(CloseAll { code: close::GOING_AWAY, reason: "server shutting down".into() });
+            state.graph.registry.do_send(CloseAll {
+                code: close::GOING_AWAY,
+                reason: "server shutting down".into(),
+            });
             // Let the close frames go out before the workers stop.
             tokio::time::sleep(Duration::from_millis(200).min(grace)).await;
             handle.stop(true).await;
@@ -204,7 +236,10 @@ impl Application {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

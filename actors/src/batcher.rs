@@ -38,7 +38,11 @@ pub struct BatcherConfig {
 
 impl Default for BatcherConfig {
     fn default() -> Self {
-        Self { window: Duration::from_millis(2), max_items: 64, max_bytes: 256 * 1024 }
+        Self {
+            window: Duration::from_millis(2),
+            max_items: 64,
+            max_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -76,12 +80,21 @@ pub struct Batcher {
 impl Batcher {
     /// A batcher that hands frames to `dispatch`.
     pub fn new(config: BatcherConfig, dispatch: Recipient<Dispatch>, log: slog::Logger) -> Self {
-        Self { config, dispatch, pending: HashMap::new(), log }
+        Self {
+            config,
+            dispatch,
+            pending: HashMap::new(),
+            log,
+        }
     }
 
     fn send(&self, device: &DeviceId, items: &[Bytes], bytes: usize) {
         let frame = encode_frame(items, bytes + items.len());
-        self.dispatch.do_send(Dispatch { device: device.clone(), frame, items: items.len() });
+        self.dispatch.do_send(Dispatch {
+            device: device.clone(),
+            frame,
+            items: items.len(),
+        });
     }
 
     fn flush(&mut self, device: &DeviceId) {
@@ -97,7 +110,7 @@ impl Actor for Batcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
     }
 }
 
@@ -152,7 +165,10 @@ mod tests {
 
     #[test]
     fn frames_are_valid_json_with_items_in_order() {
-        let items = [Bytes::from_static(br#"{"id":"a"}"#), Bytes::from_static(br#"{"id":"b"}"#)];
+        let items = [
+            Bytes::from_static(br#"{"id":"a"}"#),
+            Bytes::from_static(br#"{"id":"b"}"#),
+        ];
         let frame = encode_frame(items.iter(), 20);
         let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(v["type"], "notifications");

@@ -37,10 +37,13 @@ impl Clock for SystemClock {
     fn interval(&self, period: Duration) -> Ticks {
         let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Box::pin(futures_util::stream::unfold(interval, |mut interval| async move {
-            interval.tick().await;
-            Some(((), interval))
-        }))
+        Box::pin(futures_util::stream::unfold(
+            interval,
+            |mut interval| async move {
+                interval.tick().await;
+                Some(((), interval))
+            },
+        ))
     }
 }
 
@@ -55,7 +58,10 @@ impl ManualClock {
     /// A manual clock starting at `start_ms`.
     pub fn new(start_ms: i64) -> Self {
         let (changed, _) = watch::channel(start_ms);
-        Self { now: Arc::new(AtomicI64::new(start_ms)), changed }
+        Self {
+            now: Arc::new(AtomicI64::new(start_ms)),
+            changed,
+        }
     }
 
     /// A manual clock starting at the current wall-clock time.
@@ -80,20 +86,23 @@ impl Clock for ManualClock {
         let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX).max(1);
         let rx = self.changed.subscribe();
         let next = self.now_ms() + period_ms;
-        Box::pin(futures_util::stream::unfold((rx, next), move |(mut rx, mut next)| async move {
-            loop {
-                let now = *rx.borrow_and_update();
-                if now >= next {
-                    // One tick per call; several elapsed periods collapse into one, as with
-                    // MissedTickBehavior::Delay on the real clock.
-                    next = now + period_ms;
-                    return Some(((), (rx, next)));
+        Box::pin(futures_util::stream::unfold(
+            (rx, next),
+            move |(mut rx, mut next)| async move {
+                loop {
+                    let now = *rx.borrow_and_update();
+                    if now >= next {
+                        // One tick per call; several elapsed periods collapse into one, as with
+                        // MissedTickBehavior::Delay on the real clock.
+                        next = now + period_ms;
+                        return Some(((), (rx, next)));
+                    }
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
                 }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        }))
+            },
+        ))
     }
 }
 

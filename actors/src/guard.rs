@@ -14,7 +14,12 @@ use actix::ActorContext;
 pub static RESTARTS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `body`; if it panics, stops the actor (its supervisor restarts it) and returns `None`.
-pub fn guarded<C, R>(actor: &str, log: &slog::Logger, ctx: &mut C, body: impl FnOnce(&mut C) -> R) -> Option<R>
+pub fn guarded<C, R>(
+    actor: &str,
+    log: &slog::Logger,
+    ctx: &mut C,
+    body: impl FnOnce(&mut C) -> R,
+) -> Option<R>
 where
     C: ActorContext,
 {

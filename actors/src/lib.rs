@@ -22,3 +22,7 @@ pub mod supervisor;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use model::{DeviceId, NotificationId, Priority};
+
+/// Mailbox capacity of the hot actors: `send` waits beyond it (backpressure on publishers);
+/// `do_send` from other actors is not bounded by it.
+pub const MAILBOX_CAPACITY: usize = 1 << 16;

@@ -68,7 +68,9 @@ prefixed_id!(
 );
 
 /// How urgent a notification is; delivery order is priority first, then age.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Delivered last.
@@ -84,7 +86,12 @@ pub enum Priority {
 
 impl Priority {
     /// Every priority, lowest first.
-    pub const ALL: [Priority; 4] = [Priority::Low, Priority::Normal, Priority::High, Priority::Critical];
+    pub const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Critical,
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -237,7 +244,11 @@ pub struct DevicePolicy {
 
 impl Default for DevicePolicy {
     fn default() -> Self {
-        Self { enabled: true, min_priority: Priority::Low, quiet_hours: None }
+        Self {
+            enabled: true,
+            min_priority: Priority::Low,
+            quiet_hours: None,
+        }
     }
 }
 
@@ -249,7 +260,11 @@ impl DevicePolicy {
 
     /// Whether a queued notification of `priority` may be sent at `now_ms`.
     pub fn may_send(&self, priority: Priority, now_ms: i64) -> bool {
-        priority == Priority::Critical || !self.quiet_hours.as_ref().is_some_and(|q| q.contains(now_ms))
+        priority == Priority::Critical
+            || !self
+                .quiet_hours
+                .as_ref()
+                .is_some_and(|q| q.contains(now_ms))
     }
 }
 
@@ -284,11 +299,20 @@ mod tests {
             timezone: chrono_tz::Europe::Berlin,
         };
         // 2026-01-15 23:30 Berlin = 22:30 UTC
-        let late = Utc.with_ymd_and_hms(2026, 1, 15, 22, 30, 0).unwrap().timestamp_millis();
-        let noon = Utc.with_ymd_and_hms(2026, 1, 15, 11, 0, 0).unwrap().timestamp_millis();
+        let late = Utc
+            .with_ymd_and_hms(2026, 1, 15, 22, 30, 0)
+            .unwrap()
+            .timestamp_millis();
+        let noon = Utc
+            .with_ymd_and_hms(2026, 1, 15, 11, 0, 0)
+            .unwrap()
+            .timestamp_millis();
         assert!(q.contains(late));
         assert!(!q.contains(noon));
-        let policy = DevicePolicy { quiet_hours: Some(q), ..DevicePolicy::default() };
+        let policy = DevicePolicy {
+            quiet_hours: Some(q),
+            ..DevicePolicy::default()
+        };
         assert!(!policy.may_send(Priority::High, late));
         assert!(policy.may_send(Priority::Critical, late));
         assert!(policy.may_send(Priority::Low, noon));

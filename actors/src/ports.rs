@@ -3,7 +3,9 @@
 //! The queue's store is synchronous (diesel on SQLite); the queue calls it on a blocking thread,
 //! never on an actor's own thread.
 
-use crate::model::{DeviceId, DevicePolicy, NotificationId, NotificationRecord, QueuedNotification};
+use crate::model::{
+    DeviceId, DevicePolicy, NotificationId, NotificationRecord, QueuedNotification,
+};
 
 /// A failure of the durable store.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +69,10 @@ pub struct CommitBatch {
 impl CommitBatch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.inserts.is_empty() && self.sent.is_empty() && self.acked.is_empty() && self.expired.is_empty()
+        self.inserts.is_empty()
+            && self.sent.is_empty()
+            && self.acked.is_empty()
+            && self.expired.is_empty()
     }
 
     /// Rows this batch touches, for sizing group commits.

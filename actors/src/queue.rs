@@ -22,8 +22,12 @@ use tokio::sync::oneshot;
 use crate::batcher::Deliver;
 use crate::clock::SharedClock;
 use crate::guard::guarded;
-use crate::model::{DeviceId, DevicePolicy, NotificationId, NotificationRecord, QueuedNotification};
-use crate::ports::{CommitBatch, DeliveryChange, InsertOp, InsertOutcome, QueueSnapshot, QueueStore};
+use crate::model::{
+    DeviceId, DevicePolicy, NotificationId, NotificationRecord, QueuedNotification,
+};
+use crate::ports::{
+    CommitBatch, DeliveryChange, InsertOp, InsertOutcome, QueueSnapshot, QueueStore,
+};
 
 /// Why an enqueue failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -233,7 +237,13 @@ impl DeviceQueue {
         if self.slots.contains_key(&note.id) {
             return false;
         }
-        self.slots.insert(note.id.clone(), Slot { note: note.clone(), state: SlotState::Ready });
+        self.slots.insert(
+            note.id.clone(),
+            Slot {
+                note: note.clone(),
+                state: SlotState::Ready,
+            },
+        );
         self.ready.push(ReadyEntry(note.clone()));
         true
     }
@@ -331,12 +341,22 @@ impl NotificationQueue {
         self.deadlines.clear();
         self.held.clear();
         for (device, policy) in snapshot.devices {
-            self.devices.insert(device, DeviceQueue { policy, ..DeviceQueue::default() });
+            self.devices.insert(
+                device,
+                DeviceQueue {
+                    policy,
+                    ..DeviceQueue::default()
+                },
+            );
         }
-        let notes: Vec<Arc<QueuedNotification>> = snapshot.notifications.into_iter().map(Arc::new).collect();
+        let notes: Vec<Arc<QueuedNotification>> =
+            snapshot.notifications.into_iter().map(Arc::new).collect();
         let mut restored = 0usize;
         for pending in snapshot.pending {
-            if let (Some(queue), Some(note)) = (self.devices.get_mut(&pending.device), notes.get(pending.notification)) {
+            if let (Some(queue), Some(note)) = (
+                self.devices.get_mut(&pending.device),
+                notes.get(pending.notification),
+            ) {
                 restored += usize::from(queue.add(note));
             }
         }
@@ -369,7 +389,11 @@ impl NotificationQueue {
             if note.expires_at <= now {
                 queue.ready.pop();
                 queue.slots.remove(&note.id);
-                self.pending.expired.push(DeliveryChange { seq: note.seq, device: device.clone(), at: now });
+                self.pending.expired.push(DeliveryChange {
+                    seq: note.seq,
+                    device: device.clone(),
+                    at: now,
+                });
                 continue;
             }
             if !queue.policy.may_send(note.priority, now) {
@@ -377,17 +401,26 @@ impl NotificationQueue {
                 break;
             }
             queue.ready.pop();
-            let deadline = now + i64::try_from(self.config.ack_timeout.as_millis()).unwrap_or(i64::MAX);
+            let deadline =
+                now + i64::try_from(self.config.ack_timeout.as_millis()).unwrap_or(i64::MAX);
             if let Some(slot) = queue.slots.get_mut(&note.id) {
                 slot.state = SlotState::InFlight { deadline };
             }
             queue.in_flight += 1;
-            self.deadlines.push_back((deadline, device.clone(), note.id.clone()));
-            self.pending.sent.push(DeliveryChange { seq: note.seq, device: device.clone(), at: now });
+            self.deadlines
+                .push_back((deadline, device.clone(), note.id.clone()));
+            self.pending.sent.push(DeliveryChange {
+                seq: note.seq,
+                device: device.clone(),
+                at: now,
+            });
             items.push(note);
         }
         if !items.is_empty() {
-            self.deliver.do_send(Deliver { device: device.clone(), items });
+            self.deliver.do_send(Deliver {
+                device: device.clone(),
+                items,
+            });
         }
     }
 
@@ -396,7 +429,10 @@ impl NotificationQueue {
         if self.flushing || self.pending.is_empty() {
             return;
         }
-        if urgent || self.pending.len() >= self.config.commit_max_rows || self.config.commit_window.is_zero() {
+        if urgent
+            || self.pending.len() >= self.config.commit_max_rows
+            || self.config.commit_window.is_zero()
+        {
             self.flush(ctx);
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -427,7 +463,9 @@ impl NotificationQueue {
             let mut inserted = Vec::new();
             match result {
                 Ok(outcomes) => {
-                    for (op, (outcome, payload)) in batch.inserts.into_iter().zip(outcomes.iter().zip(payloads)) {
+                    for (op, (outcome, payload)) in
+                        batch.inserts.into_iter().zip(outcomes.iter().zip(payloads))
+                    {
                         if let InsertOutcome::Inserted { seq } = outcome {
                             let note = QueuedNotification {
                                 id: op.record.id,
@@ -466,7 +504,9 @@ impl NotificationQueue {
             if *deadline > now {
                 break;
             }
-            let Some((deadline, device, id)) = self.deadlines.pop_front() else { break };
+            let Some((deadline, device, id)) = self.deadlines.pop_front() else {
+                break;
+            };
             if let Some(queue) = self.devices.get_mut(&device) {
                 if let Some(slot) = queue.slots.get_mut(&id) {
                     if slot.state == (SlotState::InFlight { deadline }) {
@@ -479,7 +519,9 @@ impl NotificationQueue {
             }
         }
         touched.extend(self.held.drain());
-        if now - self.last_sweep >= i64::try_from(self.config.expiry_sweep.as_millis()).unwrap_or(i64::MAX) {
+        if now - self.last_sweep
+            >= i64::try_from(self.config.expiry_sweep.as_millis()).unwrap_or(i64::MAX)
+        {
             self.last_sweep = now;
             self.sweep_expired(now);
         }
@@ -499,7 +541,11 @@ impl NotificationQueue {
                 if matches!(slot.state, SlotState::InFlight { .. }) {
                     dropped_in_flight += 1;
                 }
-                self.pending.expired.push(DeliveryChange { seq: slot.note.seq, device: device.clone(), at: now });
+                self.pending.expired.push(DeliveryChange {
+                    seq: slot.note.seq,
+                    device: device.clone(),
+                    at: now,
+                });
                 false
             });
             queue.in_flight -= dropped_in_flight;
@@ -507,8 +553,13 @@ impl NotificationQueue {
     }
 }
 
-fn inserted_ids(inserted: &[(Arc<QueuedNotification>, Vec<DeviceId>)]) -> HashMap<i64, NotificationId> {
-    inserted.iter().map(|(n, _)| (n.seq, n.id.clone())).collect()
+fn inserted_ids(
+    inserted: &[(Arc<QueuedNotification>, Vec<DeviceId>)],
+) -> HashMap<i64, NotificationId> {
+    inserted
+        .iter()
+        .map(|(n, _)| (n.seq, n.id.clone()))
+        .collect()
 }
 
 fn answer(
@@ -522,11 +573,17 @@ fn answer(
         .map(|(outcome, &targets)| match outcome {
             InsertOutcome::Inserted { seq } => ids
                 .get(seq)
-                .map(|id| EnqueueOutcome { id: id.clone(), targets, duplicate: false })
+                .map(|id| EnqueueOutcome {
+                    id: id.clone(),
+                    targets,
+                    duplicate: false,
+                })
                 .ok_or(QueueError::Unavailable),
-            InsertOutcome::Duplicate { id, targets } => {
-                Ok(EnqueueOutcome { id: id.clone(), targets: *targets, duplicate: true })
-            }
+            InsertOutcome::Duplicate { id, targets } => Ok(EnqueueOutcome {
+                id: id.clone(),
+                targets: *targets,
+                duplicate: true,
+            }),
         })
         .collect()
 }
@@ -535,7 +592,7 @@ impl Actor for NotificationQueue {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
         self.last_sweep = self.clock.now_ms();
         ctx.add_stream(self.clock.interval(Duration::from_secs(1)));
         self.load(ctx);
@@ -544,7 +601,10 @@ impl Actor for NotificationQueue {
 
 impl Supervised for NotificationQueue {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        slog::warn!(self.log, "notification queue restarting; reloading from the store");
+        slog::warn!(
+            self.log,
+            "notification queue restarting; reloading from the store"
+        );
         self.devices.clear();
         self.deadlines.clear();
         self.held.clear();
@@ -581,15 +641,22 @@ impl Handler<Enqueue> for NotificationQueue {
                         .map(|(id, _)| id.clone())
                         .collect(),
                     Targets::Devices(ids) => {
-                        let missing: Vec<String> =
-                            ids.iter().filter(|id| !self.devices.contains_key(*id)).map(|id| id.to_string()).collect();
+                        let missing: Vec<String> = ids
+                            .iter()
+                            .filter(|id| !self.devices.contains_key(*id))
+                            .map(|id| id.to_string())
+                            .collect();
                         if !missing.is_empty() {
                             unknown.push((index, missing));
                         }
                         let mut seen = HashSet::new();
                         ids.iter()
                             .filter(|id| seen.insert((*id).clone()))
-                            .filter(|id| self.devices.get(*id).is_some_and(|q| q.policy.accepts(item.record.priority)))
+                            .filter(|id| {
+                                self.devices
+                                    .get(*id)
+                                    .is_some_and(|q| q.policy.accepts(item.record.priority))
+                            })
                             .cloned()
                             .collect()
                     }
@@ -612,7 +679,12 @@ impl Handler<Enqueue> for NotificationQueue {
                     idempotency_key: item.idempotency_key,
                 });
             }
-            self.waiters.push(Waiter { first, count, targets, reply });
+            self.waiters.push(Waiter {
+                first,
+                count,
+                targets,
+                reply,
+            });
             self.schedule_flush(ctx, true);
             Ok(rx)
         });
@@ -659,13 +731,19 @@ impl Handler<Ack> for NotificationQueue {
         let log = self.log.clone();
         guarded("queue", &log, ctx, |ctx| {
             let now = self.clock.now_ms();
-            let Some(queue) = self.devices.get_mut(&msg.device) else { return };
+            let Some(queue) = self.devices.get_mut(&msg.device) else {
+                return;
+            };
             for id in msg.ids {
                 if let Some(slot) = queue.slots.remove(&id) {
                     if matches!(slot.state, SlotState::InFlight { .. }) {
                         queue.in_flight = queue.in_flight.saturating_sub(1);
                     }
-                    self.pending.acked.push(DeliveryChange { seq: slot.note.seq, device: msg.device.clone(), at: now });
+                    self.pending.acked.push(DeliveryChange {
+                        seq: slot.note.seq,
+                        device: msg.device.clone(),
+                        at: now,
+                    });
                 }
             }
             self.dispatch(&msg.device);

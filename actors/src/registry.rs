@@ -132,8 +132,19 @@ pub struct SessionRegistry {
 
 impl SessionRegistry {
     /// A registry that reports presence to the queue.
-    pub fn new(online: Recipient<DeviceOnline>, offline: Recipient<DeviceOffline>, log: slog::Logger) -> Self {
-        Self { sockets: HashMap::new(), online, offline, frames: 0, items: 0, log }
+    pub fn new(
+        online: Recipient<DeviceOnline>,
+        offline: Recipient<DeviceOffline>,
+        log: slog::Logger,
+    ) -> Self {
+        Self {
+            sockets: HashMap::new(),
+            online,
+            offline,
+            frames: 0,
+            items: 0,
+            log,
+        }
     }
 }
 
@@ -141,7 +152,7 @@ impl Actor for SessionRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
     }
 }
 
@@ -154,7 +165,9 @@ impl Supervised for SessionRegistry {
             !entries.is_empty()
         });
         for device in self.sockets.keys() {
-            self.online.do_send(DeviceOnline { device: device.clone() });
+            self.online.do_send(DeviceOnline {
+                device: device.clone(),
+            });
         }
     }
 }
@@ -167,7 +180,11 @@ impl Handler<Register> for SessionRegistry {
         guarded("registry", &log, ctx, |_| {
             let entries = self.sockets.entry(msg.device.clone()).or_default();
             let first = entries.is_empty();
-            entries.push(SocketEntry { id: msg.socket, send: msg.send, close: msg.close });
+            entries.push(SocketEntry {
+                id: msg.socket,
+                send: msg.send,
+                close: msg.close,
+            });
             if first {
                 self.online.do_send(DeviceOnline { device: msg.device });
             }
@@ -198,7 +215,9 @@ impl Handler<Dispatch> for SessionRegistry {
     fn handle(&mut self, msg: Dispatch, _ctx: &mut Self::Context) {
         if let Some(entries) = self.sockets.get(&msg.device) {
             for entry in entries {
-                entry.send.do_send(SendFrame { frame: msg.frame.clone() });
+                entry.send.do_send(SendFrame {
+                    frame: msg.frame.clone(),
+                });
             }
             self.frames += 1;
             self.items += msg.items as u64;
@@ -213,7 +232,10 @@ impl Handler<Kick> for SessionRegistry {
     fn handle(&mut self, msg: Kick, _ctx: &mut Self::Context) {
         if let Some(entries) = self.sockets.get(&msg.device) {
             for entry in entries {
-                entry.close.do_send(CloseSocket { code: msg.code, reason: msg.reason.clone() });
+                entry.close.do_send(CloseSocket {
+                    code: msg.code,
+                    reason: msg.reason.clone(),
+                });
             }
         }
     }
@@ -224,7 +246,10 @@ impl Handler<CloseAll> for SessionRegistry {
 
     fn handle(&mut self, msg: CloseAll, _ctx: &mut Self::Context) {
         for entry in self.sockets.values().flatten() {
-            entry.close.do_send(CloseSocket { code: msg.code, reason: msg.reason.clone() });
+            entry.close.do_send(CloseSocket {
+                code: msg.code,
+                reason: msg.reason.clone(),
+            });
         }
     }
 }

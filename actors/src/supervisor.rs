@@ -100,7 +100,10 @@ impl Handler<Check> for HealthSupervisor {
         let now = self.clock.now_ms();
         if let Some(cached) = &self.cached {
             let age = now - cached.checked_at;
-            if !msg.fresh && age >= 0 && age < i64::try_from(self.cache_for.as_millis()).unwrap_or(i64::MAX) {
+            if !msg.fresh
+                && age >= 0
+                && age < i64::try_from(self.cache_for.as_millis()).unwrap_or(i64::MAX)
+            {
                 return Box::pin(fut::ready(cached.clone()));
             }
         }
@@ -119,29 +122,44 @@ impl Handler<Check> for HealthSupervisor {
             ];
             for probe in probes {
                 let name = probe.name().to_owned();
-                let checked = tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || probe.check())).await;
+                let checked = tokio::time::timeout(
+                    timeout,
+                    tokio::task::spawn_blocking(move || probe.check()),
+                )
+                .await;
                 let (status, detail) = match checked {
                     Ok(Ok(result)) => result,
                     Ok(Err(e)) => (Status::Unhealthy, format!("probe failed: {e}")),
                     Err(_) => (Status::Unhealthy, "probe timed out".to_owned()),
                 };
-                components.push(ComponentHealth { name, status, detail });
+                components.push(ComponentHealth {
+                    name,
+                    status,
+                    detail,
+                });
             }
             (components, queue_stats, registry_stats)
         };
-        Box::pin(work.into_actor(self).map(move |(components, queue, sockets), act, _| {
-            let status = components.iter().map(|c| c.status).max_by_key(|s| *s as u8).unwrap_or(Status::Healthy);
-            let report = HealthReport {
-                status,
-                components,
-                restarts: RESTARTS.load(Ordering::Relaxed),
-                checked_at: now,
-                queue,
-                sockets,
-            };
-            act.cached = Some(report.clone());
-            report
-        }))
+        Box::pin(
+            work.into_actor(self)
+                .map(move |(components, queue, sockets), act, _| {
+                    let status = components
+                        .iter()
+                        .map(|c| c.status)
+                        .max_by_key(|s| *s as u8)
+                        .unwrap_or(Status::Healthy);
+                    let report = HealthReport {
+                        status,
+                        components,
+                        restarts: RESTARTS.load(Ordering::Relaxed),
+                        checked_at: now,
+                        queue,
+                        sockets,
+                    };
+                    act.cached = Some(report.clone());
+                    report
+                }),
+        )
     }
 }
 
@@ -151,7 +169,11 @@ fn actor_health(name: &str, answered: bool) -> ComponentHealth {
     } else {
         (Status::Unhealthy, "not answering".to_owned())
     };
-    ComponentHealth { name: name.to_owned(), status, detail }
+    ComponentHealth {
+        name: name.to_owned(),
+        status,
+        detail,
+    }
 }
 
 /// Everything [`start_graph`] needs.
@@ -195,11 +217,17 @@ pub fn start_graph(
             let queue_addr = ctx.address();
             let registry_log = log.new(slog::o!("actor" => "registry"));
             let registry = Supervisor::start(move |_| {
-                SessionRegistry::new(queue_addr.clone().recipient(), queue_addr.recipient(), registry_log)
+                SessionRegistry::new(
+                    queue_addr.clone().recipient(),
+                    queue_addr.recipient(),
+                    registry_log,
+                )
             });
             let batcher_registry = registry.clone().recipient();
             let batcher_log = log.new(slog::o!("actor" => "batcher"));
-            let batcher = Supervisor::start(move |_| Batcher::new(settings.batcher, batcher_registry, batcher_log));
+            let batcher = Supervisor::start(move |_| {
+                Batcher::new(settings.batcher, batcher_registry, batcher_log)
+            });
             let queue = NotificationQueue::new(
                 settings.queue,
                 store,
@@ -224,5 +252,10 @@ pub fn start_graph(
         cached: None,
     }
     .start();
-    ActorGraph { queue, registry, batcher, health }
+    ActorGraph {
+        queue,
+        registry,
+        batcher,
+        health,
+    }
 }

@@ -43,7 +43,10 @@ impl Principal {
     /// Fails unless the caller is an admin.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Token { scope: Scope::Admin, .. } => Ok(()),
+            Principal::Token {
+                scope: Scope::Admin,
+                ..
+            } => Ok(()),
             _ => Err(ApiError::Forbidden("this call needs an admin token".into())),
         }
     }
@@ -52,22 +55,35 @@ impl Principal {
     pub fn require_publisher(&self) -> Result<(), ApiError> {
         match self {
             Principal::Token { .. } => Ok(()),
-            Principal::Device { .. } => Err(ApiError::Forbidden("this call needs a publish or admin token".into())),
+            Principal::Device { .. } => Err(ApiError::Forbidden(
+                "this call needs a publish or admin token".into(),
+            )),
         }
     }
 
     /// Fails unless the caller is an admin or this device.
     pub fn require_admin_or_device(&self, device: &DeviceId) -> Result<(), ApiError> {
         match self {
-            Principal::Token { scope: Scope::Admin, .. } => Ok(()),
+            Principal::Token {
+                scope: Scope::Admin,
+                ..
+            } => Ok(()),
             Principal::Device { device: own, .. } if own == device => Ok(()),
-            _ => Err(ApiError::Forbidden("this call needs an admin token or the device's own token".into())),
+            _ => Err(ApiError::Forbidden(
+                "this call needs an admin token or the device's own token".into(),
+            )),
         }
     }
 
     /// Whether the caller is an admin.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Principal::Token { scope: Scope::Admin, .. })
+        matches!(
+            self,
+            Principal::Token {
+                scope: Scope::Admin,
+                ..
+            }
+        )
     }
 
     /// The device, for a device caller.
@@ -91,7 +107,10 @@ impl Principal {
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Authenticates a bearer token.
@@ -99,17 +118,34 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
     if token.starts_with(API_TOKEN_PREFIX) {
         let hash = hash_secret(token);
         if let Some(cached) = state.api_tokens.get(&hash) {
-            return Ok(Principal::Token { id: cached.id, scope: cached.scope });
+            return Ok(Principal::Token {
+                id: cached.id,
+                scope: cached.scope,
+            });
         }
         let lookup = hash.clone();
-        let row = state.store.run(move |conn| Ok(tokens::api_by_hash(conn, &lookup)?)).await?;
+        let row = state
+            .store
+            .run(move |conn| Ok(tokens::api_by_hash(conn, &lookup)?))
+            .await?;
         let row = row.ok_or_else(|| ApiError::Unauthorized("the token is invalid".into()))?;
-        let scope = Scope::parse(&row.scope).ok_or_else(|| ApiError::Internal(format!("token {} has scope {}", row.id, row.scope)))?;
-        state.api_tokens.insert(hash, CachedToken { id: row.id.clone(), scope });
+        let scope = Scope::parse(&row.scope).ok_or_else(|| {
+            ApiError::Internal(format!("token {} has scope {}", row.id, row.scope))
+        })?;
+        state.api_tokens.insert(
+            hash,
+            CachedToken {
+                id: row.id.clone(),
+                scope,
+            },
+        );
         return Ok(Principal::Token { id: row.id, scope });
     }
     let verified = authenticate_device(state, token).await?;
-    Ok(Principal::Device { device: verified.0, jti: verified.1 })
+    Ok(Principal::Device {
+        device: verified.0,
+        jti: verified.1,
+    })
 }
 
 /// Why a device token was refused.
@@ -135,7 +171,10 @@ impl From<DeviceAuthError> for ApiError {
 
 /// Verifies a device access token and that its device still accepts it. Returns the device, the
 /// token id and the token's expiry (seconds since the epoch).
-pub async fn authenticate_device(state: &AppState, token: &str) -> Result<(DeviceId, String, i64), DeviceAuthError> {
+pub async fn authenticate_device(
+    state: &AppState,
+    token: &str,
+) -> Result<(DeviceId, String, i64), DeviceAuthError> {
     let verified = state.keys.verify_access(token).map_err(|e| match e {
         TokenRejection::Expired => DeviceAuthError::Invalid("the token has expired"),
         TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
@@ -147,7 +186,9 @@ pub async fn authenticate_device(state: &AppState, token: &str) -> Result<(Devic
         .await
         .map_err(|e| DeviceAuthError::Store(e.into()))?;
     match row {
-        Some(row) if verified.iat * 1_000 >= row.tokens_valid_after => Ok((verified.device, verified.jti, verified.exp)),
+        Some(row) if verified.iat * 1_000 >= row.tokens_valid_after => {
+            Ok((verified.device, verified.jti, verified.exp))
+        }
         Some(_) => Err(DeviceAuthError::Invalid("the token has been revoked")),
         None => Err(DeviceAuthError::Gone),
     }
@@ -161,8 +202,10 @@ impl FromRequest for Principal {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req).map(str::to_owned);
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-            let token = token.ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+            let state =
+                state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let token =
+                token.ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
             authenticate(&state, &token).await
         })
     }

@@ -25,7 +25,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::Validation {
                 detail: "the body is not valid JSON".into(),
@@ -33,22 +37,38 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             };
         }
         // serde reports a missing field at its parent's path; name the field itself.
-        let field = match message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
             Some(name) if path == "." => name.to_owned(),
             Some(name) => format!("{path}.{name}"),
             None if path == "." => "body".to_owned(),
             None => path,
         };
-        let reason = if message.starts_with("missing field") { "is required".to_owned() } else { message };
+        let reason = if message.starts_with("missing field") {
+            "is required".to_owned()
+        } else {
+            message
+        };
         ApiError::field(field, reason)
     })
 }
 
 fn is_json(req: &HttpRequest) -> bool {
-    let Some(value) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -78,7 +98,8 @@ fn read<T: DeserializeOwned + 'static>(
         }
         let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| ApiError::field("body", format!("could not be read: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::field("body", format!("could not be read: {e}")))?;
             if body.len() + chunk.len() > limit {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
@@ -138,18 +159,25 @@ mod tests {
 
     fn field_of(e: ApiError) -> (String, String) {
         match e {
-            ApiError::Validation { errors, .. } => (errors[0].field.clone(), errors[0].reason.clone()),
+            ApiError::Validation { errors, .. } => {
+                (errors[0].field.clone(), errors[0].reason.clone())
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
     fn parse_errors_name_the_field() {
-        assert_eq!(field_of(parse::<Demo>(b"{}").unwrap_err()), ("title".into(), "is required".into()));
-        let (field, reason) = field_of(parse::<Demo>(br#"{"title":"x","count":"three"}"#).unwrap_err());
+        assert_eq!(
+            field_of(parse::<Demo>(b"{}").unwrap_err()),
+            ("title".into(), "is required".into())
+        );
+        let (field, reason) =
+            field_of(parse::<Demo>(br#"{"title":"x","count":"three"}"#).unwrap_err());
         assert_eq!(field, "count");
         assert!(reason.contains("invalid type"), "{reason}");
-        let (field, _) = field_of(parse::<Demo>(br#"{"title":"x","items":[{"name":"a"},{}]}"#).unwrap_err());
+        let (field, _) =
+            field_of(parse::<Demo>(br#"{"title":"x","items":[{"name":"a"},{}]}"#).unwrap_err());
         assert_eq!(field, "items[1].name");
         let (field, reason) = field_of(parse::<Demo>(br#"{"title":"x","colour":1}"#).unwrap_err());
         assert_eq!(field, "body");

@@ -33,7 +33,10 @@ pub fn current_request_id() -> Option<String> {
 pub struct RequestLog(pub slog::Logger);
 
 fn sane(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The request-id and access-log middleware (`actix_web::middleware::from_fn`).
@@ -48,7 +51,10 @@ pub async fn request_context(
         .filter(|v| sane(v))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()));
-    let root = req.app_data::<web::Data<AppState>>().map(|s| s.log.clone()).unwrap_or_else(crate::logging::discard);
+    let root = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.log.clone())
+        .unwrap_or_else(crate::logging::discard);
     let log = root.new(slog::o!("request_id" => id.clone()));
     req.extensions_mut().insert(RequestLog(log.clone()));
     let method = req.method().to_string();

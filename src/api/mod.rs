@@ -47,7 +47,10 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     if known.contains(&req.path()) {
         return Err(ApiError::MethodNotAllowed);
     }
-    Err(ApiError::NotFound(format!("no such resource: {}", req.path())))
+    Err(ApiError::NotFound(format!(
+        "no such resource: {}",
+        req.path()
+    )))
 }
 
 /// Reads `limit` (default 50, at most 500).
@@ -83,15 +86,26 @@ pub fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiEr
         .map(|v| {
             chrono::DateTime::parse_from_rfc3339(v)
                 .map(|t| t.timestamp_millis())
-                .map_err(|_| ApiError::field(field, "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z"))
+                .map_err(|_| {
+                    ApiError::field(
+                        field,
+                        "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z",
+                    )
+                })
         })
         .transpose()
 }
 
 /// Maps a query-string parse failure to a problem document.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
     let message = err.to_string();
-    let message = message.strip_prefix("Query deserialize error: ").unwrap_or(&message).to_owned();
+    let message = message
+        .strip_prefix("Query deserialize error: ")
+        .unwrap_or(&message)
+        .to_owned();
     ApiError::field("query", message).into()
 }
 
@@ -117,7 +131,10 @@ mod tests {
         assert_eq!(page_limit(None).unwrap(), 50);
         assert!(page_limit(Some(0)).is_err());
         assert!(page_limit(Some(501)).is_err());
-        assert_eq!(parse_time("since", Some("1970-01-01T00:00:01Z")).unwrap(), Some(1_000));
+        assert_eq!(
+            parse_time("since", Some("1970-01-01T00:00:01Z")).unwrap(),
+            Some(1_000)
+        );
         assert!(parse_time("since", Some("yesterday")).is_err());
     }
 }

@@ -29,12 +29,19 @@ pub struct Errors {
 impl Errors {
     /// Errors for fields under `prefix` (empty for top level).
     pub fn under(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into(), list: Vec::new() }
+        Self {
+            prefix: prefix.into(),
+            list: Vec::new(),
+        }
     }
 
     /// Records that `field` is invalid.
     pub fn add(&mut self, field: &str, reason: impl Into<String>) {
-        let field = if self.prefix.is_empty() { field.to_owned() } else { format!("{}.{field}", self.prefix) };
+        let field = if self.prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.prefix)
+        };
         self.list.push(FieldError::new(field, reason));
     }
 }
@@ -45,7 +52,14 @@ fn has_control(s: &str) -> bool {
 
 /// Checks a text field's length in characters and, unless `multiline`, the absence of control
 /// characters.
-pub fn check_text(errors: &mut Errors, field: &str, value: &str, min: usize, max: usize, multiline: bool) {
+pub fn check_text(
+    errors: &mut Errors,
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    multiline: bool,
+) {
     let len = value.chars().count();
     if len < min || len > max {
         if min == max {
@@ -56,8 +70,14 @@ pub fn check_text(errors: &mut Errors, field: &str, value: &str, min: usize, max
             errors.add(field, format!("must be {min} to {max} characters long"));
         }
     } else if multiline {
-        if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
-            errors.add(field, "must not contain control characters other than newlines and tabs");
+        if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+        {
+            errors.add(
+                field,
+                "must not contain control characters other than newlines and tabs",
+            );
         }
     } else if has_control(value) {
         errors.add(field, "must not contain control characters");
@@ -103,7 +123,12 @@ pub struct ValidPublish {
 
 impl PublishRequest {
     /// Applies the rules; `prefix` names the item in a batch (`items[3]`).
-    pub fn validate(self, prefix: &str, now_ms: i64, default_ttl: u64) -> Result<ValidPublish, Vec<FieldError>> {
+    pub fn validate(
+        self,
+        prefix: &str,
+        now_ms: i64,
+        default_ttl: u64,
+    ) -> Result<ValidPublish, Vec<FieldError>> {
         let mut errors = Errors::under(prefix);
         check_text(&mut errors, "title", &self.title, 1, 256, false);
         check_text(&mut errors, "body", &self.body, 0, 4_096, true);
@@ -125,8 +150,14 @@ impl PublishRequest {
         }
         if let Some(url) = &self.click_url {
             match url::Url::parse(url) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && url.len() <= 2_048 && parsed.host().is_some() => {}
-                Ok(_) => errors.add("clickUrl", "must be an http or https URL of at most 2048 characters"),
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https")
+                        && url.len() <= 2_048
+                        && parsed.host().is_some() => {}
+                Ok(_) => errors.add(
+                    "clickUrl",
+                    "must be an http or https URL of at most 2048 characters",
+                ),
                 Err(_) => errors.add("clickUrl", "must be an absolute http or https URL"),
             }
         }
@@ -136,7 +167,10 @@ impl PublishRequest {
         }
         if let Some(key) = &self.idempotency_key {
             if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                errors.add("idempotencyKey", "must be 1 to 128 printable ASCII characters");
+                errors.add(
+                    "idempotencyKey",
+                    "must be 1 to 128 printable ASCII characters",
+                );
             }
         }
         if !errors.list.is_empty() {
@@ -169,7 +203,10 @@ fn parse_targets(errors: &mut Errors, raw: Option<serde_json::Value>) -> Targets
             if items.is_empty() {
                 errors.add("targets", "must name at least one device, or be \"all\"");
             } else if items.len() > MAX_TARGETS {
-                errors.add("targets", format!("must name at most {MAX_TARGETS} devices"));
+                errors.add(
+                    "targets",
+                    format!("must name at most {MAX_TARGETS} devices"),
+                );
             }
             let mut ids = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
@@ -234,7 +271,10 @@ impl PairRequest {
         let mut errors = Errors::default();
         check_text(&mut errors, "name", &self.name, 1, 50, false);
         if !PLATFORMS.contains(&self.platform.as_str()) {
-            errors.add("platform", "must be one of ios, android, windows, macos, linux, other");
+            errors.add(
+                "platform",
+                "must be one of ios, android, windows, macos, linux, other",
+            );
         }
         if let Some(version) = &self.app_version {
             check_text(&mut errors, "appVersion", version, 1, 32, false);
@@ -387,7 +427,10 @@ mod tests {
     #[test]
     fn targets_forms() {
         let mut errors = Errors::default();
-        assert_eq!(parse_targets(&mut errors, Some(serde_json::json!("all"))), Targets::All);
+        assert_eq!(
+            parse_targets(&mut errors, Some(serde_json::json!("all"))),
+            Targets::All
+        );
         assert_eq!(parse_targets(&mut errors, None), Targets::All);
         assert!(errors.list.is_empty());
         parse_targets(&mut errors, Some(serde_json::json!("everyone")));
@@ -397,16 +440,28 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_in_titles_not_newlines_in_bodies() {
-        let errors = request(r#"{"title":"a\u0007b","body":"line\nline"}"#).validate("", 0, 604_800).unwrap_err();
+        let errors = request(r#"{"title":"a\u0007b","body":"line\nline"}"#)
+            .validate("", 0, 604_800)
+            .unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "title");
     }
 
     #[test]
     fn pair_requests() {
-        let ok = PairRequest { code: "K7QF-2M9X".into(), name: "Pixel".into(), platform: "android".into(), app_version: None };
+        let ok = PairRequest {
+            code: "K7QF-2M9X".into(),
+            name: "Pixel".into(),
+            platform: "android".into(),
+            app_version: None,
+        };
         assert!(ok.validate().is_ok());
-        let bad = PairRequest { code: String::new(), name: String::new(), platform: "palm".into(), app_version: Some(String::new()) };
+        let bad = PairRequest {
+            code: String::new(),
+            name: String::new(),
+            platform: "palm".into(),
+            app_version: Some(String::new()),
+        };
         assert_eq!(bad.validate().unwrap_err().len(), 4);
     }
 }

@@ -38,8 +38,12 @@ impl LocalError {
 
 /// Loads settings for a local command.
 pub fn settings(args: &ConfigArgs) -> Result<Settings, LocalError> {
-    Settings::load(&Overrides { config: args.config.clone(), data_dir: args.data_dir.clone(), listen: None })
-        .map_err(|e| LocalError::Usage(e.to_string()))
+    Settings::load(&Overrides {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        listen: None,
+    })
+    .map_err(|e| LocalError::Usage(e.to_string()))
 }
 
 fn open(settings: &Settings) -> Result<Store, LocalError> {
@@ -54,50 +58,88 @@ pub fn public_url(settings: &Settings) -> String {
     if !settings.server.public_url.is_empty() {
         return settings.server.public_url.trim_end_matches('/').to_owned();
     }
-    let listen = settings.server.listen.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+    let listen = settings
+        .server
+        .listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
     format!("http://{listen}")
 }
 
 /// `beepmyphone pairing-code`: prints the code, its expiry, and (unless `no_qr`) a QR code of
 /// `beepmyphone://pair?server=…&code=…` that a device app can scan.
-pub fn pairing_code(args: &ConfigArgs, ttl: Option<u64>, no_qr: bool, out: &mut impl Write) -> Result<(), LocalError> {
+pub fn pairing_code(
+    args: &ConfigArgs,
+    ttl: Option<u64>,
+    no_qr: bool,
+    out: &mut impl Write,
+) -> Result<(), LocalError> {
     let settings = settings(args)?;
     let ttl = ttl.unwrap_or(settings.auth.pairing_code_ttl_seconds);
     if !(60..=3_600).contains(&ttl) {
-        return Err(LocalError::Usage("--ttl must be between 60 and 3600 seconds".into()));
+        return Err(LocalError::Usage(
+            "--ttl must be between 60 and 3600 seconds".into(),
+        ));
     }
     let store = open(&settings)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let mut conn = store.conn().map_err(|e| LocalError::Failed(e.to_string()))?;
-    let (code, expires_at) = mint_pairing_code(&mut conn, now, ttl).map_err(|e| LocalError::Failed(e.to_string()))?;
+    let mut conn = store
+        .conn()
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    let (code, expires_at) =
+        mint_pairing_code(&mut conn, now, ttl).map_err(|e| LocalError::Failed(e.to_string()))?;
     let server = public_url(&settings);
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
     writeln!(out, "Pairing code: {}", code.expose()).map_err(io)?;
     writeln!(out, "Expires:      {}", rfc3339(expires_at)).map_err(io)?;
     writeln!(out, "Server:       {server}").map_err(io)?;
-    writeln!(out, "On the device: beepmyphone listen --server {server} --code {}", code.expose()).map_err(io)?;
+    writeln!(
+        out,
+        "On the device: beepmyphone listen --server {server} --code {}",
+        code.expose()
+    )
+    .map_err(io)?;
     if !no_qr {
-        let mut link = url::Url::parse("beepmyphone://pair").map_err(|e| LocalError::Failed(e.to_string()))?;
-        link.query_pairs_mut().append_pair("server", &server).append_pair("code", code.expose());
-        let qr = QrCode::new(link.as_str().as_bytes()).map_err(|e| LocalError::Failed(e.to_string()))?;
-        let image = qr.render::<unicode::Dense1x2>().dark_color(unicode::Dense1x2::Light).light_color(unicode::Dense1x2::Dark).build();
+        let mut link =
+            url::Url::parse("beepmyphone://pair").map_err(|e| LocalError::Failed(e.to_string()))?;
+        link.query_pairs_mut()
+            .append_pair("server", &server)
+            .append_pair("code", code.expose());
+        let qr =
+            QrCode::new(link.as_str().as_bytes()).map_err(|e| LocalError::Failed(e.to_string()))?;
+        let image = qr
+            .render::<unicode::Dense1x2>()
+            .dark_color(unicode::Dense1x2::Light)
+            .light_color(unicode::Dense1x2::Dark)
+            .build();
         writeln!(out, "\n{image}").map_err(io)?;
     }
     Ok(())
 }
 
 /// `beepmyphone token create`: prints the new token (shown once) on stdout.
-pub fn token_create(args: &ConfigArgs, scope: &str, name: &str, out: &mut impl Write) -> Result<(), LocalError> {
+pub fn token_create(
+    args: &ConfigArgs,
+    scope: &str,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<(), LocalError> {
     let settings = settings(args)?;
-    let scope = Scope::parse(scope).ok_or_else(|| LocalError::Usage("--scope must be publish or admin".into()))?;
+    let scope = Scope::parse(scope)
+        .ok_or_else(|| LocalError::Usage("--scope must be publish or admin".into()))?;
     let length = name.chars().count();
     if !(1..=64).contains(&length) || name.chars().any(char::is_control) {
-        return Err(LocalError::Usage("--name must be 1 to 64 printable characters".into()));
+        return Err(LocalError::Usage(
+            "--name must be 1 to 64 printable characters".into(),
+        ));
     }
     let store = open(&settings)?;
-    let mut conn = store.conn().map_err(|e| LocalError::Failed(e.to_string()))?;
+    let mut conn = store
+        .conn()
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
-    let (row, secret) = mint_api_token(&mut conn, name, scope, now).map_err(|e| LocalError::Failed(e.to_string()))?;
+    let (row, secret) = mint_api_token(&mut conn, name, scope, now)
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
     writeln!(out, "{}", secret.expose()).map_err(|e| LocalError::Failed(e.to_string()))?;
     eprintln!("created {} ({}, scope {})", row.id, row.name, row.scope);
     Ok(())

@@ -100,15 +100,24 @@ impl JwtKeys {
             .map_err(|e| KeyError(format!("cannot read {}: {e}", dir.display())))?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("signing-") && n.ends_with(".pem")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("signing-") && n.ends_with(".pem"))
+            })
             .collect();
         existing.sort();
         let pem = match existing.last() {
-            Some(path) => fs::read(path).map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?,
+            Some(path) => fs::read(path)
+                .map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?,
             None => {
                 let rsa = openssl::rsa::Rsa::generate(2048).map_err(|e| KeyError(e.to_string()))?;
-                let pem = rsa.private_key_to_pem().map_err(|e| KeyError(e.to_string()))?;
-                let der = rsa.public_key_to_der().map_err(|e| KeyError(e.to_string()))?;
+                let pem = rsa
+                    .private_key_to_pem()
+                    .map_err(|e| KeyError(e.to_string()))?;
+                let der = rsa
+                    .public_key_to_der()
+                    .map_err(|e| KeyError(e.to_string()))?;
                 let path = dir.join(format!("signing-{}.pem", kid_of(&der)));
                 let mut file = fs::OpenOptions::new()
                     .write(true)
@@ -116,7 +125,9 @@ impl JwtKeys {
                     .mode(0o600)
                     .open(&path)
                     .map_err(|e| KeyError(format!("cannot write {}: {e}", path.display())))?;
-                file.write_all(&pem).and_then(|()| file.sync_all()).map_err(|e| KeyError(e.to_string()))?;
+                file.write_all(&pem)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| KeyError(e.to_string()))?;
                 pem
             }
         };
@@ -125,11 +136,18 @@ impl JwtKeys {
 
     /// Builds the key set from a PEM private key.
     pub fn from_private_pem(pem: &[u8], issuer: &str, audience: &str) -> Result<Self, KeyError> {
-        let rsa = openssl::rsa::Rsa::private_key_from_pem(pem).map_err(|e| KeyError(e.to_string()))?;
-        let public_pem = rsa.public_key_to_pem().map_err(|e| KeyError(e.to_string()))?;
-        let kid = kid_of(&rsa.public_key_to_der().map_err(|e| KeyError(e.to_string()))?);
+        let rsa =
+            openssl::rsa::Rsa::private_key_from_pem(pem).map_err(|e| KeyError(e.to_string()))?;
+        let public_pem = rsa
+            .public_key_to_pem()
+            .map_err(|e| KeyError(e.to_string()))?;
+        let kid = kid_of(
+            &rsa.public_key_to_der()
+                .map_err(|e| KeyError(e.to_string()))?,
+        );
         let encoding = EncodingKey::from_rsa_pem(pem).map_err(|e| KeyError(e.to_string()))?;
-        let decoding = DecodingKey::from_rsa_pem(&public_pem).map_err(|e| KeyError(e.to_string()))?;
+        let decoding =
+            DecodingKey::from_rsa_pem(&public_pem).map_err(|e| KeyError(e.to_string()))?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -153,7 +171,12 @@ impl JwtKeys {
 
     /// Signs an access token for `device`, valid for `ttl_seconds` from `now_s`. RSA signing takes
     /// about a millisecond: call it on a blocking thread.
-    pub fn sign_access(&self, device: &DeviceId, now_s: i64, ttl_seconds: u64) -> Result<(String, DeviceClaims), KeyError> {
+    pub fn sign_access(
+        &self,
+        device: &DeviceId,
+        now_s: i64,
+        ttl_seconds: u64,
+    ) -> Result<(String, DeviceClaims), KeyError> {
         let claims = DeviceClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -166,7 +189,8 @@ impl JwtKeys {
         };
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| KeyError(e.to_string()))?;
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| KeyError(e.to_string()))?;
         Ok((token, claims))
     }
 
@@ -176,19 +200,28 @@ impl JwtKeys {
         if header.alg != Algorithm::RS256 {
             return Err(TokenRejection::Invalid);
         }
-        let key = header.kid.as_deref().and_then(|kid| self.decoding.get(kid)).ok_or(TokenRejection::Invalid)?;
-        let data = jsonwebtoken::decode::<DeviceClaims>(token, key, &self.validation).map_err(|e| {
-            match e.kind() {
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenRejection::Invalid)?;
+        let data = jsonwebtoken::decode::<DeviceClaims>(token, key, &self.validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenRejection::Expired,
                 _ => TokenRejection::Invalid,
-            }
-        })?;
+            },
+        )?;
         let claims = data.claims;
         if claims.typ != ACCESS_TYPE || claims.jti.is_empty() {
             return Err(TokenRejection::Invalid);
         }
         let device = DeviceId::parse(&claims.sub).ok_or(TokenRejection::Invalid)?;
-        Ok(VerifiedDevice { device, jti: claims.jti, iat: claims.iat, exp: claims.exp })
+        Ok(VerifiedDevice {
+            device,
+            jti: claims.jti,
+            iat: claims.iat,
+            exp: claims.exp,
+        })
     }
 }
 
@@ -215,9 +248,16 @@ mod tests {
         let device = DeviceId::generate();
         let (token, _) = a.sign_access(&device, now(), 3600).unwrap();
         assert_eq!(b.verify_access(&token).unwrap().device, device);
-        let key_file = std::fs::read_dir(dir.path().join("keys")).unwrap().next().unwrap().unwrap();
+        let key_file = std::fs::read_dir(dir.path().join("keys"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(key_file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            key_file.metadata().unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -232,15 +272,22 @@ mod tests {
         let (good, _) = k.sign_access(&device, now(), 3600).unwrap();
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut claims: serde_json::Value = serde_json::from_slice(&engine.decode(&parts[1]).unwrap()).unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&engine.decode(&parts[1]).unwrap()).unwrap();
         claims["sub"] = serde_json::Value::String(DeviceId::generate().to_string());
         parts[1] = engine.encode(serde_json::to_vec(&claims).unwrap());
-        assert_eq!(k.verify_access(&parts.join(".")), Err(TokenRejection::Invalid));
+        assert_eq!(
+            k.verify_access(&parts.join(".")),
+            Err(TokenRejection::Invalid)
+        );
         assert_eq!(k.verify_access("not.a.token"), Err(TokenRejection::Invalid));
         // alg none
         let none_header = engine.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let good_claims = good.split('.').nth(1).unwrap();
-        assert_eq!(k.verify_access(&format!("{none_header}.{good_claims}.")), Err(TokenRejection::Invalid));
+        assert_eq!(
+            k.verify_access(&format!("{none_header}.{good_claims}.")),
+            Err(TokenRejection::Invalid)
+        );
     }
 
     #[test]

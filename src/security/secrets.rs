@@ -42,7 +42,10 @@ impl fmt::Debug for Secret {
 fn random_token(prefix: &str) -> Secret {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    Secret(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    Secret(format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// A new API token: `bmp_` and 256 random bits.
@@ -112,7 +115,9 @@ mod tests {
         assert!(a.expose().starts_with(API_TOKEN_PREFIX));
         assert_ne!(a, b);
         assert!(a.expose().len() >= 4 + 43);
-        assert!(new_refresh_token().expose().starts_with(REFRESH_TOKEN_PREFIX));
+        assert!(new_refresh_token()
+            .expose()
+            .starts_with(REFRESH_TOKEN_PREFIX));
         assert_eq!(format!("{a:?}"), "Secret(***)");
     }
 
@@ -122,8 +127,14 @@ mod tests {
         assert_eq!(code.expose().len(), 9);
         let normal = normalize_pairing_code(code.expose()).unwrap();
         assert_eq!(normal, code.expose().replace('-', ""));
-        assert_eq!(normalize_pairing_code("k7qf-2m9x").as_deref(), Some("K7QF2M9X"));
-        assert_eq!(normalize_pairing_code("o1lI 2345").as_deref(), Some("01112345"));
+        assert_eq!(
+            normalize_pairing_code("k7qf-2m9x").as_deref(),
+            Some("K7QF2M9X")
+        );
+        assert_eq!(
+            normalize_pairing_code("o1lI 2345").as_deref(),
+            Some("01112345")
+        );
         assert_eq!(normalize_pairing_code("K7QF-2M9"), None);
         assert_eq!(normalize_pairing_code("K7QF-2M9U"), None);
         assert_eq!(normalize_pairing_code("K7QF-2M9XÄ"), None);

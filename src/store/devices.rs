@@ -52,7 +52,11 @@ impl DeviceRow {
         let start = NaiveTime::parse_from_str(self.quiet_start.as_deref()?, "%H:%M").ok()?;
         let end = NaiveTime::parse_from_str(self.quiet_end.as_deref()?, "%H:%M").ok()?;
         let timezone = self.quiet_tz.as_deref()?.parse().ok()?;
-        Some(QuietHours { start, end, timezone })
+        Some(QuietHours {
+            start,
+            end,
+            timezone,
+        })
     }
 
     /// The delivery policy the queue applies.
@@ -85,17 +89,33 @@ pub struct DeviceChanges {
 
 /// Inserts a device.
 pub fn insert(conn: &mut SqliteConnection, row: &DeviceRow) -> QueryResult<()> {
-    diesel::insert_into(devices::table).values(row).execute(conn).map(|_| ())
+    diesel::insert_into(devices::table)
+        .values(row)
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// One device.
 pub fn get(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<DeviceRow>> {
-    devices::table.find(id).select(DeviceRow::as_select()).first(conn).optional()
+    devices::table
+        .find(id)
+        .select(DeviceRow::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// A page of devices in id order, after `after`, optionally of one platform.
-pub fn list(conn: &mut SqliteConnection, platform: Option<&str>, after: Option<&str>, limit: i64) -> QueryResult<Vec<DeviceRow>> {
-    let mut query = devices::table.select(DeviceRow::as_select()).order(devices::id.asc()).limit(limit).into_boxed();
+pub fn list(
+    conn: &mut SqliteConnection,
+    platform: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<DeviceRow>> {
+    let mut query = devices::table
+        .select(DeviceRow::as_select())
+        .order(devices::id.asc())
+        .limit(limit)
+        .into_boxed();
     if let Some(platform) = platform {
         query = query.filter(devices::platform.eq(platform.to_owned()));
     }
@@ -111,7 +131,11 @@ pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<DeviceRow>> {
 }
 
 /// Applies settings changes; returns the updated row, or `None` if there is no such device.
-pub fn update(conn: &mut SqliteConnection, id: &str, changes: &DeviceChanges) -> QueryResult<Option<DeviceRow>> {
+pub fn update(
+    conn: &mut SqliteConnection,
+    id: &str,
+    changes: &DeviceChanges,
+) -> QueryResult<Option<DeviceRow>> {
     let has_changes = changes.name.is_some()
         || changes.enabled.is_some()
         || changes.min_priority.is_some()
@@ -119,19 +143,26 @@ pub fn update(conn: &mut SqliteConnection, id: &str, changes: &DeviceChanges) ->
         || changes.quiet_end.is_some()
         || changes.quiet_tz.is_some();
     if has_changes {
-        diesel::update(devices::table.find(id)).set(changes).execute(conn)?;
+        diesel::update(devices::table.find(id))
+            .set(changes)
+            .execute(conn)?;
     }
     get(conn, id)
 }
 
 /// Deletes a device (its tokens and deliveries cascade); whether it existed.
 pub fn delete(conn: &mut SqliteConnection, id: &str) -> QueryResult<bool> {
-    diesel::delete(devices::table.find(id)).execute(conn).map(|n| n > 0)
+    diesel::delete(devices::table.find(id))
+        .execute(conn)
+        .map(|n| n > 0)
 }
 
 /// Records socket activity.
 pub fn touch(conn: &mut SqliteConnection, id: &str, at: i64) -> QueryResult<()> {
-    diesel::update(devices::table.find(id)).set(devices::last_seen_at.eq(at)).execute(conn).map(|_| ())
+    diesel::update(devices::table.find(id))
+        .set(devices::last_seen_at.eq(at))
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// Delivery counts of one device, by status.
@@ -149,7 +180,10 @@ pub struct DeliveryCounts {
 }
 
 /// Delivery counts for these devices.
-pub fn delivery_counts(conn: &mut SqliteConnection, ids: &[String]) -> QueryResult<HashMap<String, DeliveryCounts>> {
+pub fn delivery_counts(
+    conn: &mut SqliteConnection,
+    ids: &[String],
+) -> QueryResult<HashMap<String, DeliveryCounts>> {
     let rows: Vec<(String, i16, i64)> = deliveries::table
         .filter(deliveries::device_id.eq_any(ids))
         .group_by((deliveries::device_id, deliveries::status))

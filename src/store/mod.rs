@@ -122,12 +122,18 @@ impl Store {
             .min_idle(Some(settings.pool_min_idle))
             .connection_timeout(Duration::from_millis(settings.pool_timeout_ms.max(1)))
             .test_on_check_out(true)
-            .connection_customizer(Box::new(Pragmas { busy_timeout_ms: settings.busy_timeout_ms }))
+            .connection_customizer(Box::new(Pragmas {
+                busy_timeout_ms: settings.busy_timeout_ms,
+            }))
             .build(manager)
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = Self { pool, counters: Arc::new(PoolCounters::default()) };
+        let store = Self {
+            pool,
+            counters: Arc::new(PoolCounters::default()),
+        };
         let mut conn = store.conn()?;
-        conn.run_pending_migrations(MIGRATIONS).map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
+        conn.run_pending_migrations(MIGRATIONS)
+            .map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
         Ok(store)
     }
 
@@ -139,7 +145,9 @@ impl Store {
         match result {
             Ok(conn) => {
                 self.counters.acquired.fetch_add(1, Ordering::Relaxed);
-                self.counters.acquire_micros.fetch_add(micros, Ordering::Relaxed);
+                self.counters
+                    .acquire_micros
+                    .fetch_add(micros, Ordering::Relaxed);
                 if micros > 1_000 {
                     self.counters.waited.fetch_add(1, Ordering::Relaxed);
                 }
@@ -179,7 +187,8 @@ impl Store {
             acquired,
             waited: self.counters.waited.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
-            mean_acquire_micros: self.counters.acquire_micros.load(Ordering::Relaxed) / acquired.max(1),
+            mean_acquire_micros: self.counters.acquire_micros.load(Ordering::Relaxed)
+                / acquired.max(1),
         }
     }
 }
@@ -196,12 +205,17 @@ impl beepmyphone_actors::supervisor::Probe for StoreProbe {
         use beepmyphone_actors::supervisor::Status;
         use diesel::RunQueryDsl;
         let result = self.0.conn().and_then(|mut conn| {
-            diesel::sql_query("SELECT 1").execute(&mut conn).map_err(StoreError::from)
+            diesel::sql_query("SELECT 1")
+                .execute(&mut conn)
+                .map_err(StoreError::from)
         });
         match result {
             Ok(_) => {
                 let stats = self.0.stats();
-                (Status::Healthy, format!("pool {}/{} in use", stats.in_use, stats.max_size))
+                (
+                    Status::Healthy,
+                    format!("pool {}/{} in use", stats.in_use, stats.max_size),
+                )
             }
             Err(e) => (Status::Unhealthy, e.to_string()),
         }
@@ -224,11 +238,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
         let mut conn = store.conn().unwrap();
-        let mode: Vec<Text> = diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode").load(&mut conn).unwrap();
+        let mode: Vec<Text> =
+            diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode")
+                .load(&mut conn)
+                .unwrap();
         assert_eq!(mode[0].value, "wal");
-        let sync: Vec<Text> = diesel::sql_query("SELECT CAST(synchronous AS TEXT) AS value FROM pragma_synchronous").load(&mut conn).unwrap();
+        let sync: Vec<Text> =
+            diesel::sql_query("SELECT CAST(synchronous AS TEXT) AS value FROM pragma_synchronous")
+                .load(&mut conn)
+                .unwrap();
         assert_eq!(sync[0].value, "1"); // NORMAL
-        let fk: Vec<Text> = diesel::sql_query("SELECT CAST(foreign_keys AS TEXT) AS value FROM pragma_foreign_keys").load(&mut conn).unwrap();
+        let fk: Vec<Text> = diesel::sql_query(
+            "SELECT CAST(foreign_keys AS TEXT) AS value FROM pragma_foreign_keys",
+        )
+        .load(&mut conn)
+        .unwrap();
         assert_eq!(fk[0].value, "1");
         let stats = store.stats();
         assert!(stats.acquired >= 2 && stats.in_use >= 1, "{stats:?}");

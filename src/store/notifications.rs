@@ -112,7 +112,11 @@ pub struct ListFilter {
 }
 
 /// A page of notifications, newest first.
-pub fn list(conn: &mut SqliteConnection, filter: &ListFilter, limit: i64) -> QueryResult<Vec<NotificationRow>> {
+pub fn list(
+    conn: &mut SqliteConnection,
+    filter: &ListFilter,
+    limit: i64,
+) -> QueryResult<Vec<NotificationRow>> {
     let mut query = notifications::table
         .select(NotificationRow::as_select())
         .order(notifications::seq.desc())
@@ -147,14 +151,19 @@ pub fn list(conn: &mut SqliteConnection, filter: &ListFilter, limit: i64) -> Que
         (Some(device), None) => {
             query = query.filter(
                 notifications::seq.eq_any(
-                    deliveries::table.filter(deliveries::device_id.eq(device.clone())).select(deliveries::notification_seq),
+                    deliveries::table
+                        .filter(deliveries::device_id.eq(device.clone()))
+                        .select(deliveries::notification_seq),
                 ),
             );
         }
         (None, Some(status)) => {
             query = query.filter(
-                notifications::seq
-                    .eq_any(deliveries::table.filter(deliveries::status.eq(status)).select(deliveries::notification_seq)),
+                notifications::seq.eq_any(
+                    deliveries::table
+                        .filter(deliveries::status.eq(status))
+                        .select(deliveries::notification_seq),
+                ),
             );
         }
         (None, None) => {}
@@ -172,7 +181,11 @@ pub fn get(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<Notifica
 }
 
 /// Deliveries of these notifications (optionally to one device), in device order.
-pub fn deliveries_of(conn: &mut SqliteConnection, seqs: &[i64], device: Option<&str>) -> QueryResult<Vec<DeliveryRow>> {
+pub fn deliveries_of(
+    conn: &mut SqliteConnection,
+    seqs: &[i64],
+    device: Option<&str>,
+) -> QueryResult<Vec<DeliveryRow>> {
     let mut query = deliveries::table
         .filter(deliveries::notification_seq.eq_any(seqs))
         .select(DeliveryRow::as_select())

@@ -6,7 +6,12 @@ use diesel::SqliteConnection;
 use super::schema::pairing_codes;
 
 /// Stores a new code's hash.
-pub fn insert(conn: &mut SqliteConnection, code_hash: &str, now: i64, expires_at: i64) -> QueryResult<()> {
+pub fn insert(
+    conn: &mut SqliteConnection,
+    code_hash: &str,
+    now: i64,
+    expires_at: i64,
+) -> QueryResult<()> {
     diesel::insert_into(pairing_codes::table)
         .values((
             pairing_codes::code_hash.eq(code_hash),
@@ -32,5 +37,6 @@ pub fn consume(conn: &mut SqliteConnection, code_hash: &str, now: i64) -> QueryR
 
 /// Deletes codes that expired more than a day ago.
 pub fn purge(conn: &mut SqliteConnection, now: i64) -> QueryResult<usize> {
-    diesel::delete(pairing_codes::table.filter(pairing_codes::expires_at.lt(now - 86_400_000))).execute(conn)
+    diesel::delete(pairing_codes::table.filter(pairing_codes::expires_at.lt(now - 86_400_000)))
+        .execute(conn)
 }

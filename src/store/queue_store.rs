@@ -10,7 +10,9 @@ use diesel::prelude::*;
 use diesel::SqliteConnection;
 
 use beepmyphone_actors::model::{DeviceId, NotificationId, QueuedNotification};
-use beepmyphone_actors::ports::{self, CommitBatch, InsertOutcome, PendingDelivery, QueueSnapshot, QueueStore};
+use beepmyphone_actors::ports::{
+    self, CommitBatch, InsertOutcome, PendingDelivery, QueueSnapshot, QueueStore,
+};
 
 use super::notifications::{NotificationRow, ACKED, EXPIRED, QUEUED, SENT};
 use super::schema::{deliveries, notifications};
@@ -24,7 +26,10 @@ fn store_err(e: impl std::fmt::Display) -> ports::StoreError {
 }
 
 /// Writes one batch; returns one outcome per insert.
-pub fn commit_batch(conn: &mut SqliteConnection, batch: &CommitBatch) -> QueryResult<Vec<InsertOutcome>> {
+pub fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &CommitBatch,
+) -> QueryResult<Vec<InsertOutcome>> {
     conn.immediate_transaction(|conn| {
         let mut outcomes = Vec::with_capacity(batch.inserts.len());
         for op in &batch.inserts {
@@ -78,7 +83,9 @@ pub fn commit_batch(conn: &mut SqliteConnection, batch: &CommitBatch) -> QueryRe
                         )
                     })
                     .collect();
-                diesel::insert_into(deliveries::table).values(rows).execute(conn)?;
+                diesel::insert_into(deliveries::table)
+                    .values(rows)
+                    .execute(conn)?;
             }
             outcomes.push(InsertOutcome::Inserted { seq });
         }
@@ -101,7 +108,10 @@ pub fn commit_batch(conn: &mut SqliteConnection, batch: &CommitBatch) -> QueryRe
                     .find((change.seq, change.device.as_str()))
                     .filter(deliveries::status.lt(ACKED)),
             )
-            .set((deliveries::status.eq(ACKED), deliveries::acked_at.eq(change.at)))
+            .set((
+                deliveries::status.eq(ACKED),
+                deliveries::acked_at.eq(change.at),
+            ))
             .execute(conn)?;
         }
         for change in &batch.expired {
@@ -120,19 +130,31 @@ pub fn commit_batch(conn: &mut SqliteConnection, batch: &CommitBatch) -> QueryRe
 /// Marks expired deliveries and reads everything the queue needs.
 pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<QueueSnapshot> {
     diesel::update(
-        deliveries::table.filter(deliveries::status.lt(ACKED)).filter(
-            deliveries::notification_seq
-                .eq_any(notifications::table.filter(notifications::expires_at.le(now)).select(notifications::seq)),
-        ),
+        deliveries::table
+            .filter(deliveries::status.lt(ACKED))
+            .filter(
+                deliveries::notification_seq.eq_any(
+                    notifications::table
+                        .filter(notifications::expires_at.le(now))
+                        .select(notifications::seq),
+                ),
+            ),
     )
     .set(deliveries::status.eq(EXPIRED))
     .execute(conn)?;
-    let devices = devices::all(conn)?.into_iter().map(|row| (row.device_id(), row.policy())).collect();
+    let devices = devices::all(conn)?
+        .into_iter()
+        .map(|row| (row.device_id(), row.policy()))
+        .collect();
     let rows: Vec<NotificationRow> = notifications::table
         .filter(notifications::expires_at.gt(now))
-        .filter(notifications::seq.eq_any(
-            deliveries::table.filter(deliveries::status.lt(ACKED)).select(deliveries::notification_seq),
-        ))
+        .filter(
+            notifications::seq.eq_any(
+                deliveries::table
+                    .filter(deliveries::status.lt(ACKED))
+                    .select(deliveries::notification_seq),
+            ),
+        )
         .order(notifications::seq.asc())
         .select(NotificationRow::as_select())
         .load(conn)?;
@@ -156,10 +178,17 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<Queue
     let pending = pending_rows
         .into_iter()
         .filter_map(|(seq, device)| {
-            index.get(&seq).map(|&notification| PendingDelivery { device: DeviceId::from_trusted(device), notification })
+            index.get(&seq).map(|&notification| PendingDelivery {
+                device: DeviceId::from_trusted(device),
+                notification,
+            })
         })
         .collect();
-    Ok(QueueSnapshot { devices, notifications: notes, pending })
+    Ok(QueueSnapshot {
+        devices,
+        notifications: notes,
+        pending,
+    })
 }
 
 impl QueueStore for Store {

@@ -82,4 +82,11 @@ diesel::joinable!(device_tokens -> devices (device_id));
 diesel::joinable!(deliveries -> devices (device_id));
 diesel::joinable!(deliveries -> notifications (notification_seq));
 
-diesel::allow_tables_to_appear_in_same_query!(devices, device_tokens, api_tokens, pairing_codes, notifications, deliveries);
+diesel::allow_tables_to_appear_in_same_query!(
+    devices,
+    device_tokens,
+    api_tokens,
+    pairing_codes,
+    notifications,
+    deliveries
+);

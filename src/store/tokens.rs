@@ -25,17 +25,32 @@ pub struct ApiTokenRow {
 
 /// Inserts an API token.
 pub fn insert_api(conn: &mut SqliteConnection, row: &ApiTokenRow) -> QueryResult<()> {
-    diesel::insert_into(api_tokens::table).values(row).execute(conn).map(|_| ())
+    diesel::insert_into(api_tokens::table)
+        .values(row)
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// The API token with this hash.
 pub fn api_by_hash(conn: &mut SqliteConnection, hash: &str) -> QueryResult<Option<ApiTokenRow>> {
-    api_tokens::table.filter(api_tokens::token_hash.eq(hash)).select(ApiTokenRow::as_select()).first(conn).optional()
+    api_tokens::table
+        .filter(api_tokens::token_hash.eq(hash))
+        .select(ApiTokenRow::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// A page of API tokens in id order.
-pub fn list_api(conn: &mut SqliteConnection, after: Option<&str>, limit: i64) -> QueryResult<Vec<ApiTokenRow>> {
-    let mut query = api_tokens::table.select(ApiTokenRow::as_select()).order(api_tokens::id.asc()).limit(limit).into_boxed();
+pub fn list_api(
+    conn: &mut SqliteConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<ApiTokenRow>> {
+    let mut query = api_tokens::table
+        .select(ApiTokenRow::as_select())
+        .order(api_tokens::id.asc())
+        .limit(limit)
+        .into_boxed();
     if let Some(after) = after {
         query = query.filter(api_tokens::id.gt(after.to_owned()));
     }
@@ -44,7 +59,11 @@ pub fn list_api(conn: &mut SqliteConnection, after: Option<&str>, limit: i64) ->
 
 /// Deletes an API token; returns its hash if it existed.
 pub fn delete_api(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<String>> {
-    let hash = api_tokens::table.find(id).select(api_tokens::token_hash).first::<String>(conn).optional()?;
+    let hash = api_tokens::table
+        .find(id)
+        .select(api_tokens::token_hash)
+        .first::<String>(conn)
+        .optional()?;
     if hash.is_some() {
         diesel::delete(api_tokens::table.find(id)).execute(conn)?;
     }
@@ -53,7 +72,10 @@ pub fn delete_api(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<S
 
 /// Records use of an API token.
 pub fn touch_api(conn: &mut SqliteConnection, id: &str, at: i64) -> QueryResult<()> {
-    diesel::update(api_tokens::table.find(id)).set(api_tokens::last_used_at.eq(at)).execute(conn).map(|_| ())
+    diesel::update(api_tokens::table.find(id))
+        .set(api_tokens::last_used_at.eq(at))
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// A refresh token row.
@@ -80,11 +102,17 @@ pub struct RefreshTokenRow {
 
 /// Inserts a refresh token.
 pub fn insert_refresh(conn: &mut SqliteConnection, row: &RefreshTokenRow) -> QueryResult<()> {
-    diesel::insert_into(device_tokens::table).values(row).execute(conn).map(|_| ())
+    diesel::insert_into(device_tokens::table)
+        .values(row)
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// The refresh token with this hash.
-pub fn refresh_by_hash(conn: &mut SqliteConnection, hash: &str) -> QueryResult<Option<RefreshTokenRow>> {
+pub fn refresh_by_hash(
+    conn: &mut SqliteConnection,
+    hash: &str,
+) -> QueryResult<Option<RefreshTokenRow>> {
     device_tokens::table
         .filter(device_tokens::token_hash.eq(hash))
         .select(RefreshTokenRow::as_select())
@@ -94,15 +122,23 @@ pub fn refresh_by_hash(conn: &mut SqliteConnection, hash: &str) -> QueryResult<O
 
 /// Marks a refresh token used if it was not yet; whether this call did.
 pub fn use_refresh(conn: &mut SqliteConnection, id: &str, now: i64) -> QueryResult<bool> {
-    diesel::update(device_tokens::table.find(id).filter(device_tokens::used_at.is_null()))
-        .set(device_tokens::used_at.eq(now))
-        .execute(conn)
-        .map(|n| n == 1)
+    diesel::update(
+        device_tokens::table
+            .find(id)
+            .filter(device_tokens::used_at.is_null()),
+    )
+    .set(device_tokens::used_at.eq(now))
+    .execute(conn)
+    .map(|n| n == 1)
 }
 
 /// Revokes every token of a family.
 pub fn revoke_family(conn: &mut SqliteConnection, family: &str, now: i64) -> QueryResult<usize> {
-    diesel::update(device_tokens::table.filter(device_tokens::family_id.eq(family)).filter(device_tokens::revoked_at.is_null()))
-        .set(device_tokens::revoked_at.eq(now))
-        .execute(conn)
+    diesel::update(
+        device_tokens::table
+            .filter(device_tokens::family_id.eq(family))
+            .filter(device_tokens::revoked_at.is_null()),
+    )
+    .set(device_tokens::revoked_at.eq(now))
+    .execute(conn)
 }

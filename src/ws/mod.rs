@@ -18,14 +18,21 @@ use crate::state::AppState;
 pub use socket::DeviceSocket;
 
 /// The upgrade handler.
-pub async fn connect(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, actix_web::Error> {
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
     let pre_auth = match bearer(&req) {
         Some(token) => Some(authenticate_device(&state, token).await),
         None => None,
     };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let max = state.settings.websocket.max_frame_bytes;
-    let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
     DeviceSocket::new(state.into_inner(), session, pre_auth).start_with(stream);
     Ok(response)
 }

@@ -72,9 +72,14 @@ mod tests {
     fn inbound_frames_parse_strictly() {
         assert_eq!(
             serde_json::from_str::<Inbound>(r#"{"type":"ack","ids":["ntf_1"]}"#).unwrap(),
-            Inbound::Ack { ids: vec!["ntf_1".into()] }
+            Inbound::Ack {
+                ids: vec!["ntf_1".into()]
+            }
         );
-        assert!(matches!(serde_json::from_str::<Inbound>(r#"{"type":"auth","token":"t"}"#).unwrap(), Inbound::Auth { .. }));
+        assert!(matches!(
+            serde_json::from_str::<Inbound>(r#"{"type":"auth","token":"t"}"#).unwrap(),
+            Inbound::Auth { .. }
+        ));
         assert!(serde_json::from_str::<Inbound>(r#"{"type":"dance"}"#).is_err());
         assert!(serde_json::from_str::<Inbound>(r#"{"type":"ack","ids":["a"],"x":1}"#).is_err());
         assert!(serde_json::from_str::<Inbound>("[1,2]").is_err());

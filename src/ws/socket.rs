@@ -103,7 +103,14 @@ impl DeviceSocket {
     }
 
     fn error_frame(&mut self, ctx: &mut Context<Self>, code: &str, message: &str) {
-        self.send_json(ctx, &ErrorFrame { kind: "error", code, message });
+        self.send_json(
+            ctx,
+            &ErrorFrame {
+                kind: "error",
+                code,
+                message,
+            },
+        );
         self.bad_frames += 1;
         if self.bad_frames >= self.state.settings.websocket.max_bad_frames {
             self.close(ctx, close::POLICY, "too many bad frames");
@@ -118,14 +125,21 @@ impl DeviceSocket {
         self.phase = Phase::Closing;
         self.out = None; // ends the writer task after what it has queued
         let session = self.session.clone();
-        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
+        let reason = CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        };
         actix_rt::spawn(async move {
             let _ = session.close(Some(reason)).await; // the peer may be gone already
         });
         ctx.stop();
     }
 
-    fn on_auth_result(&mut self, ctx: &mut Context<Self>, result: Result<(DeviceId, String, i64), DeviceAuthError>) {
+    fn on_auth_result(
+        &mut self,
+        ctx: &mut Context<Self>,
+        result: Result<(DeviceId, String, i64), DeviceAuthError>,
+    ) {
         match (result, &self.phase) {
             (Ok((device, _jti, exp)), Phase::Unauthenticated) => {
                 self.token_exp = exp;
@@ -157,20 +171,34 @@ impl DeviceSocket {
             (Ok(_), Phase::Closing) => {}
             (Err(DeviceAuthError::Gone), _) => self.close(ctx, close::REVOKED, "device revoked"),
             (Err(DeviceAuthError::Invalid(why)), _) => self.close(ctx, close::UNAUTHORIZED, why),
-            (Err(DeviceAuthError::Store(_)), _) => self.close(ctx, close::GOING_AWAY, "try again later"),
+            (Err(DeviceAuthError::Store(_)), _) => {
+                self.close(ctx, close::GOING_AWAY, "try again later")
+            }
         }
     }
 
     fn authenticate(&mut self, ctx: &mut Context<Self>, token: String) {
         let state = self.state.clone();
         let check = async move { authenticate_device(&state, &token).await };
-        ctx.wait(check.into_actor(self).map(|result, act, ctx| act.on_auth_result(ctx, result)));
+        ctx.wait(
+            check
+                .into_actor(self)
+                .map(|result, act, ctx| act.on_auth_result(ctx, result)),
+        );
     }
 
     fn touch(&self, device: &DeviceId) {
-        let (store, id, now, log) = (self.state.store.clone(), device.to_string(), self.state.clock.now_ms(), self.state.log.clone());
+        let (store, id, now, log) = (
+            self.state.store.clone(),
+            device.to_string(),
+            self.state.clock.now_ms(),
+            self.state.log.clone(),
+        );
         actix_rt::spawn(async move {
-            if let Err(e) = store.run(move |conn| Ok(devices::touch(conn, &id, now)?)).await {
+            if let Err(e) = store
+                .run(move |conn| Ok(devices::touch(conn, &id, now)?))
+                .await
+            {
                 slog::warn!(log, "could not record last seen"; "error" => %e);
             }
         });
@@ -184,12 +212,20 @@ impl DeviceSocket {
                     return self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth");
                 }
                 let message = e.to_string();
-                return self.error_frame(ctx, "BAD_FRAME", message.split(" at line ").next().unwrap_or("bad frame"));
+                return self.error_frame(
+                    ctx,
+                    "BAD_FRAME",
+                    message.split(" at line ").next().unwrap_or("bad frame"),
+                );
             }
         };
         match (frame, self.phase.clone()) {
-            (Inbound::Auth { token }, Phase::Unauthenticated | Phase::Authenticated(_)) => self.authenticate(ctx, token),
-            (Inbound::Ack { .. }, Phase::Unauthenticated) => self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth"),
+            (Inbound::Auth { token }, Phase::Unauthenticated | Phase::Authenticated(_)) => {
+                self.authenticate(ctx, token)
+            }
+            (Inbound::Ack { .. }, Phase::Unauthenticated) => {
+                self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth")
+            }
             (Inbound::Ack { ids }, Phase::Authenticated(device)) => {
                 if ids.is_empty() || ids.len() > MAX_ACK_IDS {
                     return self.error_frame(ctx, "BAD_FRAME", "ack must carry 1 to 1000 ids");
@@ -198,10 +234,19 @@ impl DeviceSocket {
                 for id in &ids {
                     match NotificationId::parse(id) {
                         Some(id) => parsed.push(id),
-                        None => return self.error_frame(ctx, "BAD_FRAME", "ack ids must be notification ids (ntf_…)"),
+                        None => {
+                            return self.error_frame(
+                                ctx,
+                                "BAD_FRAME",
+                                "ack ids must be notification ids (ntf_…)",
+                            )
+                        }
                     }
                 }
-                self.state.graph.queue.do_send(Ack { device, ids: parsed });
+                self.state.graph.queue.do_send(Ack {
+                    device,
+                    ids: parsed,
+                });
             }
             (_, Phase::Closing) => {}
         }
@@ -228,7 +273,10 @@ impl Actor for DeviceSocket {
                     Outbound::Ping => writer.ping(b"").await,
                 };
                 if sent.is_err() {
-                    addr.do_send(CloseSocket { code: close::GOING_AWAY, reason: "connection lost".into() });
+                    addr.do_send(CloseSocket {
+                        code: close::GOING_AWAY,
+                        reason: "connection lost".into(),
+                    });
                     break;
                 }
             }
@@ -238,18 +286,24 @@ impl Actor for DeviceSocket {
         match self.pending_auth.take() {
             Some(result) => self.on_auth_result(ctx, result),
             None => {
-                ctx.run_later(Duration::from_secs(settings.auth_timeout_seconds), |act, ctx| {
-                    if act.phase == Phase::Unauthenticated {
-                        act.close(ctx, close::UNAUTHORIZED, "authentication timed out");
-                    }
-                });
+                ctx.run_later(
+                    Duration::from_secs(settings.auth_timeout_seconds),
+                    |act, ctx| {
+                        if act.phase == Phase::Unauthenticated {
+                            act.close(ctx, close::UNAUTHORIZED, "authentication timed out");
+                        }
+                    },
+                );
             }
         }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         if let Some(device) = self.registered.take() {
-            self.state.graph.registry.do_send(Unregister { device: device.clone(), socket: self.id });
+            self.state.graph.registry.do_send(Unregister {
+                device: device.clone(),
+                socket: self.id,
+            });
             self.touch(&device);
         }
     }
@@ -259,7 +313,8 @@ impl Actor for DeviceSocket {
 impl StreamHandler<()> for DeviceSocket {
     fn handle(&mut self, _tick: (), ctx: &mut Self::Context) {
         let now = self.state.clock.now_ms();
-        let heartbeat_ms = i64::try_from(self.state.settings.websocket.heartbeat_seconds).unwrap_or(30) * 1_000;
+        let heartbeat_ms =
+            i64::try_from(self.state.settings.websocket.heartbeat_seconds).unwrap_or(30) * 1_000;
         if now - self.last_seen > 2 * heartbeat_ms {
             return self.close(ctx, close::GOING_AWAY, "heartbeat timeout");
         }

@@ -13,7 +13,9 @@ use beepmyphone_actors::registry::{Kick, OnlineDevices};
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
-use crate::api::schemas::{check_text, Errors, Page, PatchDeviceRequest, QuietHoursBody, PLATFORMS};
+use crate::api::schemas::{
+    check_text, Errors, Page, PatchDeviceRequest, QuietHoursBody, PLATFORMS,
+};
 use crate::api::{decode_cursor, encode_cursor, page_limit};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -64,16 +66,22 @@ struct SettingsView {
 
 fn view(row: DeviceRow, online: bool, deliveries: DeliveryCounts) -> DeviceView {
     let quiet_hours = match (&row.quiet_start, &row.quiet_end, &row.quiet_tz) {
-        (Some(start), Some(end), Some(timezone)) => {
-            Some(QuietHoursBody { start: start.clone(), end: end.clone(), timezone: timezone.clone() })
-        }
+        (Some(start), Some(end), Some(timezone)) => Some(QuietHoursBody {
+            start: start.clone(),
+            end: end.clone(),
+            timezone: timezone.clone(),
+        }),
         _ => None,
     };
     DeviceView {
         status: if online { "online" } else { "offline" },
         created_at: rfc3339(row.created_at),
         last_seen_at: row.last_seen_at.map(rfc3339),
-        settings: SettingsView { enabled: row.enabled, min_priority: Priority::from_i16(row.min_priority), quiet_hours },
+        settings: SettingsView {
+            enabled: row.enabled,
+            min_priority: Priority::from_i16(row.min_priority),
+            quiet_hours,
+        },
         deliveries,
         id: row.id,
         name: row.name,
@@ -111,7 +119,10 @@ async fn list_devices(
     };
     if let Some(platform) = &query.platform {
         if !PLATFORMS.contains(&platform.as_str()) {
-            return Err(ApiError::field("platform", "must be one of ios, android, windows, macos, linux, other"));
+            return Err(ApiError::field(
+                "platform",
+                "must be one of ios, android, windows, macos, linux, other",
+            ));
         }
     }
     let online = online_devices(&state).await?;
@@ -122,7 +133,17 @@ async fn list_devices(
     let mut items = Vec::new();
     'pages: loop {
         let (platform, from) = (platform.clone(), after.clone());
-        let rows = state.store.run(move |conn| Ok(devices::list(conn, platform.as_deref(), from.as_deref(), limit)?)).await?;
+        let rows = state
+            .store
+            .run(move |conn| {
+                Ok(devices::list(
+                    conn,
+                    platform.as_deref(),
+                    from.as_deref(),
+                    limit,
+                )?)
+            })
+            .await?;
         let exhausted = rows.len() < limit_items;
         for row in rows {
             after = Some(row.id.clone());
@@ -140,7 +161,10 @@ async fn list_devices(
         }
     }
     let ids: Vec<String> = items.iter().map(|(row, _)| row.id.clone()).collect();
-    let counts = state.store.run(move |conn| Ok(devices::delivery_counts(conn, &ids)?)).await?;
+    let counts = state
+        .store
+        .run(move |conn| Ok(devices::delivery_counts(conn, &ids)?))
+        .await?;
     let next_cursor = after.as_deref().map(encode_cursor);
     let items: Vec<DeviceView> = items
         .into_iter()
@@ -168,7 +192,11 @@ async fn load_view(state: &AppState, device: &DeviceId) -> Result<DeviceView, Ap
     Ok(view(row, online, counts))
 }
 
-async fn get_device(state: web::Data<AppState>, principal: Principal, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_device(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let device = parse_device_id(&path)?;
     principal.require_admin_or_device(&device)?;
     Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
@@ -193,7 +221,9 @@ fn changes_from(request: PatchDeviceRequest) -> Result<DeviceChanges, ApiError> 
         if let Some(raw) = settings.min_priority {
             match Priority::parse(&raw) {
                 Some(p) => changes.min_priority = Some(p.as_i16()),
-                None => errors_settings.add("minPriority", "must be one of low, normal, high, critical"),
+                None => {
+                    errors_settings.add("minPriority", "must be one of low, normal, high, critical")
+                }
             }
         }
         match settings.quiet_hours {
@@ -208,7 +238,10 @@ fn changes_from(request: PatchDeviceRequest) -> Result<DeviceChanges, ApiError> 
                 parse_hhmm(&mut errors_quiet, "start", &q.start);
                 parse_hhmm(&mut errors_quiet, "end", &q.end);
                 if q.timezone.parse::<chrono_tz::Tz>().is_err() {
-                    errors_quiet.add("timezone", "must be an IANA time zone such as Europe/Berlin");
+                    errors_quiet.add(
+                        "timezone",
+                        "must be an IANA time zone such as Europe/Berlin",
+                    );
                 }
                 if q.start == q.end {
                     errors_quiet.add("end", "must differ from start");
@@ -238,27 +271,46 @@ async fn patch_device(
     principal.require_admin_or_device(&device)?;
     let changes = changes_from(request)?;
     let id = device.to_string();
-    let row = state.store.run(move |conn| Ok(devices::update(conn, &id, &changes)?)).await?;
+    let row = state
+        .store
+        .run(move |conn| Ok(devices::update(conn, &id, &changes)?))
+        .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
     state
         .graph
         .queue
-        .send(UpsertDevice { device: device.clone(), policy: row.policy() })
+        .send(UpsertDevice {
+            device: device.clone(),
+            policy: row.policy(),
+        })
         .await
         .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
     Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
 }
 
-async fn delete_device(state: web::Data<AppState>, principal: Principal, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_device(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
     let device = parse_device_id(&path)?;
     let id = device.to_string();
-    let existed = state.store.run(move |conn| Ok(devices::delete(conn, &id)?)).await?;
+    let existed = state
+        .store
+        .run(move |conn| Ok(devices::delete(conn, &id)?))
+        .await?;
     if !existed {
         return Err(ApiError::NotFound(format!("no device {device}")));
     }
-    state.graph.queue.do_send(RemoveDevice { device: device.clone() });
-    state.graph.registry.do_send(Kick { device: device.clone(), code: CLOSE_REVOKED, reason: "device revoked".into() });
+    state.graph.queue.do_send(RemoveDevice {
+        device: device.clone(),
+    });
+    state.graph.registry.do_send(Kick {
+        device: device.clone(),
+        code: CLOSE_REVOKED,
+        reason: "device revoked".into(),
+    });
     slog::info!(state.log, "device deleted"; "device" => %device);
     Ok(HttpResponse::NoContent().finish())
 }

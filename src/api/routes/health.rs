@@ -28,7 +28,9 @@ async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .await
         .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))?;
     if report.status == Status::Unhealthy {
-        return Err(ApiError::Unavailable("not ready: a component is unhealthy".into()));
+        return Err(ApiError::Unavailable(
+            "not ready: a component is unhealthy".into(),
+        ));
     }
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }

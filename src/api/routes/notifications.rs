@@ -14,11 +14,15 @@ use beepmyphone_actors::queue::{Enqueue, EnqueueOutcome, NewNotification, QueueE
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
-use crate::api::schemas::{BatchRequest, Page, PublishRequest, PublishResponse, ValidPublish, MAX_BATCH};
+use crate::api::schemas::{
+    BatchRequest, Page, PublishRequest, PublishResponse, ValidPublish, MAX_BATCH,
+};
 use crate::api::{decode_cursor, encode_cursor, page_limit, parse_time};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
-use crate::store::notifications::{self, status_name, DeliveryRow, ListFilter, NotificationRow, ACKED, EXPIRED, QUEUED, SENT};
+use crate::store::notifications::{
+    self, status_name, DeliveryRow, ListFilter, NotificationRow, ACKED, EXPIRED, QUEUED, SENT,
+};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -28,15 +32,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/notifications/{id}", web::get().to(get_notification));
 }
 
-async fn enqueue(state: &AppState, principal: &Principal, items: Vec<ValidPublish>, batch: bool) -> Result<Vec<EnqueueOutcome>, ApiError> {
+async fn enqueue(
+    state: &AppState,
+    principal: &Principal,
+    items: Vec<ValidPublish>,
+    batch: bool,
+) -> Result<Vec<EnqueueOutcome>, ApiError> {
     let items = items
         .into_iter()
-        .map(|v| NewNotification { payload: v.record.device_json(), record: v.record, targets: v.targets, idempotency_key: v.idempotency_key })
+        .map(|v| NewNotification {
+            payload: v.record.device_json(),
+            record: v.record,
+            targets: v.targets,
+            idempotency_key: v.idempotency_key,
+        })
         .collect();
     let result = state
         .graph
         .queue
-        .send(Enqueue { items, publisher: principal.key() })
+        .send(Enqueue {
+            items,
+            publisher: principal.key(),
+        })
         .await
         .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
     result.map_err(|e| match e {
@@ -45,27 +62,53 @@ async fn enqueue(state: &AppState, principal: &Principal, items: Vec<ValidPublis
                 .into_iter()
                 .flat_map(|(index, ids)| {
                     ids.into_iter().map(move |id| {
-                        let field = if batch { format!("items[{index}].targets") } else { "targets".to_owned() };
+                        let field = if batch {
+                            format!("items[{index}].targets")
+                        } else {
+                            "targets".to_owned()
+                        };
                         FieldError::new(field, format!("unknown device {id}"))
                     })
                 })
                 .collect();
-            ApiError::Unprocessable { detail: "some target devices do not exist; nothing was queued".into(), errors }
+            ApiError::Unprocessable {
+                detail: "some target devices do not exist; nothing was queued".into(),
+                errors,
+            }
         }
         // The cause was logged by the queue; the client only learns to retry.
-        QueueError::Store(_) => ApiError::Unavailable("the notification could not be stored; try again".into()),
-        QueueError::Unavailable => ApiError::Unavailable("the queue is restarting; try again".into()),
+        QueueError::Store(_) => {
+            ApiError::Unavailable("the notification could not be stored; try again".into())
+        }
+        QueueError::Unavailable => {
+            ApiError::Unavailable("the queue is restarting; try again".into())
+        }
     })
 }
 
-async fn publish(state: web::Data<AppState>, principal: Principal, Json(request): Json<PublishRequest>) -> Result<HttpResponse, ApiError> {
+async fn publish(
+    state: web::Data<AppState>,
+    principal: Principal,
+    Json(request): Json<PublishRequest>,
+) -> Result<HttpResponse, ApiError> {
     principal.require_publisher()?;
     let valid = request
-        .validate("", state.clock.now_ms(), state.settings.delivery.default_ttl_seconds)
+        .validate(
+            "",
+            state.clock.now_ms(),
+            state.settings.delivery.default_ttl_seconds,
+        )
         .map_err(ApiError::invalid)?;
     let outcome = enqueue(&state, &principal, vec![valid], false).await?;
-    let outcome = outcome.into_iter().next().ok_or_else(|| ApiError::Internal("the queue answered nothing".into()))?;
-    Ok(HttpResponse::Accepted().json(PublishResponse { id: outcome.id.to_string(), status: "queued".into(), targets: outcome.targets }))
+    let outcome = outcome
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("the queue answered nothing".into()))?;
+    Ok(HttpResponse::Accepted().json(PublishResponse {
+        id: outcome.id.to_string(),
+        status: "queued".into(),
+        targets: outcome.targets,
+    }))
 }
 
 #[derive(Serialize)]
@@ -73,10 +116,17 @@ struct BatchResponse {
     items: Vec<PublishResponse>,
 }
 
-async fn publish_batch(state: web::Data<AppState>, principal: Principal, Json(request): Json<BatchRequest>) -> Result<HttpResponse, ApiError> {
+async fn publish_batch(
+    state: web::Data<AppState>,
+    principal: Principal,
+    Json(request): Json<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
     principal.require_publisher()?;
     if request.items.is_empty() || request.items.len() > MAX_BATCH {
-        return Err(ApiError::field("items", format!("must hold 1 to {MAX_BATCH} notifications")));
+        return Err(ApiError::field(
+            "items",
+            format!("must hold 1 to {MAX_BATCH} notifications"),
+        ));
     }
     let now = state.clock.now_ms();
     let ttl = state.settings.delivery.default_ttl_seconds;
@@ -94,7 +144,11 @@ async fn publish_batch(state: web::Data<AppState>, principal: Principal, Json(re
     let outcomes = enqueue(&state, &principal, valid, true).await?;
     let items = outcomes
         .into_iter()
-        .map(|o| PublishResponse { id: o.id.to_string(), status: "queued".into(), targets: o.targets })
+        .map(|o| PublishResponse {
+            id: o.id.to_string(),
+            status: "queued".into(),
+            targets: o.targets,
+        })
         .collect();
     Ok(HttpResponse::Accepted().json(BatchResponse { items }))
 }
@@ -165,7 +219,11 @@ fn overall(counts: &Counts) -> &'static str {
     }
 }
 
-fn notification_view(row: NotificationRow, deliveries: &[DeliveryRow], detail: bool) -> NotificationView {
+fn notification_view(
+    row: NotificationRow,
+    deliveries: &[DeliveryRow],
+    detail: bool,
+) -> NotificationView {
     let mut counts = Counts::default();
     for d in deliveries {
         match d.status {
@@ -204,22 +262,33 @@ fn notification_view(row: NotificationRow, deliveries: &[DeliveryRow], detail: b
     }
 }
 
-async fn list_notifications(state: web::Data<AppState>, principal: Principal, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_notifications(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let limit = page_limit(query.limit)?;
     let mut filter = ListFilter::default();
     // A device sees only its own; a publish token sees nothing here.
     match principal.device() {
         Some(own) => {
-            if query.device_id.as_deref().is_some_and(|d| d != own.as_str()) {
-                return Err(ApiError::Forbidden("a device may only list its own notifications".into()));
+            if query
+                .device_id
+                .as_deref()
+                .is_some_and(|d| d != own.as_str())
+            {
+                return Err(ApiError::Forbidden(
+                    "a device may only list its own notifications".into(),
+                ));
             }
             filter.device = Some(own.to_string());
         }
         None => {
             principal.require_admin()?;
             if let Some(device) = &query.device_id {
-                let device = DeviceId::parse(device).ok_or_else(|| ApiError::field("deviceId", "must be a device id (dev_…)"))?;
+                let device = DeviceId::parse(device)
+                    .ok_or_else(|| ApiError::field("deviceId", "must be a device id (dev_…)"))?;
                 filter.device = Some(device.to_string());
             }
         }
@@ -230,13 +299,20 @@ async fn list_notifications(state: web::Data<AppState>, principal: Principal, qu
         Some("delivered" | "sent") => Some(SENT),
         Some("acked") => Some(ACKED),
         Some("expired") => Some(EXPIRED),
-        Some(_) => return Err(ApiError::field("status", "must be one of queued, delivered, acked, expired")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "status",
+                "must be one of queued, delivered, acked, expired",
+            ))
+        }
     };
     filter.priority = match query.priority.as_deref() {
         None => None,
         Some(raw) => Some(
             Priority::parse(raw)
-                .ok_or_else(|| ApiError::field("priority", "must be one of low, normal, high, critical"))?
+                .ok_or_else(|| {
+                    ApiError::field("priority", "must be one of low, normal, high, critical")
+                })?
                 .as_i16(),
         ),
     };
@@ -244,7 +320,10 @@ async fn list_notifications(state: web::Data<AppState>, principal: Principal, qu
     filter.since = parse_time("since", query.since.as_deref())?;
     filter.until = parse_time("until", query.until.as_deref())?;
     filter.before_seq = decode_cursor(query.cursor.as_deref())?
-        .map(|c| c.parse::<i64>().map_err(|_| ApiError::field("cursor", "is not a cursor this server returned")))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::field("cursor", "is not a cursor this server returned"))
+        })
         .transpose()?;
     let only_device = filter.device.clone();
     let (rows, deliveries) = state
@@ -260,7 +339,9 @@ async fn list_notifications(state: web::Data<AppState>, principal: Principal, qu
     for d in deliveries {
         by_seq.entry(d.notification_seq).or_default().push(d);
     }
-    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| encode_cursor(&r.seq.to_string()))).flatten();
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| encode_cursor(&r.seq.to_string())))
+        .flatten();
     let items: Vec<NotificationView> = rows
         .into_iter()
         .map(|row| {
@@ -271,7 +352,11 @@ async fn list_notifications(state: web::Data<AppState>, principal: Principal, qu
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
-async fn get_notification(state: web::Data<AppState>, principal: Principal, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_notification(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let own = principal.device().map(ToString::to_string);
     if own.is_none() {
@@ -281,7 +366,9 @@ async fn get_notification(state: web::Data<AppState>, principal: Principal, path
     let found = state
         .store
         .run(move |conn| {
-            let Some(row) = notifications::get(conn, &lookup)? else { return Ok(None) };
+            let Some(row) = notifications::get(conn, &lookup)? else {
+                return Ok(None);
+            };
             let deliveries = notifications::deliveries_of(conn, &[row.seq], own.as_deref())?;
             Ok(Some((row, deliveries)))
         })

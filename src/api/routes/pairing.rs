@@ -17,7 +17,9 @@ use crate::api::body::{Json, OptionalJson};
 use crate::api::schemas::{DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
 use crate::error::ApiError;
 use crate::security::jwt::JwtKeys;
-use crate::security::secrets::{hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, Secret};
+use crate::security::secrets::{
+    hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, Secret,
+};
 use crate::state::AppState;
 use crate::store::devices::DeviceRow;
 use crate::store::tokens::RefreshTokenRow;
@@ -44,7 +46,8 @@ pub fn mint_pairing_code(
     ttl_seconds: u64,
 ) -> Result<(Secret, i64), StoreError> {
     let code = new_pairing_code();
-    let normal = normalize_pairing_code(code.expose()).ok_or_else(|| StoreError::Other("generated a bad code".into()))?;
+    let normal = normalize_pairing_code(code.expose())
+        .ok_or_else(|| StoreError::Other("generated a bad code".into()))?;
     let expires_at = now_ms + i64::try_from(ttl_seconds).unwrap_or(0) * 1_000;
     pairing::insert(conn, &hash_secret(&normal), now_ms, expires_at)?;
     Ok((code, expires_at))
@@ -56,7 +59,9 @@ async fn create_pairing_code(
     OptionalJson(request): OptionalJson<PairingCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
-    let ttl = request.ttl_seconds.unwrap_or(state.settings.auth.pairing_code_ttl_seconds);
+    let ttl = request
+        .ttl_seconds
+        .unwrap_or(state.settings.auth.pairing_code_ttl_seconds);
     if !(60..=3_600).contains(&ttl) {
         return Err(ApiError::field("ttlSeconds", "must be between 60 and 3600"));
     }
@@ -68,13 +73,18 @@ async fn create_pairing_code(
             mint_pairing_code(conn, now, ttl)
         })
         .await?;
-    Ok(HttpResponse::Created().json(PairingCodeResponse { code: code.expose().to_owned(), expires_at: rfc3339(expires_at) }))
+    Ok(HttpResponse::Created().json(PairingCodeResponse {
+        code: code.expose().to_owned(),
+        expires_at: rfc3339(expires_at),
+    }))
 }
 
 /// Issues an access token and a refresh token (in `family`) for a device, and stores the latter.
 async fn issue_tokens(
     state: &AppState,
-    conn_work: impl FnOnce(&mut diesel::SqliteConnection, &RefreshTokenRow) -> Result<(), ApiError> + Send + 'static,
+    conn_work: impl FnOnce(&mut diesel::SqliteConnection, &RefreshTokenRow) -> Result<(), ApiError>
+        + Send
+        + 'static,
     device: DeviceId,
     family: String,
 ) -> Result<DeviceTokens, ApiError> {
@@ -126,7 +136,10 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
-async fn pair_device(state: web::Data<AppState>, Json(request): Json<PairRequest>) -> Result<HttpResponse, ApiError> {
+async fn pair_device(
+    state: web::Data<AppState>,
+    Json(request): Json<PairRequest>,
+) -> Result<HttpResponse, ApiError> {
     request.validate().map_err(ApiError::invalid)?;
     let code = normalize_pairing_code(&request.code)
         .ok_or_else(|| ApiError::Conflict("the pairing code is invalid, used or expired".into()))?;
@@ -153,7 +166,9 @@ async fn pair_device(state: web::Data<AppState>, Json(request): Json<PairRequest
         &state,
         move |conn, _| {
             if !pairing::consume(conn, &code_hash, now)? {
-                return Err(ApiError::Conflict("the pairing code is invalid, used or expired".into()));
+                return Err(ApiError::Conflict(
+                    "the pairing code is invalid, used or expired".into(),
+                ));
             }
             devices::insert(conn, &row)?;
             Ok(())
@@ -166,26 +181,39 @@ async fn pair_device(state: web::Data<AppState>, Json(request): Json<PairRequest
     state
         .graph
         .queue
-        .send(UpsertDevice { device: device.clone(), policy })
+        .send(UpsertDevice {
+            device: device.clone(),
+            policy,
+        })
         .await
         .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
     slog::info!(state.log, "device paired"; "device" => %device);
     Ok(HttpResponse::Created().json(tokens))
 }
 
-async fn refresh_tokens(state: web::Data<AppState>, Json(request): Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+async fn refresh_tokens(
+    state: web::Data<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
     let hash = hash_secret(&request.refresh_token);
     let now = state.clock.now_ms();
     let invalid = || ApiError::Unauthorized("the refresh token is invalid, used or expired".into());
     let lookup = hash.clone();
-    let row = state.store.run(move |conn| Ok(tokens::refresh_by_hash(conn, &lookup)?)).await?.ok_or_else(invalid)?;
+    let row = state
+        .store
+        .run(move |conn| Ok(tokens::refresh_by_hash(conn, &lookup)?))
+        .await?
+        .ok_or_else(invalid)?;
     if row.revoked_at.is_some() || row.expires_at <= now {
         return Err(invalid());
     }
     if row.used_at.is_some() {
         // Reuse of a rotated token: someone else has a copy. Revoke the family.
         let family = row.family_id.clone();
-        state.store.run(move |conn| Ok(tokens::revoke_family(conn, &family, now)?)).await?;
+        state
+            .store
+            .run(move |conn| Ok(tokens::revoke_family(conn, &family, now)?))
+            .await?;
         slog::warn!(state.log, "refresh token reused; family revoked"; "device" => &row.device_id);
         return Err(invalid());
     }
@@ -195,7 +223,9 @@ async fn refresh_tokens(state: web::Data<AppState>, Json(request): Json<RefreshR
         &state,
         move |conn, _| {
             if !tokens::use_refresh(conn, &used_id, now)? {
-                return Err(ApiError::Unauthorized("the refresh token is invalid, used or expired".into()));
+                return Err(ApiError::Unauthorized(
+                    "the refresh token is invalid, used or expired".into(),
+                ));
             }
             Ok(())
         },

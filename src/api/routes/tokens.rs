@@ -93,9 +93,15 @@ async fn create_token(
     };
     let now = state.clock.now_ms();
     let name = request.name;
-    let (row, secret) = state.store.run(move |conn| mint_api_token(conn, &name, scope, now)).await?;
+    let (row, secret) = state
+        .store
+        .run(move |conn| mint_api_token(conn, &name, scope, now))
+        .await?;
     slog::info!(state.log, "api token created"; "token_id" => &row.id, "scope" => scope.as_str());
-    Ok(HttpResponse::Created().json(CreatedToken { view: row.into(), token: secret.expose().to_owned() }))
+    Ok(HttpResponse::Created().json(CreatedToken {
+        view: row.into(),
+        token: secret.expose().to_owned(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,21 +111,37 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list_tokens(state: web::Data<AppState>, principal: Principal, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_tokens(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
     let limit = page_limit(query.limit)?;
     let after = decode_cursor(query.cursor.as_deref())?;
-    let rows = state.store.run(move |conn| Ok(tokens::list_api(conn, after.as_deref(), limit)?)).await?;
-    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| encode_cursor(&r.id))).flatten();
+    let rows = state
+        .store
+        .run(move |conn| Ok(tokens::list_api(conn, after.as_deref(), limit)?))
+        .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| encode_cursor(&r.id)))
+        .flatten();
     let items: Vec<TokenView> = rows.into_iter().map(TokenView::from).collect();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
-async fn delete_token(state: web::Data<AppState>, principal: Principal, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_token(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
     let id = path.into_inner();
     let lookup = id.clone();
-    let hash = state.store.run(move |conn| Ok(tokens::delete_api(conn, &lookup)?)).await?;
+    let hash = state
+        .store
+        .run(move |conn| Ok(tokens::delete_api(conn, &lookup)?))
+        .await?;
     let hash = hash.ok_or_else(|| ApiError::NotFound(format!("no token {id}")))?;
     state.api_tokens.remove(&hash);
     slog::info!(state.log, "api token deleted"; "token_id" => &id);

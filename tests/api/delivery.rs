@@ -1,0 +1,263 @@
+//! Publish → deliver → ack, backlog order, redelivery, crash safety, supervision.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use beepmyphone_actors::queue::InjectFault;
+
+use crate::helpers::{spawn_app, spawn_process, start_in, test_settings, wait_for_delivery_status};
+
+#[actix_web::test]
+async fn published_notification_is_delivered_acked_and_shown_acked() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let mut ws = app.connect_device(&device).await;
+    let published = app
+        .publish(json!({"title": "Build finished", "body": "main is green", "app": "CI", "priority": "high",
+                        "targets": [device.id], "tags": ["ci"], "clickUrl": "https://ci.example/123"}))
+        .await;
+    assert_eq!(published["status"], "queued");
+    assert_eq!(published["targets"], 1);
+    let id = published["id"].as_str().unwrap();
+    let items = ws.receive(1).await;
+    let item = &items[0];
+    assert_eq!(item["id"], id);
+    assert_eq!(item["title"], "Build finished");
+    assert_eq!(item["body"], "main is green");
+    assert_eq!(item["app"], "CI");
+    assert_eq!(item["priority"], "high");
+    assert_eq!(item["tags"], json!(["ci"]));
+    assert_eq!(item["clickUrl"], "https://ci.example/123");
+    assert!(item["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert!(item["expiresAt"].as_str().is_some());
+    ws.ack(&[id]).await;
+    let body = wait_for_delivery_status(&app, id, "acked").await;
+    let delivery = &body["deliveries"][0];
+    assert_eq!(delivery["deviceId"], device.id.as_str());
+    assert_eq!(delivery["attempts"], 1);
+    assert!(delivery["ackedAt"].as_str().is_some());
+    assert_eq!(body["status"], "acked");
+}
+
+#[actix_web::test]
+async fn offline_device_gets_its_backlog_highest_priority_first_then_oldest() {
+    let app = spawn_app().await;
+    let device = app.pair_device("tablet").await;
+    let order = [
+        "low", "normal", "critical", "high", "normal", "critical", "low",
+    ];
+    let mut ids = Vec::new();
+    for (i, priority) in order.iter().enumerate() {
+        let published = app
+            .publish(json!({"title": format!("n{i}"), "priority": priority}))
+            .await;
+        ids.push((
+            priority.to_string(),
+            i,
+            published["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let mut ws = app.connect_device(&device).await;
+    let items = ws.receive(order.len()).await;
+    let got: Vec<String> = items
+        .iter()
+        .map(|i| i["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, ["n2", "n5", "n3", "n1", "n4", "n0", "n6"]);
+}
+
+#[actix_web::test]
+async fn unacked_notification_is_delivered_again_after_reconnect() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let mut ws = app.connect_device(&device).await;
+    let id = app.publish(json!({"title": "once"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = ws.receive(1).await;
+    assert_eq!(first[0]["id"], id.as_str());
+    ws.close().await; // no ack
+    let mut again = app.connect_device(&device).await;
+    let second = again.receive(1).await;
+    assert_eq!(second[0]["id"], id.as_str());
+    again.ack(&[&id]).await;
+    let body = wait_for_delivery_status(&app, &id, "acked").await;
+    assert_eq!(body["deliveries"][0]["attempts"], 2);
+}
+
+#[actix_web::test]
+async fn unacked_notification_is_sent_again_after_the_ack_timeout() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let mut ws = app.connect_device(&device).await;
+    let id = app.publish(json!({"title": "ack me"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ws.receive(1).await[0]["id"], id.as_str());
+    // Past the 30 s ack timeout on the relay's clock: the queue's next tick resends.
+    app.clock.advance(Duration::from_secs(31));
+    let again = ws.receive(1).await;
+    assert_eq!(again[0]["id"], id.as_str());
+}
+
+#[actix_web::test]
+async fn idempotency_key_returns_the_first_notification() {
+    let app = spawn_app().await;
+    let _device = app.pair_device("phone").await;
+    let first = app
+        .publish(json!({"title": "deploy", "idempotencyKey": "deploy-42"}))
+        .await;
+    let second = app
+        .publish(json!({"title": "deploy again", "idempotencyKey": "deploy-42"}))
+        .await;
+    assert_eq!(first["id"], second["id"]);
+    let (_, list) = app
+        .get("/api/v1/notifications", Some(&app.admin_token))
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[actix_web::test]
+async fn a_panicking_queue_is_restarted_and_delivery_goes_on() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let pending = app.publish(json!({"title": "before the crash"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.state.graph.queue.do_send(InjectFault);
+    // The restarted queue reloads from the store: the earlier notification is still there, and new
+    // publishes go through.
+    let after = app.publish(json!({"title": "after the crash"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = app.connect_device(&device).await;
+    let items = ws.receive(2).await;
+    let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [pending.as_str(), after.as_str()]);
+    let (_, health) = app.get("/health", None).await;
+    assert!(health["restarts"].as_u64().unwrap() >= 1, "{health}");
+}
+
+#[actix_web::test]
+async fn a_restart_on_the_same_data_directory_keeps_devices_tokens_and_backlog() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let id = app.publish(json!({"title": "survives"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = app.stop().await;
+    let settings = test_settings(dir.path());
+    let app = start_in(dir, settings).await;
+    let mut ws = app.connect_device(&device).await;
+    assert_eq!(ws.receive(1).await[0]["id"], id.as_str());
+}
+
+#[actix_web::test]
+async fn kill_9_under_load_loses_nothing_that_was_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = spawn_process(dir.path());
+    let token = std::fs::read_to_string(dir.path().join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{}{path}", relay.address))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .send_json(&body)
+    };
+    let code: serde_json::Value = post("/api/v1/pairing-codes", json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paired: serde_json::Value = post(
+        "/api/v1/devices/pair",
+        json!({"code": code["code"], "name": "phone", "platform": "ios"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    // Publish concurrently; every 202 must survive the kill.
+    let mut accepted = std::collections::HashSet::new();
+    let total = 400;
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    for i in 0..total {
+        in_flight.push(post(
+            "/api/v1/notifications",
+            json!({"title": format!("n{i}")}),
+        ));
+    }
+    use futures_util::StreamExt;
+    while let Some(result) = in_flight.next().await {
+        let mut res = result.unwrap();
+        assert_eq!(res.status().as_u16(), 202);
+        let body: serde_json::Value = res.json().await.unwrap();
+        accepted.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(accepted.len(), total);
+    relay.kill_9();
+
+    let relay = spawn_process(dir.path());
+    let (_res, mut framed) = awc::Client::new()
+        .ws(format!("ws://127.0.0.1:{}/api/v1/ws", relay.port))
+        .bearer_auth(paired["accessToken"].as_str().unwrap())
+        .max_frame_size(16 * 1024 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    use futures_util::SinkExt;
+    let mut received = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    while received.len() < total {
+        let frame = tokio::time::timeout(Duration::from_secs(10), framed.next())
+            .await
+            .expect("frames keep coming");
+        let Some(Ok(awc::ws::Frame::Text(bytes))) = frame else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        if value["type"] != "notifications" {
+            continue;
+        }
+        let ids: Vec<String> = value["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect();
+        for id in &ids {
+            if !received.insert(id.clone()) {
+                duplicates += 1;
+            }
+        }
+        framed
+            .send(awc::ws::Message::Text(
+                json!({"type": "ack", "ids": ids}).to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+    assert!(
+        accepted.is_subset(&received),
+        "lost {:?}",
+        accepted.difference(&received).count()
+    );
+    eprintln!(
+        "kill -9: {total} accepted, {} received, {duplicates} duplicates",
+        received.len()
+    );
+    drop(relay);
+}

@@ -1,0 +1,437 @@
+//! Test harness: `spawn_app()` starts the relay in-process on port 0 with a temporary data
+//! directory and a manual clock; `spawn_process()` starts the real binary (for crash tests).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use awc::ws;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+
+use beepmyphone::config::Settings;
+use beepmyphone::startup::{Application, Options};
+use beepmyphone::state::AppState;
+use beepmyphone_actors::clock::ManualClock;
+
+/// A relay running in this process.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The bound port.
+    pub port: u16,
+    /// The initial admin token.
+    pub admin_token: String,
+    /// The data directory (deleted on drop).
+    pub data_dir: tempfile::TempDir,
+    /// The relay's clock.
+    pub clock: ManualClock,
+    /// The relay's shared state, for reaching the actor graph.
+    pub state: web::Data<AppState>,
+    /// An HTTP client.
+    pub client: awc::Client,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// A paired device's credentials.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// Settings for tests: a fresh data directory, port 0, quiet logs.
+pub fn test_settings(data_dir: &Path) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.server.workers = 2;
+    settings.storage.data_dir = data_dir.to_path_buf();
+    settings.storage.pool_min_idle = 1;
+    settings
+}
+
+/// Starts a relay with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a relay after `tweak` adjusted its settings.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(data_dir.path());
+    tweak(&mut settings);
+    start_in(data_dir, settings).await
+}
+
+/// Starts a relay on an existing data directory (a restart).
+pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestApp {
+    let clock = ManualClock::starting_now();
+    let log = if std::env::var_os("BEEP_TEST_LOG").is_some() {
+        beepmyphone::logging::build(&settings.log)
+    } else {
+        beepmyphone::logging::discard()
+    };
+    let app = Application::build(
+        settings,
+        Options {
+            clock: Arc::new(clock.clone()),
+            log,
+        },
+    )
+    .await
+    .expect("relay starts");
+    let port = app.port();
+    let state = app.state();
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped());
+    let admin_token = std::fs::read_to_string(data_dir.path().join("initial-admin-token"))
+        .expect("initial admin token")
+        .trim()
+        .to_owned();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        admin_token,
+        data_dir,
+        clock,
+        state,
+        client,
+        handle,
+    }
+}
+
+impl TestApp {
+    /// Stops the server (sockets close) and returns the data directory for a restart.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.handle.stop(true).await;
+        self.data_dir
+    }
+
+    /// A request with an optional bearer token.
+    pub fn request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> awc::ClientRequest {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(token) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        req
+    }
+
+    /// Sends a JSON body; returns the status, headers and JSON body (Null if none).
+    pub async fn send_json(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut res = self
+            .request(method, path, token)
+            .send_json(body)
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        let bytes = res.body().limit(16 * 1024 * 1024).await.expect("body");
+        (status, parse_body(&bytes))
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.send_json(awc::http::Method::POST, path, token, body)
+            .await
+    }
+
+    /// PATCH with a JSON body.
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.send_json(awc::http::Method::PATCH, path, token, body)
+            .await
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut res = self
+            .request(awc::http::Method::GET, path, token)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        let bytes = res.body().limit(16 * 1024 * 1024).await.expect("body");
+        (status, parse_body(&bytes))
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> u16 {
+        let res = self
+            .request(awc::http::Method::DELETE, path, token)
+            .send()
+            .await
+            .expect("request");
+        res.status().as_u16()
+    }
+
+    /// Mints a pairing code with the admin token.
+    pub async fn pairing_code(&self) -> String {
+        let (status, body) = self
+            .post("/api/v1/pairing-codes", Some(&self.admin_token), &json!({}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    /// Pairs a new device.
+    pub async fn pair_device(&self, name: &str) -> Device {
+        let code = self.pairing_code().await;
+        let (status, body) = self
+            .post(
+                "/api/v1/devices/pair",
+                None,
+                &json!({"code": code, "name": name, "platform": "android"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        Device {
+            id: body["deviceId"].as_str().unwrap().to_owned(),
+            access_token: body["accessToken"].as_str().unwrap().to_owned(),
+            refresh_token: body["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Publishes with the admin token; asserts 202 and returns the body.
+    pub async fn publish(&self, body: Value) -> Value {
+        let (status, response) = self
+            .post("/api/v1/notifications", Some(&self.admin_token), &body)
+            .await;
+        assert_eq!(status, 202, "{response}");
+        response
+    }
+
+    /// Opens the device socket, optionally with a header token.
+    pub async fn connect(&self, token: Option<&str>) -> WsClient {
+        let mut req = self
+            .client
+            .ws(format!("ws://127.0.0.1:{}/api/v1/ws", self.port))
+            .max_frame_size(16 * 1024 * 1024);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let (_res, framed) = req.connect().await.expect("websocket connects");
+        WsClient { framed }
+    }
+
+    /// Opens the device socket with the device's token and reads `hello`.
+    pub async fn connect_device(&self, device: &Device) -> WsClient {
+        let mut ws = self.connect(Some(&device.access_token)).await;
+        let hello = ws.next_json().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["deviceId"], device.id.as_str());
+        ws
+    }
+}
+
+fn parse_body(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+/// What a socket read produced.
+#[derive(Debug)]
+pub enum Event {
+    /// A JSON text frame.
+    Json(Value),
+    /// A close frame with its code.
+    Closed(Option<u16>),
+}
+
+/// A device socket.
+pub struct WsClient {
+    framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+}
+
+impl WsClient {
+    /// The next JSON frame or close, answering pings; panics after 10 s of silence.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.framed.next())
+                .await
+                .expect("a frame within 10 s");
+            match frame {
+                None => return Event::Closed(None),
+                Some(Err(e)) => panic!("socket error: {e}"),
+                Some(Ok(ws::Frame::Text(bytes))) => {
+                    return Event::Json(serde_json::from_slice(&bytes).expect("JSON frame"))
+                }
+                Some(Ok(ws::Frame::Ping(bytes))) => {
+                    self.framed
+                        .send(ws::Message::Pong(bytes))
+                        .await
+                        .expect("pong");
+                }
+                Some(Ok(ws::Frame::Close(reason))) => {
+                    return Event::Closed(reason.map(|r| u16::from(r.code)))
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next JSON frame; panics on close.
+    pub async fn next_json(&mut self) -> Value {
+        match self.next_event().await {
+            Event::Json(v) => v,
+            Event::Closed(code) => panic!("socket closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// Reads until the socket closes; returns the close code. Panics on a data frame if `strict`.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.next_event().await {
+                Event::Closed(code) => return code,
+                Event::Json(_) => continue,
+            }
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.framed
+            .send(ws::Message::Text(text.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Reads `notifications` frames until `n` notifications arrived; returns them in order.
+    pub async fn receive(&mut self, n: usize) -> Vec<Value> {
+        let mut items = Vec::new();
+        while items.len() < n {
+            let frame = self.next_json().await;
+            assert_eq!(frame["type"], "notifications", "{frame}");
+            items.extend(frame["items"].as_array().expect("items").iter().cloned());
+        }
+        items
+    }
+
+    /// Acknowledges notifications.
+    pub async fn ack(&mut self, ids: &[&str]) {
+        self.send_json(&json!({"type": "ack", "ids": ids})).await;
+    }
+
+    /// Acknowledges every notification in `items`.
+    pub async fn ack_all(&mut self, items: &[Value]) {
+        let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+        for chunk in ids.chunks(500) {
+            self.ack(chunk).await;
+        }
+    }
+
+    /// Closes politely.
+    pub async fn close(mut self) {
+        let _ = self.framed.send(ws::Message::Close(None)).await;
+    }
+}
+
+/// Polls `GET /notifications/{id}` until every delivery is in `status` (the store is updated by
+/// group commit, shortly after the ack).
+pub async fn wait_for_delivery_status(app: &TestApp, id: &str, status: &str) -> Value {
+    for _ in 0..200 {
+        let (code, body) = app
+            .get(
+                &format!("/api/v1/notifications/{id}"),
+                Some(&app.admin_token),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let deliveries = body["deliveries"].as_array().unwrap();
+        if !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == status) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("deliveries of {id} never reached {status}");
+}
+
+/// The relay binary running as a child process.
+pub struct ChildRelay {
+    pub child: Child,
+    pub port: u16,
+    pub address: String,
+}
+
+impl ChildRelay {
+    /// Kills it with SIGKILL (no shutdown, no flush).
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `beepmyphone serve` on port 0 over `data_dir` and waits for its "listening" line.
+pub fn spawn_process(data_dir: &Path) -> ChildRelay {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("BEEP__LOG__FORMAT", "json")
+        .env("BEEP__LOG__LEVEL", "info")
+        .current_dir(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the relay binary");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("the relay printed its listening line")
+            .expect("read stdout");
+        let Ok(value) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if value["msg"] == "listening" {
+            let addr = value["addr"].as_str().expect("addr");
+            break addr
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse::<u16>()
+                .expect("port");
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    ChildRelay {
+        child,
+        port,
+        address: format!("http://127.0.0.1:{port}"),
+    }
+}

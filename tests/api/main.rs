@@ -1,0 +1,10 @@
+//! Black-box tests: each starts the real relay on port 0 with a fresh data directory and talks
+//! HTTP and WebSocket to it. One binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod delivery;
+mod devices;
+mod helpers;
+mod socket;
+mod validation;
