@@ -312,8 +312,12 @@ impl Settings {
         if self.websocket.max_frame_bytes < 1024 {
             return bad("websocket.max_frame_bytes", "must be at least 1024");
         }
-        if self.websocket.outbound_buffer_frames == 0 {
-            return bad("websocket.outbound_buffer_frames", "must be at least 1");
+        if self.websocket.outbound_buffer_frames < self.delivery.max_in_flight_per_device {
+            // A full in-flight window must fit, so that only a device that stops reading overflows.
+            return bad(
+                "websocket.outbound_buffer_frames",
+                "must be at least delivery.max_in_flight_per_device",
+            );
         }
         if crate::logging::parse_level(&self.log.level).is_none() {
             return bad(

@@ -15,7 +15,7 @@ use actix_web::{web, App, HttpServer};
 
 use beepmyphone_actors::batcher::BatcherConfig;
 use beepmyphone_actors::clock::{SharedClock, SystemClock};
-use beepmyphone_actors::queue::QueueConfig;
+use beepmyphone_actors::queue::{Drain, QueueConfig};
 use beepmyphone_actors::registry::CloseAll;
 use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
 
@@ -230,7 +230,12 @@ impl Application {
             tokio::time::sleep(Duration::from_millis(200).min(grace)).await;
             handle.stop(true).await;
         });
-        self.server.await
+        let result = self.server.await;
+        // Commit sent and acked marks still waiting for the commit window.
+        if self.state.graph.queue.send(Drain).timeout(Duration::from_secs(5)).await.is_err() {
+            slog::warn!(self.state.log, "the queue did not drain before exit; unacked marks will be redelivered");
+        }
+        result
     }
 }
 

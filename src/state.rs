@@ -46,6 +46,8 @@ pub struct CachedToken {
     pub id: String,
     /// Its scope.
     pub scope: Scope,
+    /// When its `last_used_at` was last written (epoch ms).
+    pub touched_at: i64,
 }
 
 /// API tokens seen valid, by hash, so that publishing does not read the store per request.
@@ -65,6 +67,24 @@ impl ApiTokenCache {
     pub fn insert(&self, hash: String, token: CachedToken) {
         if let Ok(mut map) = self.by_hash.write() {
             map.insert(hash, token);
+        }
+    }
+
+    /// Whether the token's `last_used_at` is more than a minute old; if so, marks it written now.
+    pub fn touch_due(&self, hash: &str, now_ms: i64) -> bool {
+        let stale = |t: &CachedToken| now_ms - t.touched_at >= 60_000;
+        if !self.by_hash.read().ok().and_then(|m| m.get(hash).map(stale)).unwrap_or(false) {
+            return false;
+        }
+        match self.by_hash.write() {
+            Ok(mut map) => match map.get_mut(hash) {
+                Some(token) if stale(token) => {
+                    token.touched_at = now_ms;
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
         }
     }
 

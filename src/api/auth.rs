@@ -117,28 +117,20 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     if token.starts_with(API_TOKEN_PREFIX) {
         let hash = hash_secret(token);
+        let now = state.clock.now_ms();
         if let Some(cached) = state.api_tokens.get(&hash) {
-            return Ok(Principal::Token {
-                id: cached.id,
-                scope: cached.scope,
-            });
+            if state.api_tokens.touch_due(&hash, now) {
+                touch_api_token(state, cached.id.clone(), now);
+            }
+            return Ok(Principal::Token { id: cached.id, scope: cached.scope });
         }
         let lookup = hash.clone();
-        let row = state
-            .store
-            .run(move |conn| Ok(tokens::api_by_hash(conn, &lookup)?))
-            .await?;
+        let row = state.store.run(move |conn| Ok(tokens::api_by_hash(conn, &lookup)?)).await?;
         let row = row.ok_or_else(|| ApiError::Unauthorized("the token is invalid".into()))?;
-        let scope = Scope::parse(&row.scope).ok_or_else(|| {
-            ApiError::Internal(format!("token {} has scope {}", row.id, row.scope))
-        })?;
-        state.api_tokens.insert(
-            hash,
-            CachedToken {
-                id: row.id.clone(),
-                scope,
-            },
-        );
+        let scope = Scope::parse(&row.scope)
+            .ok_or_else(|| ApiError::Internal(format!("token {} has scope {}", row.id, row.scope)))?;
+        state.api_tokens.insert(hash, CachedToken { id: row.id.clone(), scope, touched_at: now });
+        touch_api_token(state, row.id.clone(), now);
         return Ok(Principal::Token { id: row.id, scope });
     }
     let verified = authenticate_device(state, token).await?;
@@ -146,6 +138,16 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
         device: verified.0,
         jti: verified.1,
     })
+}
+
+/// Records an API token's use in the background (at most once a minute per token).
+fn touch_api_token(state: &AppState, id: String, now: i64) {
+    let (store, log) = (state.store.clone(), state.log.clone());
+    actix_rt::spawn(async move {
+        if let Err(e) = store.run(move |conn| Ok(tokens::touch_api(conn, &id, now)?)).await {
+            slog::warn!(log, "could not record token use"; "error" => %e);
+        }
+    });
 }
 
 /// Why a device token was refused.

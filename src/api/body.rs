@@ -21,7 +21,7 @@ pub struct Json<T>(pub T);
 /// Parses JSON bytes into `T`, naming the failing field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
@@ -52,7 +52,19 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             message
         };
         ApiError::field(field, reason)
-    })
+    })?;
+    // Nothing but whitespace may follow the value (`{"title":"a"}}` is not JSON).
+    de.end().map_err(|e| {
+        let message = e.to_string();
+        ApiError::Validation {
+            detail: "the body is not valid JSON".into(),
+            errors: vec![FieldError::new(
+                "body",
+                message.split(" at line ").next().unwrap_or(&message),
+            )],
+        }
+    })?;
+    Ok(value)
 }
 
 fn is_json(req: &HttpRequest) -> bool {
@@ -180,7 +192,7 @@ mod tests {
             field_of(parse::<Demo>(br#"{"title":"x","items":[{"name":"a"},{}]}"#).unwrap_err());
         assert_eq!(field, "items[1].name");
         let (field, reason) = field_of(parse::<Demo>(br#"{"title":"x","colour":1}"#).unwrap_err());
-        assert_eq!(field, "body");
+        assert_eq!(field, "colour");
         assert!(reason.contains("unknown field `colour`"), "{reason}");
         let (field, _) = field_of(parse::<Demo>(br#"{"title": "#).unwrap_err());
         assert_eq!(field, "body");

@@ -33,24 +33,50 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let known = [
-        "/api/v1/pairing-codes",
-        "/api/v1/devices",
-        "/api/v1/devices/pair",
-        "/api/v1/auth/refresh",
-        "/api/v1/tokens",
-        "/api/v1/notifications",
-        "/api/v1/notifications/batch",
-        "/api/v1/ws",
-    ];
-    if known.contains(&req.path()) {
-        return Err(ApiError::MethodNotAllowed);
+/// Every route and its methods, for 405 answers with an `Allow` header.
+const ROUTES: &[(&str, &str)] = &[
+    ("/api/v1/pairing-codes", "POST"),
+    ("/api/v1/devices", "GET"),
+    ("/api/v1/devices/pair", "POST"),
+    ("/api/v1/devices/{id}", "GET, PATCH, DELETE"),
+    ("/api/v1/auth/refresh", "POST"),
+    ("/api/v1/tokens", "GET, POST"),
+    ("/api/v1/tokens/{id}", "DELETE"),
+    ("/api/v1/notifications", "GET, POST"),
+    ("/api/v1/notifications/batch", "POST"),
+    ("/api/v1/notifications/{id}", "GET"),
+    ("/api/v1/ws", "GET"),
+    ("/health", "GET"),
+    ("/health/live", "GET"),
+    ("/health/ready", "GET"),
+];
+
+fn template_matches(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.trim_end_matches('/').split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || (a.starts_with('{') && !b.is_empty()) => continue,
+            _ => return false,
+        }
     }
-    Err(ApiError::NotFound(format!(
-        "no such resource: {}",
-        req.path()
-    )))
+}
+
+/// The methods a path supports, if it is a route at all (an exact route wins over a template).
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    let path = path.trim_end_matches('/');
+    ROUTES
+        .iter()
+        .find(|(t, _)| *t == path)
+        .or_else(|| ROUTES.iter().find(|(t, _)| t.contains('{') && template_matches(t, path)))
+        .map(|(_, methods)| *methods)
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    match allowed_methods(req.path()) {
+        Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
+        None => Err(ApiError::NotFound(format!("no such resource: {}", req.path()))),
+    }
 }
 
 /// Reads `limit` (default 50, at most 500).
@@ -117,6 +143,16 @@ pub fn path_error(_err: actix_web::error::PathError, req: &HttpRequest) -> actix
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_methods_match_routes_and_templates() {
+        assert_eq!(allowed_methods("/api/v1/devices"), Some("GET"));
+        assert_eq!(allowed_methods("/api/v1/devices/pair"), Some("POST"));
+        assert_eq!(allowed_methods("/api/v1/devices/dev_1"), Some("GET, PATCH, DELETE"));
+        assert_eq!(allowed_methods("/api/v1/tokens/tok_1/"), Some("DELETE"));
+        assert_eq!(allowed_methods("/api/v1/devices/dev_1/extra"), None);
+        assert_eq!(allowed_methods("/nope"), None);
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

@@ -14,6 +14,7 @@ pub mod queue_store;
 pub mod schema;
 pub mod tokens;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -113,7 +114,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and runs pending migrations.
     pub fn open(data_dir: &Path, settings: &StorageSettings) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
+        // The directory holds notification contents and keys: owner only when we create it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
             .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DB_FILE);
         let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());

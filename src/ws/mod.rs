@@ -27,7 +27,9 @@ pub async fn connect(
         Some(token) => Some(authenticate_device(&state, token).await),
         None => None,
     };
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        crate::error::ApiError::field("upgrade", format!("expected a WebSocket upgrade request: {e}"))
+    })?;
     let max = state.settings.websocket.max_frame_bytes;
     let stream = stream
         .max_frame_size(max)

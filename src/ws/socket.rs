@@ -353,6 +353,10 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => self.close(ctx, 1000, "bye"),
             Err(ProtocolError::Overflow) => self.close(ctx, close::TOO_BIG, "frame too large"),
+            // A fragmented message over the limit: actix-ws reports it only as this I/O error.
+            Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
+                self.close(ctx, close::TOO_BIG, "message too large")
+            }
             Err(e) => {
                 slog::debug!(self.state.log, "socket protocol error"; "socket" => self.id, "error" => %e);
                 self.close(ctx, close::POLICY, "protocol error");

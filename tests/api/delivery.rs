@@ -261,3 +261,71 @@ async fn kill_9_under_load_loses_nothing_that_was_accepted() {
     );
     drop(relay);
 }
+
+#[actix_web::test]
+async fn an_expired_notification_is_not_delivered_and_shows_expired() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let short = app.publish(json!({"title": "short-lived", "ttlSeconds": 60})).await["id"].as_str().unwrap().to_owned();
+    let long = app.publish(json!({"title": "long-lived"})).await["id"].as_str().unwrap().to_owned();
+    app.clock.advance(Duration::from_secs(61));
+    let mut ws = app.connect_device(&device).await;
+    let items = ws.receive(1).await;
+    assert_eq!(items[0]["id"], long.as_str());
+    let body = wait_for_delivery_status(&app, &short, "expired").await;
+    assert_eq!(body["status"], "expired");
+}
+
+#[actix_web::test]
+async fn a_device_that_stops_reading_is_dropped_and_keeps_its_deliveries() {
+    // One notification per frame, a one-frame outbound buffer and no in-flight cap: a device that
+    // does not read fills the socket's buffers and is dropped.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.websocket.outbound_buffer_frames = 1;
+        s.delivery.batch_max_items = 1;
+        s.delivery.batch_window_ms = 0;
+        s.delivery.max_in_flight_per_device = 100_000;
+        s.server.max_body_bytes = 4 * 1024 * 1024;
+    })
+    .await;
+    let device = app.pair_device("stalled").await;
+    let stalled = app.connect_device(&device).await; // never read from again
+    let body = "x".repeat(4_000);
+    let mut ids = std::collections::HashSet::new();
+    let batches = 12;
+    for b in 0..batches {
+        let items: Vec<_> = (0..500).map(|i| json!({"title": format!("b{b}-{i}"), "body": body})).collect();
+        let (status, response) = app.post("/api/v1/notifications/batch", Some(&app.admin_token), &json!({"items": items})).await;
+        assert_eq!(status, 202, "{response}");
+        for item in response["items"].as_array().unwrap() {
+            ids.insert(item["id"].as_str().unwrap().to_owned());
+        }
+    }
+    // The registry forgets the stalled socket once it is dropped.
+    let mut dropped = false;
+    for _ in 0..400 {
+        let stats = app.state.graph.registry.send(beepmyphone_actors::registry::GetRegistryStats).await.unwrap();
+        if stats.sockets == 0 {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(dropped, "the stalled socket was not dropped");
+    drop(stalled);
+    // Everything is still pending: after a restart with default settings (whose in-flight window
+    // fits the outbound buffer) a reading device gets all of it.
+    let dir = app.stop().await;
+    let settings = test_settings(dir.path());
+    let app = start_in(dir, settings).await;
+    let mut ws = app.connect_device(&device).await;
+    let mut received = std::collections::HashSet::new();
+    while received.len() < ids.len() {
+        let items = ws.receive(1).await;
+        ws.ack_all(&items).await;
+        for item in items {
+            received.insert(item["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(received, ids);
+}

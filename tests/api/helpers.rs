@@ -378,6 +378,8 @@ pub struct ChildRelay {
     pub child: Child,
     pub port: u16,
     pub address: String,
+    /// Everything the relay printed on stdout (its log), collected as it runs.
+    pub output: Arc<std::sync::Mutex<String>>,
 }
 
 impl ChildRelay {
@@ -401,7 +403,7 @@ pub fn spawn_process(data_dir: &Path) -> ChildRelay {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("BEEP__LOG__FORMAT", "json")
-        .env("BEEP__LOG__LEVEL", "info")
+        .env("BEEP__LOG__LEVEL", "debug")
         .current_dir(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -409,11 +411,14 @@ pub fn spawn_process(data_dir: &Path) -> ChildRelay {
         .expect("start the relay binary");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let output = Arc::new(std::sync::Mutex::new(String::new()));
     let port = loop {
         let line = lines
             .next()
             .expect("the relay printed its listening line")
             .expect("read stdout");
+        output.lock().unwrap().push_str(&line);
+        output.lock().unwrap().push('\n');
         let Ok(value) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
@@ -428,10 +433,18 @@ pub fn spawn_process(data_dir: &Path) -> ChildRelay {
         }
     };
     // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut out = sink.lock().unwrap();
+            out.push_str(&line);
+            out.push('\n');
+        }
+    });
     ChildRelay {
         child,
         port,
         address: format!("http://127.0.0.1:{port}"),
+        output,
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use beepmyphone_actors::model::{rfc3339, DeviceId};
 use beepmyphone_actors::queue::UpsertDevice;
+use beepmyphone_actors::registry::Kick;
 
 use crate::api::auth::Principal;
 use crate::api::body::{Json, OptionalJson};
@@ -208,13 +209,23 @@ async fn refresh_tokens(
         return Err(invalid());
     }
     if row.used_at.is_some() {
-        // Reuse of a rotated token: someone else has a copy. Revoke the family.
-        let family = row.family_id.clone();
+        // Reuse of a rotated token: someone else has a copy. Revoke the family and every access
+        // token issued to the device so far, and close its sockets.
+        let (family, device) = (row.family_id.clone(), row.device_id.clone());
         state
             .store
-            .run(move |conn| Ok(tokens::revoke_family(conn, &family, now)?))
+            .run(move |conn| {
+                tokens::revoke_family(conn, &family, now)?;
+                devices::revoke_tokens(conn, &device, now)?;
+                Ok(())
+            })
             .await?;
-        slog::warn!(state.log, "refresh token reused; family revoked"; "device" => &row.device_id);
+        state.graph.registry.do_send(Kick {
+            device: DeviceId::from_trusted(row.device_id.as_str()),
+            code: crate::ws::protocol::close::UNAUTHORIZED,
+            reason: "tokens revoked".into(),
+        });
+        slog::warn!(state.log, "refresh token reused; family and access tokens revoked"; "device" => &row.device_id);
         return Err(invalid());
     }
     let device = DeviceId::from_trusted(row.device_id.as_str());

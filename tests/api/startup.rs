@@ -1,0 +1,166 @@
+//! The binary: configuration errors, local commands, and what reaches the log.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::spawn_process;
+
+fn beepmyphone() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = beepmyphone().args(["serve", "--config", "/nonexistent/beep.toml"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn a_bad_value_names_its_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = beepmyphone()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("BEEP__DELIVERY__ACK_TIMEOUT_SECONDS", "soon")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("delivery.ack_timeout_seconds"), "{stderr}");
+
+    std::fs::write(dir.path().join("bad.toml"), "[server]\nlisten = \"nowhere\"\n").unwrap();
+    let out = beepmyphone().args(["serve", "--config", "bad.toml"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+}
+
+#[test]
+fn the_repository_config_toml_loads_and_equals_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let overrides = beepmyphone::config::Overrides { config: Some(path.into()), ..Default::default() };
+    let loaded = beepmyphone::config::Settings::load(&overrides).expect("config.toml loads");
+    let defaults = beepmyphone::config::Settings::default();
+    assert_eq!(serde_json::to_value(&loaded).unwrap(), serde_json::to_value(&defaults).unwrap());
+}
+
+#[test]
+fn local_commands_mint_tokens_and_pairing_codes_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = beepmyphone()
+        .args(["token", "create", "--scope", "publish", "--name", "ci", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("bmp_") && token.len() > 40, "{token}");
+
+    let out = beepmyphone().args(["pairing-code", "--data-dir"]).arg(&data).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let code = text.lines().find_map(|l| l.strip_prefix("Pairing code: ")).unwrap().trim().to_owned();
+    assert_eq!(code.len(), 9);
+    assert!(text.contains('█') || text.contains('▀') || text.contains('▄'), "a QR code is printed");
+
+    let out = beepmyphone().args(["token", "create", "--scope", "root", "--name", "x"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // The running relay accepts both.
+    let relay = spawn_process(&data);
+    actix_rt::System::new().block_on(async {
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let res = client
+            .post(format!("{}/api/v1/devices/pair", relay.address))
+            .send_json(&json!({"code": code, "name": "phone", "platform": "ios"}))
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 201);
+        let res = client
+            .post(format!("{}/api/v1/notifications", relay.address))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .send_json(&json!({"title": "from a CLI-made token"}))
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 202);
+    });
+}
+
+#[test]
+fn secrets_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = spawn_process(dir.path());
+    let admin = std::fs::read_to_string(dir.path().join("initial-admin-token")).unwrap().trim().to_owned();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("initial-admin-token")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let secrets = actix_rt::System::new().block_on(async {
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let auth = ("Authorization", format!("Bearer {admin}"));
+        let code: serde_json::Value =
+            client.post(format!("{}/api/v1/pairing-codes", relay.address)).insert_header(auth.clone()).send_json(&json!({})).await.unwrap().json().await.unwrap();
+        let code = code["code"].as_str().unwrap().to_owned();
+        let paired: serde_json::Value = client
+            .post(format!("{}/api/v1/devices/pair", relay.address))
+            .send_json(&json!({"code": code, "name": "phone", "platform": "ios"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let refresh = paired["refreshToken"].as_str().unwrap().to_owned();
+        let refreshed: serde_json::Value = client
+            .post(format!("{}/api/v1/auth/refresh", relay.address))
+            .send_json(&json!({"refreshToken": refresh}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // A bad token and a rejected request are logged too; their values must not be.
+        let _ = client
+            .get(format!("{}/api/v1/devices", relay.address))
+            .insert_header(("Authorization", "Bearer bmp_wrong-secret-value"))
+            .send()
+            .await
+            .unwrap();
+        let created: serde_json::Value = client
+            .post(format!("{}/api/v1/tokens", relay.address))
+            .insert_header(auth.clone())
+            .send_json(&json!({"name": "x", "scope": "publish"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        vec![
+            admin.clone(),
+            code.clone(),
+            code.replace('-', ""),
+            paired["accessToken"].as_str().unwrap().to_owned(),
+            refresh,
+            refreshed["refreshToken"].as_str().unwrap().to_owned(),
+            refreshed["accessToken"].as_str().unwrap().to_owned(),
+            "bmp_wrong-secret-value".to_owned(),
+            created["token"].as_str().unwrap().to_owned(),
+        ]
+    });
+    // The log drains asynchronously: wait for the last event to show up.
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = relay.output.lock().unwrap().clone();
+        if log.contains("api token created") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(log.contains("request_id"), "requests are logged with their id: {log}");
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(!log.contains(&secret), "a secret reached the log");
+    }
+}
