@@ -162,6 +162,9 @@ pub struct Drain;
 #[rtype(result = "()")]
 pub struct InjectFault;
 
+/// Where a publisher waits for its answer.
+type Reply = oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>;
+
 /// A group commit finished (sent by the blocking writer).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -169,7 +172,7 @@ struct Committed {
     /// Newly stored notifications and the devices they are for.
     inserted: Vec<(Arc<QueuedNotification>, Vec<DeviceId>)>,
     /// The publishers' answers, given once the notifications are in the heaps.
-    answers: Vec<(oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>, Result<Vec<EnqueueOutcome>, QueueError>)>,
+    answers: Vec<(Reply, Result<Vec<EnqueueOutcome>, QueueError>)>,
 }
 
 /// The queue's tunables.
@@ -272,7 +275,7 @@ struct Waiter {
     first: usize,
     count: usize,
     targets: Vec<usize>,
-    reply: oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>,
+    reply: Reply,
 }
 
 /// The queue actor. See the module documentation.
@@ -474,7 +477,9 @@ impl NotificationQueue {
             let mut inserted = Vec::new();
             let answers = match result {
                 Ok(outcomes) => {
-                    for (op, (outcome, payload)) in batch.inserts.into_iter().zip(outcomes.iter().zip(payloads)) {
+                    for (op, (outcome, payload)) in
+                        batch.inserts.into_iter().zip(outcomes.iter().zip(payloads))
+                    {
                         if let InsertOutcome::Inserted { seq } = outcome {
                             let note = QueuedNotification {
                                 id: op.record.id,
@@ -500,7 +505,10 @@ impl NotificationQueue {
                 }
                 Err(e) => {
                     slog::error!(log, "group commit failed"; "error" => %e, "rows" => batch.len());
-                    waiters.into_iter().map(|w| (w.reply, Err(QueueError::Store(e.to_string())))).collect()
+                    waiters
+                        .into_iter()
+                        .map(|w| (w.reply, Err(QueueError::Store(e.to_string()))))
+                        .collect()
                 }
             };
             addr.do_send(Committed { inserted, answers });
@@ -834,7 +842,10 @@ impl Handler<GetQueueStats> for NotificationQueue {
 
     fn handle(&mut self, _msg: GetQueueStats, _ctx: &mut Self::Context) -> Self::Result {
         let (ready, in_flight) = self.devices.values().fold((0, 0), |(r, f), q| {
-            (r + q.slots.len().saturating_sub(q.in_flight), f + q.in_flight)
+            (
+                r + q.slots.len().saturating_sub(q.in_flight),
+                f + q.in_flight,
+            )
         });
         MessageResult(QueueStats {
             devices: self.devices.len(),
@@ -962,14 +973,20 @@ mod tests {
                 ));
                 out.push(InsertOutcome::Inserted { seq });
             }
-            self.acked.lock().unwrap().extend(batch.acked.iter().map(|c| (c.seq, c.device.clone())));
+            self.acked
+                .lock()
+                .unwrap()
+                .extend(batch.acked.iter().map(|c| (c.seq, c.device.clone())));
             Ok(out)
         }
 
         fn load(&self, _now_ms: i64) -> Result<QueueSnapshot, StoreError> {
             let rows = self.rows.lock().unwrap();
             let acked = self.acked.lock().unwrap();
-            let mut snapshot = QueueSnapshot { devices: self.devices.lock().unwrap().clone(), ..QueueSnapshot::default() };
+            let mut snapshot = QueueSnapshot {
+                devices: self.devices.lock().unwrap().clone(),
+                ..QueueSnapshot::default()
+            };
             for (i, (note, devices)) in rows.iter().enumerate() {
                 snapshot.notifications.push(QueuedNotification {
                     id: note.id.clone(),
@@ -980,7 +997,10 @@ mod tests {
                 });
                 for device in devices {
                     if !acked.contains(&(note.seq, device.clone())) {
-                        snapshot.pending.push(PendingDelivery { device: device.clone(), notification: i });
+                        snapshot.pending.push(PendingDelivery {
+                            device: device.clone(),
+                            notification: i,
+                        });
                     }
                 }
             }
@@ -1017,12 +1037,27 @@ mod tests {
         let clock = ManualClock::new(1_000_000);
         let (tx, delivered) = mpsc::unbounded_channel();
         let recorder = Recorder(tx).start();
-        let config = QueueConfig { commit_window: Duration::ZERO, ..QueueConfig::default() };
+        let config = QueueConfig {
+            commit_window: Duration::ZERO,
+            ..QueueConfig::default()
+        };
         let (s, c) = (store.clone(), clock.clone());
         let queue = actix::Supervisor::start(move |_| {
-            NotificationQueue::new(config, s, Arc::new(c), recorder.recipient(), slog::Logger::root(slog::Discard, slog::o!()))
+            NotificationQueue::new(
+                config,
+                s,
+                Arc::new(c),
+                recorder.recipient(),
+                slog::Logger::root(slog::Discard, slog::o!()),
+            )
         });
-        Harness { queue, delivered, clock, store, device }
+        Harness {
+            queue,
+            delivered,
+            clock,
+            store,
+            device,
+        }
     }
 
     fn harness() -> Harness {
@@ -1041,13 +1076,21 @@ mod tests {
             created_at: now,
             expires_at: now + 3_600_000,
         };
-        NewNotification { payload: record.device_json(), record, targets: Targets::All, idempotency_key: None }
+        NewNotification {
+            payload: record.device_json(),
+            record,
+            targets: Targets::All,
+            idempotency_key: None,
+        }
     }
 
     async fn publish(h: &Harness, title: &str, priority: Priority) -> NotificationId {
         let outcome = h
             .queue
-            .send(Enqueue { items: vec![note(title, priority, h.clock.now_ms())], publisher: "t".into() })
+            .send(Enqueue {
+                items: vec![note(title, priority, h.clock.now_ms())],
+                publisher: "t".into(),
+            })
             .await
             .unwrap()
             .unwrap();
@@ -1056,7 +1099,10 @@ mod tests {
     }
 
     async fn next(h: &mut Harness) -> Vec<NotificationId> {
-        let msg = tokio::time::timeout(Duration::from_secs(5), h.delivered.recv()).await.unwrap().unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(5), h.delivered.recv())
+            .await
+            .unwrap()
+            .unwrap();
         msg.items.iter().map(|n| n.id.clone()).collect()
     }
 
@@ -1065,8 +1111,16 @@ mod tests {
         let mut h = harness();
         let low = publish(&h, "low", Priority::Low).await;
         let high = publish(&h, "high", Priority::High).await;
-        assert!(h.delivered.try_recv().is_err(), "nothing goes to an offline device");
-        h.queue.send(DeviceOnline { device: h.device.clone() }).await.unwrap();
+        assert!(
+            h.delivered.try_recv().is_err(),
+            "nothing goes to an offline device"
+        );
+        h.queue
+            .send(DeviceOnline {
+                device: h.device.clone(),
+            })
+            .await
+            .unwrap();
         assert_eq!(next(&mut h).await, vec![high, low]);
     }
 
@@ -1075,31 +1129,74 @@ mod tests {
         let h = harness();
         let mut bad = note("x", Priority::Normal, 0);
         bad.targets = Targets::Devices(vec![h.device.clone(), DeviceId::generate()]);
-        let err = h.queue.send(Enqueue { items: vec![note("ok", Priority::Normal, 0), bad], publisher: "t".into() }).await.unwrap();
-        assert!(matches!(err, Err(QueueError::UnknownTargets(ref u)) if u.len() == 1 && u[0].0 == 1));
+        let err = h
+            .queue
+            .send(Enqueue {
+                items: vec![note("ok", Priority::Normal, 0), bad],
+                publisher: "t".into(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(err, Err(QueueError::UnknownTargets(ref u)) if u.len() == 1 && u[0].0 == 1)
+        );
         assert!(h.store.rows.lock().unwrap().is_empty());
     }
 
     #[actix::test]
     async fn a_failed_commit_is_reported_to_the_publisher() {
         let h = harness();
-        h.store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-        let result = h.queue.send(Enqueue { items: vec![note("x", Priority::Normal, 0)], publisher: "t".into() }).await.unwrap();
+        h.store
+            .fail
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let result = h
+            .queue
+            .send(Enqueue {
+                items: vec![note("x", Priority::Normal, 0)],
+                publisher: "t".into(),
+            })
+            .await
+            .unwrap();
         assert!(matches!(result, Err(QueueError::Store(_))));
     }
 
     #[actix::test]
     async fn ack_timeouts_and_disconnects_send_again() {
         let mut h = harness();
-        h.queue.send(DeviceOnline { device: h.device.clone() }).await.unwrap();
+        h.queue
+            .send(DeviceOnline {
+                device: h.device.clone(),
+            })
+            .await
+            .unwrap();
         let id = publish(&h, "n", Priority::Normal).await;
         assert_eq!(next(&mut h).await, vec![id.clone()]);
         h.clock.advance(Duration::from_secs(31));
-        assert_eq!(next(&mut h).await, vec![id.clone()], "resent after the ack timeout");
-        h.queue.send(DeviceOffline { device: h.device.clone() }).await.unwrap();
-        h.queue.send(DeviceOnline { device: h.device.clone() }).await.unwrap();
+        assert_eq!(
+            next(&mut h).await,
+            vec![id.clone()],
+            "resent after the ack timeout"
+        );
+        h.queue
+            .send(DeviceOffline {
+                device: h.device.clone(),
+            })
+            .await
+            .unwrap();
+        h.queue
+            .send(DeviceOnline {
+                device: h.device.clone(),
+            })
+            .await
+            .unwrap();
         assert_eq!(next(&mut h).await, vec![id.clone()], "resent on reconnect");
-        h.queue.send(Ack { device: h.device.clone(), ids: vec![id] }).await.unwrap();
+        h.queue
+            .send(Ack {
+                device: h.device.clone(),
+                ids: vec![id],
+            })
+            .await
+            .unwrap();
         h.clock.advance(Duration::from_secs(31));
         let stats = h.queue.send(GetQueueStats).await.unwrap();
         assert_eq!((stats.ready, stats.in_flight), (0, 0));
@@ -1110,7 +1207,13 @@ mod tests {
         let device = DeviceId::generate();
         let mut h = harness();
         h.device = device.clone();
-        h.queue.send(UpsertDevice { device: device.clone(), policy: DevicePolicy::default() }).await.unwrap();
+        h.queue
+            .send(UpsertDevice {
+                device: device.clone(),
+                policy: DevicePolicy::default(),
+            })
+            .await
+            .unwrap();
         // Two devices now; target only the new one with more than the window.
         let window = QueueConfig::default().max_in_flight;
         let items: Vec<_> = (0..window + 5)
@@ -1120,12 +1223,30 @@ mod tests {
                 n
             })
             .collect();
-        h.queue.send(Enqueue { items, publisher: "t".into() }).await.unwrap().unwrap();
-        h.queue.send(DeviceOnline { device: device.clone() }).await.unwrap();
+        h.queue
+            .send(Enqueue {
+                items,
+                publisher: "t".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        h.queue
+            .send(DeviceOnline {
+                device: device.clone(),
+            })
+            .await
+            .unwrap();
         let first = next(&mut h).await;
         assert_eq!(first.len(), window);
         assert!(h.delivered.try_recv().is_err());
-        h.queue.send(Ack { device, ids: first[..5].to_vec() }).await.unwrap();
+        h.queue
+            .send(Ack {
+                device,
+                ids: first[..5].to_vec(),
+            })
+            .await
+            .unwrap();
         assert_eq!(next(&mut h).await.len(), 5);
     }
 
@@ -1136,8 +1257,16 @@ mod tests {
             end: chrono::NaiveTime::from_hms_opt(23, 59, 59).unwrap(),
             timezone: chrono_tz::UTC,
         };
-        let mut h = harness_with(DevicePolicy { quiet_hours: Some(quiet), ..DevicePolicy::default() });
-        h.queue.send(DeviceOnline { device: h.device.clone() }).await.unwrap();
+        let mut h = harness_with(DevicePolicy {
+            quiet_hours: Some(quiet),
+            ..DevicePolicy::default()
+        });
+        h.queue
+            .send(DeviceOnline {
+                device: h.device.clone(),
+            })
+            .await
+            .unwrap();
         let _normal = publish(&h, "normal", Priority::Normal).await;
         let critical = publish(&h, "critical", Priority::Critical).await;
         let mut got = next(&mut h).await;
@@ -1146,16 +1275,32 @@ mod tests {
         }
         assert_eq!(got, vec![critical]);
         h.clock.advance(Duration::from_secs(2));
-        assert!(tokio::time::timeout(Duration::from_millis(100), h.delivered.recv()).await.is_err(), "normal is held");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), h.delivered.recv())
+                .await
+                .is_err(),
+            "normal is held"
+        );
     }
 
     #[actix::test]
     async fn drain_commits_pending_acks_at_once() {
         let mut h = harness();
-        h.queue.send(DeviceOnline { device: h.device.clone() }).await.unwrap();
+        h.queue
+            .send(DeviceOnline {
+                device: h.device.clone(),
+            })
+            .await
+            .unwrap();
         let id = publish(&h, "n", Priority::Normal).await;
         assert_eq!(next(&mut h).await, vec![id.clone()]);
-        h.queue.send(Ack { device: h.device.clone(), ids: vec![id] }).await.unwrap();
+        h.queue
+            .send(Ack {
+                device: h.device.clone(),
+                ids: vec![id],
+            })
+            .await
+            .unwrap();
         h.queue.send(Drain).await.unwrap();
         assert_eq!(h.store.acked.lock().unwrap().len(), 1);
         h.queue.send(Drain).await.unwrap(); // nothing pending: answers at once
@@ -1163,10 +1308,16 @@ mod tests {
 
     #[actix::test]
     async fn min_priority_filters_at_enqueue() {
-        let h = harness_with(DevicePolicy { min_priority: Priority::High, ..DevicePolicy::default() });
+        let h = harness_with(DevicePolicy {
+            min_priority: Priority::High,
+            ..DevicePolicy::default()
+        });
         let outcome = h
             .queue
-            .send(Enqueue { items: vec![note("n", Priority::Normal, 0)], publisher: "t".into() })
+            .send(Enqueue {
+                items: vec![note("n", Priority::Normal, 0)],
+                publisher: "t".into(),
+            })
             .await
             .unwrap()
             .unwrap();
@@ -1179,7 +1330,12 @@ mod tests {
         let id = publish(&h, "kept", Priority::Normal).await;
         let before = crate::guard::RESTARTS.load(std::sync::atomic::Ordering::Relaxed);
         h.queue.do_send(InjectFault);
-        h.queue.send(DeviceOnline { device: h.device.clone() }).await.unwrap();
+        h.queue
+            .send(DeviceOnline {
+                device: h.device.clone(),
+            })
+            .await
+            .unwrap();
         assert_eq!(next(&mut h).await, vec![id]);
         assert!(crate::guard::RESTARTS.load(std::sync::atomic::Ordering::Relaxed) > before);
     }
