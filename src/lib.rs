@@ -10,9 +10,11 @@
 //! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
 //! - [`ws`]: the per-connection device socket actor;
 //! - [`startup`]: [`startup::Application`], which wires it all together;
-//! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands).
+//! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands);
+//! - [`bench`]: `beepmyphone bench`, the load generator.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -32,10 +32,17 @@ fn main() -> ExitCode {
         }
         Command::Send(args) => exit(actix_rt::System::new().block_on(client::send(args))),
         Command::Listen(args) => exit(actix_rt::System::new().block_on(client::listen(args))),
-        Command::PairingCode { config, ttl, no_qr } => local_result(local::pairing_code(
+        Command::Bench(args) => exit(beepmyphone::bench::main(args)),
+        Command::PairingCode {
+            config,
+            ttl,
+            no_qr,
+            server,
+        } => local_result(local::pairing_code(
             &config,
             ttl,
             no_qr,
+            server.as_deref(),
             &mut std::io::stdout(),
         )),
         Command::Token {

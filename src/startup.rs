@@ -20,6 +20,7 @@ use beepmyphone_actors::registry::CloseAll;
 use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
 
 use crate::api;
+use crate::api::auth::authenticate_request;
 use crate::api::middleware::request_context;
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::Settings;
@@ -176,6 +177,8 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(web::QueryConfig::default().error_handler(api::query_error))
                 .app_data(web::PathConfig::default().error_handler(api::path_error))
+                // Outermost last: the request context (request id, logger) wraps authentication.
+                .wrap(from_fn(authenticate_request))
                 .wrap(from_fn(request_context))
                 .configure(api::configure)
         })
@@ -232,8 +235,19 @@ impl Application {
         });
         let result = self.server.await;
         // Commit sent and acked marks still waiting for the commit window.
-        if self.state.graph.queue.send(Drain).timeout(Duration::from_secs(5)).await.is_err() {
-            slog::warn!(self.state.log, "the queue did not drain before exit; unacked marks will be redelivered");
+        if self
+            .state
+            .graph
+            .queue
+            .send(Drain)
+            .timeout(Duration::from_secs(5))
+            .await
+            .is_err()
+        {
+            slog::warn!(
+                self.state.log,
+                "the queue did not drain before exit; unacked marks will be redelivered"
+            );
         }
         result
     }

@@ -73,7 +73,13 @@ impl ApiTokenCache {
     /// Whether the token's `last_used_at` is more than a minute old; if so, marks it written now.
     pub fn touch_due(&self, hash: &str, now_ms: i64) -> bool {
         let stale = |t: &CachedToken| now_ms - t.touched_at >= 60_000;
-        if !self.by_hash.read().ok().and_then(|m| m.get(hash).map(stale)).unwrap_or(false) {
+        if !self
+            .by_hash
+            .read()
+            .ok()
+            .and_then(|m| m.get(hash).map(stale))
+            .unwrap_or(false)
+        {
             return false;
         }
         match self.by_hash.write() {

@@ -8,6 +8,19 @@ use bytes::Bytes;
 use chrono::{NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+/// A monotonic ULID: ids made in the same millisecond still sort in creation order.
+fn next_ulid() -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut guard = GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // An overflow of the random part within one millisecond (2^80 ids) falls back to a plain ULID.
+    guard
+        .get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
+}
+
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -19,9 +32,10 @@ macro_rules! prefixed_id {
             /// The prefix every id of this kind starts with.
             pub const PREFIX: &'static str = $prefix;
 
-            /// A fresh id: the prefix and a ULID (time-ordered, 80 random bits).
+            /// A fresh id: the prefix and a ULID (time-ordered, 80 random bits), strictly
+            /// increasing within this process even inside one millisecond.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::new()).into())
+                Self(format!("{}{}", $prefix, next_ulid()).into())
             }
 
             /// Parses an id, checking its prefix and ULID body; `None` if it is not one.

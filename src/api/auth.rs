@@ -5,11 +5,13 @@
 //! its tokens revoked after the token was issued. Tokens are only read from the header, never from
 //! the URL.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{ready, Ready};
 
-use actix_web::dev::Payload;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse};
 use actix_web::{web, FromRequest, HttpRequest};
 
 use beepmyphone_actors::model::DeviceId;
@@ -122,14 +124,28 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
             if state.api_tokens.touch_due(&hash, now) {
                 touch_api_token(state, cached.id.clone(), now);
             }
-            return Ok(Principal::Token { id: cached.id, scope: cached.scope });
+            return Ok(Principal::Token {
+                id: cached.id,
+                scope: cached.scope,
+            });
         }
         let lookup = hash.clone();
-        let row = state.store.run(move |conn| Ok(tokens::api_by_hash(conn, &lookup)?)).await?;
+        let row = state
+            .store
+            .run(move |conn| Ok(tokens::api_by_hash(conn, &lookup)?))
+            .await?;
         let row = row.ok_or_else(|| ApiError::Unauthorized("the token is invalid".into()))?;
-        let scope = Scope::parse(&row.scope)
-            .ok_or_else(|| ApiError::Internal(format!("token {} has scope {}", row.id, row.scope)))?;
-        state.api_tokens.insert(hash, CachedToken { id: row.id.clone(), scope, touched_at: now });
+        let scope = Scope::parse(&row.scope).ok_or_else(|| {
+            ApiError::Internal(format!("token {} has scope {}", row.id, row.scope))
+        })?;
+        state.api_tokens.insert(
+            hash,
+            CachedToken {
+                id: row.id.clone(),
+                scope,
+                touched_at: now,
+            },
+        );
         touch_api_token(state, row.id.clone(), now);
         return Ok(Principal::Token { id: row.id, scope });
     }
@@ -144,7 +160,10 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
 fn touch_api_token(state: &AppState, id: String, now: i64) {
     let (store, log) = (state.store.clone(), state.log.clone());
     actix_rt::spawn(async move {
-        if let Err(e) = store.run(move |conn| Ok(tokens::touch_api(conn, &id, now)?)).await {
+        if let Err(e) = store
+            .run(move |conn| Ok(tokens::touch_api(conn, &id, now)?))
+            .await
+        {
             slog::warn!(log, "could not record token use"; "error" => %e);
         }
     });
@@ -196,19 +215,43 @@ pub async fn authenticate_device(
     }
 }
 
+/// Authenticates the bearer token, when there is one, before the handler runs (and so before any
+/// body is read): a bad token is a 401 whatever else is wrong with the request. The result is kept
+/// in the request extensions for the [`Principal`] extractor. The device socket authenticates
+/// itself (it answers bad tokens with close codes), so `/api/v1/ws` is passed through.
+pub async fn authenticate_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if req.path() != "/api/v1/ws" {
+        let token = bearer(req.request()).map(str::to_owned);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        if let (Some(token), Some(state)) = (token, state) {
+            match authenticate(&state, &token).await {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                }
+                Err(e) => {
+                    // Rendered here, inside the request context, so it carries the request id.
+                    let response = HttpResponse::from_error(actix_web::Error::from(e));
+                    return Ok(req.into_response(response).map_into_right_body());
+                }
+            }
+        }
+    }
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
 impl FromRequest for Principal {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+    type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req).map(str::to_owned);
-        Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-            let token =
-                token.ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
-            authenticate(&state, &token).await
-        })
+        ready(
+            req.extensions()
+                .get::<Principal>()
+                .cloned()
+                .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into())),
+        )
     }
 }

@@ -68,14 +68,21 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
     ROUTES
         .iter()
         .find(|(t, _)| *t == path)
-        .or_else(|| ROUTES.iter().find(|(t, _)| t.contains('{') && template_matches(t, path)))
+        .or_else(|| {
+            ROUTES
+                .iter()
+                .find(|(t, _)| t.contains('{') && template_matches(t, path))
+        })
         .map(|(_, methods)| *methods)
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     match allowed_methods(req.path()) {
         Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
-        None => Err(ApiError::NotFound(format!("no such resource: {}", req.path()))),
+        None => Err(ApiError::NotFound(format!(
+            "no such resource: {}",
+            req.path()
+        ))),
     }
 }
 
@@ -148,7 +155,10 @@ mod tests {
     fn allowed_methods_match_routes_and_templates() {
         assert_eq!(allowed_methods("/api/v1/devices"), Some("GET"));
         assert_eq!(allowed_methods("/api/v1/devices/pair"), Some("POST"));
-        assert_eq!(allowed_methods("/api/v1/devices/dev_1"), Some("GET, PATCH, DELETE"));
+        assert_eq!(
+            allowed_methods("/api/v1/devices/dev_1"),
+            Some("GET, PATCH, DELETE")
+        );
         assert_eq!(allowed_methods("/api/v1/tokens/tok_1/"), Some("DELETE"));
         assert_eq!(allowed_methods("/api/v1/devices/dev_1/extra"), None);
         assert_eq!(allowed_methods("/nope"), None);

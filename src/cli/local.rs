@@ -72,6 +72,7 @@ pub fn pairing_code(
     args: &ConfigArgs,
     ttl: Option<u64>,
     no_qr: bool,
+    server: Option<&str>,
     out: &mut impl Write,
 ) -> Result<(), LocalError> {
     let settings = settings(args)?;
@@ -88,7 +89,19 @@ pub fn pairing_code(
         .map_err(|e| LocalError::Failed(e.to_string()))?;
     let (code, expires_at) =
         mint_pairing_code(&mut conn, now, ttl).map_err(|e| LocalError::Failed(e.to_string()))?;
-    let server = public_url(&settings);
+    let server = match server {
+        Some(url) => {
+            let parsed = url::Url::parse(url)
+                .map_err(|_| LocalError::Usage("--server must be an absolute URL".into()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(LocalError::Usage(
+                    "--server must be an http or https URL".into(),
+                ));
+            }
+            url.trim_end_matches('/').to_owned()
+        }
+        None => public_url(&settings),
+    };
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
     writeln!(out, "Pairing code: {}", code.expose()).map_err(io)?;
     writeln!(out, "Expires:      {}", rfc3339(expires_at)).map_err(io)?;

@@ -46,6 +46,8 @@ pub enum Command {
     Send(client::SendArgs),
     /// Act as a device: pair once, then print notifications and acknowledge them.
     Listen(client::ListenArgs),
+    /// Load generator: pair devices, hold their sockets, publish, and measure (see TARGETS.md).
+    Bench(crate::bench::BenchArgs),
     /// Mint a pairing code (prints it and a QR code).
     PairingCode {
         /// Settings and data directory.
@@ -57,6 +59,10 @@ pub enum Command {
         /// Do not print the QR code.
         #[arg(long)]
         no_qr: bool,
+        /// The URL devices use to reach the relay, for the printed hint and the QR code
+        /// (default: server.public_url, else derived from server.listen).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
     },
     /// API tokens.
     Token {

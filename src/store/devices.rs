@@ -159,7 +159,10 @@ pub fn delete(conn: &mut SqliteConnection, id: &str) -> QueryResult<bool> {
 
 /// Refuses every access token of the device issued before `now` (epoch ms).
 pub fn revoke_tokens(conn: &mut SqliteConnection, id: &str, now: i64) -> QueryResult<()> {
-    diesel::update(devices::table.find(id)).set(devices::tokens_valid_after.eq(now)).execute(conn).map(|_| ())
+    diesel::update(devices::table.find(id))
+        .set(devices::tokens_valid_after.eq(now))
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// Records socket activity.

@@ -28,7 +28,10 @@ pub async fn connect(
         None => None,
     };
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
-        crate::error::ApiError::field("upgrade", format!("expected a WebSocket upgrade request: {e}"))
+        crate::error::ApiError::field(
+            "upgrade",
+            format!("expected a WebSocket upgrade request: {e}"),
+        )
     })?;
     let max = state.settings.websocket.max_frame_bytes;
     let stream = stream

@@ -266,8 +266,16 @@ async fn kill_9_under_load_loses_nothing_that_was_accepted() {
 async fn an_expired_notification_is_not_delivered_and_shows_expired() {
     let app = spawn_app().await;
     let device = app.pair_device("phone").await;
-    let short = app.publish(json!({"title": "short-lived", "ttlSeconds": 60})).await["id"].as_str().unwrap().to_owned();
-    let long = app.publish(json!({"title": "long-lived"})).await["id"].as_str().unwrap().to_owned();
+    let short = app
+        .publish(json!({"title": "short-lived", "ttlSeconds": 60}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let long = app.publish(json!({"title": "long-lived"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.clock.advance(Duration::from_secs(61));
     let mut ws = app.connect_device(&device).await;
     let items = ws.receive(1).await;
@@ -294,8 +302,16 @@ async fn a_device_that_stops_reading_is_dropped_and_keeps_its_deliveries() {
     let mut ids = std::collections::HashSet::new();
     let batches = 12;
     for b in 0..batches {
-        let items: Vec<_> = (0..500).map(|i| json!({"title": format!("b{b}-{i}"), "body": body})).collect();
-        let (status, response) = app.post("/api/v1/notifications/batch", Some(&app.admin_token), &json!({"items": items})).await;
+        let items: Vec<_> = (0..500)
+            .map(|i| json!({"title": format!("b{b}-{i}"), "body": body}))
+            .collect();
+        let (status, response) = app
+            .post(
+                "/api/v1/notifications/batch",
+                Some(&app.admin_token),
+                &json!({"items": items}),
+            )
+            .await;
         assert_eq!(status, 202, "{response}");
         for item in response["items"].as_array().unwrap() {
             ids.insert(item["id"].as_str().unwrap().to_owned());
@@ -304,7 +320,13 @@ async fn a_device_that_stops_reading_is_dropped_and_keeps_its_deliveries() {
     // The registry forgets the stalled socket once it is dropped.
     let mut dropped = false;
     for _ in 0..400 {
-        let stats = app.state.graph.registry.send(beepmyphone_actors::registry::GetRegistryStats).await.unwrap();
+        let stats = app
+            .state
+            .graph
+            .registry
+            .send(beepmyphone_actors::registry::GetRegistryStats)
+            .await
+            .unwrap();
         if stats.sockets == 0 {
             dropped = true;
             break;

@@ -2,9 +2,11 @@
 //! HTTP and WebSocket to it. One binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bench;
 mod cli;
 mod delivery;
 mod devices;
 mod helpers;
 mod socket;
+mod startup;
 mod validation;

@@ -14,7 +14,11 @@ fn beepmyphone() -> Command {
 #[test]
 fn a_missing_config_file_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let out = beepmyphone().args(["serve", "--config", "/nonexistent/beep.toml"]).current_dir(dir.path()).output().unwrap();
+    let out = beepmyphone()
+        .args(["serve", "--config", "/nonexistent/beep.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
@@ -32,8 +36,16 @@ fn a_bad_value_names_its_key_and_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("delivery.ack_timeout_seconds"), "{stderr}");
 
-    std::fs::write(dir.path().join("bad.toml"), "[server]\nlisten = \"nowhere\"\n").unwrap();
-    let out = beepmyphone().args(["serve", "--config", "bad.toml"]).current_dir(dir.path()).output().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[server]\nlisten = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = beepmyphone()
+        .args(["serve", "--config", "bad.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
@@ -41,10 +53,16 @@ fn a_bad_value_names_its_key_and_exits_2() {
 #[test]
 fn the_repository_config_toml_loads_and_equals_the_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
-    let overrides = beepmyphone::config::Overrides { config: Some(path.into()), ..Default::default() };
+    let overrides = beepmyphone::config::Overrides {
+        config: Some(path.into()),
+        ..Default::default()
+    };
     let loaded = beepmyphone::config::Settings::load(&overrides).expect("config.toml loads");
     let defaults = beepmyphone::config::Settings::default();
-    assert_eq!(serde_json::to_value(&loaded).unwrap(), serde_json::to_value(&defaults).unwrap());
+    assert_eq!(
+        serde_json::to_value(&loaded).unwrap(),
+        serde_json::to_value(&defaults).unwrap()
+    );
 }
 
 #[test]
@@ -52,29 +70,73 @@ fn local_commands_mint_tokens_and_pairing_codes_in_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = beepmyphone()
-        .args(["token", "create", "--scope", "publish", "--name", "ci", "--data-dir"])
+        .args([
+            "token",
+            "create",
+            "--scope",
+            "publish",
+            "--name",
+            "ci",
+            "--data-dir",
+        ])
         .arg(&data)
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(token.starts_with("bmp_") && token.len() > 40, "{token}");
 
-    let out = beepmyphone().args(["pairing-code", "--data-dir"]).arg(&data).current_dir(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = beepmyphone()
+        .args([
+            "pairing-code",
+            "--server",
+            "https://relay.example:8443/",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    let code = text.lines().find_map(|l| l.strip_prefix("Pairing code: ")).unwrap().trim().to_owned();
+    assert!(
+        text.contains("Server:       https://relay.example:8443\n"),
+        "{text}"
+    );
+    let code = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Pairing code: "))
+        .unwrap()
+        .trim()
+        .to_owned();
     assert_eq!(code.len(), 9);
-    assert!(text.contains('█') || text.contains('▀') || text.contains('▄'), "a QR code is printed");
+    assert!(
+        text.contains('█') || text.contains('▀') || text.contains('▄'),
+        "a QR code is printed"
+    );
 
-    let out = beepmyphone().args(["token", "create", "--scope", "root", "--name", "x"]).current_dir(dir.path()).output().unwrap();
+    let out = beepmyphone()
+        .args(["token", "create", "--scope", "root", "--name", "x"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 
     // The running relay accepts both.
     let relay = spawn_process(&data);
     actix_rt::System::new().block_on(async {
-        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish();
         let res = client
             .post(format!("{}/api/v1/devices/pair", relay.address))
             .send_json(&json!({"code": code, "name": "phone", "platform": "ios"}))
@@ -95,14 +157,30 @@ fn local_commands_mint_tokens_and_pairing_codes_in_the_data_directory() {
 fn secrets_never_reach_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let relay = spawn_process(dir.path());
-    let admin = std::fs::read_to_string(dir.path().join("initial-admin-token")).unwrap().trim().to_owned();
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("initial-admin-token")).unwrap().permissions());
+    let admin = std::fs::read_to_string(dir.path().join("initial-admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("initial-admin-token"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     let secrets = actix_rt::System::new().block_on(async {
-        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .finish();
         let auth = ("Authorization", format!("Bearer {admin}"));
-        let code: serde_json::Value =
-            client.post(format!("{}/api/v1/pairing-codes", relay.address)).insert_header(auth.clone()).send_json(&json!({})).await.unwrap().json().await.unwrap();
+        let code: serde_json::Value = client
+            .post(format!("{}/api/v1/pairing-codes", relay.address))
+            .insert_header(auth.clone())
+            .send_json(&json!({}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let code = code["code"].as_str().unwrap().to_owned();
         let paired: serde_json::Value = client
             .post(format!("{}/api/v1/devices/pair", relay.address))
@@ -158,7 +236,10 @@ fn secrets_never_reach_the_log() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(log.contains("request_id"), "requests are logged with their id: {log}");
+    assert!(
+        log.contains("request_id"),
+        "requests are logged with their id: {log}"
+    );
     for secret in secrets {
         assert!(!secret.is_empty());
         assert!(!log.contains(&secret), "a secret reached the log");

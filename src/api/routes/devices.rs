@@ -276,15 +276,12 @@ async fn patch_device(
         .run(move |conn| Ok(devices::update(conn, &id, &changes)?))
         .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
-    state
-        .graph
-        .queue
-        .send(UpsertDevice {
-            device: device.clone(),
-            policy: row.policy(),
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
+    // Queued before the answer goes out, so a publish that follows it finds the device; a
+    // restarting queue processes it after reloading (the store has the device either way).
+    state.graph.queue.do_send(UpsertDevice {
+        device: device.clone(),
+        policy: row.policy(),
+    });
     Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
 }
 

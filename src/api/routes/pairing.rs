@@ -178,16 +178,12 @@ async fn pair_device(
         family,
     )
     .await?;
-    // The queue must know the device before anyone can target it.
-    state
-        .graph
-        .queue
-        .send(UpsertDevice {
-            device: device.clone(),
-            policy,
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
+    // Queued before the answer goes out, so a publish that follows it finds the device; a
+    // restarting queue processes it after reloading (the store has the device either way).
+    state.graph.queue.do_send(UpsertDevice {
+        device: device.clone(),
+        policy,
+    });
     slog::info!(state.log, "device paired"; "device" => %device);
     Ok(HttpResponse::Created().json(tokens))
 }
