@@ -65,6 +65,40 @@ pub struct AuthSettings {
     pub refresh_token_ttl_seconds: u64,
     /// Default lifetime of a pairing code, in seconds.
     pub pairing_code_ttl_seconds: u64,
+    /// Days between automatic signing-key rotations.
+    pub key_rotation_days: u64,
+    /// bcrypt cost for admin passwords (10 or more).
+    pub bcrypt_cost: u32,
+    /// Password hashes computed at once; more logins wait their turn.
+    pub password_concurrency: usize,
+}
+
+/// `[sessions]`: admin dashboard sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Seconds without a request after which a session ends.
+    pub idle_timeout_seconds: u64,
+    /// Seconds after login after which a session ends regardless of use.
+    pub absolute_timeout_seconds: u64,
+    /// Live sessions per admin; a further login ends the oldest.
+    pub max_per_admin: usize,
+    /// Seconds between sweeps of expired sessions and revoked-token entries.
+    pub cleanup_interval_seconds: u64,
+}
+
+/// `[redis]`: optional shared state for several relay processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`; empty keeps sessions and revocations in SQLite.
+    pub url: String,
+    /// Prefix of every key this relay writes.
+    pub key_prefix: String,
+    /// Most pooled connections.
+    pub pool_max_size: u32,
+    /// Milliseconds to wait for a connection or a reply before failing closed.
+    pub timeout_ms: u64,
 }
 
 /// `[delivery]`: the queue and the batcher.
@@ -125,6 +159,32 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Admin sessions.
+    pub sessions: SessionSettings,
+    /// Optional Redis.
+    pub redis: RedisSettings,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_seconds: 30 * 60,
+            absolute_timeout_seconds: 12 * 3_600,
+            max_per_admin: 5,
+            cleanup_interval_seconds: 24 * 3_600,
+        }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key_prefix: "beep:".into(),
+            pool_max_size: 16,
+            timeout_ms: 500,
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -161,6 +221,9 @@ impl Default for AuthSettings {
             access_token_ttl_seconds: 3_600,
             refresh_token_ttl_seconds: 30 * 24 * 3_600,
             pairing_code_ttl_seconds: 600,
+            key_rotation_days: 30,
+            bcrypt_cost: 12,
+            password_concurrency: 2,
         }
     }
 }
@@ -287,6 +350,42 @@ impl Settings {
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             return bad("auth.issuer", "issuer and audience must not be empty");
+        }
+        if !(1..=3_650).contains(&self.auth.key_rotation_days) {
+            return bad("auth.key_rotation_days", "must be between 1 and 3650");
+        }
+        if !(10..=31).contains(&self.auth.bcrypt_cost) {
+            return bad("auth.bcrypt_cost", "must be between 10 and 31");
+        }
+        if self.auth.password_concurrency == 0 {
+            return bad("auth.password_concurrency", "must be at least 1");
+        }
+        if self.sessions.idle_timeout_seconds < 60 {
+            return bad("sessions.idle_timeout_seconds", "must be at least 60");
+        }
+        if self.sessions.absolute_timeout_seconds < self.sessions.idle_timeout_seconds {
+            return bad(
+                "sessions.absolute_timeout_seconds",
+                "must not be shorter than sessions.idle_timeout_seconds",
+            );
+        }
+        if !(1..=100).contains(&self.sessions.max_per_admin) {
+            return bad("sessions.max_per_admin", "must be between 1 and 100");
+        }
+        if self.sessions.cleanup_interval_seconds < 60 {
+            return bad("sessions.cleanup_interval_seconds", "must be at least 60");
+        }
+        if !self.redis.url.is_empty()
+            && !url::Url::parse(&self.redis.url)
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"))
+        {
+            return bad("redis.url", "must be empty or a redis:// URL");
+        }
+        if self.redis.pool_max_size == 0 {
+            return bad("redis.pool_max_size", "must be at least 1");
+        }
+        if self.redis.timeout_ms == 0 {
+            return bad("redis.timeout_ms", "must be at least 1");
         }
         if self.delivery.ack_timeout_seconds == 0 {
             return bad("delivery.ack_timeout_seconds", "must be at least 1");

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod redis;
 pub mod security;
 pub mod startup;
 pub mod state;

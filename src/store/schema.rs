@@ -90,3 +90,34 @@ diesel::allow_tables_to_appear_in_same_query!(
     notifications,
     deliveries
 );
+
+diesel::table! {
+    admins (id) {
+        id -> Text,
+        username -> Text,
+        password_hash -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    admin_sessions (id_hash) {
+        id_hash -> Text,
+        admin_id -> Text,
+        data -> Binary,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        device_id -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::joinable!(admin_sessions -> admins (admin_id));
+diesel::allow_tables_to_appear_in_same_query!(admins, admin_sessions);

@@ -1,0 +1,3 @@
+DROP TABLE revoked_tokens;
+DROP TABLE admin_sessions;
+DROP TABLE admins;

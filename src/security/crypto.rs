@@ -1,0 +1,218 @@
+//! Encryption at rest: AES-256-GCM with versioned data keys.
+//!
+//! Data keys are 32 random bytes in `<data_dir>/keys/data-<version>.key` (mode 0600). The newest
+//! seals; every version still on disk opens, so rotating the data key loses nothing. A sealed value
+//! is `[1][version: u32 BE][nonce: 12 bytes][ciphertext and tag]`; the caller's associated data
+//! (e.g. the session id hash) binds it to its row, so a sealed value copied elsewhere fails to open.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use rand::RngCore;
+
+const FORMAT: u8 = 1;
+const NONCE_LEN: usize = 12;
+const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
+
+/// A crypto failure.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    /// Not a value this module sealed, tampered with, or sealed under a key that is gone.
+    #[error("the sealed value cannot be opened")]
+    Open,
+    /// Keys could not be read or written.
+    #[error("data keys: {0}")]
+    Keys(String),
+}
+
+/// The data keys, by version.
+pub struct DataKeys {
+    current: u32,
+    keys: BTreeMap<u32, Aes256Gcm>,
+}
+
+fn key_path(dir: &Path, version: u32) -> std::path::PathBuf {
+    dir.join(format!("data-{version}.key"))
+}
+
+fn write_new_key(dir: &Path, version: u32) -> Result<(), CryptoError> {
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let path = key_path(dir, version);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| CryptoError::Keys(format!("cannot write {}: {e}", path.display())))?;
+    file.write_all(&key)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CryptoError::Keys(e.to_string()))
+}
+
+impl DataKeys {
+    /// Loads every data key in `<data_dir>/keys`, creating version 1 on first start.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, CryptoError> {
+        let dir = data_dir.join("keys");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| CryptoError::Keys(format!("cannot create {}: {e}", dir.display())))?;
+        let mut keys = Self::read_all(&dir)?;
+        if keys.is_empty() {
+            write_new_key(&dir, 1)?;
+            keys = Self::read_all(&dir)?;
+        }
+        let current = keys
+            .keys()
+            .next_back()
+            .copied()
+            .ok_or_else(|| CryptoError::Keys("no data key".into()))?;
+        Ok(Self { current, keys })
+    }
+
+    fn read_all(dir: &Path) -> Result<BTreeMap<u32, Aes256Gcm>, CryptoError> {
+        let mut keys = BTreeMap::new();
+        let entries = fs::read_dir(dir).map_err(|e| CryptoError::Keys(e.to_string()))?;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(version) = name
+                .strip_prefix("data-")
+                .and_then(|n| n.strip_suffix(".key"))
+                .and_then(|v| v.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let bytes = fs::read(entry.path()).map_err(|e| CryptoError::Keys(e.to_string()))?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes)
+                .map_err(|_| CryptoError::Keys(format!("{name} is not a 32-byte key")))?;
+            keys.insert(version, cipher);
+        }
+        Ok(keys)
+    }
+
+    /// Adds a new data key version on disk; returns it. Running relays pick it up on restart.
+    pub fn rotate(data_dir: &Path) -> Result<u32, CryptoError> {
+        let keys = Self::load_or_create(data_dir)?;
+        let next = keys.current + 1;
+        write_new_key(&data_dir.join("keys"), next)?;
+        Ok(next)
+    }
+
+    /// The version that seals.
+    pub fn current_version(&self) -> u32 {
+        self.current
+    }
+
+    /// Every version that opens.
+    pub fn versions(&self) -> Vec<u32> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// Seals `plaintext`, bound to `aad`.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let cipher = self.keys.get(&self.current).ok_or(CryptoError::Open)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .map_err(|_| CryptoError::Open)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&self.current.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens a value sealed by [`DataKeys::seal`] with the same `aad`.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < HEADER_LEN + 16 || sealed[0] != FORMAT {
+            return Err(CryptoError::Open);
+        }
+        let version = u32::from_be_bytes([sealed[1], sealed[2], sealed[3], sealed[4]]);
+        let cipher = self.keys.get(&version).ok_or(CryptoError::Open)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&sealed[5..HEADER_LEN]);
+        cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &sealed[HEADER_LEN..],
+                    aad,
+                },
+            )
+            .map_err(|_| CryptoError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_and_opens_and_binds_to_its_associated_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DataKeys::load_or_create(dir.path()).unwrap();
+        let sealed = keys.seal(b"secret session", b"row-1").unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(keys.open(&sealed, b"row-1").unwrap(), b"secret session");
+        assert_eq!(keys.open(&sealed, b"row-2"), Err(CryptoError::Open));
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(keys.open(&tampered, b"row-1"), Err(CryptoError::Open));
+        assert_eq!(keys.open(b"short", b"row-1"), Err(CryptoError::Open));
+        // Two seals of the same value differ (fresh nonces).
+        assert_ne!(
+            keys.seal(b"x", b"a").unwrap(),
+            keys.seal(b"x", b"a").unwrap()
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_old_values_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = DataKeys::load_or_create(dir.path()).unwrap();
+        let sealed = old.seal(b"before", b"").unwrap();
+        assert_eq!(DataKeys::rotate(dir.path()).unwrap(), 2);
+        let new = DataKeys::load_or_create(dir.path()).unwrap();
+        assert_eq!(new.current_version(), 2);
+        assert_eq!(new.versions(), vec![1, 2]);
+        assert_eq!(new.open(&sealed, b"").unwrap(), b"before");
+        let resealed = new.seal(b"after", b"").unwrap();
+        assert_eq!(
+            u32::from_be_bytes([resealed[1], resealed[2], resealed[3], resealed[4]]),
+            2
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(dir.path().join("keys/data-2.key"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_bad_key_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("keys")).unwrap();
+        fs::write(dir.path().join("keys/data-1.key"), b"short").unwrap();
+        assert!(matches!(
+            DataKeys::load_or_create(dir.path()),
+            Err(CryptoError::Keys(_))
+        ));
+    }
+}
