@@ -11,7 +11,7 @@
 #   BENCH_SCENARIOS          scenarios to run, in order (default:
 #                            "connections throughput throughput-batch latency"; also: burst, backlog)
 #   BENCH_RESULTS            results directory (default: target/bench-results/YYYYmmdd-HHMMSS)
-#   BENCH_PORT               port of the relay (default 18080, on 127.0.0.1)
+#   BENCH_PORT               port of the relay (default 38080, on 127.0.0.1; must be free)
 #   BENCH_DURATION           seconds each timed scenario publishes or holds sockets (default 10)
 #   BENCH_DRAIN              seconds to wait for outstanding deliveries (default 10)
 #   BENCH_CONNECTIONS        idle sockets of `connections` (default 1000)
@@ -35,11 +35,15 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN="$ROOT/target/release/beepmyphone"
 
-PORT=${BENCH_PORT:-18080}
+PORT=${BENCH_PORT:-38080}
 SERVER="http://127.0.0.1:$PORT"
 
 # The relay, started and stopped by this script (and by its --restart-relay mode, for backlog).
 start_relay() {
+    if curl -sS -o /dev/null "$SERVER/health/live" 2>/dev/null; then
+        echo "bench.sh: something already listens on port $PORT; set BENCH_PORT" >&2
+        return 1
+    fi
     (
         ulimit -n "$(ulimit -Hn)"
         exec env BEEP__LOG__LEVEL=warning \
@@ -50,13 +54,13 @@ start_relay() {
     ) &
     echo $! >"$BENCH_DATA/relay.pid"
     for _ in $(seq 1 200); do
-        if curl -fsS "$SERVER/health/ready" >/dev/null 2>&1; then
-            return 0
-        fi
         if ! kill -0 "$(cat "$BENCH_DATA/relay.pid")" 2>/dev/null; then
             echo "bench.sh: the relay exited; its log:" >&2
             cat "$BENCH_DATA/relay.log" >&2
             return 1
+        fi
+        if curl -fsS "$SERVER/health/ready" >/dev/null 2>&1; then
+            return 0
         fi
         sleep 0.1
     done

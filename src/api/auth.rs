@@ -11,8 +11,8 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse};
 use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{HttpMessage, HttpResponse};
 
 use beepmyphone_actors::model::DeviceId;
 
@@ -239,7 +239,9 @@ pub async fn authenticate_request(
             }
         }
     }
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 impl FromRequest for Principal {

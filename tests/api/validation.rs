@@ -1230,7 +1230,16 @@ async fn a_bad_token_is_refused_before_the_body_is_looked_at() {
     let app = spawn_app().await;
     let bad = Some("bmp_not-a-real-token");
     // Malformed, oversized and wrongly typed bodies: the token is checked first, every time.
-    let malformed = raw(&app, Method::POST, "/api/v1/notifications", bad, Some("application/json"), &[], "{").await;
+    let malformed = raw(
+        &app,
+        Method::POST,
+        "/api/v1/notifications",
+        bad,
+        Some("application/json"),
+        &[],
+        "{",
+    )
+    .await;
     assert_problem(&malformed, 401, "UNAUTHORIZED");
     let huge = raw(
         &app,
@@ -1243,9 +1252,27 @@ async fn a_bad_token_is_refused_before_the_body_is_looked_at() {
     )
     .await;
     assert_problem(&huge, 401, "UNAUTHORIZED");
-    let wrong_type = raw(&app, Method::POST, "/api/v1/notifications", bad, Some("text/plain"), &[], "hi").await;
+    let wrong_type = raw(
+        &app,
+        Method::POST,
+        "/api/v1/notifications",
+        bad,
+        Some("text/plain"),
+        &[],
+        "hi",
+    )
+    .await;
     assert_problem(&wrong_type, 401, "UNAUTHORIZED");
     // Without any token, the missing token wins too.
-    let none = raw(&app, Method::POST, "/api/v1/notifications", None, Some("application/json"), &[], "{").await;
+    let none = raw(
+        &app,
+        Method::POST,
+        "/api/v1/notifications",
+        None,
+        Some("application/json"),
+        &[],
+        "{",
+    )
+    .await;
     assert_problem(&none, 401, "UNAUTHORIZED");
 }
