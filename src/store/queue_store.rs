@@ -25,71 +25,152 @@ fn store_err(e: impl std::fmt::Display) -> ports::StoreError {
     ports::StoreError(e.to_string())
 }
 
-/// Writes one batch; returns one outcome per insert.
+/// A notification row as inserted.
+#[derive(Insertable)]
+#[diesel(table_name = notifications)]
+struct NewRow<'a> {
+    seq: i64,
+    id: &'a str,
+    title: &'a str,
+    body: &'a str,
+    app: &'a str,
+    priority: i16,
+    tags: String,
+    click_url: Option<&'a str>,
+    created_at: i64,
+    expires_at: i64,
+    publisher: &'a str,
+    idempotency_key: Option<&'a str>,
+}
+
+/// A delivery row as inserted.
+#[derive(Insertable)]
+#[diesel(table_name = deliveries)]
+struct NewDelivery<'a> {
+    notification_seq: i64,
+    device_id: &'a str,
+    status: i16,
+}
+
+/// Rows per multi-row insert (SQLite allows 32766 bound values per statement).
+const NOTIFICATION_CHUNK: usize = 1_000;
+const DELIVERY_CHUNK: usize = 5_000;
+
+/// The earlier notification with this publisher's idempotency key, within the window.
+fn earlier_with_key(
+    conn: &mut SqliteConnection,
+    publisher: &str,
+    key: &str,
+    created_at: i64,
+) -> QueryResult<Option<InsertOutcome>> {
+    let earlier: Option<(i64, String)> = notifications::table
+        .filter(notifications::publisher.eq(publisher))
+        .filter(notifications::idempotency_key.eq(key))
+        .filter(notifications::created_at.gt(created_at - IDEMPOTENCY_WINDOW_MS))
+        .select((notifications::seq, notifications::id))
+        .order(notifications::seq.asc())
+        .first(conn)
+        .optional()?;
+    let Some((seq, id)) = earlier else {
+        return Ok(None);
+    };
+    let targets: i64 = deliveries::table
+        .filter(deliveries::notification_seq.eq(seq))
+        .count()
+        .get_result(conn)?;
+    Ok(Some(InsertOutcome::Duplicate {
+        id: NotificationId::from_trusted(id),
+        targets: usize::try_from(targets).unwrap_or(0),
+    }))
+}
+
+/// Writes one batch in one transaction; returns one outcome per insert.
+///
+/// Sequence numbers are assigned here, inside the write transaction (so no other writer can take
+/// them), which lets all notifications and all deliveries of the batch go in as multi-row inserts.
+/// A delivery that was sent and acknowledged within the same batch is written once, as acked.
 pub fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &CommitBatch,
 ) -> QueryResult<Vec<InsertOutcome>> {
     conn.immediate_transaction(|conn| {
         let mut outcomes = Vec::with_capacity(batch.inserts.len());
-        for op in &batch.inserts {
-            let record = &op.record;
-            if let Some(key) = &op.idempotency_key {
-                let earlier: Option<(i64, String)> = notifications::table
-                    .filter(notifications::publisher.eq(&op.publisher))
-                    .filter(notifications::idempotency_key.eq(key))
-                    .filter(notifications::created_at.gt(record.created_at - IDEMPOTENCY_WINDOW_MS))
-                    .select((notifications::seq, notifications::id))
-                    .order(notifications::seq.asc())
-                    .first(conn)
-                    .optional()?;
-                if let Some((seq, id)) = earlier {
-                    let targets: i64 = deliveries::table
-                        .filter(deliveries::notification_seq.eq(seq))
-                        .count()
-                        .get_result(conn)?;
-                    outcomes.push(InsertOutcome::Duplicate {
-                        id: NotificationId::from_trusted(id),
-                        targets: usize::try_from(targets).unwrap_or(0),
-                    });
-                    continue;
+        let mut rows = Vec::with_capacity(batch.inserts.len());
+        let mut new_deliveries = Vec::new();
+        if !batch.inserts.is_empty() {
+            let max: Option<i64> = notifications::table
+                .select(diesel::dsl::max(notifications::seq))
+                .first(conn)?;
+            let mut next_seq = max.unwrap_or(0) + 1;
+            // Keys repeated inside this batch resolve to the batch's first notification.
+            let mut keyed: HashMap<(&str, &str), InsertOutcome> = HashMap::new();
+            for op in &batch.inserts {
+                let record = &op.record;
+                if let Some(key) = op.idempotency_key.as_deref() {
+                    let known = match keyed.get(&(op.publisher.as_str(), key)) {
+                        Some(outcome) => Some(outcome.clone()),
+                        None => earlier_with_key(conn, &op.publisher, key, record.created_at)?,
+                    };
+                    if let Some(duplicate) = known {
+                        outcomes.push(duplicate);
+                        continue;
+                    }
+                    keyed.insert(
+                        (op.publisher.as_str(), key),
+                        InsertOutcome::Duplicate {
+                            id: record.id.clone(),
+                            targets: op.devices.len(),
+                        },
+                    );
                 }
+                let seq = next_seq;
+                next_seq += 1;
+                rows.push(NewRow {
+                    seq,
+                    id: record.id.as_str(),
+                    title: &record.title,
+                    body: &record.body,
+                    app: &record.app,
+                    priority: record.priority.as_i16(),
+                    tags: serde_json::to_string(&record.tags).unwrap_or_else(|_| "[]".into()),
+                    click_url: record.click_url.as_deref(),
+                    created_at: record.created_at,
+                    expires_at: record.expires_at,
+                    publisher: &op.publisher,
+                    idempotency_key: op.idempotency_key.as_deref(),
+                });
+                new_deliveries.extend(op.devices.iter().map(|device| NewDelivery {
+                    notification_seq: seq,
+                    device_id: device.as_str(),
+                    status: QUEUED,
+                }));
+                outcomes.push(InsertOutcome::Inserted { seq });
             }
-            let tags = serde_json::to_string(&record.tags).unwrap_or_else(|_| "[]".into());
-            let seq: i64 = diesel::insert_into(notifications::table)
-                .values((
-                    notifications::id.eq(record.id.as_str()),
-                    notifications::title.eq(&record.title),
-                    notifications::body.eq(&record.body),
-                    notifications::app.eq(&record.app),
-                    notifications::priority.eq(record.priority.as_i16()),
-                    notifications::tags.eq(tags),
-                    notifications::click_url.eq(record.click_url.as_deref()),
-                    notifications::created_at.eq(record.created_at),
-                    notifications::expires_at.eq(record.expires_at),
-                    notifications::publisher.eq(&op.publisher),
-                    notifications::idempotency_key.eq(op.idempotency_key.as_deref()),
-                ))
-                .returning(notifications::seq)
-                .get_result(conn)?;
-            for chunk in op.devices.chunks(500) {
-                let rows: Vec<_> = chunk
-                    .iter()
-                    .map(|device| {
-                        (
-                            deliveries::notification_seq.eq(seq),
-                            deliveries::device_id.eq(device.as_str()),
-                            deliveries::status.eq(QUEUED),
-                        )
-                    })
-                    .collect();
-                diesel::insert_into(deliveries::table)
-                    .values(rows)
-                    .execute(conn)?;
-            }
-            outcomes.push(InsertOutcome::Inserted { seq });
         }
+        for chunk in rows.chunks(NOTIFICATION_CHUNK) {
+            diesel::insert_into(notifications::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        for chunk in new_deliveries.chunks(DELIVERY_CHUNK) {
+            diesel::insert_into(deliveries::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        let sent_at: HashMap<(i64, &str), i64> = batch
+            .sent
+            .iter()
+            .map(|c| ((c.seq, c.device.as_str()), c.at))
+            .collect();
+        let acked: std::collections::HashSet<(i64, &str)> = batch
+            .acked
+            .iter()
+            .map(|c| (c.seq, c.device.as_str()))
+            .collect();
         for change in &batch.sent {
+            if acked.contains(&(change.seq, change.device.as_str())) {
+                continue; // written below, with the ack
+            }
             diesel::update(
                 deliveries::table
                     .find((change.seq, change.device.as_str()))
@@ -103,16 +184,25 @@ pub fn commit_batch(
             .execute(conn)?;
         }
         for change in &batch.acked {
-            diesel::update(
-                deliveries::table
-                    .find((change.seq, change.device.as_str()))
-                    .filter(deliveries::status.lt(ACKED)),
-            )
-            .set((
-                deliveries::status.eq(ACKED),
-                deliveries::acked_at.eq(change.at),
-            ))
-            .execute(conn)?;
+            let target = deliveries::table
+                .find((change.seq, change.device.as_str()))
+                .filter(deliveries::status.lt(ACKED));
+            match sent_at.get(&(change.seq, change.device.as_str())) {
+                Some(&sent) => diesel::update(target)
+                    .set((
+                        deliveries::status.eq(ACKED),
+                        deliveries::acked_at.eq(change.at),
+                        deliveries::attempts.eq(deliveries::attempts + 1),
+                        deliveries::sent_at.eq(sent),
+                    ))
+                    .execute(conn)?,
+                None => diesel::update(target)
+                    .set((
+                        deliveries::status.eq(ACKED),
+                        deliveries::acked_at.eq(change.at),
+                    ))
+                    .execute(conn)?,
+            };
         }
         for change in &batch.expired {
             diesel::update(
@@ -200,5 +290,150 @@ impl QueueStore for Store {
     fn load(&self, now_ms: i64) -> Result<QueueSnapshot, ports::StoreError> {
         let mut conn = self.conn().map_err(store_err)?;
         load_snapshot(&mut conn, now_ms).map_err(store_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageSettings;
+    use crate::store::devices::DeviceRow;
+    use beepmyphone_actors::model::{NotificationRecord, Priority};
+    use beepmyphone_actors::ports::{DeliveryChange, InsertOp};
+
+    fn store_with_device() -> (tempfile::TempDir, Store, DeviceId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
+        let device = DeviceId::generate();
+        let row = DeviceRow {
+            id: device.to_string(),
+            name: "d".into(),
+            platform: "linux".into(),
+            app_version: None,
+            enabled: true,
+            min_priority: 0,
+            quiet_start: None,
+            quiet_end: None,
+            quiet_tz: None,
+            created_at: 0,
+            last_seen_at: None,
+            tokens_valid_after: 0,
+        };
+        devices::insert(&mut store.conn().unwrap(), &row).unwrap();
+        (dir, store, device)
+    }
+
+    fn op(device: &DeviceId, key: Option<&str>) -> InsertOp {
+        InsertOp {
+            record: NotificationRecord {
+                id: NotificationId::generate(),
+                title: "t".into(),
+                body: String::new(),
+                app: "a".into(),
+                priority: Priority::Normal,
+                tags: vec!["x".into()],
+                click_url: None,
+                created_at: 1_000,
+                expires_at: i64::MAX / 2,
+            },
+            devices: vec![device.clone()],
+            publisher: "tok_1".into(),
+            idempotency_key: key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_batch_inserts_in_order_and_resolves_repeated_keys_inside_it() {
+        let (_dir, store, device) = store_with_device();
+        let batch = CommitBatch {
+            inserts: vec![
+                op(&device, None),
+                op(&device, Some("k")),
+                op(&device, Some("k")),
+                op(&device, None),
+            ],
+            ..CommitBatch::default()
+        };
+        let outcomes = store.commit(&batch).unwrap();
+        assert!(matches!(outcomes[0], InsertOutcome::Inserted { seq: 1 }));
+        assert!(matches!(outcomes[1], InsertOutcome::Inserted { seq: 2 }));
+        assert_eq!(
+            outcomes[2],
+            InsertOutcome::Duplicate {
+                id: batch.inserts[1].record.id.clone(),
+                targets: 1
+            }
+        );
+        assert!(matches!(outcomes[3], InsertOutcome::Inserted { seq: 3 }));
+        // A later batch finds the key in the store.
+        let later = CommitBatch {
+            inserts: vec![op(&device, Some("k"))],
+            ..CommitBatch::default()
+        };
+        assert_eq!(
+            store.commit(&later).unwrap()[0],
+            InsertOutcome::Duplicate {
+                id: batch.inserts[1].record.id.clone(),
+                targets: 1
+            }
+        );
+        let snapshot = store.load(2_000).unwrap();
+        assert_eq!(snapshot.notifications.len(), 3);
+        assert_eq!(snapshot.pending.len(), 3);
+    }
+
+    #[test]
+    fn sent_and_acked_in_one_batch_are_written_once_as_acked() {
+        let (_dir, store, device) = store_with_device();
+        let first = CommitBatch {
+            inserts: vec![op(&device, None), op(&device, None)],
+            ..CommitBatch::default()
+        };
+        store.commit(&first).unwrap();
+        let change = |seq| DeliveryChange {
+            seq,
+            device: device.clone(),
+            at: 5_000,
+        };
+        let batch = CommitBatch {
+            sent: vec![change(1), change(2)],
+            acked: vec![DeliveryChange {
+                at: 6_000,
+                ..change(1)
+            }],
+            ..CommitBatch::default()
+        };
+        store.commit(&batch).unwrap();
+        let mut conn = store.conn().unwrap();
+        let rows = crate::store::notifications::deliveries_of(&mut conn, &[1, 2], None).unwrap();
+        assert_eq!(
+            (
+                rows[0].status,
+                rows[0].attempts,
+                rows[0].sent_at,
+                rows[0].acked_at
+            ),
+            (ACKED, 1, Some(5_000), Some(6_000))
+        );
+        assert_eq!(
+            (
+                rows[1].status,
+                rows[1].attempts,
+                rows[1].sent_at,
+                rows[1].acked_at
+            ),
+            (SENT, 1, Some(5_000), None)
+        );
+        // An acked delivery never moves back.
+        store
+            .commit(&CommitBatch {
+                sent: vec![change(1)],
+                expired: vec![change(1)],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let rows = crate::store::notifications::deliveries_of(&mut conn, &[1], None).unwrap();
+        assert_eq!(rows[0].status, ACKED);
+        assert_eq!(store.load(7_000).unwrap().pending.len(), 1);
     }
 }
