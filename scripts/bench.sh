@@ -27,8 +27,9 @@
 #   BENCH_EXTRA              extra flags for every `beepmyphone bench` call
 #   BENCH_NO_BUILD=1         skip `cargo build --release`
 #
-# The relay gets these settings (BEEP__… environment): log level warning, request bodies up to
-# 1 MiB (a batch of 500 notifications is above the default 64 KiB), everything else default.
+# The relay runs from its data directory (so no config.toml applies) with the built-in defaults
+# and these settings (BEEP__… environment): log level warning, request bodies up to 1 MiB (a batch
+# of 500 notifications is above the default 64 KiB).
 # `backlog` restarts the relay between publishing and connecting (`--restart-cmd`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,8 @@ start_relay() {
         return 1
     fi
     (
+        # From the data directory, so no ./config.toml is read: defaults plus the BEEP__ settings.
+        cd "$BENCH_DATA"
         ulimit -n "$(ulimit -Hn)"
         exec env BEEP__LOG__LEVEL=warning \
             BEEP__LOG__FORMAT=json \
