@@ -1,6 +1,10 @@
 //! The batcher: coalesces what goes to one device within a short window, or up to a number of
 //! items, into one `notifications` frame, and hands frames to the session registry.
 //!
+//! A device that has had nothing for a window gets the next notification at once; what arrives for
+//! it during the following window is gathered and sent as one frame when the window closes, and so
+//! on while notifications keep coming. Bursts are batched; a lone notification is never delayed.
+//!
 //! Items arrive as pre-serialised JSON objects, so a frame is built by concatenation: no
 //! notification is serialised twice, whatever the number of devices it goes to.
 
@@ -69,11 +73,18 @@ struct Pending {
     bytes: usize,
 }
 
+/// A device that was just sent a frame: what arrived since, waiting for the window to close.
+#[derive(Default)]
+struct Cooling {
+    pending: Pending,
+}
+
 /// The batcher actor.
 pub struct Batcher {
     config: BatcherConfig,
     dispatch: Recipient<Dispatch>,
-    pending: HashMap<DeviceId, Pending>,
+    /// Devices inside their batching window.
+    cooling: HashMap<DeviceId, Cooling>,
     log: slog::Logger,
 }
 
@@ -83,7 +94,7 @@ impl Batcher {
         Self {
             config,
             dispatch,
-            pending: HashMap::new(),
+            cooling: HashMap::new(),
             log,
         }
     }
@@ -97,12 +108,43 @@ impl Batcher {
         });
     }
 
-    fn flush(&mut self, device: &DeviceId) {
-        if let Some(pending) = self.pending.remove(device) {
-            if !pending.items.is_empty() {
-                self.send(device, &pending.items, pending.bytes);
+    /// Sends `items` now, cut into frames by the item and byte limits.
+    fn send_chunked(&self, device: &DeviceId, items: impl IntoIterator<Item = Bytes>) {
+        let (max_items, max_bytes) = (self.config.max_items.max(1), self.config.max_bytes);
+        let mut frame = Pending::default();
+        for item in items {
+            if !frame.items.is_empty()
+                && (frame.items.len() >= max_items || frame.bytes + item.len() > max_bytes)
+            {
+                self.send(device, &frame.items, frame.bytes);
+                frame = Pending::default();
             }
+            frame.bytes += item.len();
+            frame.items.push(item);
         }
+        if !frame.items.is_empty() {
+            self.send(device, &frame.items, frame.bytes);
+        }
+    }
+
+    /// The window of a device closed: send what gathered and keep cooling, or end the window.
+    fn window_closed(&mut self, device: DeviceId, ctx: &mut Context<Self>) {
+        let gathered = match self.cooling.get_mut(&device) {
+            Some(cooling) if !cooling.pending.items.is_empty() => {
+                std::mem::take(&mut cooling.pending.items)
+            }
+            _ => {
+                self.cooling.remove(&device);
+                return;
+            }
+        };
+        if let Some(cooling) = self.cooling.get_mut(&device) {
+            cooling.pending.bytes = 0;
+        }
+        self.send_chunked(&device, gathered);
+        ctx.run_later(self.config.window, move |act, ctx| {
+            act.window_closed(device, ctx)
+        });
     }
 }
 
@@ -116,8 +158,8 @@ impl Actor for Batcher {
 
 impl Supervised for Batcher {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        // Anything pending here is in flight for the queue, which resends it on ack timeout.
-        self.pending.clear();
+        // Anything gathered here is in flight for the queue, which resends it on ack timeout.
+        self.cooling.clear();
     }
 }
 
@@ -127,33 +169,35 @@ impl Handler<Deliver> for Batcher {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let log = self.log.clone();
         guarded("batcher", &log, ctx, |ctx| {
-            let window = self.config.window;
-            let (max_items, max_bytes) = (self.config.max_items.max(1), self.config.max_bytes);
-            let pending = self.pending.entry(msg.device.clone()).or_default();
-            let was_empty = pending.items.is_empty();
-            let mut full = Vec::new();
-            for note in msg.items {
-                if !pending.items.is_empty() && pending.bytes + note.payload.len() > max_bytes {
-                    full.push(std::mem::take(pending));
-                }
-                pending.bytes += note.payload.len();
-                pending.items.push(note.payload.clone());
-                if pending.items.len() >= max_items {
-                    full.push(std::mem::take(pending));
-                }
+            let items = msg.items.iter().map(|n| n.payload.clone());
+            if self.config.window.is_zero() {
+                return self.send_chunked(&msg.device, items);
             }
-            let rest_empty = pending.items.is_empty();
-            for batch in full {
-                self.send(&msg.device, &batch.items, batch.bytes);
-            }
-            if rest_empty {
-                self.pending.remove(&msg.device);
-            } else if window.is_zero() {
-                self.flush(&msg.device);
-            } else if was_empty {
-                // The first item of a device starts its window; later ones ride along.
-                let device = msg.device;
-                ctx.run_later(window, move |act, _| act.flush(&device));
+            let max_items = self.config.max_items.max(1);
+            match self.cooling.get_mut(&msg.device) {
+                // Inside the window: gather, and send early only what fills a frame.
+                Some(cooling) => {
+                    for item in items {
+                        cooling.pending.bytes += item.len();
+                        cooling.pending.items.push(item);
+                    }
+                    if cooling.pending.items.len() >= max_items
+                        || cooling.pending.bytes >= self.config.max_bytes
+                    {
+                        let gathered = std::mem::take(&mut cooling.pending);
+                        self.send_chunked(&msg.device, gathered.items);
+                    }
+                }
+                // An idle device gets this at once (no added latency); what follows within the
+                // window shares frames.
+                None => {
+                    self.send_chunked(&msg.device, items);
+                    self.cooling.insert(msg.device.clone(), Cooling::default());
+                    let device = msg.device;
+                    ctx.run_later(self.config.window, move |act, ctx| {
+                        act.window_closed(device, ctx)
+                    });
+                }
             }
         });
     }
@@ -176,5 +220,111 @@ mod tests {
         assert_eq!(v["items"][1]["id"], "b");
         let empty = encode_frame(std::iter::empty(), 0);
         assert_eq!(&empty[..], br#"{"type":"notifications","items":[]}"#);
+    }
+
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use crate::model::{NotificationId, Priority};
+
+    struct Recorder(mpsc::UnboundedSender<Dispatch>);
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+    impl Handler<Dispatch> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: Dispatch, _ctx: &mut Self::Context) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    fn note(i: usize) -> Arc<QueuedNotification> {
+        Arc::new(QueuedNotification {
+            id: NotificationId::generate(),
+            seq: i as i64,
+            priority: Priority::Normal,
+            expires_at: i64::MAX,
+            payload: Bytes::from(format!(r#"{{"n":{i}}}"#)),
+        })
+    }
+
+    fn start(
+        window: Duration,
+        max_items: usize,
+    ) -> (Addr<Batcher>, mpsc::UnboundedReceiver<Dispatch>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let recorder = Recorder(tx).start();
+        let config = BatcherConfig {
+            window,
+            max_items,
+            ..BatcherConfig::default()
+        };
+        let batcher = Batcher::new(
+            config,
+            recorder.recipient(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start();
+        (batcher, rx)
+    }
+
+    async fn frame(rx: &mut mpsc::UnboundedReceiver<Dispatch>) -> Dispatch {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[actix::test]
+    async fn a_lone_notification_goes_at_once_and_a_burst_shares_a_frame() {
+        let (batcher, mut rx) = start(Duration::from_millis(50), 64);
+        let device = DeviceId::generate();
+        batcher
+            .send(Deliver {
+                device: device.clone(),
+                items: vec![note(0)],
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            frame(&mut rx).await.items,
+            1,
+            "the first one is not held back"
+        );
+        for i in 1..=5 {
+            batcher
+                .send(Deliver {
+                    device: device.clone(),
+                    items: vec![note(i)],
+                })
+                .await
+                .unwrap();
+        }
+        assert!(rx.try_recv().is_err(), "the burst waits for the window");
+        let burst = frame(&mut rx).await;
+        assert_eq!(burst.items, 5);
+        let v: serde_json::Value = serde_json::from_slice(&burst.frame).unwrap();
+        assert_eq!(v["items"][0]["n"], 1);
+        assert_eq!(v["items"][4]["n"], 5);
+    }
+
+    #[actix::test]
+    async fn frames_are_cut_at_the_item_limit_and_a_zero_window_never_waits() {
+        let (batcher, mut rx) = start(Duration::ZERO, 2);
+        let device = DeviceId::generate();
+        batcher
+            .send(Deliver {
+                device: device.clone(),
+                items: (0..5).map(note).collect(),
+            })
+            .await
+            .unwrap();
+        let sizes: Vec<usize> = vec![
+            frame(&mut rx).await.items,
+            frame(&mut rx).await.items,
+            frame(&mut rx).await.items,
+        ];
+        assert_eq!(sizes, vec![2, 2, 1]);
     }
 }

@@ -6,7 +6,8 @@
 //! - [`queue::NotificationQueue`]: per-device priority heaps, in-flight deliveries, ack timeouts and
 //!   the group-committed durable store behind them;
 //! - [`batcher::Batcher`]: coalesces what goes to one device within a short window into one frame;
-//! - [`supervisor::HealthSupervisor`]: starts the others under supervision and answers health checks.
+//! - [`supervisor::HealthSupervisor`]: starts the others under supervision and answers health checks;
+//! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot.
 //!
 //! Actors depend on ports ([`ports::QueueStore`], [`clock::Clock`]) and on `Recipient<M>`s, never on
 //! each other's concrete types; [`supervisor::start_graph`] builds the whole graph once at start-up.
@@ -14,6 +15,7 @@
 pub mod batcher;
 pub mod clock;
 pub mod guard;
+pub mod keys;
 pub mod model;
 pub mod ports;
 pub mod queue;

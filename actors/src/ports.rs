@@ -64,6 +64,8 @@ pub struct CommitBatch {
     pub acked: Vec<DeliveryChange>,
     /// Deliveries whose notification expired before it was acknowledged.
     pub expired: Vec<DeliveryChange>,
+    /// Devices that connected or disconnected, and when (their `last_seen_at`).
+    pub seen: Vec<(DeviceId, i64)>,
 }
 
 impl CommitBatch {
@@ -73,11 +75,16 @@ impl CommitBatch {
             && self.sent.is_empty()
             && self.acked.is_empty()
             && self.expired.is_empty()
+            && self.seen.is_empty()
     }
 
     /// Rows this batch touches, for sizing group commits.
     pub fn len(&self) -> usize {
-        self.inserts.len() + self.sent.len() + self.acked.len() + self.expired.len()
+        self.inserts.len()
+            + self.sent.len()
+            + self.acked.len()
+            + self.expired.len()
+            + self.seen.len()
     }
 }
 

@@ -789,6 +789,9 @@ impl Handler<DeviceOnline> for NotificationQueue {
         let log = self.log.clone();
         guarded("queue", &log, ctx, |ctx| {
             self.online.insert(msg.device.clone());
+            self.pending
+                .seen
+                .push((msg.device.clone(), self.clock.now_ms()));
             self.dispatch(&msg.device);
             self.schedule_flush(ctx, false);
         });
@@ -800,12 +803,16 @@ impl Handler<DeviceOffline> for NotificationQueue {
 
     fn handle(&mut self, msg: DeviceOffline, ctx: &mut Self::Context) {
         let log = self.log.clone();
-        guarded("queue", &log, ctx, |_| {
+        guarded("queue", &log, ctx, |ctx| {
             self.online.remove(&msg.device);
             self.held.remove(&msg.device);
+            self.pending
+                .seen
+                .push((msg.device.clone(), self.clock.now_ms()));
             if let Some(queue) = self.devices.get_mut(&msg.device) {
                 queue.requeue_in_flight();
             }
+            self.schedule_flush(ctx, false);
         });
     }
 }

@@ -15,7 +15,7 @@ use beepmyphone_actors::ports::{
 };
 
 use super::notifications::{NotificationRow, ACKED, EXPIRED, QUEUED, SENT};
-use super::schema::{deliveries, notifications};
+use super::schema::{deliveries, devices as devices_table, notifications};
 use super::{devices, Store};
 
 /// How long an idempotency key is remembered, in milliseconds.
@@ -52,10 +52,6 @@ struct NewDelivery<'a> {
     status: i16,
 }
 
-/// Rows per multi-row insert (SQLite allows 32766 bound values per statement).
-const NOTIFICATION_CHUNK: usize = 1_000;
-const DELIVERY_CHUNK: usize = 5_000;
-
 /// The earlier notification with this publisher's idempotency key, within the window.
 fn earlier_with_key(
     conn: &mut SqliteConnection,
@@ -87,7 +83,7 @@ fn earlier_with_key(
 /// Writes one batch in one transaction; returns one outcome per insert.
 ///
 /// Sequence numbers are assigned here, inside the write transaction (so no other writer can take
-/// them), which lets all notifications and all deliveries of the batch go in as multi-row inserts.
+/// them), so inserts need no `RETURNING` round trip and reuse one prepared statement each.
 /// A delivery that was sent and acknowledged within the same batch is written once, as acked.
 pub fn commit_batch(
     conn: &mut SqliteConnection,
@@ -147,14 +143,16 @@ pub fn commit_batch(
                 outcomes.push(InsertOutcome::Inserted { seq });
             }
         }
-        for chunk in rows.chunks(NOTIFICATION_CHUNK) {
+        // One row per statement: diesel caches the prepared single-row statements, where a
+        // multi-row insert would be parsed again for every batch size.
+        for row in &rows {
             diesel::insert_into(notifications::table)
-                .values(chunk)
+                .values(row)
                 .execute(conn)?;
         }
-        for chunk in new_deliveries.chunks(DELIVERY_CHUNK) {
+        for delivery in &new_deliveries {
             diesel::insert_into(deliveries::table)
-                .values(chunk)
+                .values(delivery)
                 .execute(conn)?;
         }
         let sent_at: HashMap<(i64, &str), i64> = batch
@@ -203,6 +201,11 @@ pub fn commit_batch(
                     ))
                     .execute(conn)?,
             };
+        }
+        for (device, at) in &batch.seen {
+            diesel::update(devices_table::table.find(device.as_str()))
+                .set(devices_table::last_seen_at.eq(*at))
+                .execute(conn)?;
         }
         for change in &batch.expired {
             diesel::update(

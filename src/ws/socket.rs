@@ -25,7 +25,6 @@ use beepmyphone_actors::registry::{CloseSocket, Register, SendFrame, Unregister}
 use super::protocol::{close, ErrorFrame, Hello, Inbound, MAX_ACK_IDS};
 use crate::api::auth::{authenticate_device, DeviceAuthError};
 use crate::state::AppState;
-use crate::store::devices;
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
@@ -158,7 +157,6 @@ impl DeviceSocket {
                     send: ctx.address().recipient(),
                     close: ctx.address().recipient(),
                 });
-                self.touch(&device);
                 self.registered = Some(device);
             }
             (Ok((device, _jti, exp)), Phase::Authenticated(current)) => {
@@ -174,6 +172,12 @@ impl DeviceSocket {
             (Err(DeviceAuthError::Store(_)), _) => {
                 self.close(ctx, close::GOING_AWAY, "try again later")
             }
+            // Fail closed: a token that might be revoked is not accepted, not even in-band.
+            (Err(DeviceAuthError::Unavailable(_)), _) => self.close(
+                ctx,
+                close::TRY_AGAIN_LATER,
+                "revocation cannot be checked; try again later",
+            ),
         }
     }
 
@@ -185,23 +189,6 @@ impl DeviceSocket {
                 .into_actor(self)
                 .map(|result, act, ctx| act.on_auth_result(ctx, result)),
         );
-    }
-
-    fn touch(&self, device: &DeviceId) {
-        let (store, id, now, log) = (
-            self.state.store.clone(),
-            device.to_string(),
-            self.state.clock.now_ms(),
-            self.state.log.clone(),
-        );
-        actix_rt::spawn(async move {
-            if let Err(e) = store
-                .run(move |conn| Ok(devices::touch(conn, &id, now)?))
-                .await
-            {
-                slog::warn!(log, "could not record last seen"; "error" => %e);
-            }
-        });
     }
 
     fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
@@ -304,7 +291,6 @@ impl Actor for DeviceSocket {
                 device: device.clone(),
                 socket: self.id,
             });
-            self.touch(&device);
         }
     }
 }

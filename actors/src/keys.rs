@@ -1,0 +1,623 @@
+//! The key manager: owns the ring of RS256 signing keys, rotates it and retires old keys.
+//!
+//! The ring itself (generating keys, keeping them on disk, building the verification snapshot that
+//! request handlers read) is behind the [`KeyRing`] port, which the binary implements. This actor
+//! owns the *policy* and serialises every change:
+//!
+//! - the newest key signs; an older key keeps verifying until the last token it can have signed has
+//!   expired, then it is retired ([`classify`] states the rule);
+//! - on every tick of the injected clock (every [`KeyPolicy::scan_every`]) it rescans the ring, so a
+//!   key added by the CLI while the relay runs is picked up, retires what is due, rotates when the
+//!   newest key is older than [`KeyPolicy::rotate_every`], and publishes a new snapshot when the set
+//!   of keys in force changed;
+//! - [`Rotate`] creates a new key at once (the admin API); [`Rescan`] runs a tick on demand.
+//!
+//! Handlers never talk to this actor to verify a token: they read the snapshot the port publishes.
+//! Ring operations block (RSA key generation, file I/O), so they run on the blocking pool, one at a
+//! time: while one runs, the actor processes nothing else.
+//!
+//! [`reconcile`] is the whole step as a plain function, so that the CLI (`beepmyphone keys rotate`)
+//! applies exactly the same rules as the running relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::clock::SharedClock;
+use crate::guard::guarded;
+
+/// Creates a new signing key that signs from now on; answers with it.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<KeyStatus, KeyManagerError>")]
+pub struct Rotate {
+    /// Who asked (an API token id, `cli`, `schedule`), for the log.
+    pub requested_by: String,
+}
+
+/// Runs a tick now: rescans the ring, retires what is due, rotates if the schedule says so, and
+/// publishes; answers with the keys in force, oldest first.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<KeyStatus>, KeyManagerError>")]
+pub struct Rescan;
+
+/// A key of the ring, as the port lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key id (`kid` header of the tokens it signs).
+    pub kid: String,
+    /// When it was created, epoch milliseconds: it signs from then until a newer key exists.
+    pub created_ms: i64,
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// The newest key: it signs, and verifies.
+    Current,
+    /// Replaced, but tokens it signed may still be live: it verifies only.
+    Verifying,
+    /// Every token it signed has expired: it is removed from the ring.
+    Retired,
+}
+
+impl KeyState {
+    /// The wire and CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Current => "current",
+            KeyState::Verifying => "verifying",
+            KeyState::Retired => "retired",
+        }
+    }
+}
+
+/// A key with its state, as [`classify`] sees it at some time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The key id.
+    pub kid: String,
+    /// When it was created, epoch milliseconds.
+    pub created_ms: i64,
+    /// Its state.
+    pub state: KeyState,
+    /// When it is (or was) retired, epoch milliseconds; `None` for the current key.
+    pub retires_at_ms: Option<i64>,
+}
+
+/// The rules of the ring.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    /// Age of the newest key after which a new one is made (`auth.key_rotation_days`).
+    pub rotate_every: Duration,
+    /// How long a token stays acceptable after it was signed: access-token lifetime plus the
+    /// verification leeway.
+    pub token_lifetime: Duration,
+    /// How often the ring is rescanned. Also the grace a replaced key gets: a relay may keep
+    /// signing with it for up to one scan after a newer key appeared on disk.
+    pub scan_every: Duration,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl KeyPolicy {
+    /// Milliseconds after its successor appeared at which a key is retired.
+    pub fn retire_after_ms(&self) -> i64 {
+        millis(self.token_lifetime).saturating_add(millis(self.scan_every))
+    }
+
+    /// Whether the newest key, created at `created_ms`, is due for replacement at `now_ms`.
+    pub fn rotation_due(&self, created_ms: i64, now_ms: i64) -> bool {
+        now_ms.saturating_sub(created_ms) >= millis(self.rotate_every)
+    }
+}
+
+/// The state of every key at `now_ms`. `keys` must be in creation order, oldest first (as
+/// [`KeyRing::list`] returns them).
+///
+/// The newest key is current. A key stops signing when its successor is created, and a relay
+/// notices that within one scan; the last token it signed then expires `token_lifetime` later. So
+/// a key is retired at its successor's creation + `token_lifetime` + `scan_every`, and verifies
+/// until then.
+pub fn classify(keys: &[KeyInfo], now_ms: i64, policy: &KeyPolicy) -> Vec<KeyStatus> {
+    let retire_after = policy.retire_after_ms();
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let (state, retires_at_ms) = match keys.get(i + 1) {
+                None => (KeyState::Current, None),
+                Some(next) => {
+                    let at = next.created_ms.saturating_add(retire_after);
+                    let state = if now_ms >= at {
+                        KeyState::Retired
+                    } else {
+                        KeyState::Verifying
+                    };
+                    (state, Some(at))
+                }
+            };
+            KeyStatus {
+                kid: key.kid.clone(),
+                created_ms: key.created_ms,
+                state,
+                retires_at_ms,
+            }
+        })
+        .collect()
+}
+
+/// A failure of the key ring (disk, key generation, a corrupt key file).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("key ring: {0}")]
+pub struct KeyRingError(pub String);
+
+/// The key ring as the actor needs it. Every method may block; the actor calls them on the
+/// blocking pool.
+pub trait KeyRing: Send + Sync + 'static {
+    /// Every key of the ring, oldest first.
+    fn list(&self) -> Result<Vec<KeyInfo>, KeyRingError>;
+    /// Generates and stores a new key created at `created_ms`.
+    fn create(&self, created_ms: i64) -> Result<KeyInfo, KeyRingError>;
+    /// Removes a key from the ring for good (its private half is destroyed). Retiring a key that is
+    /// already gone is not an error.
+    fn retire(&self, kid: &str) -> Result<(), KeyRingError>;
+    /// Makes `keys` (exactly one of them current, the others verifying) the snapshot that request
+    /// handlers sign and verify with.
+    fn publish(&self, keys: &[KeyStatus]) -> Result<(), KeyRingError>;
+}
+
+/// What one [`reconcile`] step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The keys in force afterwards, oldest first (the last one is current).
+    pub keys: Vec<KeyStatus>,
+    /// The key created by this step, if any.
+    pub created: Option<KeyStatus>,
+    /// The ids of the keys retired by this step.
+    pub retired: Vec<String>,
+    /// Whether a new snapshot was published.
+    pub published: bool,
+}
+
+/// One step of the ring's life at `now_ms`: list the ring; create a key if there is none, if
+/// `rotate` is set, or if the newest is due for rotation; publish the keys in force unless they
+/// equal `published`; retire the keys that are due. Blocks: call it on a blocking thread.
+///
+/// A new key is created at `now_ms`, or just after the newest key if the clock is behind it, so
+/// that it is the newest and signs at once.
+pub fn reconcile(
+    ring: &dyn KeyRing,
+    now_ms: i64,
+    policy: &KeyPolicy,
+    rotate: bool,
+    published: Option<&[KeyStatus]>,
+) -> Result<Reconciled, KeyRingError> {
+    let mut keys = ring.list()?;
+    let due = keys
+        .last()
+        .is_none_or(|newest| policy.rotation_due(newest.created_ms, now_ms));
+    let mut created_kid = None;
+    if rotate || due {
+        let at = keys.last().map_or(now_ms, |newest| {
+            now_ms.max(newest.created_ms.saturating_add(1))
+        });
+        let key = ring.create(at)?;
+        created_kid = Some(key.kid.clone());
+        keys.push(key);
+    }
+    let (retired, live): (Vec<KeyStatus>, Vec<KeyStatus>) = classify(&keys, now_ms, policy)
+        .into_iter()
+        .partition(|k| k.state == KeyState::Retired);
+    let changed = published != Some(live.as_slice());
+    if changed {
+        ring.publish(&live)?;
+    }
+    for key in &retired {
+        ring.retire(&key.kid)?;
+    }
+    let created = created_kid.and_then(|kid| live.iter().find(|k| k.kid == kid).cloned());
+    Ok(Reconciled {
+        keys: live,
+        created,
+        retired: retired.into_iter().map(|k| k.kid).collect(),
+        published: changed,
+    })
+}
+
+/// Why the key manager could not answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum KeyManagerError {
+    /// The ring failed; the previous snapshot stays in force.
+    #[error(transparent)]
+    Ring(#[from] KeyRingError),
+    /// The actor restarted or its blocking task died before answering.
+    #[error("the key manager is unavailable")]
+    Unavailable,
+}
+
+/// The key manager actor.
+pub struct KeyManager {
+    ring: Arc<dyn KeyRing>,
+    policy: KeyPolicy,
+    clock: SharedClock,
+    log: slog::Logger,
+    /// What was last published, to publish only on change.
+    published: Option<Vec<KeyStatus>>,
+}
+
+impl KeyManager {
+    /// A key manager over `ring`.
+    pub fn new(
+        ring: Arc<dyn KeyRing>,
+        policy: KeyPolicy,
+        clock: SharedClock,
+        log: slog::Logger,
+    ) -> Self {
+        Self {
+            ring,
+            policy,
+            clock,
+            log,
+            published: None,
+        }
+    }
+
+    /// Starts it under an actix `Supervisor` (restarted with the same address if it stops).
+    pub fn start_supervised(self) -> Addr<Self> {
+        actix::Supervisor::start(move |_| self)
+    }
+
+    /// A [`reconcile`] step on the blocking pool, applied to the actor when it is done.
+    fn step(
+        &mut self,
+        rotate: Option<String>,
+    ) -> impl ActorFuture<Self, Output = Result<Reconciled, KeyManagerError>> {
+        let ring = self.ring.clone();
+        let policy = self.policy.clone();
+        let now = self.clock.now_ms();
+        let published = self.published.clone();
+        let forced = rotate.is_some();
+        let work = tokio::task::spawn_blocking(move || {
+            reconcile(&*ring, now, &policy, forced, published.as_deref())
+        });
+        async move {
+            match work.await {
+                Ok(result) => result.map_err(KeyManagerError::from),
+                Err(_) => Err(KeyManagerError::Unavailable),
+            }
+        }
+        .into_actor(self)
+        .map(move |result, act, ctx| {
+            let log = act.log.clone();
+            guarded("keys", &log, ctx, |_| act.apply(&result, rotate.as_deref()))
+                .unwrap_or(Err(KeyManagerError::Unavailable))
+                .and(result)
+        })
+    }
+
+    /// Records and logs what a step did.
+    fn apply(
+        &mut self,
+        result: &Result<Reconciled, KeyManagerError>,
+        requested_by: Option<&str>,
+    ) -> Result<(), KeyManagerError> {
+        match result {
+            Ok(done) => {
+                if let Some(key) = &done.created {
+                    slog::info!(self.log, "new signing key"; "kid" => &key.kid,
+                        "requested_by" => requested_by.unwrap_or("schedule"));
+                }
+                for kid in &done.retired {
+                    slog::info!(self.log, "signing key retired"; "kid" => kid);
+                }
+                if done.published {
+                    let kids: Vec<&str> = done.keys.iter().map(|k| k.kid.as_str()).collect();
+                    slog::debug!(self.log, "key snapshot published"; "kids" => kids.join(","));
+                }
+                self.published = Some(done.keys.clone());
+                Ok(())
+            }
+            Err(e) => {
+                slog::error!(self.log, "key ring step failed; the previous keys stay in force"; "error" => %e);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Actor for KeyManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.add_stream(self.clock.interval(self.policy.scan_every));
+        let first = self.step(None).map(|_, _, _| ());
+        ctx.wait(first);
+    }
+}
+
+impl Supervised for KeyManager {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        slog::warn!(self.log, "key manager restarting; rescanning the ring");
+        // Publish again whatever the ring holds.
+        self.published = None;
+    }
+}
+
+impl StreamHandler<()> for KeyManager {
+    fn handle(&mut self, _tick: (), ctx: &mut Self::Context) {
+        let tick = self.step(None).map(|_, _, _| ());
+        ctx.wait(tick);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl Handler<Rotate> for KeyManager {
+    type Result = AtomicResponse<Self, Result<KeyStatus, KeyManagerError>>;
+
+    fn handle(&mut self, msg: Rotate, _ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(Box::pin(self.step(Some(msg.requested_by)).map(
+            |result, _, _| {
+                result.and_then(|done| {
+                    done.created.ok_or_else(|| {
+                        KeyManagerError::Ring(KeyRingError(
+                            "the new key was retired at once; check the clock".into(),
+                        ))
+                    })
+                })
+            },
+        )))
+    }
+}
+
+impl Handler<Rescan> for KeyManager {
+    type Result = AtomicResponse<Self, Result<Vec<KeyStatus>, KeyManagerError>>;
+
+    fn handle(&mut self, _msg: Rescan, _ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(Box::pin(
+            self.step(None)
+                .map(|result, _, _| result.map(|done| done.keys)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::Mutex;
+
+    const HOUR: Duration = Duration::from_secs(3_600);
+
+    fn policy() -> KeyPolicy {
+        KeyPolicy {
+            rotate_every: Duration::from_secs(30 * 24 * 3_600),
+            token_lifetime: HOUR + Duration::from_secs(30),
+            scan_every: Duration::from_secs(10),
+        }
+    }
+
+    fn info(kid: &str, created_ms: i64) -> KeyInfo {
+        KeyInfo {
+            kid: kid.into(),
+            created_ms,
+        }
+    }
+
+    /// An in-memory ring that records what it was asked to do.
+    #[derive(Default)]
+    struct FakeRing {
+        keys: Mutex<Vec<KeyInfo>>,
+        published: Mutex<Vec<Vec<KeyStatus>>>,
+        retired: Mutex<Vec<String>>,
+        fail_create: std::sync::atomic::AtomicBool,
+    }
+
+    impl FakeRing {
+        fn with(keys: Vec<KeyInfo>) -> Arc<Self> {
+            Arc::new(Self {
+                keys: Mutex::new(keys),
+                ..Self::default()
+            })
+        }
+
+        fn last_published(&self) -> Option<Vec<KeyStatus>> {
+            self.published.lock().unwrap().last().cloned()
+        }
+
+        fn kids(&self) -> Vec<String> {
+            self.last_published()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|k| k.kid)
+                .collect()
+        }
+
+        fn publications(&self) -> usize {
+            self.published.lock().unwrap().len()
+        }
+    }
+
+    impl KeyRing for FakeRing {
+        fn list(&self) -> Result<Vec<KeyInfo>, KeyRingError> {
+            Ok(self.keys.lock().unwrap().clone())
+        }
+
+        fn create(&self, created_ms: i64) -> Result<KeyInfo, KeyRingError> {
+            if self.fail_create.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(KeyRingError("disk full".into()));
+            }
+            let mut keys = self.keys.lock().unwrap();
+            let key = info(&format!("k{}", keys.len() + 1), created_ms);
+            keys.push(key.clone());
+            Ok(key)
+        }
+
+        fn retire(&self, kid: &str) -> Result<(), KeyRingError> {
+            self.keys.lock().unwrap().retain(|k| k.kid != kid);
+            self.retired.lock().unwrap().push(kid.to_owned());
+            Ok(())
+        }
+
+        fn publish(&self, keys: &[KeyStatus]) -> Result<(), KeyRingError> {
+            let current = keys.iter().filter(|k| k.state == KeyState::Current).count();
+            assert_eq!(current, 1, "exactly one current key: {keys:?}");
+            self.published.lock().unwrap().push(keys.to_vec());
+            Ok(())
+        }
+    }
+
+    /// Waits (in real time, briefly) until `ready` holds.
+    async fn until(what: &str, ready: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if ready() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[test]
+    fn classify_keeps_a_replaced_key_until_its_last_token_expired() {
+        let p = policy();
+        let keys = [info("a", 0), info("b", 1_000_000)];
+        let retire_at = 1_000_000 + 3_630_000 + 10_000;
+        let now = classify(&keys, 1_000_001, &p);
+        assert_eq!(now[0].state, KeyState::Verifying);
+        assert_eq!(now[0].retires_at_ms, Some(retire_at));
+        assert_eq!(now[1].state, KeyState::Current);
+        assert_eq!(now[1].retires_at_ms, None);
+        assert_eq!(
+            classify(&keys, retire_at - 1, &p)[0].state,
+            KeyState::Verifying
+        );
+        assert_eq!(classify(&keys, retire_at, &p)[0].state, KeyState::Retired);
+        // The current key is never retired, however old.
+        assert_eq!(classify(&keys, i64::MAX, &p)[1].state, KeyState::Current);
+        assert!(classify(&[], 0, &p).is_empty());
+    }
+
+    #[test]
+    fn reconcile_creates_a_first_key_rotates_on_schedule_and_publishes_only_changes() {
+        let p = policy();
+        let ring = FakeRing::with(vec![]);
+        let first = reconcile(&*ring, 1_000, &p, false, None).unwrap();
+        assert_eq!(first.created.as_ref().unwrap().kid, "k1");
+        assert!(first.published);
+        let again = reconcile(&*ring, 2_000, &p, false, Some(&first.keys)).unwrap();
+        assert_eq!(again.created, None);
+        assert!(!again.published);
+        assert_eq!(ring.publications(), 1);
+        let later = 1_000 + millis(p.rotate_every);
+        let rotated = reconcile(&*ring, later, &p, false, Some(&again.keys)).unwrap();
+        assert_eq!(rotated.created.as_ref().unwrap().kid, "k2");
+        assert_eq!(rotated.keys.len(), 2);
+        assert_eq!(rotated.keys[0].state, KeyState::Verifying);
+    }
+
+    #[test]
+    fn a_new_key_is_newest_even_if_the_clock_is_behind() {
+        let ring = FakeRing::with(vec![info("k1", 50_000)]);
+        let done = reconcile(&*ring, 10_000, &policy(), true, None).unwrap();
+        let created = done.created.unwrap();
+        assert_eq!(created.created_ms, 50_001);
+        assert_eq!(created.state, KeyState::Current);
+    }
+
+    #[actix::test]
+    async fn rotate_then_retire_on_the_clock() {
+        let clock = ManualClock::new(1_000_000);
+        let ring = FakeRing::with(vec![info("k1", 900_000)]);
+        let manager = KeyManager::new(
+            ring.clone(),
+            policy(),
+            Arc::new(clock.clone()),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start_supervised();
+        let initial = manager.send(Rescan).await.unwrap().unwrap();
+        assert_eq!(initial.len(), 1);
+        assert_eq!(ring.kids(), vec!["k1"]);
+
+        let new = manager
+            .send(Rotate {
+                requested_by: "test".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(new.kid, "k2");
+        assert_eq!(new.state, KeyState::Current);
+        let published = ring.last_published().unwrap();
+        assert_eq!(ring.kids(), vec!["k1", "k2"]);
+        let retires_at = published[0].retires_at_ms.unwrap();
+        assert_eq!(retires_at, 1_000_000 + policy().retire_after_ms());
+
+        // Not yet: a tick before the retirement point changes nothing.
+        clock.advance(HOUR);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(ring.kids(), vec!["k1", "k2"]);
+        assert!(ring.retired.lock().unwrap().is_empty());
+
+        // Past it, the next tick retires k1 and publishes the ring without it.
+        clock.advance(Duration::from_secs(60));
+        until("k1 retired", || ring.kids() == vec!["k2"]).await;
+        assert_eq!(*ring.retired.lock().unwrap(), vec!["k1".to_owned()]);
+    }
+
+    #[actix::test]
+    async fn picks_up_a_key_added_behind_its_back_and_rotates_on_schedule() {
+        let clock = ManualClock::new(1_000_000);
+        let ring = FakeRing::with(vec![info("k1", 1_000_000)]);
+        let p = policy();
+        let manager = KeyManager::new(
+            ring.clone(),
+            p.clone(),
+            Arc::new(clock.clone()),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start_supervised();
+        manager.send(Rescan).await.unwrap().unwrap();
+        // The CLI adds a key on disk; the next scan publishes it.
+        ring.keys.lock().unwrap().push(info("cli", 1_000_500));
+        clock.advance(p.scan_every);
+        until("the CLI key", || ring.kids() == vec!["k1", "cli"]).await;
+        // Thirty days on, the schedule rotates (and k1 has long been retired).
+        clock.advance(p.rotate_every);
+        until("a scheduled key", || ring.kids() == vec!["cli", "k3"]).await;
+        assert_eq!(*ring.retired.lock().unwrap(), vec!["k1".to_owned()]);
+        let current = ring.last_published().unwrap();
+        assert_eq!(current[1].state, KeyState::Current);
+    }
+
+    #[actix::test]
+    async fn a_failing_ring_keeps_the_previous_snapshot_and_reports_the_error() {
+        let clock = ManualClock::new(1_000_000);
+        let ring = FakeRing::with(vec![info("k1", 1_000_000)]);
+        let manager = KeyManager::new(
+            ring.clone(),
+            policy(),
+            Arc::new(clock.clone()),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start_supervised();
+        manager.send(Rescan).await.unwrap().unwrap();
+        ring.fail_create
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = manager
+            .send(Rotate {
+                requested_by: "test".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err, KeyManagerError::Ring(KeyRingError("disk full".into())));
+        assert_eq!(ring.kids(), vec!["k1"]);
+        assert_eq!(ring.publications(), 1);
+        // And it keeps answering.
+        assert_eq!(manager.send(Rescan).await.unwrap().unwrap().len(), 1);
+    }
+}
