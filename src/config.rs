@@ -37,6 +37,9 @@ pub struct ServerSettings {
 pub struct StorageSettings {
     /// Directory for the database, keys and the initial admin token.
     pub data_dir: PathBuf,
+    /// Directory of the signing and data-encryption keys; empty means `<data_dir>/keys`. Relays
+    /// that share sessions through Redis must share it (see [`Settings::keys_dir`]).
+    pub keys_dir: PathBuf,
     /// Most pooled connections.
     pub pool_max_size: u32,
     /// Connections kept open while idle.
@@ -203,6 +206,7 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
+            keys_dir: PathBuf::new(),
             pool_max_size: 20,
             pool_min_idle: 5,
             pool_timeout_ms: 5_000,
@@ -330,6 +334,9 @@ impl Settings {
                 "must not exceed storage.pool_max_size",
             );
         }
+        if self.keys_dir().is_file() {
+            return bad("storage.keys_dir", "must be a directory, not a file");
+        }
         if self.storage.group_commit_max_rows == 0 {
             return bad("storage.group_commit_max_rows", "must be at least 1");
         }
@@ -437,6 +444,16 @@ impl Settings {
         })
     }
 
+    /// The keys directory: `storage.keys_dir`, or `<data_dir>/keys` when that is empty. A relative
+    /// `keys_dir` is relative to the working directory, like `data_dir`.
+    pub fn keys_dir(&self) -> PathBuf {
+        if self.storage.keys_dir.as_os_str().is_empty() {
+            self.storage.data_dir.join("keys")
+        } else {
+            self.storage.keys_dir.clone()
+        }
+    }
+
     /// The ack timeout.
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_secs(self.delivery.ack_timeout_seconds)
@@ -513,6 +530,15 @@ mod tests {
             assert!(err.contains("listne"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_keys_dir_defaults_to_the_data_dir() {
+        let mut settings = Settings::default();
+        settings.storage.data_dir = "/srv/beep".into();
+        assert_eq!(settings.keys_dir(), PathBuf::from("/srv/beep/keys"));
+        settings.storage.keys_dir = "/shared/keys".into();
+        assert_eq!(settings.keys_dir(), PathBuf::from("/shared/keys"));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use beepmyphone::cli::{client, local, Cli, Command, TokenCommand};
+use beepmyphone::cli::{admin, client, local, Cli, Command, KeysCommand, TokenCommand};
 use beepmyphone::config::{Overrides, Settings};
 use beepmyphone::startup::{Application, Options};
 
@@ -58,6 +58,13 @@ fn main() -> ExitCode {
             &name,
             &mut std::io::stdout(),
         )),
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => local_result(local::keys_rotate(&config, &mut std::io::stdout())),
+        Command::Keys {
+            command: KeysCommand::Status { config },
+        } => local_result(local::keys_status(&config, &mut std::io::stdout())),
+        Command::Admin { command } => local_result(admin::run(command, &mut std::io::stdout())),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The one module that talks to Redis: it owns the bb8 pool, the key prefix and the scripts, and
-//! nobody else builds commands. Every key it writes has a TTL. Every call has a deadline
+//! nobody else builds commands. Besides generic calls it offers the device-token deny-list and the
+//! admin-session operations (their keys and Lua scripts are at the end of this file). Every key it writes has a TTL. Every call has a deadline
 //! (`redis.timeout_ms`); a caller that must fail closed treats an error as "unknown".
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bb8_redis::bb8::Pool;
@@ -123,6 +125,216 @@ impl Redis {
         let mut conn = self.conn().await?;
         self.deadline(invocation.invoke_async::<T>(&mut *conn))
             .await
+    }
+}
+
+/// Key of a deny-listed access token.
+fn revoked_key(jti: &str) -> String {
+    format!("revoked:{jti}")
+}
+
+/// Key of a session record.
+const SESSION_KEY: &str = "session:";
+
+/// Key of an admin's session index: a sorted set of session id hashes scored by creation time.
+fn admin_index_key(admin_id: &str) -> String {
+    format!("admin-sessions:{admin_id}")
+}
+
+/// Stores a new session, prunes index members whose session expired, and ends the oldest sessions
+/// beyond the cap; returns the id hashes it ended. KEYS: session, index. ARGV: sealed record,
+/// TTL ms, id hash, created ms, cap, index TTL ms, session key prefix.
+const CREATE_SESSION: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', ARGV[7] .. m) == 0 then redis.call('ZREM', KEYS[2], m) end
+end
+local ended = {}
+local n = redis.call('ZCARD', KEYS[2])
+while n > tonumber(ARGV[5]) do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  redis.call('ZREM', KEYS[2], oldest)
+  redis.call('DEL', ARGV[7] .. oldest)
+  table.insert(ended, oldest)
+  n = n - 1
+end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+return ended
+";
+
+/// An admin's live sessions as `[hash, record, hash, record, …]`, oldest first; prunes members
+/// whose record expired. KEYS: index. ARGV: session key prefix.
+const LIST_SESSIONS: &str = r"
+local out = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local record = redis.call('GET', ARGV[1] .. m)
+  if record then
+    table.insert(out, m)
+    table.insert(out, record)
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+return out
+";
+
+/// Ends one session. KEYS: session, index. ARGV: id hash. Returns 1 if it existed.
+const DELETE_SESSION: &str = r"
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+";
+
+/// Ends every session of an admin; returns how many. KEYS: index. ARGV: session key prefix.
+const DELETE_ADMIN_SESSIONS: &str = r"
+local n = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  n = n + redis.call('DEL', ARGV[1] .. m)
+end
+redis.call('DEL', KEYS[1])
+return n
+";
+
+// Scripts are hashed once; `invoke` runs EVALSHA and falls back to EVAL after a Redis restart.
+static CREATE_SESSION_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(CREATE_SESSION));
+static LIST_SESSIONS_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(LIST_SESSIONS));
+static DELETE_SESSION_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(DELETE_SESSION));
+static DELETE_ADMIN_SESSIONS_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(DELETE_ADMIN_SESSIONS));
+
+/// The device-token deny-list and the admin sessions, as Redis keys:
+///
+/// - `revoked:<jti>` → device id, expiring when the token would have;
+/// - `session:<id hash>` → the sealed session record, expiring when the session would end unused;
+/// - `admin-sessions:<admin id>` → sorted set of that admin's session id hashes by creation time,
+///   expiring after the longest session could end.
+///
+/// The session scripts touch keys they compute from the index (a single Redis, not a cluster).
+impl Redis {
+    /// Puts an access token on the deny-list for `ttl_ms`.
+    pub async fn revoke_token(
+        &self,
+        jti: &str,
+        device_id: &str,
+        ttl_ms: u64,
+    ) -> Result<(), RedisError> {
+        self.set_px(&revoked_key(jti), device_id.as_bytes(), ttl_ms)
+            .await
+    }
+
+    /// Whether an access token is on the deny-list.
+    pub async fn is_token_revoked(&self, jti: &str) -> Result<bool, RedisError> {
+        self.exists(&revoked_key(jti)).await
+    }
+
+    /// Stores a new session and applies the per-admin cap atomically; returns the id hashes of the
+    /// sessions it ended.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        admin_id: &str,
+        sealed: &[u8],
+        ttl_ms: u64,
+        created_ms: i64,
+        max_per_admin: usize,
+        index_ttl_ms: u64,
+    ) -> Result<Vec<String>, RedisError> {
+        let session = format!("{SESSION_KEY}{id_hash}");
+        let index = admin_index_key(admin_id);
+        let prefix = self.key(SESSION_KEY);
+        self.eval(
+            &CREATE_SESSION_SCRIPT,
+            &[&session, &index],
+            &[
+                sealed,
+                ttl_ms.max(1).to_string().as_bytes(),
+                id_hash.as_bytes(),
+                created_ms.to_string().as_bytes(),
+                max_per_admin.to_string().as_bytes(),
+                index_ttl_ms.max(1).to_string().as_bytes(),
+                prefix.as_bytes(),
+            ],
+        )
+        .await
+    }
+
+    /// The sealed record of a session.
+    pub async fn session(&self, id_hash: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        self.get(&format!("{SESSION_KEY}{id_hash}")).await
+    }
+
+    /// Replaces a session's record and TTL if it still exists (`SET … PX … XX`, so a session ended
+    /// meanwhile is not brought back); whether it did.
+    pub async fn replace_session(
+        &self,
+        id_hash: &str,
+        sealed: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, RedisError> {
+        let key = self.key(&format!("{SESSION_KEY}{id_hash}"));
+        let mut conn = self.conn().await?;
+        self.deadline(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(sealed)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .arg("XX")
+                .query_async::<Option<String>>(&mut *conn),
+        )
+        .await
+        .map(|reply| reply.is_some())
+    }
+
+    /// An admin's live sessions: `(id hash, sealed record)`, oldest first.
+    pub async fn sessions_of(&self, admin_id: &str) -> Result<Vec<(String, Vec<u8>)>, RedisError> {
+        let prefix = self.key(SESSION_KEY);
+        let flat: Vec<Vec<u8>> = self
+            .eval(
+                &LIST_SESSIONS_SCRIPT,
+                &[&admin_index_key(admin_id)],
+                &[prefix.as_bytes()],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut items = flat.into_iter();
+        while let (Some(hash), Some(record)) = (items.next(), items.next()) {
+            let hash = String::from_utf8(hash)
+                .map_err(|_| RedisError("a session index holds a non-UTF-8 member".into()))?;
+            out.push((hash, record));
+        }
+        Ok(out)
+    }
+
+    /// Ends one session; whether it existed.
+    pub async fn delete_session(&self, id_hash: &str, admin_id: &str) -> Result<bool, RedisError> {
+        let session = format!("{SESSION_KEY}{id_hash}");
+        let n: i64 = self
+            .eval(
+                &DELETE_SESSION_SCRIPT,
+                &[&session, &admin_index_key(admin_id)],
+                &[id_hash.as_bytes()],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Ends every session of an admin; how many.
+    pub async fn delete_sessions_of(&self, admin_id: &str) -> Result<usize, RedisError> {
+        let prefix = self.key(SESSION_KEY);
+        let n: i64 = self
+            .eval(
+                &DELETE_ADMIN_SESSIONS_SCRIPT,
+                &[&admin_index_key(admin_id)],
+                &[prefix.as_bytes()],
+            )
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 }
 

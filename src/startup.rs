@@ -15,6 +15,7 @@ use actix_web::{web, App, HttpServer};
 
 use beepmyphone_actors::batcher::BatcherConfig;
 use beepmyphone_actors::clock::{SharedClock, SystemClock};
+use beepmyphone_actors::keys::{KeyManager, Rescan};
 use beepmyphone_actors::queue::{Drain, QueueConfig};
 use beepmyphone_actors::registry::CloseAll;
 use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
@@ -24,7 +25,14 @@ use crate::api::auth::authenticate_request;
 use crate::api::middleware::request_context;
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::Settings;
-use crate::security::jwt::JwtKeys;
+use crate::redis::Redis;
+use crate::security::cleanup;
+use crate::security::crypto::DataKeys;
+use crate::security::jwt::{JwtKeys, KeyError};
+use crate::security::keys::DiskKeyRing;
+use crate::security::passwords::{Bcrypt, PasswordManager};
+use crate::security::revocation::Revocations;
+use crate::security::sessions::SessionManager;
 use crate::state::{ApiTokenCache, AppState, Scope};
 use crate::store::{tokens, Store, StoreProbe};
 use crate::ws::protocol::close;
@@ -63,6 +71,10 @@ pub struct Options {
     pub clock: SharedClock,
     /// The root logger.
     pub log: slog::Logger,
+    /// Tests only: hash admin passwords at this bcrypt cost (may be below 10, which settings
+    /// refuse). `None` (always, outside tests) uses `auth.bcrypt_cost`.
+    #[doc(hidden)]
+    pub insecure_bcrypt_cost: Option<u32>,
 }
 
 impl Default for Options {
@@ -70,6 +82,7 @@ impl Default for Options {
         Self {
             clock: Arc::new(SystemClock),
             log: crate::logging::discard(),
+            insecure_bcrypt_cost: None,
         }
     }
 }
@@ -110,22 +123,104 @@ fn ensure_initial_token(
     Ok(())
 }
 
+/// Opens the signing-key ring (creating the first key on first start) and starts the key manager
+/// under supervision; returns the snapshot handlers read and the manager's address. The manager's
+/// first step (retiring what is due) is done before this returns.
+async fn start_key_manager(
+    settings: &Settings,
+    clock: &SharedClock,
+    log: &slog::Logger,
+) -> Result<(Arc<arc_swap::ArcSwap<JwtKeys>>, actix::Addr<KeyManager>), StartError> {
+    let policy = crate::security::keys::policy(&settings.auth);
+    let ring = {
+        let (dir, auth, policy) = (settings.keys_dir(), settings.auth.clone(), policy.clone());
+        let (now, ring_log) = (clock.now_ms(), log.new(slog::o!("component" => "keys")));
+        tokio::task::spawn_blocking(move || {
+            DiskKeyRing::open(&dir, &auth.issuer, &auth.audience, &policy, now, ring_log)
+        })
+        .await
+        .map_err(|e| StartError::Io(e.to_string()))?
+        .map_err(|e| KeyError(e.to_string()))?
+    };
+    let keys = ring.snapshot();
+    let manager = KeyManager::new(
+        Arc::new(ring),
+        policy,
+        clock.clone(),
+        log.new(slog::o!("actor" => "keys")),
+    )
+    .start_supervised();
+    manager
+        .send(Rescan)
+        .await
+        .map_err(|e| StartError::Io(e.to_string()))?
+        .map_err(|e| KeyError(e.to_string()))?;
+    Ok((keys, manager))
+}
+
+/// What identity needs: Redis (when configured), the data keys, the password manager, the
+/// deny-list and the session manager.
+async fn start_identity(
+    settings: &Settings,
+    store: &Store,
+    clock: &SharedClock,
+    log: &slog::Logger,
+    insecure_bcrypt_cost: Option<u32>,
+) -> Result<(Revocations, SessionManager, PasswordManager), StartError> {
+    let redis = if settings.redis.url.is_empty() {
+        None
+    } else {
+        Some(
+            Redis::connect(&settings.redis)
+                .await
+                .map_err(|e| StartError::Io(e.to_string()))?,
+        )
+    };
+    let (keys_dir, auth) = (settings.keys_dir(), settings.auth.clone());
+    let sessions_keys_dir = keys_dir.clone();
+    let (data_keys, passwords) = tokio::task::spawn_blocking(move || {
+        let data_keys = DataKeys::load_or_create_in(&keys_dir).map_err(|e| e.to_string())?;
+        let bcrypt = match insecure_bcrypt_cost {
+            Some(cost) => Bcrypt::new(cost, true),
+            None => Bcrypt::new(auth.bcrypt_cost, false),
+        }?;
+        // Computes the dummy hash for unknown users once (a full bcrypt at the configured cost).
+        let passwords = PasswordManager::new(Arc::new(bcrypt), auth.password_concurrency)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((data_keys, passwords))
+    })
+    .await
+    .map_err(|e| StartError::Io(e.to_string()))?
+    .map_err(StartError::Io)?;
+    let revocations = Revocations::new(store.clone(), redis.clone(), clock.clone());
+    let sessions = SessionManager::for_backend(
+        store.clone(),
+        redis,
+        Arc::new(data_keys),
+        clock.clone(),
+        &settings.sessions,
+        log.new(slog::o!("component" => "sessions")),
+    )
+    .with_keys_dir(sessions_keys_dir);
+    slog::info!(log, "identity ready"; "backend" => revocations.backend_name());
+    Ok((revocations, sessions, passwords))
+}
+
 impl Application {
     /// Opens everything and binds the listener; does not serve yet.
     pub async fn build(settings: Settings, options: Options) -> Result<Self, StartError> {
-        let Options { clock, log } = options;
+        let Options {
+            clock,
+            log,
+            insecure_bcrypt_cost,
+        } = options;
         let settings = Arc::new(settings);
         let data_dir = settings.storage.data_dir.clone();
         let store = Store::open(&data_dir, &settings.storage)?;
-        let keys = {
-            let (dir, auth) = (data_dir.clone(), settings.auth.clone());
-            tokio::task::spawn_blocking(move || {
-                JwtKeys::load_or_create(&dir, &auth.issuer, &auth.audience)
-            })
-            .await
-            .map_err(|e| StartError::Io(e.to_string()))??
-        };
+        let (keys, key_manager) = start_key_manager(&settings, &clock, &log).await?;
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
+        let (revocations, sessions, passwords) =
+            start_identity(&settings, &store, &clock, &log, insecure_bcrypt_cost).await?;
         let graph = start_graph(
             GraphSettings {
                 queue: QueueConfig {
@@ -160,10 +255,14 @@ impl Application {
             settings: settings.clone(),
             store,
             graph,
-            keys: Arc::new(keys),
+            keys,
+            key_manager,
             clock,
             log: log.clone(),
             api_tokens: ApiTokenCache::default(),
+            revocations,
+            sessions,
+            passwords,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -233,7 +332,15 @@ impl Application {
             tokio::time::sleep(Duration::from_millis(200).min(grace)).await;
             handle.stop(true).await;
         });
+        let cleanup = cleanup::spawn(
+            self.state.sessions.clone(),
+            self.state.revocations.clone(),
+            self.state.clock.clone(),
+            Duration::from_secs(self.state.settings.sessions.cleanup_interval_seconds),
+            self.state.log.new(slog::o!("component" => "cleanup")),
+        );
         let result = self.server.await;
+        cleanup.abort();
         // Commit sent and acked marks still waiting for the commit window.
         if self
             .state

@@ -3,11 +3,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
 use beepmyphone_actors::clock::SharedClock;
+use beepmyphone_actors::keys::KeyManager;
 use beepmyphone_actors::supervisor::ActorGraph;
 
 use crate::config::Settings;
 use crate::security::jwt::JwtKeys;
+use crate::security::passwords::PasswordManager;
+use crate::security::revocation::Revocations;
+use crate::security::sessions::SessionManager;
 use crate::store::Store;
 
 /// What an API token may do.
@@ -110,12 +115,21 @@ pub struct AppState {
     pub store: Store,
     /// The actor graph's addresses.
     pub graph: ActorGraph,
-    /// Access-token keys (an immutable snapshot).
-    pub keys: Arc<JwtKeys>,
+    /// Access-token keys: the immutable snapshot the key manager publishes and swaps on every
+    /// change. Read it per request (`keys.load()`); never hold it across an await.
+    pub keys: Arc<ArcSwap<JwtKeys>>,
+    /// The key manager (rotation on demand).
+    pub key_manager: actix::Addr<KeyManager>,
     /// The clock.
     pub clock: SharedClock,
     /// The root logger.
     pub log: slog::Logger,
     /// Valid API tokens.
     pub api_tokens: ApiTokenCache,
+    /// The device-token deny-list and revocation (Redis or SQLite).
+    pub revocations: Revocations,
+    /// Admin dashboard sessions (Redis or SQLite).
+    pub sessions: SessionManager,
+    /// Admin password hashing, off the async workers with bounded concurrency.
+    pub passwords: PasswordManager,
 }

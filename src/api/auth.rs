@@ -1,9 +1,13 @@
-//! The auth extractor: turns `Authorization: Bearer …` into a [`Principal`].
+//! The auth extractor: turns `Authorization: Bearer …` or an admin session cookie into a
+//! [`Principal`].
 //!
 //! `bmp_…` tokens are API tokens, looked up by hash (cached after the first success); anything else
-//! must be a device access token (RS256 JWT), whose device must still exist and must not have had
-//! its tokens revoked after the token was issued. Tokens are only read from the header, never from
-//! the URL.
+//! must be a device access token (RS256 JWT), whose device must still exist, must not have had its
+//! tokens revoked after the token was issued, and whose `jti` must not be on the deny-list
+//! ([`crate::security::revocation`]; if the deny-list cannot answer, the request fails with 503).
+//! Without a bearer token, the `beep_session` cookie of a dashboard login is checked; a
+//! cookie-authenticated request other than GET, HEAD or OPTIONS must carry the session's CSRF token
+//! in `X-CSRF-Token` (403 otherwise). Tokens are only read from headers, never from the URL.
 
 use std::future::{ready, Ready};
 
@@ -16,11 +20,18 @@ use actix_web::{HttpMessage, HttpResponse};
 
 use beepmyphone_actors::model::DeviceId;
 
+use actix_web::http::Method;
+
 use crate::error::ApiError;
 use crate::security::jwt::TokenRejection;
-use crate::security::secrets::{hash_secret, API_TOKEN_PREFIX};
+use crate::security::revocation::{RevocationError, TokenStatus};
+use crate::security::secrets::{constant_time_eq, hash_secret, API_TOKEN_PREFIX};
+use crate::security::sessions::{SessionError, SESSION_COOKIE};
 use crate::state::{AppState, CachedToken, Scope};
-use crate::store::{devices, tokens};
+use crate::store::tokens;
+
+/// The login path: the session cookie is not read there.
+const LOGIN_PATH: &str = "/api/v1/auth/login";
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +49,19 @@ pub enum Principal {
         device: DeviceId,
         /// The access token's id.
         jti: String,
+        /// The access token's expiry, seconds since the epoch (how long logout must deny it).
+        exp: i64,
+    },
+    /// An admin logged in to the dashboard (session cookie); may do what an admin token may.
+    Session {
+        /// The admin (`adm_…`).
+        admin_id: String,
+        /// The admin's name.
+        username: String,
+        /// The session's id hash (its storage key; not a credential).
+        id_hash: String,
+        /// The session's public id (`ses_…`).
+        public_id: String,
     },
 }
 
@@ -48,7 +72,8 @@ impl Principal {
             Principal::Token {
                 scope: Scope::Admin,
                 ..
-            } => Ok(()),
+            }
+            | Principal::Session { .. } => Ok(()),
             _ => Err(ApiError::Forbidden("this call needs an admin token".into())),
         }
     }
@@ -56,7 +81,7 @@ impl Principal {
     /// Fails unless the caller may publish.
     pub fn require_publisher(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Token { .. } => Ok(()),
+            Principal::Token { .. } | Principal::Session { .. } => Ok(()),
             Principal::Device { .. } => Err(ApiError::Forbidden(
                 "this call needs a publish or admin token".into(),
             )),
@@ -69,7 +94,8 @@ impl Principal {
             Principal::Token {
                 scope: Scope::Admin,
                 ..
-            } => Ok(()),
+            }
+            | Principal::Session { .. } => Ok(()),
             Principal::Device { device: own, .. } if own == device => Ok(()),
             _ => Err(ApiError::Forbidden(
                 "this call needs an admin token or the device's own token".into(),
@@ -84,7 +110,7 @@ impl Principal {
             Principal::Token {
                 scope: Scope::Admin,
                 ..
-            }
+            } | Principal::Session { .. }
         )
     }
 
@@ -92,7 +118,7 @@ impl Principal {
     pub fn device(&self) -> Option<&DeviceId> {
         match self {
             Principal::Device { device, .. } => Some(device),
-            Principal::Token { .. } => None,
+            Principal::Token { .. } | Principal::Session { .. } => None,
         }
     }
 
@@ -101,6 +127,7 @@ impl Principal {
         match self {
             Principal::Token { id, .. } => id.clone(),
             Principal::Device { device, .. } => device.to_string(),
+            Principal::Session { admin_id, .. } => admin_id.clone(),
         }
     }
 }
@@ -153,6 +180,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
     Ok(Principal::Device {
         device: verified.0,
         jti: verified.1,
+        exp: verified.2,
     })
 }
 
@@ -178,6 +206,9 @@ pub enum DeviceAuthError {
     Gone,
     /// The store failed.
     Store(ApiError),
+    /// The deny-list (Redis) cannot answer: refused, since the token might be revoked. HTTP 503,
+    /// WebSocket close 1013 (try again later).
+    Unavailable(String),
 }
 
 impl From<DeviceAuthError> for ApiError {
@@ -186,6 +217,9 @@ impl From<DeviceAuthError> for ApiError {
             DeviceAuthError::Invalid(why) => ApiError::Unauthorized(why.into()),
             DeviceAuthError::Gone => ApiError::Unauthorized("the device no longer exists".into()),
             DeviceAuthError::Store(e) => e,
+            DeviceAuthError::Unavailable(_) => ApiError::Unavailable(
+                "token revocation cannot be checked right now; try again".into(),
+            ),
         }
     }
 }
@@ -196,46 +230,126 @@ pub async fn authenticate_device(
     state: &AppState,
     token: &str,
 ) -> Result<(DeviceId, String, i64), DeviceAuthError> {
-    let verified = state.keys.verify_access(token).map_err(|e| match e {
-        TokenRejection::Expired => DeviceAuthError::Invalid("the token has expired"),
-        TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
-    })?;
-    let id = verified.device.to_string();
-    let row = state
-        .store
-        .run(move |conn| Ok(devices::get(conn, &id)?))
+    let verified = state
+        .keys
+        .load()
+        .verify_access(token)
+        .map_err(|e| match e {
+            TokenRejection::Expired => DeviceAuthError::Invalid("the token has expired"),
+            TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
+        })?;
+    let status = state
+        .revocations
+        .check(&verified.device, &verified.jti, verified.iat)
         .await
-        .map_err(|e| DeviceAuthError::Store(e.into()))?;
-    match row {
-        Some(row) if verified.iat * 1_000 >= row.tokens_valid_after => {
-            Ok((verified.device, verified.jti, verified.exp))
-        }
-        Some(_) => Err(DeviceAuthError::Invalid("the token has been revoked")),
-        None => Err(DeviceAuthError::Gone),
+        .map_err(|e| match e {
+            RevocationError::Unavailable(why) => DeviceAuthError::Unavailable(why),
+            RevocationError::Store(e) => DeviceAuthError::Store(e.into()),
+        })?;
+    match status {
+        TokenStatus::Valid => Ok((verified.device, verified.jti, verified.exp)),
+        TokenStatus::Revoked => Err(DeviceAuthError::Invalid("the token has been revoked")),
+        TokenStatus::DeviceGone => Err(DeviceAuthError::Gone),
     }
 }
 
+/// The value of the admin session cookie, if the request carries one.
+pub fn session_cookie(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The header a cookie-authenticated, state-changing request must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Marks a request whose session cookie named no live session, so the extractor can say so.
+#[derive(Debug, Clone, Copy)]
+struct SessionEnded;
+
+/// Authenticates the session cookie: `Ok(None)` when it names no live session, `Err` when the
+/// session store cannot answer (503) or the CSRF token is missing or wrong (403).
+async fn authenticate_session(
+    state: &AppState,
+    req: &HttpRequest,
+    cookie: &str,
+) -> Result<Option<Principal>, ApiError> {
+    let session = match state.sessions.authenticate(cookie).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Ok(None),
+        Err(SessionError::Unavailable(_)) => {
+            return Err(ApiError::Unavailable(
+                "sessions cannot be checked right now; try again".into(),
+            ))
+        }
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !constant_time_eq(sent, session.csrf_token.expose()) {
+            return Err(ApiError::Forbidden(
+                "a cookie-authenticated request that changes state needs the session's X-CSRF-Token header".into(),
+            ));
+        }
+    }
+    Ok(Some(Principal::Session {
+        admin_id: session.admin_id,
+        username: session.username,
+        id_hash: session.id_hash,
+        public_id: session.public_id,
+    }))
+}
+
 /// Authenticates the bearer token, when there is one, before the handler runs (and so before any
-/// body is read): a bad token is a 401 whatever else is wrong with the request. The result is kept
-/// in the request extensions for the [`Principal`] extractor. The device socket authenticates
-/// itself (it answers bad tokens with close codes), so `/api/v1/ws` is passed through.
+/// body is read): a bad token is a 401 whatever else is wrong with the request. Without a bearer
+/// token, the session cookie is checked (with its CSRF rule); a cookie naming no live session
+/// leaves the request anonymous, so public calls still work. The result is kept in the request
+/// extensions for the [`Principal`] extractor. The device socket authenticates itself (it answers
+/// bad tokens with close codes), so `/api/v1/ws` is passed through, and so is `/api/v1/auth/login`,
+/// which must work whatever cookie the browser still holds.
 pub async fn authenticate_request(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if req.path() != "/api/v1/ws" {
         let token = bearer(req.request()).map(str::to_owned);
+        let cookie = match req.path() {
+            LOGIN_PATH => None,
+            _ => session_cookie(req.request()),
+        };
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        if let (Some(token), Some(state)) = (token, state) {
-            match authenticate(&state, &token).await {
-                Ok(principal) => {
-                    req.extensions_mut().insert(principal);
+        let result = match (token, cookie, state) {
+            (Some(token), _, Some(state)) => authenticate(&state, &token).await.map(Some),
+            (None, Some(cookie), Some(state)) => {
+                authenticate_session(&state, req.request(), &cookie).await
+            }
+            _ => Ok(None),
+        };
+        match result {
+            Ok(Some(principal)) => {
+                req.extensions_mut().insert(principal);
+            }
+            Ok(None) => {
+                if req.headers().get(header::AUTHORIZATION).is_none()
+                    && session_cookie(req.request()).is_some()
+                {
+                    req.extensions_mut().insert(SessionEnded);
                 }
-                Err(e) => {
-                    // Rendered here, inside the request context, so it carries the request id.
-                    let response = HttpResponse::from_error(actix_web::Error::from(e));
-                    return Ok(req.into_response(response).map_into_right_body());
-                }
+            }
+            Err(e) => {
+                // Rendered here, inside the request context, so it carries the request id.
+                let response = HttpResponse::from_error(actix_web::Error::from(e));
+                return Ok(req.into_response(response).map_into_right_body());
             }
         }
     }
@@ -249,11 +363,13 @@ impl FromRequest for Principal {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(
-            req.extensions()
-                .get::<Principal>()
-                .cloned()
-                .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into())),
-        )
+        let extensions = req.extensions();
+        ready(extensions.get::<Principal>().cloned().ok_or_else(|| {
+            if extensions.get::<SessionEnded>().is_some() {
+                ApiError::Unauthorized("the session has ended; log in again".into())
+            } else {
+                ApiError::Unauthorized("a bearer token is required".into())
+            }
+        }))
     }
 }

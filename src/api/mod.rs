@@ -24,12 +24,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .configure(routes::pairing::configure)
+            .configure(routes::auth::configure)
             .configure(routes::devices::configure)
             .configure(routes::tokens::configure)
+            .configure(routes::keys::configure)
             .configure(routes::notifications::configure)
             .route("/ws", web::get().to(crate::ws::connect)),
     )
     .configure(routes::health::configure)
+    .configure(routes::keys::configure_well_known)
     .default_service(web::to(not_found));
 }
 
@@ -40,8 +43,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/devices/pair", "POST"),
     ("/api/v1/devices/{id}", "GET, PATCH, DELETE"),
     ("/api/v1/auth/refresh", "POST"),
+    ("/api/v1/auth/login", "POST"),
+    ("/api/v1/auth/logout", "POST"),
+    ("/api/v1/auth/sessions", "GET"),
+    ("/api/v1/auth/sessions/{id}", "DELETE"),
     ("/api/v1/tokens", "GET, POST"),
     ("/api/v1/tokens/{id}", "DELETE"),
+    ("/api/v1/keys", "GET"),
+    ("/api/v1/keys/rotate", "POST"),
     ("/api/v1/notifications", "GET, POST"),
     ("/api/v1/notifications/batch", "POST"),
     ("/api/v1/notifications/{id}", "GET"),
@@ -49,6 +58,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/health", "GET"),
     ("/health/live", "GET"),
     ("/health/ready", "GET"),
+    ("/.well-known/jwks.json", "GET"),
 ];
 
 fn template_matches(template: &str, path: &str) -> bool {

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use beepmyphone_actors::keys::{reconcile, KeyState};
 use beepmyphone_actors::model::rfc3339;
 use qrcode::render::unicode;
 use qrcode::QrCode;
@@ -10,6 +11,8 @@ use qrcode::QrCode;
 use crate::api::routes::pairing::mint_pairing_code;
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::{Overrides, Settings};
+use crate::security::crypto::DataKeys;
+use crate::security::keys::{DiskKeyRing, KEY_SCAN_INTERVAL};
 use crate::state::Scope;
 use crate::store::Store;
 
@@ -155,5 +158,107 @@ pub fn token_create(
         .map_err(|e| LocalError::Failed(e.to_string()))?;
     writeln!(out, "{}", secret.expose()).map_err(|e| LocalError::Failed(e.to_string()))?;
     eprintln!("created {} ({}, scope {})", row.id, row.name, row.scope);
+    Ok(())
+}
+
+/// `beepmyphone keys rotate`: adds a signing key (newest, so it signs from now on; a running relay
+/// picks it up at its next scan of the keys directory) and a data-encryption key version, retiring
+/// signing keys whose tokens have all expired, by the same rules as the relay.
+pub fn keys_rotate(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalError> {
+    let settings = settings(args)?;
+    let dir = settings.keys_dir();
+    let policy = crate::security::keys::policy(&settings.auth);
+    let now = chrono::Utc::now().timestamp_millis();
+    let failed = |e: &dyn std::fmt::Display| LocalError::Failed(e.to_string());
+    let ring = DiskKeyRing::open(
+        &dir,
+        &settings.auth.issuer,
+        &settings.auth.audience,
+        &policy,
+        now,
+        crate::logging::discard(),
+    )
+    .map_err(|e| failed(&e))?;
+    let done = reconcile(&ring, now, &policy, true, None).map_err(|e| failed(&e))?;
+    let data_version = DataKeys::rotate_in(&dir).map_err(|e| failed(&e))?;
+    let io = |e: std::io::Error| LocalError::Failed(e.to_string());
+    if let Some(created) = &done.created {
+        writeln!(out, "New signing key: {} (current)", created.kid).map_err(io)?;
+    }
+    for key in done.keys.iter().filter(|k| k.state == KeyState::Verifying) {
+        if let Some(until) = key.retires_at_ms {
+            writeln!(out, "Still verifying: {} until {}", key.kid, rfc3339(until)).map_err(io)?;
+        }
+    }
+    for kid in &done.retired {
+        writeln!(out, "Retired:         {kid}").map_err(io)?;
+    }
+    writeln!(out, "New data key:    version {data_version}").map_err(io)?;
+    writeln!(
+        out,
+        "A running relay signs with the new key within {} s; it seals with the new data key after a restart.",
+        KEY_SCAN_INTERVAL.as_secs()
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
+/// `beepmyphone keys status`: the signing keys, newest first, with their states, and the data-key
+/// versions. Changes nothing.
+pub fn keys_status(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalError> {
+    let settings = settings(args)?;
+    let dir = settings.keys_dir();
+    let policy = crate::security::keys::policy(&settings.auth);
+    let now = chrono::Utc::now().timestamp_millis();
+    let keys =
+        DiskKeyRing::status(&dir, &policy, now).map_err(|e| LocalError::Failed(e.to_string()))?;
+    let io = |e: std::io::Error| LocalError::Failed(e.to_string());
+    if keys.is_empty() {
+        writeln!(
+            out,
+            "Signing keys: none yet (the relay creates one on first start)"
+        )
+        .map_err(io)?;
+    } else {
+        writeln!(out, "Signing keys (newest first):").map_err(io)?;
+        for key in keys.iter().rev() {
+            let state = match (key.state, key.retires_at_ms) {
+                (KeyState::Current, _) => "current (signs and verifies)".to_owned(),
+                (KeyState::Verifying, Some(at)) => format!("verifying until {}", rfc3339(at)),
+                (KeyState::Retired, Some(at)) => {
+                    format!("retiring (every token expired by {})", rfc3339(at))
+                }
+                (state, _) => state.as_str().to_owned(),
+            };
+            writeln!(
+                out,
+                "  {}  created {}  {state}",
+                key.kid,
+                rfc3339(key.created_ms)
+            )
+            .map_err(io)?;
+        }
+    }
+    let has_data_keys = std::fs::read_dir(&dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("data-") && n.ends_with(".key"))
+        })
+    });
+    if has_data_keys {
+        let data =
+            DataKeys::load_or_create_in(&dir).map_err(|e| LocalError::Failed(e.to_string()))?;
+        let versions: Vec<String> = data.versions().iter().map(u32::to_string).collect();
+        writeln!(
+            out,
+            "Data keys: version {} seals; versions {} open",
+            data.current_version(),
+            versions.join(", ")
+        )
+        .map_err(io)?;
+    } else {
+        writeln!(out, "Data keys: none yet").map_err(io)?;
+    }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The `beepmyphone` command line: `serve`, the local admin commands that work on the data
-//! directory (`pairing-code`, `token create`), and the client commands (`send`, `listen`).
+//! directory (`pairing-code`, `token create`, `keys rotate|status`, `admin add|passwd|list|remove`), and the client commands (`send`, `listen`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 
+pub mod admin;
 pub mod client;
 pub mod local;
 
@@ -70,6 +71,18 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Signing and data-encryption keys.
+    Keys {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Admin accounts for the dashboard.
+    Admin {
+        /// What to do with admin accounts.
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
 }
 
 /// `beepmyphone token …`
@@ -86,5 +99,23 @@ pub enum TokenCommand {
         /// A name to recognise it by.
         #[arg(long)]
         name: String,
+    },
+}
+
+/// `beepmyphone keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new token-signing key (it signs from now on; a running relay picks it up within
+    /// seconds) and a new data-encryption key version; prints the new key ids.
+    Rotate {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List the signing keys (current, verifying, retiring) and the data-key versions.
+    Status {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }

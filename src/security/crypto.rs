@@ -1,6 +1,7 @@
 //! Encryption at rest: AES-256-GCM with versioned data keys.
 //!
-//! Data keys are 32 random bytes in `<data_dir>/keys/data-<version>.key` (mode 0600). The newest
+//! Data keys are 32 random bytes in `<keys_dir>/data-<version>.key` (mode 0600; the keys directory
+//! is `storage.keys_dir`, by default `<data_dir>/keys`). The newest
 //! seals; every version still on disk opens, so rotating the data key loses nothing. A sealed value
 //! is `[1][version: u32 BE][nonce: 12 bytes][ciphertext and tag]`; the caller's associated data
 //! (e.g. the session id hash) binds it to its row, so a sealed value copied elsewhere fails to open.
@@ -40,34 +41,53 @@ fn key_path(dir: &Path, version: u32) -> std::path::PathBuf {
     dir.join(format!("data-{version}.key"))
 }
 
+/// Writes a new key file. The key is written to a temporary file first and then linked into place,
+/// so that a relay sharing the directory never reads a half-written key, and an existing version is
+/// never overwritten.
 fn write_new_key(dir: &Path, version: u32) -> Result<(), CryptoError> {
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
     let path = key_path(dir, version);
-    let mut file = fs::OpenOptions::new()
+    let tmp = dir.join(format!(
+        "data-{version}.key.tmp-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    ));
+    let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .map_err(|e| CryptoError::Keys(format!("cannot write {}: {e}", path.display())))?;
-    file.write_all(&key)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| CryptoError::Keys(e.to_string()))
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(&key).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::hard_link(&tmp, &path));
+    let _ = fs::remove_file(&tmp); // best effort: the link (or the error) is what counts
+    written.map_err(|e| CryptoError::Keys(format!("cannot write {}: {e}", path.display())))
 }
 
 impl DataKeys {
     /// Loads every data key in `<data_dir>/keys`, creating version 1 on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, CryptoError> {
-        let dir = data_dir.join("keys");
+        Self::load_or_create_in(&data_dir.join("keys"))
+    }
+
+    /// Loads every data key in the keys directory `dir` (`storage.keys_dir`, see
+    /// [`crate::config::Settings::keys_dir`]), creating version 1 on first start. Relays that share
+    /// sessions through Redis must share this directory, so that each opens what the others seal.
+    pub fn load_or_create_in(dir: &Path) -> Result<Self, CryptoError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)
+            .create(dir)
             .map_err(|e| CryptoError::Keys(format!("cannot create {}: {e}", dir.display())))?;
-        let mut keys = Self::read_all(&dir)?;
+        let mut keys = Self::read_all(dir)?;
         if keys.is_empty() {
-            write_new_key(&dir, 1)?;
-            keys = Self::read_all(&dir)?;
+            // Two relays starting at once on a shared directory may both try: `create_new` lets one
+            // win, and the other reads the winner's key.
+            if let Err(e) = write_new_key(dir, 1) {
+                if !key_path(dir, 1).exists() {
+                    return Err(e);
+                }
+            }
+            keys = Self::read_all(dir)?;
         }
         let current = keys
             .keys()
@@ -99,9 +119,14 @@ impl DataKeys {
 
     /// Adds a new data key version on disk; returns it. Running relays pick it up on restart.
     pub fn rotate(data_dir: &Path) -> Result<u32, CryptoError> {
-        let keys = Self::load_or_create(data_dir)?;
+        Self::rotate_in(&data_dir.join("keys"))
+    }
+
+    /// Adds a new data key version in the keys directory `dir`; returns it.
+    pub fn rotate_in(dir: &Path) -> Result<u32, CryptoError> {
+        let keys = Self::load_or_create_in(dir)?;
         let next = keys.current + 1;
-        write_new_key(&data_dir.join("keys"), next)?;
+        write_new_key(dir, next)?;
         Ok(next)
     }
 
@@ -113,6 +138,13 @@ impl DataKeys {
     /// Every version that opens.
     pub fn versions(&self) -> Vec<u32> {
         self.keys.keys().copied().collect()
+    }
+
+    /// The key version a sealed value names, if it looks like one (to tell "sealed under a key
+    /// this process has not loaded yet" from "not ours").
+    pub fn sealed_version(sealed: &[u8]) -> Option<u32> {
+        (sealed.len() >= HEADER_LEN + 16 && sealed[0] == FORMAT)
+            .then(|| u32::from_be_bytes([sealed[1], sealed[2], sealed[3], sealed[4]]))
     }
 
     /// Seals `plaintext`, bound to `aad`.

@@ -1,27 +1,40 @@
-//! Device access tokens: RS256 JWTs signed by a key kept in the data directory.
+//! Device access tokens: RS256 JWTs signed by the newest key of the ring, verified strictly.
 //!
-//! On first start an RSA-2048 key is generated (OpenSSL) and written to
-//! `<data_dir>/keys/signing-<kid>.pem` with mode 0600 in a 0700 directory. Handlers verify against
-//! [`JwtKeys`], an immutable snapshot shared through an `Arc`: no mailbox round trip per request.
-//! Verification is strict: RS256 only, `kid` looked up among our keys and nowhere else, and `iss`,
-//! `aud`, `sub`, `exp`, `nbf`, `jti` and `typ` required and checked.
+//! [`JwtKeys`] is an immutable snapshot of the key ring: the current signing key and every key
+//! that still verifies, by `kid`, plus their public halves as a JWK set. The
+//! [`KeyManager`](beepmyphone_actors::keys::KeyManager) builds a new snapshot whenever the ring
+//! changes (through [`crate::security::keys::DiskKeyRing`]) and swaps it in; handlers read the
+//! snapshot in force, never a mailbox.
+//!
+//! Verification is strict (RFC 8725):
+//! - RS256 only; any other `alg` (including `none` and the HMAC family) is refused before any key
+//!   is touched;
+//! - the key is the one whose `kid` is in the snapshot, and nowhere else: a missing, malformed or
+//!   unknown `kid` is invalid; `jku`, `x5u`, `x5c` and `jwk` headers are never fetched nor used; a
+//!   `crit` header is refused (we understand no extension);
+//! - `iss`, `aud`, `sub`, `exp`, `nbf`, `iat`, `jti` and `typ` are required; `exp` and `nbf` are
+//!   checked with [`LEEWAY_SECONDS`] of leeway, and must be numbers; `typ` must be `access`, so
+//!   nothing but an access token passes (refresh tokens are opaque `bmr_…` strings anyway).
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::sync::Arc;
 
+use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use beepmyphone_actors::keys::{KeyState, KeyStatus};
 use beepmyphone_actors::model::DeviceId;
 
 /// The `typ` claim of an access token.
 pub const ACCESS_TYPE: &str = "access";
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 30;
+/// Longest token looked at; anything longer is refused unparsed.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Length of a key id: 16 hex digits (64 bits of the public key's SHA-256).
+pub const KID_LEN: usize = 16;
 
 /// A key failure at start-up or signing time.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +52,8 @@ pub enum TokenRejection {
     Invalid,
 }
 
-/// The claims of a device access token.
+/// The claims of a device access token. Every field is required: a token missing one fails to
+/// deserialize, and so fails verification.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeviceClaims {
     /// Issuer.
@@ -54,7 +68,7 @@ pub struct DeviceClaims {
     pub nbf: i64,
     /// Issued at, seconds since the epoch.
     pub iat: i64,
-    /// Unique token id.
+    /// Unique token id (the revocation deny-list is keyed by it).
     pub jti: String,
     /// Token type: always `access`.
     pub typ: String,
@@ -73,100 +87,206 @@ pub struct VerifiedDevice {
     pub exp: i64,
 }
 
-/// The signing key and the verifying keys, by `kid`.
-pub struct JwtKeys {
+/// The id of a key: the first 64 bits of the SHA-256 of its public key (DER), in hex.
+pub fn kid_of(public_der: &[u8]) -> String {
+    hex::encode(&Sha256::digest(public_der)[..KID_LEN / 2])
+}
+
+/// Whether `kid` has the shape of a key id we issue (16 lowercase hex digits). Anything else (a
+/// path, a URL, an injection attempt) is refused before it is looked up.
+pub fn is_kid(kid: &str) -> bool {
+    kid.len() == KID_LEN && kid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// One public key as a JWK (RFC 7517), as `GET /.well-known/jwks.json` publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Always `RSA`.
+    pub kty: String,
+    /// The key id.
+    pub kid: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// Always `RS256`.
+    pub alg: String,
+    /// The modulus, base64url without padding.
+    pub n: String,
+    /// The public exponent, base64url without padding.
+    pub e: String,
+}
+
+/// The JWK set of the keys that verify, the current one first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// One RSA key of the ring, parsed: its private half for signing, its public half for verifying
+/// and publishing.
+pub struct RingKey {
     kid: String,
     encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: Jwk,
+    public_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for RingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key_err(e: impl std::fmt::Display) -> KeyError {
+    KeyError(e.to_string())
+}
+
+impl RingKey {
+    /// Parses an RSA private key in PEM (PKCS#1 or PKCS#8). RSA parsing is not free: call it on a
+    /// blocking thread.
+    pub fn from_private_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let rsa = openssl::rsa::Rsa::private_key_from_pem(pem).map_err(key_err)?;
+        if rsa.size() < 256 {
+            return Err(KeyError("signing keys must have at least 2048 bits".into()));
+        }
+        let public_der = rsa.public_key_to_der().map_err(key_err)?;
+        let public_pem = rsa.public_key_to_pem().map_err(key_err)?;
+        let kid = kid_of(&public_der);
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwk = Jwk {
+            kty: "RSA".into(),
+            kid: kid.clone(),
+            use_: "sig".into(),
+            alg: "RS256".into(),
+            n: b64.encode(rsa.n().to_vec()),
+            e: b64.encode(rsa.e().to_vec()),
+        };
+        Ok(Self {
+            encoding: EncodingKey::from_rsa_pem(pem).map_err(key_err)?,
+            decoding: DecodingKey::from_rsa_pem(&public_pem).map_err(key_err)?,
+            kid,
+            jwk,
+            public_pem,
+        })
+    }
+
+    /// Its id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Its public half, in PEM (SubjectPublicKeyInfo).
+    pub fn public_pem(&self) -> &[u8] {
+        &self.public_pem
+    }
+}
+
+/// The snapshot of the ring that handlers sign and verify with.
+pub struct JwtKeys {
+    current: Arc<RingKey>,
     decoding: HashMap<String, DecodingKey>,
+    status: Vec<KeyStatus>,
+    jwks: JwkSet,
     validation: Validation,
     issuer: String,
     audience: String,
 }
 
-fn kid_of(public_der: &[u8]) -> String {
-    hex::encode(&Sha256::digest(public_der)[..8])
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeys")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+fn validation(issuer: &str, audience: &str) -> Validation {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECONDS;
+    validation
 }
 
 impl JwtKeys {
-    /// Loads the signing key from `<data_dir>/keys`, generating one on first start.
-    pub fn load_or_create(data_dir: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
-        let dir = data_dir.join("keys");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| KeyError(format!("cannot create {}: {e}", dir.display())))?;
-        let mut existing: Vec<_> = fs::read_dir(&dir)
-            .map_err(|e| KeyError(format!("cannot read {}: {e}", dir.display())))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("signing-") && n.ends_with(".pem"))
-            })
-            .collect();
-        existing.sort();
-        let pem = match existing.last() {
-            Some(path) => fs::read(path)
-                .map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?,
-            None => {
-                let rsa = openssl::rsa::Rsa::generate(2048).map_err(|e| KeyError(e.to_string()))?;
-                let pem = rsa
-                    .private_key_to_pem()
-                    .map_err(|e| KeyError(e.to_string()))?;
-                let der = rsa
-                    .public_key_to_der()
-                    .map_err(|e| KeyError(e.to_string()))?;
-                let path = dir.join(format!("signing-{}.pem", kid_of(&der)));
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| KeyError(format!("cannot write {}: {e}", path.display())))?;
-                file.write_all(&pem)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| KeyError(e.to_string()))?;
-                pem
+    /// A snapshot of `keys` (oldest first), each with its status: exactly one must be current (it
+    /// signs); the others verify.
+    pub fn new(
+        keys: Vec<(Arc<RingKey>, KeyStatus)>,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, KeyError> {
+        let mut current = None;
+        let mut decoding = HashMap::with_capacity(keys.len());
+        let mut jwks = Vec::with_capacity(keys.len());
+        let mut status = Vec::with_capacity(keys.len());
+        for (key, key_status) in keys {
+            if key.kid != key_status.kid {
+                return Err(KeyError(format!(
+                    "key {} was published as {}",
+                    key.kid, key_status.kid
+                )));
             }
-        };
-        Self::from_private_pem(&pem, issuer, audience)
-    }
-
-    /// Builds the key set from a PEM private key.
-    pub fn from_private_pem(pem: &[u8], issuer: &str, audience: &str) -> Result<Self, KeyError> {
-        let rsa =
-            openssl::rsa::Rsa::private_key_from_pem(pem).map_err(|e| KeyError(e.to_string()))?;
-        let public_pem = rsa
-            .public_key_to_pem()
-            .map_err(|e| KeyError(e.to_string()))?;
-        let kid = kid_of(
-            &rsa.public_key_to_der()
-                .map_err(|e| KeyError(e.to_string()))?,
-        );
-        let encoding = EncodingKey::from_rsa_pem(pem).map_err(|e| KeyError(e.to_string()))?;
-        let decoding =
-            DecodingKey::from_rsa_pem(&public_pem).map_err(|e| KeyError(e.to_string()))?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = LEEWAY_SECONDS;
+            match key_status.state {
+                KeyState::Current if current.is_none() => {
+                    jwks.insert(0, key.jwk.clone());
+                    current = Some(key.clone());
+                }
+                KeyState::Current => return Err(KeyError("two current signing keys".into())),
+                KeyState::Verifying => jwks.push(key.jwk.clone()),
+                KeyState::Retired => continue,
+            }
+            decoding.insert(key.kid.clone(), key.decoding.clone());
+            status.push(key_status);
+        }
+        let current = current.ok_or_else(|| KeyError("no current signing key".into()))?;
         Ok(Self {
-            decoding: HashMap::from([(kid.clone(), decoding)]),
-            kid,
-            encoding,
-            validation,
+            current,
+            decoding,
+            status,
+            jwks: JwkSet { keys: jwks },
+            validation: validation(issuer, audience),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         })
     }
 
+    /// A snapshot of one key (tests and benchmarks).
+    pub fn single(key: RingKey, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        let status = KeyStatus {
+            kid: key.kid.clone(),
+            created_ms: 0,
+            state: KeyState::Current,
+            retires_at_ms: None,
+        };
+        Self::new(vec![(Arc::new(key), status)], issuer, audience)
+    }
+
+    /// A snapshot of one key given as a PEM private key (tests and benchmarks).
+    pub fn from_private_pem(pem: &[u8], issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        Self::single(RingKey::from_private_pem(pem)?, issuer, audience)
+    }
+
     /// The current signing key's id.
     pub fn kid(&self) -> &str {
-        &self.kid
+        &self.current.kid
+    }
+
+    /// The keys in force, oldest first, with their states.
+    pub fn keys(&self) -> &[KeyStatus] {
+        &self.status
+    }
+
+    /// The public keys that verify, as a JWK set (current first).
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
     }
 
     /// Signs an access token for `device`, valid for `ttl_seconds` from `now_s`. RSA signing takes
@@ -188,21 +308,27 @@ impl JwtKeys {
             typ: ACCESS_TYPE.to_owned(),
         };
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+        header.kid = Some(self.current.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.current.encoding)
             .map_err(|e| KeyError(e.to_string()))?;
         Ok((token, claims))
     }
 
-    /// Verifies an access token.
+    /// Verifies an access token (see the module documentation for the rules).
     pub fn verify_access(&self, token: &str) -> Result<VerifiedDevice, TokenRejection> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Invalid)?;
-        if header.alg != Algorithm::RS256 {
+        if token.len() > MAX_TOKEN_BYTES || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(TokenRejection::Invalid);
         }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Invalid)?;
+        if header.alg != Algorithm::RS256 || header.crit.is_some() {
+            return Err(TokenRejection::Invalid);
+        }
+        // The key comes from our ring, by kid, and from nowhere else: jku, x5u, x5c and jwk are
+        // deliberately never read.
         let key = header
             .kid
             .as_deref()
+            .filter(|kid| is_kid(kid))
             .and_then(|kid| self.decoding.get(kid))
             .ok_or(TokenRejection::Invalid)?;
         let data = jsonwebtoken::decode::<DeviceClaims>(token, key, &self.validation).map_err(
@@ -228,45 +354,142 @@ impl JwtKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    fn pem(n: usize) -> &'static [u8] {
+        static PEMS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+        &PEMS.get_or_init(|| {
+            (0..3)
+                .map(|_| {
+                    openssl::rsa::Rsa::generate(2048)
+                        .unwrap()
+                        .private_key_to_pem()
+                        .unwrap()
+                })
+                .collect()
+        })[n]
+    }
 
     fn keys() -> JwtKeys {
-        let dir = tempfile::tempdir().unwrap();
-        JwtKeys::load_or_create(dir.path(), "iss", "aud").unwrap()
+        JwtKeys::from_private_pem(pem(0), "iss", "aud").unwrap()
     }
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
     }
 
-    #[test]
-    fn signs_and_verifies_and_keeps_the_key_across_loads() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = JwtKeys::load_or_create(dir.path(), "iss", "aud").unwrap();
-        let b = JwtKeys::load_or_create(dir.path(), "iss", "aud").unwrap();
-        assert_eq!(a.kid(), b.kid());
-        let device = DeviceId::generate();
-        let (token, _) = a.sign_access(&device, now(), 3600).unwrap();
-        assert_eq!(b.verify_access(&token).unwrap().device, device);
-        let key_file = std::fs::read_dir(dir.path().join("keys"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            key_file.metadata().unwrap().permissions().mode() & 0o777,
-            0o600
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Signs arbitrary header and claims with key `n` (RS256).
+    fn forge(n: usize, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let message = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
         );
+        let rsa = openssl::rsa::Rsa::private_key_from_pem(pem(n)).unwrap();
+        let pkey = openssl::pkey::PKey::from_rsa(rsa).unwrap();
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey).unwrap();
+        signer.update(message.as_bytes()).unwrap();
+        format!("{message}.{}", b64(&signer.sign_to_vec().unwrap()))
+    }
+
+    fn good_claims(device: &DeviceId) -> serde_json::Value {
+        json!({"iss": "iss", "aud": "aud", "sub": device.to_string(), "exp": now() + 600,
+               "nbf": now(), "iat": now(), "jti": "01J000", "typ": "access"})
     }
 
     #[test]
-    fn rejects_expired_foreign_and_tampered_tokens() {
+    fn signs_and_verifies_with_the_kid_of_the_public_key() {
+        let k = keys();
+        let device = DeviceId::generate();
+        let (token, claims) = k.sign_access(&device, now(), 3600).unwrap();
+        let verified = k.verify_access(&token).unwrap();
+        assert_eq!(verified.device, device);
+        assert_eq!(verified.jti, claims.jti);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(k.kid()));
+        assert!(is_kid(k.kid()));
+        assert_eq!(k.jwks().keys.len(), 1);
+        assert_eq!(k.jwks().keys[0].kid, k.kid());
+        assert_eq!(k.jwks().keys[0].e, "AQAB");
+    }
+
+    #[test]
+    fn a_snapshot_verifies_every_key_and_signs_with_the_current_one() {
+        let old = Arc::new(RingKey::from_private_pem(pem(0)).unwrap());
+        let new = Arc::new(RingKey::from_private_pem(pem(1)).unwrap());
+        let status = |key: &RingKey, state| KeyStatus {
+            kid: key.kid.clone(),
+            created_ms: 0,
+            state,
+            retires_at_ms: None,
+        };
+        let before =
+            JwtKeys::single(RingKey::from_private_pem(pem(0)).unwrap(), "iss", "aud").unwrap();
+        let device = DeviceId::generate();
+        let (old_token, _) = before.sign_access(&device, now(), 600).unwrap();
+        let both = JwtKeys::new(
+            vec![
+                (old.clone(), status(&old, KeyState::Verifying)),
+                (new.clone(), status(&new, KeyState::Current)),
+            ],
+            "iss",
+            "aud",
+        )
+        .unwrap();
+        assert_eq!(both.kid(), new.kid());
+        assert!(both.verify_access(&old_token).is_ok());
+        let (new_token, _) = both.sign_access(&device, now(), 600).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&new_token)
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some(new.kid())
+        );
+        let kids: Vec<&str> = both.jwks().keys.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, vec![new.kid(), old.kid()]);
+        // Without the old key its tokens are refused.
+        let after = JwtKeys::new(
+            vec![(new.clone(), status(&new, KeyState::Current))],
+            "iss",
+            "aud",
+        )
+        .unwrap();
+        assert_eq!(
+            after.verify_access(&old_token),
+            Err(TokenRejection::Invalid)
+        );
+        // A snapshot needs exactly one current key.
+        assert!(JwtKeys::new(
+            vec![(old.clone(), status(&old, KeyState::Verifying))],
+            "iss",
+            "aud"
+        )
+        .is_err());
+        assert!(JwtKeys::new(
+            vec![
+                (old.clone(), status(&old, KeyState::Current)),
+                (new.clone(), status(&new, KeyState::Current))
+            ],
+            "iss",
+            "aud"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn rejects_expired_foreign_tampered_and_unsigned_tokens() {
         let k = keys();
         let device = DeviceId::generate();
         let (expired, _) = k.sign_access(&device, now() - 7200, 3600).unwrap();
         assert_eq!(k.verify_access(&expired), Err(TokenRejection::Expired));
-        let other = keys();
+        let other = JwtKeys::from_private_pem(pem(1), "iss", "aud").unwrap();
         let (foreign, _) = other.sign_access(&device, now(), 3600).unwrap();
         assert_eq!(k.verify_access(&foreign), Err(TokenRejection::Invalid));
         let (good, _) = k.sign_access(&device, now(), 3600).unwrap();
@@ -281,23 +504,119 @@ mod tests {
             Err(TokenRejection::Invalid)
         );
         assert_eq!(k.verify_access("not.a.token"), Err(TokenRejection::Invalid));
-        // alg none
+        assert_eq!(k.verify_access(""), Err(TokenRejection::Invalid));
         let none_header = engine.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let good_claims = good.split('.').nth(1).unwrap();
         assert_eq!(
             k.verify_access(&format!("{none_header}.{good_claims}.")),
             Err(TokenRejection::Invalid)
         );
+        let stripped: Vec<&str> = good.split('.').collect();
+        assert_eq!(
+            k.verify_access(&format!("{}.{}.", stripped[0], stripped[1])),
+            Err(TokenRejection::Invalid)
+        );
+        assert_eq!(
+            k.verify_access(&"a".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(TokenRejection::Invalid)
+        );
     }
 
     #[test]
-    fn wrong_audience_is_invalid() {
+    fn every_claim_is_required_and_checked() {
         let k = keys();
         let device = DeviceId::generate();
-        let (token, _) = k.sign_access(&device, now(), 3600).unwrap();
-        let mut validation = k.validation.clone();
-        validation.set_audience(&["someone-else"]);
-        let other = JwtKeys { validation, ..k };
-        assert_eq!(other.verify_access(&token), Err(TokenRejection::Invalid));
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": k.kid()});
+        assert!(k
+            .verify_access(&forge(0, header.clone(), good_claims(&device)))
+            .is_ok());
+        for missing in ["iss", "aud", "sub", "exp", "nbf", "iat", "jti", "typ"] {
+            let mut claims = good_claims(&device);
+            claims.as_object_mut().unwrap().remove(missing);
+            assert_eq!(
+                k.verify_access(&forge(0, header.clone(), claims)),
+                Err(TokenRejection::Invalid),
+                "a token without {missing} passed"
+            );
+        }
+        let wrong: [(&str, serde_json::Value); 8] = [
+            ("iss", json!("someone-else")),
+            ("aud", json!("someone-else")),
+            ("aud", json!(["aud", "other"])),
+            ("sub", json!("not-a-device")),
+            ("typ", json!("refresh")),
+            ("jti", json!("")),
+            ("exp", json!((now() + 600).to_string())),
+            ("nbf", json!(now() + 3_600)),
+        ];
+        for (field, value) in wrong {
+            let mut claims = good_claims(&device);
+            claims[field] = value.clone();
+            assert!(
+                k.verify_access(&forge(0, header.clone(), claims)).is_err(),
+                "{field} = {value} passed"
+            );
+        }
+        // Leeway: 20 s past exp still passes, 40 s does not.
+        let mut claims = good_claims(&device);
+        claims["exp"] = json!(now() - 20);
+        assert!(k.verify_access(&forge(0, header.clone(), claims)).is_ok());
+        let mut claims = good_claims(&device);
+        claims["exp"] = json!(now() - 40);
+        assert_eq!(
+            k.verify_access(&forge(0, header, claims)),
+            Err(TokenRejection::Expired)
+        );
+    }
+
+    #[test]
+    fn the_key_comes_from_the_ring_by_kid_and_from_nowhere_else() {
+        let k = keys();
+        let device = DeviceId::generate();
+        let claims = good_claims(&device);
+        let attacker = RingKey::from_private_pem(pem(2)).unwrap();
+        for header in [
+            json!({"alg": "RS256"}),
+            json!({"alg": "RS256", "kid": "0000000000000000"}),
+            json!({"alg": "RS256", "kid": "../../keys/x"}),
+            json!({"alg": "RS256", "kid": k.kid().to_uppercase()}),
+            json!({"alg": "RS256", "kid": attacker.kid(), "jku": "https://evil.example/jwks.json"}),
+            json!({"alg": "RS256", "kid": attacker.kid(), "jwk": attacker.jwk}),
+            json!({"alg": "RS256", "kid": attacker.kid(), "x5u": "https://evil.example/cert.pem"}),
+            json!({"alg": "RS256", "kid": k.kid(), "crit": ["exp"]}),
+        ] {
+            assert_eq!(
+                k.verify_access(&forge(2, header.clone(), claims.clone())),
+                Err(TokenRejection::Invalid),
+                "{header} passed"
+            );
+        }
+        // Our own key with a jku header: the header is ignored, the token verifies by kid.
+        let header = json!({"alg": "RS256", "kid": k.kid(), "jku": "https://evil.example/"});
+        assert!(k.verify_access(&forge(0, header, claims)).is_ok());
+    }
+
+    #[test]
+    fn hmac_with_the_public_key_as_secret_is_refused() {
+        let k = keys();
+        let device = DeviceId::generate();
+        let rsa = openssl::rsa::Rsa::private_key_from_pem(pem(0)).unwrap();
+        let secrets = [
+            rsa.public_key_to_pem().unwrap(),
+            rsa.public_key_to_pem_pkcs1().unwrap(),
+            rsa.public_key_to_der().unwrap(),
+            rsa.public_key_to_der_pkcs1().unwrap(),
+        ];
+        for secret in secrets {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(k.kid().to_owned());
+            let token = jsonwebtoken::encode(
+                &header,
+                &good_claims(&device),
+                &EncodingKey::from_secret(&secret),
+            )
+            .unwrap();
+            assert_eq!(k.verify_access(&token), Err(TokenRejection::Invalid));
+        }
     }
 }

@@ -1,7 +1,12 @@
 //! Security primitives: random secrets and their hashes ([`secrets`]), device access tokens
-//! ([`jwt`]), admin passwords ([`passwords`]) and encryption at rest ([`crypto`]). Nothing here logs; secrets are wrapped in [`secrets::Secret`], which does not print.
+//! ([`jwt`]) and the ring of keys that signs them ([`keys`]), admin passwords ([`passwords`]) and accounts ([`admins`]), admin sessions ([`sessions`]), revocation of device tokens ([`revocation`]) and the sweep of what expired ([`cleanup`]), and encryption at rest ([`crypto`]). Nothing here logs a secret; secrets are wrapped in [`secrets::Secret`], which does not print.
 
+pub mod admins;
+pub mod cleanup;
 pub mod crypto;
 pub mod jwt;
+pub mod keys;
 pub mod passwords;
+pub mod revocation;
 pub mod secrets;
+pub mod sessions;

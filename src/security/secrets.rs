@@ -1,4 +1,4 @@
-//! Random secrets (API tokens, refresh tokens, pairing codes), their storage hashes and
+//! Random secrets (API tokens, refresh tokens, session ids, CSRF tokens, pairing codes), their storage hashes and
 //! constant-time comparison.
 //!
 //! Tokens carry at least 256 bits from the OS generator, so a plain SHA-256 is a sound storage
@@ -16,6 +16,8 @@ use subtle::ConstantTimeEq;
 pub const API_TOKEN_PREFIX: &str = "bmp_";
 /// Prefix of device refresh tokens.
 pub const REFRESH_TOKEN_PREFIX: &str = "bmr_";
+/// Prefix of admin session ids (the session cookie's value).
+pub const SESSION_ID_PREFIX: &str = "bms_";
 
 /// A secret string that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -56,6 +58,16 @@ pub fn new_api_token() -> Secret {
 /// A new refresh token: `bmr_` and 256 random bits.
 pub fn new_refresh_token() -> Secret {
     random_token(REFRESH_TOKEN_PREFIX)
+}
+
+/// A new admin session id: `bms_` and 256 random bits. Only its hash is stored.
+pub fn new_session_id() -> Secret {
+    random_token(SESSION_ID_PREFIX)
+}
+
+/// A new CSRF token for an admin session: 256 random bits, URL-safe base64.
+pub fn new_csrf_token() -> Secret {
+    random_token("")
 }
 
 /// Crockford's base32 alphabet: no I, L, O, U, so codes survive being read aloud.

@@ -7,10 +7,12 @@
 //! (publishes, sent and acked marks) go through one group-committed path ([`queue_store`]), so
 //! concurrent publishers never contend for the write lock.
 
+pub mod admins;
 pub mod devices;
 pub mod notifications;
 pub mod pairing;
 pub mod queue_store;
+pub mod revoked;
 pub mod schema;
 pub mod tokens;
 

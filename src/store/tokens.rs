@@ -142,3 +142,25 @@ pub fn revoke_family(conn: &mut SqliteConnection, family: &str, now: i64) -> Que
     .set(device_tokens::revoked_at.eq(now))
     .execute(conn)
 }
+
+/// Revokes every refresh-token family of a device (a device has one, begun when it paired): used
+/// by logout. Returns how many tokens it revoked.
+pub fn revoke_families_of_device(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+    now: i64,
+) -> QueryResult<usize> {
+    let families: Vec<String> = device_tokens::table
+        .filter(device_tokens::device_id.eq(device_id))
+        .filter(device_tokens::revoked_at.is_null())
+        .select(device_tokens::family_id)
+        .distinct()
+        .load(conn)?;
+    diesel::update(
+        device_tokens::table
+            .filter(device_tokens::family_id.eq_any(families))
+            .filter(device_tokens::revoked_at.is_null()),
+    )
+    .set(device_tokens::revoked_at.eq(now))
+    .execute(conn)
+}

@@ -62,6 +62,8 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// Server shutting down, or heartbeat lost.
     pub const GOING_AWAY: u16 = 1001;
+    /// The token's revocation status cannot be checked (Redis unreachable): reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 #[cfg(test)]

@@ -81,6 +81,8 @@ pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
         Options {
             clock: Arc::new(clock.clone()),
             log,
+            // Fast bcrypt for test admins; real configurations cannot go below cost 10.
+            insecure_bcrypt_cost: Some(4),
         },
     )
     .await

@@ -7,6 +7,8 @@ mod cli;
 mod delivery;
 mod devices;
 mod helpers;
+mod identity;
 mod socket;
 mod startup;
+mod tokens;
 mod validation;

@@ -1,7 +1,9 @@
 //! Route handlers, one module per resource; each has a `configure` that registers its routes.
 
+pub mod auth;
 pub mod devices;
 pub mod health;
+pub mod keys;
 pub mod notifications;
 pub mod pairing;
 pub mod tokens;

@@ -103,7 +103,7 @@ async fn issue_tokens(
         revoked_at: None,
     };
     let store: Store = state.store.clone();
-    let keys: Arc<JwtKeys> = state.keys.clone();
+    let keys: Arc<JwtKeys> = state.keys.load_full();
     let ttl = settings.access_token_ttl_seconds;
     let signer_device = device.clone();
     // One blocking task: the store work, the refresh token row, and the RSA signature.
