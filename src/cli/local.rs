@@ -161,6 +161,17 @@ pub fn token_create(
     Ok(())
 }
 
+/// Whether the keys directory holds any data-encryption key.
+fn has_data_keys(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("data-") && n.ends_with(".key"))
+        })
+    })
+}
+
 /// `beepmyphone keys rotate`: adds a signing key (newest, so it signs from now on; a running relay
 /// picks it up at its next scan of the keys directory) and a data-encryption key version, retiring
 /// signing keys whose tokens have all expired, by the same rules as the relay.
@@ -170,6 +181,10 @@ pub fn keys_rotate(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalE
     let policy = crate::security::keys::policy(&settings.auth);
     let now = chrono::Utc::now().timestamp_millis();
     let failed = |e: &dyn std::fmt::Display| LocalError::Failed(e.to_string());
+    // On an empty keys directory, opening the ring creates its first key: that is the rotation.
+    let first = DiskKeyRing::status(&dir, &policy, now)
+        .map_err(|e| failed(&e))?
+        .is_empty();
     let ring = DiskKeyRing::open(
         &dir,
         &settings.auth.issuer,
@@ -179,10 +194,16 @@ pub fn keys_rotate(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalE
         crate::logging::discard(),
     )
     .map_err(|e| failed(&e))?;
-    let done = reconcile(&ring, now, &policy, true, None).map_err(|e| failed(&e))?;
-    let data_version = DataKeys::rotate_in(&dir).map_err(|e| failed(&e))?;
+    let done = reconcile(&ring, now, &policy, !first, None).map_err(|e| failed(&e))?;
+    let data_version = if has_data_keys(&dir) {
+        DataKeys::rotate_in(&dir).map_err(|e| failed(&e))?
+    } else {
+        DataKeys::load_or_create_in(&dir)
+            .map_err(|e| failed(&e))?
+            .current_version()
+    };
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
-    if let Some(created) = &done.created {
+    if let Some(created) = done.created.as_ref().or(done.keys.last().filter(|_| first)) {
         writeln!(out, "New signing key: {} (current)", created.kid).map_err(io)?;
     }
     for key in done.keys.iter().filter(|k| k.state == KeyState::Verifying) {
@@ -239,14 +260,7 @@ pub fn keys_status(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalE
             .map_err(io)?;
         }
     }
-    let has_data_keys = std::fs::read_dir(&dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("data-") && n.ends_with(".key"))
-        })
-    });
-    if has_data_keys {
+    if has_data_keys(&dir) {
         let data =
             DataKeys::load_or_create_in(&dir).map_err(|e| LocalError::Failed(e.to_string()))?;
         let versions: Vec<String> = data.versions().iter().map(u32::to_string).collect();

@@ -1,0 +1,258 @@
+//! Logins and logouts: `POST /auth/login`, `POST /auth/logout`, `GET /auth/sessions`,
+//! `DELETE /auth/sessions/{id}`. (`POST /auth/refresh` is in [`super::pairing`].)
+//!
+//! Login checks the password through the [`crate::security::passwords::PasswordManager`] (off the
+//! async workers, a bounded number at once); an unknown name is checked against a dummy hash, so a
+//! wrong name and a wrong password get the same 401 in the same time. Success creates a new session
+//! (a fresh id every time) and sets it as an `HttpOnly`, `SameSite=Strict` cookie (`Secure` when the
+//! request came over TLS); the body carries the CSRF token the dashboard must echo on state-changing
+//! requests. Logout with a device access token revokes that token and the device's refresh family;
+//! with a session cookie it ends the session.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use serde::{Deserialize, Serialize};
+
+use beepmyphone_actors::model::rfc3339;
+use beepmyphone_actors::registry::Kick;
+
+use crate::api::auth::Principal;
+use crate::api::body::Json;
+use crate::api::schemas::Page;
+use crate::error::ApiError;
+use crate::security::passwords::PasswordError;
+use crate::security::revocation::RevocationError;
+use crate::security::secrets::Secret;
+use crate::security::sessions::{SessionError, SESSION_COOKIE};
+use crate::state::AppState;
+use crate::store::admins;
+use crate::ws::protocol::close;
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/login", web::post().to(login))
+        .route("/auth/logout", web::post().to(logout))
+        .route("/auth/sessions", web::get().to(list_sessions))
+        .route("/auth/sessions/{id}", web::delete().to(delete_session));
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Unavailable(_) => {
+                ApiError::Unavailable("sessions cannot be reached right now; try again".into())
+            }
+            SessionError::Store(e) => e.into(),
+            SessionError::Record(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<RevocationError> for ApiError {
+    fn from(e: RevocationError) -> Self {
+        match e {
+            RevocationError::Unavailable(_) => ApiError::Unavailable(
+                "the revocation list cannot be reached right now; try again".into(),
+            ),
+            RevocationError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `POST /auth/login`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginResponse {
+    username: String,
+    csrf_token: String,
+    expires_at: String,
+}
+
+/// One session in `GET /auth/sessions`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    id: String,
+    created_at: String,
+    last_seen_at: String,
+    expires_at: String,
+    current: bool,
+}
+
+const WRONG_CREDENTIALS: &str = "the username or password is wrong";
+
+/// The cookie's attributes after its value: `Path=/; HttpOnly; SameSite=Strict`, `Secure` when the
+/// request came over TLS.
+fn cookie_attributes(req: &HttpRequest, max_age_s: i64) -> String {
+    let secure = if req.connection_info().scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}")
+}
+
+fn set_cookie(
+    response: &mut HttpResponseBuilder,
+    value: &str,
+    attributes: &str,
+) -> Result<(), ApiError> {
+    let cookie = HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; {attributes}"))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    response.append_header((header::SET_COOKIE, cookie));
+    Ok(())
+}
+
+fn clear_cookie(response: &mut HttpResponseBuilder, req: &HttpRequest) -> Result<(), ApiError> {
+    set_cookie(response, "", &cookie_attributes(req, 0))
+}
+
+async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    Json(request): Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let LoginRequest { username, password } = request;
+    let lookup = username.clone();
+    let admin = state
+        .store
+        .run(move |conn| Ok(admins::by_username(conn, &lookup)?))
+        .await?;
+    // Unknown names are verified against the dummy hash: same work, same answer.
+    let hash = admin.as_ref().map(|a| a.password_hash.clone());
+    let matches = match state.passwords.verify(Secret::new(password), hash).await {
+        Ok(matches) => matches,
+        // Cannot be anyone's password (bcrypt's limit), whoever the user is.
+        Err(PasswordError::TooLong) => false,
+        Err(PasswordError::BadHash) => {
+            slog::error!(state.log, "an admin's stored password hash is malformed"; "admin" => &username);
+            false
+        }
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    let admin = match admin {
+        Some(admin) if matches => admin,
+        _ => {
+            let tried: String = username.chars().take(64).collect();
+            slog::warn!(state.log, "admin login refused"; "username" => tried);
+            return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
+        }
+    };
+    let new = state.sessions.create(&admin.id, &admin.username).await?;
+    slog::info!(state.log, "admin logged in"; "admin" => &admin.username, "session" => &new.session.public_id);
+    let max_age = state.sessions.absolute_ms() / 1_000;
+    let mut response = HttpResponse::Ok();
+    set_cookie(
+        &mut response,
+        new.id.expose(),
+        &cookie_attributes(&req, max_age),
+    )?;
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    Ok(response.json(LoginResponse {
+        username: new.session.username.clone(),
+        csrf_token: new.session.csrf_token.expose().to_owned(),
+        expires_at: rfc3339(new.session.expires_at),
+    }))
+}
+
+async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    match principal {
+        Principal::Device { device, jti, exp } => {
+            state.revocations.logout(&device, &jti, exp).await?;
+            state.graph.registry.do_send(Kick {
+                device: device.clone(),
+                code: close::UNAUTHORIZED,
+                reason: "logged out".into(),
+            });
+            slog::info!(state.log, "device logged out; its token and refresh family are revoked"; "device" => %device);
+            Ok(HttpResponse::NoContent().finish())
+        }
+        Principal::Session {
+            admin_id,
+            username,
+            id_hash,
+            ..
+        } => {
+            state.sessions.end(&id_hash, &admin_id).await?;
+            slog::info!(state.log, "admin logged out"; "admin" => &username);
+            let mut response = HttpResponse::NoContent();
+            clear_cookie(&mut response, &req)?;
+            Ok(response.finish())
+        }
+        Principal::Token { .. } => Err(ApiError::Forbidden(
+            "API tokens do not log out; delete them with DELETE /api/v1/tokens/{id}".into(),
+        )),
+    }
+}
+
+/// The admin and session id hash of a session caller; 403 for anyone else.
+fn session_of(principal: Principal) -> Result<(String, String), ApiError> {
+    match principal {
+        Principal::Session {
+            admin_id, id_hash, ..
+        } => Ok((admin_id, id_hash)),
+        _ => Err(ApiError::Forbidden(
+            "this call needs an admin session (log in with a password)".into(),
+        )),
+    }
+}
+
+async fn list_sessions(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let (admin_id, current) = session_of(principal)?;
+    let items = state
+        .sessions
+        .list(&admin_id)
+        .await?
+        .into_iter()
+        .map(|s| SessionView {
+            current: s.id_hash == current,
+            id: s.public_id,
+            created_at: rfc3339(s.created_at),
+            last_seen_at: rfc3339(s.last_seen_at),
+            expires_at: rfc3339(s.expires_at),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+async fn delete_session(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (admin_id, current) = session_of(principal)?;
+    let not_found = || ApiError::NotFound(format!("no session {}", path.as_str()));
+    let target = state
+        .sessions
+        .list(&admin_id)
+        .await?
+        .into_iter()
+        .find(|s| s.public_id == path.as_str())
+        .ok_or_else(not_found)?;
+    if !state.sessions.end(&target.id_hash, &admin_id).await? {
+        return Err(not_found());
+    }
+    let mut response = HttpResponse::NoContent();
+    if target.id_hash == current {
+        clear_cookie(&mut response, &req)?;
+    }
+    Ok(response.finish())
+}

@@ -1,0 +1,101 @@
+//! Signing keys: `GET /.well-known/jwks.json` (anyone), `GET /keys` and `POST /keys/rotate`
+//! (admin).
+//!
+//! The JWK set and the key list are read from the snapshot the key manager publishes; only a
+//! rotation goes through the [`KeyManager`](beepmyphone_actors::keys::KeyManager), which generates
+//! the key on a blocking thread and publishes the new snapshot before it answers, so the next
+//! token issued carries the new `kid`.
+
+use actix_web::http::header::{CacheControl, CacheDirective};
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use beepmyphone_actors::keys::{KeyManagerError, KeyStatus, Rotate};
+use beepmyphone_actors::model::rfc3339;
+
+use crate::api::auth::Principal;
+use crate::api::schemas::Page;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Seconds clients may cache the JWK set. Short: a rotation should show within a minute.
+pub const JWKS_MAX_AGE_SECONDS: u32 = 60;
+
+/// Registers the admin routes (under `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/keys", web::get().to(list_keys))
+        .route("/keys/rotate", web::post().to(rotate_keys));
+}
+
+/// Registers `/.well-known/jwks.json` (at the root, not under `/api/v1`).
+pub fn configure_well_known(cfg: &mut web::ServiceConfig) {
+    cfg.route("/.well-known/jwks.json", web::get().to(get_jwks));
+}
+
+/// A signing key as the admin API shows it (never any private part).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView {
+    kid: String,
+    created_at: String,
+    state: &'static str,
+    /// When a verifying key stops verifying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retires_at: Option<String>,
+}
+
+impl From<&KeyStatus> for KeyView {
+    fn from(key: &KeyStatus) -> Self {
+        Self {
+            kid: key.kid.clone(),
+            created_at: rfc3339(key.created_ms),
+            state: key.state.as_str(),
+            retires_at: key.retires_at_ms.map(rfc3339),
+        }
+    }
+}
+
+async fn get_jwks(state: web::Data<AppState>) -> HttpResponse {
+    let keys = state.keys.load();
+    HttpResponse::Ok()
+        .insert_header(CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(JWKS_MAX_AGE_SECONDS),
+        ]))
+        .json(keys.jwks())
+}
+
+async fn list_keys(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let keys = state.keys.load();
+    // Newest (current) first.
+    let items: Vec<KeyView> = keys.keys().iter().rev().map(KeyView::from).collect();
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+async fn rotate_keys(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let created = state
+        .key_manager
+        .send(Rotate {
+            requested_by: principal.key(),
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("the key manager is restarting; try again".into()))?
+        .map_err(|e| match e {
+            KeyManagerError::Unavailable => {
+                ApiError::Unavailable("the key manager is restarting; try again".into())
+            }
+            KeyManagerError::Ring(e) => ApiError::Internal(e.to_string()),
+        })?;
+    Ok(HttpResponse::Created().json(KeyView::from(&created)))
+}
