@@ -29,7 +29,8 @@
 #
 # The relay runs from its data directory (so no config.toml applies) with the built-in defaults
 # and these settings (BEEP__… environment): log level warning, request bodies up to 1 MiB (a batch
-# of 500 notifications is above the default 64 KiB).
+# of 500 notifications is above the default 64 KiB), and the per-IP socket limits lifted (every
+# bench socket comes from 127.0.0.x).
 # `backlog` restarts the relay between publishing and connecting (`--restart-cmd`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,8 @@ start_relay() {
         exec env BEEP__LOG__LEVEL=warning \
             BEEP__LOG__FORMAT=json \
             BEEP__SERVER__MAX_BODY_BYTES=1048576 \
+            BEEP__LIMITS__MAX_SOCKETS_PER_IP=0 \
+            BEEP__LIMITS__WS_CONNECTS_PER_MINUTE=10000000 \
             "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$BENCH_DATA" \
             >>"$BENCH_DATA/relay.log" 2>&1
     ) &

@@ -29,6 +29,18 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Seconds to let open requests and sockets finish on shutdown.
     pub shutdown_timeout_seconds: u64,
+    /// Concurrent connections per worker at most; more wait in the backlog.
+    pub max_connections: usize,
+    /// Milliseconds a client has to send the request head (408 after).
+    pub client_request_timeout_ms: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_seconds: u64,
+    /// Milliseconds a client has to acknowledge the connection shutdown.
+    pub client_disconnect_timeout_ms: u64,
+    /// Longest request URI (path and query), in bytes; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON body; deeper gets 400.
+    pub max_json_depth: usize,
 }
 
 /// `[storage]`: the embedded SQLite store.
@@ -146,6 +158,85 @@ pub struct LogSettings {
     pub format: String,
 }
 
+/// `[limits]`: rate limits and blocking (see docs/security.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Whether rate limits apply at all.
+    pub enabled: bool,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` is believed; empty believes nobody.
+    pub trusted_proxies: Vec<String>,
+    /// Requests per minute per IP without credentials (sliding window).
+    pub ip_per_minute: u32,
+    /// Requests per minute per authenticated caller (token, device, admin; sliding window).
+    pub principal_per_minute: u32,
+    /// Requests per minute per admin token or admin session (sliding window).
+    pub admin_per_minute: u32,
+    /// Failed login, pairing and refresh attempts per minute per IP (sliding window).
+    pub auth_per_minute: u32,
+    /// Notifications published per minute per token (GCRA).
+    pub publish_per_minute: u32,
+    /// Publish requests allowed at once per token (the GCRA burst).
+    pub publish_burst: u32,
+    /// WebSocket connection attempts per minute per IP (sliding window).
+    pub ws_connects_per_minute: u32,
+    /// Inbound WebSocket frames per second per socket (GCRA); above it the socket closes with 4008.
+    pub ws_frames_per_second: u32,
+    /// Inbound frames allowed at once per socket (the GCRA burst).
+    pub ws_frame_burst: u32,
+    /// Open device sockets per IP at most (0: no limit); more are refused with 429.
+    pub max_sockets_per_ip: usize,
+    /// Consecutive rate-limit violations that block an IP.
+    pub block_after_violations: u32,
+    /// Seconds an IP stays blocked.
+    pub block_seconds: u64,
+    /// Keys per rule kept by the embedded backend; the oldest are evicted beyond it.
+    pub max_keys: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trusted_proxies: Vec::new(),
+            ip_per_minute: 100,
+            principal_per_minute: 500,
+            admin_per_minute: 100_000,
+            auth_per_minute: 10,
+            publish_per_minute: 6_000_000,
+            publish_burst: 100_000,
+            ws_connects_per_minute: 60,
+            ws_frames_per_second: 50,
+            ws_frame_burst: 100,
+            max_sockets_per_ip: 50,
+            block_after_violations: 10,
+            block_seconds: 900,
+            max_keys: 100_000,
+        }
+    }
+}
+
+/// `[security]`: response headers and CORS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// The `Content-Security-Policy` of every response.
+    pub content_security_policy: String,
+    /// Origins allowed to call the API from a browser (`https://dash.example.com`); empty: none.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            content_security_policy:
+                "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
+                    .into(),
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
 /// Every setting of the relay.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -166,6 +257,10 @@ pub struct Settings {
     pub sessions: SessionSettings,
     /// Optional Redis.
     pub redis: RedisSettings,
+    /// Rate limits.
+    pub limits: LimitSettings,
+    /// Response headers and CORS.
+    pub security: SecuritySettings,
 }
 
 impl Default for SessionSettings {
@@ -198,6 +293,12 @@ impl Default for ServerSettings {
             public_url: String::new(),
             max_body_bytes: 64 * 1024,
             shutdown_timeout_seconds: 10,
+            max_connections: 25_000,
+            client_request_timeout_ms: 5_000,
+            keep_alive_seconds: 75,
+            client_disconnect_timeout_ms: 1_000,
+            max_uri_bytes: 8 * 1024,
+            max_json_depth: 32,
         }
     }
 }
@@ -312,6 +413,16 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &str, why: &str) -> Result<(), ConfigError> {
             Err(ConfigError(format!("{key}: {why}")))
+        }
+        if let Some(bad_proxy) = self
+            .limits
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::security::ratelimit::Cidr::parse(p).is_none())
+        {
+            return Err(ConfigError(format!(
+                "limits.trusted_proxies: {bad_proxy:?} is not an IP address or CIDR"
+            )));
         }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             return bad(

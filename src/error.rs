@@ -75,6 +75,20 @@ pub enum ApiError {
     /// 415: not JSON.
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    /// 414: the request URI is longer than the limit.
+    #[error("the request URI is longer than {limit} bytes")]
+    UriTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 429: over a rate limit, or the IP is blocked; `Retry-After` says when to come back.
+    #[error("{detail}")]
+    RateLimited {
+        /// Seconds until a retry may succeed.
+        retry_after_secs: u64,
+        /// What was exceeded.
+        detail: String,
+    },
     /// 503: a dependency is down; try again later.
     #[error("{0}")]
     Unavailable(String),
@@ -110,6 +124,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::UriTooLong { .. } => "URI_TOO_LONG",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -126,6 +142,8 @@ impl ApiError {
             ApiError::Conflict(_) => "Conflict",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::UriTooLong { .. } => "URI too long",
+            ApiError::RateLimited { .. } => "Too many requests",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
         }
@@ -169,6 +187,8 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -209,6 +229,12 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unavailable(_)) {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+        }
         response.body(serde_json::to_string(&problem).unwrap_or_default())
     }
 }
@@ -236,6 +262,18 @@ mod tests {
         assert_eq!(v["errors"][0]["field"], "priority");
         assert_eq!(v["type"], "about:blank");
         assert_eq!(v["status"], 400);
+    }
+
+    #[test]
+    fn rate_limited_is_a_429_with_retry_after() {
+        let e = ApiError::RateLimited {
+            retry_after_secs: 17,
+            detail: "too many requests".into(),
+        };
+        let response = e.error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "17");
+        assert_eq!(body(&e)["code"], "RATE_LIMITED");
     }
 
     #[test]

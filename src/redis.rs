@@ -338,6 +338,117 @@ impl Redis {
     }
 }
 
+// Rate limiting ([`crate::security::ratelimit`]): one script per algorithm, each a single atomic
+// read-decide-write with a TTL on every key it writes. Times are the relay's clock, passed in.
+
+/// Sliding window. KEYS[1] the rule's key; ARGV now_ms, window_ms, limit, consume (1/0). Two keys,
+/// `<key>:<window index>` for this window and the previous one. Returns {allowed, remaining,
+/// reset_ms, retry_after_ms}.
+const RATE_WINDOW: &str = r"
+local now = tonumber(ARGV[1]); local w = tonumber(ARGV[2]); local q = tonumber(ARGV[3])
+local idx = math.floor(now / w)
+local ck = KEYS[1] .. ':' .. idx
+local curr = tonumber(redis.call('GET', ck) or '0')
+local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. (idx - 1)) or '0')
+local into = now - idx * w
+local weight = (w - into) / w
+local est = prev * weight + curr
+local allowed = 0
+local retry = 0
+if est + 1 <= q then
+  allowed = 1
+  if ARGV[4] == '1' then
+    curr = redis.call('INCR', ck)
+    redis.call('PEXPIRE', ck, 2 * w)
+  end
+elseif curr + 1 > q then
+  retry = w - into
+else
+  retry = math.min(w - into, math.max(1, math.ceil((est + 1 - q) / math.max(prev, 1) * w)))
+end
+local remaining = math.max(0, math.floor(q - (prev * weight + curr)))
+return {allowed, remaining, w - into, retry}
+";
+
+/// GCRA. KEYS[1] the rule's key (its theoretical arrival time, µs); ARGV now_us, interval_us,
+/// burst, consume (1/0). Returns {allowed, remaining, reset_ms, retry_after_ms}.
+const RATE_GCRA: &str = r"
+local now = tonumber(ARGV[1]); local t = tonumber(ARGV[2]); local cap = t * tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new = tat + t
+local allowed = 0
+local retry = 0
+if new - now <= cap then
+  allowed = 1
+  if ARGV[4] == '1' then
+    tat = new
+    redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  end
+else
+  retry = math.max(1, math.ceil((new - now - cap) / 1000))
+end
+local remaining = math.max(0, math.floor((cap - (tat - now)) / t))
+return {allowed, remaining, math.ceil((tat - now) / 1000), retry}
+";
+
+static RATE_WINDOW_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(RATE_WINDOW));
+static RATE_GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RATE_GCRA));
+
+impl Redis {
+    /// Checks (and, when `consume`, counts) one request of `key` under `rule`, atomically.
+    pub async fn rate_limit(
+        &self,
+        rule: &crate::security::ratelimit::Rule,
+        key: &str,
+        now_ms: i64,
+        consume: bool,
+    ) -> Result<crate::security::ratelimit::Decision, RedisError> {
+        use crate::security::ratelimit::Algorithm;
+        let name = format!("rl:{}:{key}", rule.name);
+        let consume: &[u8] = if consume { b"1" } else { b"0" };
+        let reply: Vec<i64> = match rule.algorithm {
+            Algorithm::SlidingWindow => {
+                let (now, w, q) = (
+                    now_ms.to_string(),
+                    rule.window_ms.to_string(),
+                    rule.limit.to_string(),
+                );
+                self.eval(
+                    &RATE_WINDOW_SCRIPT,
+                    &[&name],
+                    &[now.as_bytes(), w.as_bytes(), q.as_bytes(), consume],
+                )
+                .await?
+            }
+            Algorithm::Gcra => {
+                let interval = ((rule.window_ms as i64) * 1_000 / i64::from(rule.limit)).max(1);
+                let (now, t, b) = (
+                    (now_ms * 1_000).to_string(),
+                    interval.to_string(),
+                    rule.burst.to_string(),
+                );
+                self.eval(
+                    &RATE_GCRA_SCRIPT,
+                    &[&name],
+                    &[now.as_bytes(), t.as_bytes(), b.as_bytes(), consume],
+                )
+                .await?
+            }
+        };
+        match reply.as_slice() {
+            [allowed, remaining, reset, retry] => Ok(crate::security::ratelimit::Decision {
+                allowed: *allowed == 1,
+                remaining: (*remaining).clamp(0, i64::from(u32::MAX)) as u32,
+                reset_ms: (*reset).max(0) as u64,
+                retry_after_ms: (*retry).max(0) as u64,
+            }),
+            other => Err(RedisError(format!("unexpected rate-limit reply {other:?}"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,9 @@ use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
 
 use crate::api;
 use crate::api::auth::authenticate_request;
+use crate::api::headers::security_headers;
 use crate::api::middleware::request_context;
+use crate::api::ratelimit::{limit_ip, limit_principal, Limits};
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::Settings;
 use crate::redis::Redis;
@@ -221,6 +223,21 @@ impl Application {
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
         let (revocations, sessions, passwords) =
             start_identity(&settings, &store, &clock, &log, insecure_bcrypt_cost).await?;
+        let limits_redis = if settings.redis.url.is_empty() {
+            None
+        } else {
+            Some(
+                Redis::connect(&settings.redis)
+                    .await
+                    .map_err(|e| StartError::Io(e.to_string()))?,
+            )
+        };
+        let limits = Limits::new(
+            &settings,
+            limits_redis,
+            log.new(slog::o!("component" => "ratelimit")),
+        );
+        let limits_probe = Arc::new(limits.limiter.probe()) as Arc<dyn Probe>;
         let graph = start_graph(
             GraphSettings {
                 queue: QueueConfig {
@@ -238,7 +255,10 @@ impl Application {
                 health_cache: Duration::from_secs(30),
             },
             Arc::new(store.clone()),
-            vec![Arc::new(StoreProbe(store.clone())) as Arc<dyn Probe>],
+            vec![
+                Arc::new(StoreProbe(store.clone())) as Arc<dyn Probe>,
+                limits_probe,
+            ],
             clock.clone(),
             &log,
         );
@@ -263,6 +283,7 @@ impl Application {
             revocations,
             sessions,
             passwords,
+            limits,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -276,13 +297,24 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(web::QueryConfig::default().error_handler(api::query_error))
                 .app_data(web::PathConfig::default().error_handler(api::path_error))
-                // Outermost last: the request context (request id, logger) wraps authentication.
+                // Outermost last: security headers wrap everything; the request context (request
+                // id, logger) wraps the limits, which wrap authentication.
+                .wrap(from_fn(limit_principal))
                 .wrap(from_fn(authenticate_request))
+                .wrap(from_fn(limit_ip))
                 .wrap(from_fn(request_context))
+                .wrap(from_fn(security_headers))
                 .configure(api::configure)
         })
         .workers(workers)
-        .max_connections(100_000)
+        .max_connections(settings.server.max_connections)
+        .client_request_timeout(Duration::from_millis(
+            settings.server.client_request_timeout_ms,
+        ))
+        .client_disconnect_timeout(Duration::from_millis(
+            settings.server.client_disconnect_timeout_ms,
+        ))
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_seconds))
         .backlog(4_096)
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_seconds)

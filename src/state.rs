@@ -132,4 +132,6 @@ pub struct AppState {
     pub sessions: SessionManager,
     /// Admin password hashing, off the async workers with bounded concurrency.
     pub passwords: PasswordManager,
+    /// Rate limits, blocked IPs and open sockets per IP ([`crate::api::ratelimit`]).
+    pub limits: crate::api::ratelimit::Limits,
 }

@@ -18,6 +18,35 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
+/// Whether arrays and objects in `bytes` nest deeper than `max` (strings are skipped; one pass, no
+/// allocation). Malformed JSON is left to the parser.
+pub fn too_deep(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Parses JSON bytes into `T`, naming the failing field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
@@ -93,10 +122,15 @@ fn read<T: DeserializeOwned + 'static>(
     payload: &mut Payload,
     empty: Option<fn() -> T>,
 ) -> Pin<Box<dyn Future<Output = Result<T, ApiError>>>> {
-    let limit = req
+    let (limit, max_depth) = req
         .app_data::<web::Data<AppState>>()
-        .map(|s| s.settings.server.max_body_bytes)
-        .unwrap_or(64 * 1024);
+        .map(|s| {
+            (
+                s.settings.server.max_body_bytes,
+                s.settings.server.max_json_depth,
+            )
+        })
+        .unwrap_or((64 * 1024, 32));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -124,6 +158,12 @@ fn read<T: DeserializeOwned + 'static>(
         }
         if !json {
             return Err(ApiError::UnsupportedMediaType);
+        }
+        if too_deep(&body, max_depth) {
+            return Err(ApiError::field(
+                "body",
+                format!("nests arrays and objects deeper than {max_depth} levels"),
+            ));
         }
         parse(&body)
     })
@@ -176,6 +216,13 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_detected_outside_strings() {
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        assert!(too_deep(deep.as_bytes(), 32));
+        assert!(!too_deep(b"{\"a\":[[1]],\"s\":\"[[[[[[\\\"[[[[\"}", 3));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod headers;
 pub mod middleware;
+pub mod ratelimit;
 pub mod routes;
 pub mod schemas;
 
@@ -28,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(routes::devices::configure)
             .configure(routes::tokens::configure)
             .configure(routes::keys::configure)
+            .configure(routes::blocks::configure)
             .configure(routes::notifications::configure)
             .route("/ws", web::get().to(crate::ws::connect)),
     )
@@ -51,6 +54,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/tokens/{id}", "DELETE"),
     ("/api/v1/keys", "GET"),
     ("/api/v1/keys/rotate", "POST"),
+    ("/api/v1/blocks", "GET"),
+    ("/api/v1/blocks/{ip}", "DELETE"),
     ("/api/v1/notifications", "GET, POST"),
     ("/api/v1/notifications/batch", "POST"),
     ("/api/v1/notifications/{id}", "GET"),

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod jwt;
 pub mod keys;
 pub mod passwords;
+pub mod ratelimit;
 pub mod revocation;
 pub mod secrets;
 pub mod sessions;

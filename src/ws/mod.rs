@@ -33,12 +33,26 @@ pub async fn connect(
             format!("expected a WebSocket upgrade request: {e}"),
         )
     })?;
+    let ip = state.limits.client_ip(&req);
+    if let Some(ip) = ip {
+        if !state.limits.open_socket(ip) {
+            return Err(crate::error::ApiError::RateLimited {
+                retry_after_secs: 60,
+                detail: "too many open sockets from this address".into(),
+            }
+            .into());
+        }
+    }
     let max = state.settings.websocket.max_frame_bytes;
     let stream = stream
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    DeviceSocket::new(state.into_inner(), session, pre_auth).start_with(stream);
+    let socket = DeviceSocket::new(state.into_inner(), session, pre_auth);
+    match ip {
+        Some(ip) => socket.holding_socket_of(ip).start_with(stream),
+        None => socket.start_with(stream),
+    }
     Ok(response)
 }
 

@@ -59,6 +59,13 @@ pub struct DeviceSocket {
     bad_frames: u32,
     /// The device this socket registered for; unregistered in `stopped`.
     registered: Option<DeviceId>,
+    /// The client IP whose open-socket count this socket holds; released in `stopped`.
+    peer: Option<std::net::IpAddr>,
+    /// The inbound-frame rate limit's state (GCRA theoretical arrival time, µs).
+    frames_tat_us: i64,
+    /// When the socket started: the frame rate runs on real time (a frozen test clock would make
+    /// every frame of a long test one burst).
+    started: std::time::Instant,
 }
 
 impl DeviceSocket {
@@ -79,7 +86,16 @@ impl DeviceSocket {
             token_exp: 0,
             bad_frames: 0,
             registered: None,
+            peer: None,
+            frames_tat_us: 0,
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// Makes the socket release `ip`'s open-socket count when it stops.
+    pub fn holding_socket_of(mut self, ip: std::net::IpAddr) -> Self {
+        self.peer = Some(ip);
+        self
     }
 
     fn send_json(&mut self, ctx: &mut Context<Self>, value: &impl serde::Serialize) {
@@ -286,6 +302,9 @@ impl Actor for DeviceSocket {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(ip) = self.peer.take() {
+            self.state.limits.close_socket(ip);
+        }
         if let Some(device) = self.registered.take() {
             self.state.graph.registry.do_send(Unregister {
                 device: device.clone(),
@@ -321,6 +340,16 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
         self.last_seen = self.state.clock.now_ms();
         if self.phase == Phase::Closing {
             return;
+        }
+        let limits = &self.state.limits;
+        if limits.enabled
+            && !crate::security::ratelimit::gcra_local(
+                &limits.rules.frames,
+                &mut self.frames_tat_us,
+                i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            )
+        {
+            return self.close(ctx, close::RATE_LIMITED, "too many frames");
         }
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_text(ctx, &text),

@@ -745,6 +745,8 @@ async fn wrong_password_and_unknown_user_take_the_same_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path());
     settings.auth.bcrypt_cost = 10;
+    // Sixteen refused logins from one address: more than the failed-login rate limit allows.
+    settings.limits.auth_per_minute = 1_000;
     let app = Application::build(
         settings,
         Options {

@@ -8,6 +8,7 @@ mod delivery;
 mod devices;
 mod helpers;
 mod identity;
+mod limits;
 mod socket;
 mod startup;
 mod tokens;

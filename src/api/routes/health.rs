@@ -47,13 +47,23 @@ async fn detail(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     } else {
         HttpResponse::Ok()
     };
+    let limits = &state.limits.limiter;
+    let status = if limits.degraded() && report.status == Status::Healthy {
+        Status::Degraded
+    } else {
+        report.status
+    };
     Ok(response.json(json!({
-        "status": report.status,
+        "status": status,
         "components": report.components,
         "restarts": report.restarts,
         "checkedAt": beepmyphone_actors::model::rfc3339(report.checked_at),
         "queue": report.queue,
         "sockets": report.sockets.map(|s| json!({"devices": s.devices, "sockets": s.sockets})),
         "pool": state.store.stats(),
+        "rateLimit": {
+            "backend": limits.backend_name(),
+            "status": if limits.degraded() { Status::Degraded } else { Status::Healthy },
+        },
     })))
 }

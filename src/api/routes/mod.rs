@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource; each has a `configure` that registers its routes.
 
 pub mod auth;
+pub mod blocks;
 pub mod devices;
 pub mod health;
 pub mod keys;

@@ -1,0 +1,343 @@
+//! The rate-limit middleware, in two layers around authentication, and the open-socket count.
+//!
+//! [`limit_ip`] runs before authentication: it refuses blocked IPs, limits requests without
+//! credentials per IP (`ip`), WebSocket connection attempts per IP (`ws`), and counts
+//! failed authentications against the IP. [`limit_principal`] runs after authentication: per
+//! caller (`principal`), a separate budget for publishing (`publish`) and for admins (`admin`),
+//! and failed login, pairing and refresh attempts per IP (`auth`; admins are exempt).
+//! Health probes and the JWKS are never limited. Every limited response carries `RateLimit-Policy`
+//! and `RateLimit`; a 429 is a `RATE_LIMITED` problem document with `Retry-After`. Ten consecutive
+//! violations block the IP for `limits.block_seconds` (see [`crate::api::routes::blocks`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse};
+
+use crate::api::auth::{session_cookie, Principal};
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::redis::Redis;
+use crate::security::ratelimit::{client_ip, Cidr, Decision, RateLimiter, Rule};
+use crate::state::{AppState, Scope};
+
+/// `RateLimit-Policy`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The rules in force.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Requests without credentials, per IP.
+    pub ip: Rule,
+    /// Authenticated requests, per caller.
+    pub principal: Rule,
+    /// Admin requests, per admin token or admin.
+    pub admin: Rule,
+    /// Failed login, pairing and refresh attempts, per IP.
+    pub auth: Rule,
+    /// Publish requests, per token.
+    pub publish: Rule,
+    /// WebSocket connection attempts, per IP.
+    pub ws: Rule,
+    /// Inbound WebSocket frames, per socket (checked by the socket itself).
+    pub frames: Rule,
+}
+
+impl Rules {
+    /// The rules of these settings.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let l = &settings.limits;
+        Self {
+            ip: Rule::window("ip", l.ip_per_minute, 60_000),
+            principal: Rule::window("principal", l.principal_per_minute, 60_000),
+            admin: Rule::window("admin", l.admin_per_minute, 60_000),
+            auth: Rule::window("auth", l.auth_per_minute, 60_000),
+            publish: Rule::gcra("publish", l.publish_per_minute, 60_000, l.publish_burst),
+            ws: Rule::window("ws", l.ws_connects_per_minute, 60_000),
+            frames: Rule::gcra("frames", l.ws_frames_per_second, 1_000, l.ws_frame_burst),
+        }
+    }
+}
+
+/// Everything the limit middleware needs, in [`AppState`].
+pub struct Limits {
+    /// Whether limits apply.
+    pub enabled: bool,
+    /// The backend and the block list.
+    pub limiter: RateLimiter,
+    /// The rules.
+    pub rules: Rules,
+    trusted: Vec<Cidr>,
+    sockets: Mutex<HashMap<IpAddr, usize>>,
+    max_sockets_per_ip: usize,
+}
+
+impl Limits {
+    /// Limits from the settings; Redis-backed when `redis` is given.
+    pub fn new(settings: &Settings, redis: Option<Redis>, log: slog::Logger) -> Self {
+        Self {
+            enabled: settings.limits.enabled,
+            limiter: RateLimiter::new(&settings.limits, redis, log),
+            rules: Rules::from_settings(settings),
+            trusted: settings
+                .limits
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| Cidr::parse(p))
+                .collect(),
+            sockets: Mutex::new(HashMap::new()),
+            max_sockets_per_ip: settings.limits.max_sockets_per_ip,
+        }
+    }
+
+    /// The client IP of a request (see [`client_ip`]); `None` without a peer address.
+    pub fn client_ip(&self, req: &actix_web::HttpRequest) -> Option<IpAddr> {
+        let peer = req.peer_addr()?.ip();
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Some(client_ip(peer, forwarded, &self.trusted))
+    }
+
+    /// Counts an opening socket of `ip`; `false` (nothing counted) when the IP has too many.
+    pub fn open_socket(&self, ip: IpAddr) -> bool {
+        let Ok(mut map) = self.sockets.lock() else {
+            return true;
+        };
+        let open = map.entry(ip).or_insert(0);
+        if self.enabled && self.max_sockets_per_ip > 0 && *open >= self.max_sockets_per_ip {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    /// Counts a closed socket of `ip`.
+    pub fn close_socket(&self, ip: IpAddr) {
+        if let Ok(mut map) = self.sockets.lock() {
+            if let Some(open) = map.get_mut(&ip) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// The client IP, as [`limit_ip`] found it, for later layers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+fn exempt(path: &str) -> bool {
+    path == "/health" || path.starts_with("/health/") || path == "/.well-known/jwks.json"
+}
+
+fn sensitive(method: &Method, path: &str) -> bool {
+    *method == Method::POST
+        && matches!(
+            path.trim_end_matches('/'),
+            "/api/v1/auth/login" | "/api/v1/devices/pair" | "/api/v1/auth/refresh"
+        )
+}
+
+fn publishing(method: &Method, path: &str) -> bool {
+    *method == Method::POST
+        && matches!(
+            path.trim_end_matches('/'),
+            "/api/v1/notifications" | "/api/v1/notifications/batch"
+        )
+}
+
+fn add_headers<B>(res: &mut ServiceResponse<B>, rule: &Rule, decision: &Decision) {
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&rule.policy_header()) {
+        headers.append(RATELIMIT_POLICY, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&decision.header(rule)) {
+        headers.append(RATELIMIT, v);
+    }
+}
+
+fn too_many<B>(
+    req: ServiceRequest,
+    retry_after_secs: u64,
+    detail: String,
+    limit: Option<(&Rule, &Decision)>,
+) -> ServiceResponse<EitherBody<B>> {
+    let error = ApiError::RateLimited {
+        retry_after_secs,
+        detail,
+    };
+    let response = HttpResponse::from_error(actix_web::Error::from(error));
+    let mut res = req.into_response(response).map_into_right_body();
+    if let Some((rule, decision)) = limit {
+        add_headers(&mut res, rule, decision);
+    }
+    res
+}
+
+fn denied<B>(
+    state: &AppState,
+    req: ServiceRequest,
+    ip: IpAddr,
+    rule: &Rule,
+    decision: &Decision,
+    now: i64,
+) -> ServiceResponse<EitherBody<B>> {
+    state.limits.limiter.violation(ip, now);
+    let detail = format!(
+        "rate limit \"{}\" exceeded ({} requests per {} s); retry after {} s",
+        rule.name,
+        rule.limit,
+        rule.window_ms.div_ceil(1_000),
+        decision.retry_after_secs()
+    );
+    too_many(
+        req,
+        decision.retry_after_secs(),
+        detail,
+        Some((rule, decision)),
+    )
+}
+
+/// The layer before authentication (`actix_web::middleware::from_fn`).
+pub async fn limit_ip(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let state = match req.app_data::<web::Data<AppState>>() {
+        Some(state) if state.limits.enabled && !exempt(req.path()) => state.clone(),
+        _ => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+    };
+    let limits = &state.limits;
+    let Some(ip) = limits.client_ip(req.request()) else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    req.extensions_mut().insert(ClientIp(ip));
+    let now = state.clock.now_ms();
+    if let Some(until) = limits.limiter.blocked_until(ip, now) {
+        let secs = ((until - now).max(0) as u64).div_ceil(1_000).max(1);
+        let detail =
+            format!("this address is blocked for {secs} s after repeated rate-limit violations");
+        return Ok(too_many(req, secs, detail, None));
+    }
+    let credentialed =
+        req.headers().contains_key(AUTHORIZATION) || session_cookie(req.request()).is_some();
+    let rule = if req.path() == "/api/v1/ws" {
+        Some(&limits.rules.ws)
+    } else if !credentialed && !sensitive(req.method(), req.path()) {
+        Some(&limits.rules.ip)
+    } else {
+        None
+    };
+    let key = ip.to_string();
+    let before = match rule {
+        Some(rule) => {
+            let decision = limits.limiter.check(rule, &key, now, true).await;
+            if !decision.allowed {
+                return Ok(denied(&state, req, ip, rule, &decision, now));
+            }
+            limits.limiter.allowed(ip, now);
+            Some((rule, decision))
+        }
+        None => None,
+    };
+    let mut res = next.call(req).await?;
+    if let Some((rule, decision)) = before {
+        add_headers(&mut res, rule, &decision);
+    } else if credentialed && res.status() == actix_web::http::StatusCode::UNAUTHORIZED {
+        // Guessing credentials spends the IP's budget, and repeated guessing blocks it.
+        let rule = &limits.rules.ip;
+        let decision = limits.limiter.check(rule, &key, now, true).await;
+        if !decision.allowed {
+            limits.limiter.violation(ip, now);
+        }
+        add_headers(&mut res, rule, &decision);
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// The layer after authentication (`actix_web::middleware::from_fn`).
+pub async fn limit_principal(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let client = req.extensions().get::<ClientIp>().copied();
+    let (state, ip) = match (req.app_data::<web::Data<AppState>>(), client) {
+        (Some(state), Some(ClientIp(ip))) if req.path() != "/api/v1/ws" => (state.clone(), ip),
+        _ => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+    };
+    let limits = &state.limits;
+    let rules = &limits.rules;
+    let now = state.clock.now_ms();
+    // The caller's key and budget, without cloning the principal.
+    let caller = req.extensions().get::<Principal>().map(|p| match p {
+        Principal::Token { id, scope } => (id.clone(), *scope == Scope::Admin, true),
+        Principal::Session { admin_id, .. } => (admin_id.clone(), true, true),
+        Principal::Device { device, .. } => (device.to_string(), false, false),
+    });
+    let is_admin = caller.as_ref().is_some_and(|c| c.1);
+    if sensitive(req.method(), req.path()) && !is_admin {
+        // Only failures spend this budget: a valid code, password or refresh token always works
+        // until the budget is spent by failures.
+        let rule = &rules.auth;
+        let key = ip.to_string();
+        let peek = limits.limiter.check(rule, &key, now, false).await;
+        if !peek.allowed {
+            return Ok(denied(&state, req, ip, rule, &peek, now));
+        }
+        let mut res = next.call(req).await?;
+        let decision = if res.status().is_client_error() {
+            limits.limiter.check(rule, &key, now, true).await
+        } else {
+            limits.limiter.allowed(ip, now);
+            peek
+        };
+        add_headers(&mut res, rule, &decision);
+        return Ok(res.map_into_left_body());
+    }
+    let Some((key, admin, publisher)) = caller else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    let rule = if publisher && publishing(req.method(), req.path()) {
+        &rules.publish
+    } else if admin {
+        &rules.admin
+    } else {
+        &rules.principal
+    };
+    let decision = limits.limiter.check(rule, &key, now, true).await;
+    if !decision.allowed {
+        return Ok(denied(&state, req, ip, rule, &decision, now));
+    }
+    limits.limiter.allowed(ip, now);
+    let mut res = next.call(req).await?;
+    add_headers(&mut res, rule, &decision);
+    Ok(res.map_into_left_body())
+}

@@ -1,0 +1,621 @@
+//! Rate limiting: the two algorithms (a sliding-window counter and GCRA, a token bucket), the
+//! embedded backend (a capped map; expired and then oldest keys are evicted), the Redis backend
+//! (atomic Lua scripts in [`crate::redis`], a TTL on every key) with fallback to the embedded one,
+//! and the list of blocked IPs (ten consecutive violations block an IP for `limits.block_seconds`).
+//!
+//! Keys are client IPs or principal ids (`tok_…`, `dev_…`, `adm_…`), never secrets. Times come from
+//! the injected clock, in milliseconds, so tests advance time instead of sleeping.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::config::LimitSettings;
+use crate::redis::Redis;
+
+/// How a rule counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Two fixed windows, the previous one weighted by how much of it still overlaps.
+    SlidingWindow,
+    /// The generic cell rate algorithm: a token bucket of `burst` tokens refilled at `limit` per
+    /// window.
+    Gcra,
+}
+
+/// One rate-limit rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The policy name in the `RateLimit-Policy` header (`ip`, `principal`, `auth`, …).
+    pub name: &'static str,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Requests per window.
+    pub limit: u32,
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+    /// GCRA only: the bucket size (requests allowed at once).
+    pub burst: u32,
+}
+
+impl Rule {
+    /// A sliding-window rule.
+    pub fn window(name: &'static str, limit: u32, window_ms: u64) -> Self {
+        Self {
+            name,
+            algorithm: Algorithm::SlidingWindow,
+            limit: limit.max(1),
+            window_ms: window_ms.max(1),
+            burst: 0,
+        }
+    }
+
+    /// A GCRA rule.
+    pub fn gcra(name: &'static str, limit: u32, window_ms: u64, burst: u32) -> Self {
+        Self {
+            name,
+            algorithm: Algorithm::Gcra,
+            limit: limit.max(1),
+            window_ms: window_ms.max(1),
+            burst: burst.max(1),
+        }
+    }
+
+    /// Microseconds between two requests at the sustained rate.
+    fn interval_us(&self) -> i64 {
+        ((self.window_ms as i64) * 1_000 / i64::from(self.limit)).max(1)
+    }
+
+    /// The `RateLimit-Policy` item: `"ip";q=100;w=60`.
+    pub fn policy_header(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.name,
+            self.limit,
+            self.window_ms.div_ceil(1_000)
+        )
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may go on.
+    pub allowed: bool,
+    /// Requests left.
+    pub remaining: u32,
+    /// Milliseconds until the quota is fully available again (`t` in the `RateLimit` header).
+    pub reset_ms: u64,
+    /// Denied only: milliseconds until a request would be allowed.
+    pub retry_after_ms: u64,
+}
+
+impl Decision {
+    /// The `RateLimit` item: `"ip";r=42;t=17`.
+    pub fn header(&self, rule: &Rule) -> String {
+        format!(
+            "\"{}\";r={};t={}",
+            rule.name,
+            self.remaining,
+            self.reset_ms.div_ceil(1_000)
+        )
+    }
+
+    /// Whole seconds for `Retry-After` (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after_ms.div_ceil(1_000).max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Window { index: i64, prev: u32, curr: u32 },
+    Gcra { tat_us: i64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    state: State,
+    /// When the entry no longer matters (epoch ms).
+    expires_ms: i64,
+}
+
+fn sliding_window(
+    rule: &Rule,
+    entry: Option<State>,
+    now_ms: i64,
+    consume: bool,
+) -> (State, Decision) {
+    let w = rule.window_ms as i64;
+    let index = now_ms.div_euclid(w);
+    let (prev, curr) = match entry {
+        Some(State::Window {
+            index: i,
+            prev,
+            curr,
+        }) if i == index => (prev, curr),
+        Some(State::Window { index: i, curr, .. }) if i + 1 == index => (curr, 0),
+        _ => (0, 0),
+    };
+    let into = now_ms - index * w;
+    let weight = (w - into) as f64 / w as f64;
+    let estimate = f64::from(prev) * weight + f64::from(curr);
+    let limit = f64::from(rule.limit);
+    let allowed = estimate + 1.0 <= limit;
+    let curr = if allowed && consume {
+        curr.saturating_add(1)
+    } else {
+        curr
+    };
+    let used = f64::from(prev) * weight + f64::from(curr);
+    let remaining = (limit - used).floor().max(0.0) as u32;
+    let to_window_end = (w - into) as u64;
+    let retry_after_ms = if allowed {
+        0
+    } else if f64::from(curr) + 1.0 > limit {
+        // This window alone is full: wait for it to end (the next one starts with it as `prev`,
+        // whose weight then falls).
+        to_window_end
+    } else {
+        // The previous window's weight must fall far enough.
+        let need = (estimate + 1.0 - limit) / f64::from(prev.max(1));
+        ((need * w as f64).ceil() as u64).clamp(1, to_window_end)
+    };
+    (
+        State::Window { index, prev, curr },
+        Decision {
+            allowed,
+            remaining,
+            reset_ms: to_window_end,
+            retry_after_ms,
+        },
+    )
+}
+
+fn gcra(rule: &Rule, entry: Option<State>, now_ms: i64, consume: bool) -> (State, Decision) {
+    let now = now_ms * 1_000;
+    let t = rule.interval_us();
+    let capacity = t * i64::from(rule.burst);
+    let tat = match entry {
+        Some(State::Gcra { tat_us }) => tat_us.max(now),
+        _ => now,
+    };
+    let new_tat = tat + t;
+    let allowed = new_tat - now <= capacity;
+    let tat = if allowed && consume { new_tat } else { tat };
+    let used = tat - now;
+    let remaining = ((capacity - used) / t).max(0) as u32;
+    let retry_after_ms = if allowed {
+        0
+    } else {
+        ((new_tat - now - capacity) as u64).div_ceil(1_000).max(1)
+    };
+    (
+        State::Gcra { tat_us: tat },
+        Decision {
+            allowed,
+            remaining,
+            reset_ms: (used.max(0) as u64).div_ceil(1_000),
+            retry_after_ms,
+        },
+    )
+}
+
+fn decide(rule: &Rule, entry: Option<State>, now_ms: i64, consume: bool) -> (State, Decision) {
+    match rule.algorithm {
+        Algorithm::SlidingWindow => sliding_window(rule, entry, now_ms, consume),
+        Algorithm::Gcra => gcra(rule, entry, now_ms, consume),
+    }
+}
+
+/// Checks one event against a GCRA rule whose only state, the theoretical arrival time in µs, the
+/// caller keeps (a socket's inbound frames); counts it when allowed.
+pub fn gcra_local(rule: &Rule, tat_us: &mut i64, now_ms: i64) -> bool {
+    let (state, decision) = gcra(rule, Some(State::Gcra { tat_us: *tat_us }), now_ms, true);
+    if let State::Gcra { tat_us: tat } = state {
+        *tat_us = tat;
+    }
+    decision.allowed
+}
+
+/// The embedded backend: per-process counters in a map of at most `max_keys` keys per rule.
+#[derive(Debug)]
+pub struct EmbeddedLimiter {
+    rules: Mutex<HashMap<&'static str, Map>>,
+    max_keys: usize,
+}
+
+type Map = HashMap<Box<str>, Entry>;
+
+impl EmbeddedLimiter {
+    /// A limiter holding at most `max_keys` keys per rule.
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            rules: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(16),
+        }
+    }
+
+    /// Checks (and, when `consume`, counts) one request of `key` under `rule`.
+    pub fn check(&self, rule: &Rule, key: &str, now_ms: i64, consume: bool) -> Decision {
+        let Ok(mut rules) = self.rules.lock() else {
+            // A poisoned lock: fail open rather than fail every request.
+            return Decision {
+                allowed: true,
+                remaining: rule.limit,
+                reset_ms: 0,
+                retry_after_ms: 0,
+            };
+        };
+        let map = rules.entry(rule.name).or_default();
+        let expires_ms = now_ms + 2 * rule.window_ms as i64;
+        if let Some(entry) = map.get_mut(key) {
+            let current = (entry.expires_ms > now_ms).then_some(entry.state);
+            let (state, decision) = decide(rule, current, now_ms, consume);
+            *entry = Entry { state, expires_ms };
+            return decision;
+        }
+        let (state, decision) = decide(rule, None, now_ms, consume);
+        if map.len() >= self.max_keys {
+            evict(map, now_ms);
+        }
+        map.insert(key.into(), Entry { state, expires_ms });
+        decision
+    }
+
+    /// Keys held, over all rules.
+    pub fn len(&self) -> usize {
+        self.rules
+            .lock()
+            .map(|m| m.values().map(HashMap::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Drops expired entries; if none were, the eighth that expires soonest (the oldest).
+fn evict(map: &mut Map, now_ms: i64) {
+    let before = map.len();
+    map.retain(|_, e| e.expires_ms > now_ms);
+    if map.len() < before {
+        return;
+    }
+    let mut expiries: Vec<i64> = map.values().map(|e| e.expires_ms).collect();
+    let cut = (expiries.len() / 8).max(1);
+    expiries.select_nth_unstable(cut - 1);
+    let threshold = expiries.get(cut - 1).copied().unwrap_or(i64::MAX);
+    let mut dropped = 0;
+    map.retain(|_, e| {
+        if dropped < cut && e.expires_ms <= threshold {
+            dropped += 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// A blocked IP, as the admin API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Block {
+    /// The IP.
+    pub ip: String,
+    /// When the block ends (epoch ms).
+    pub until_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Offender {
+    violations: u32,
+    blocked_until_ms: i64,
+}
+
+/// The limiter every request goes through: the rules' backend and the block list.
+pub struct RateLimiter {
+    embedded: EmbeddedLimiter,
+    redis: Option<Redis>,
+    degraded: Arc<AtomicBool>,
+    offenders: Mutex<HashMap<IpAddr, Offender>>,
+    block_after: u32,
+    block_ms: i64,
+    log: slog::Logger,
+}
+
+impl RateLimiter {
+    /// A limiter with the given settings; Redis-backed when `redis` is given.
+    pub fn new(settings: &LimitSettings, redis: Option<Redis>, log: slog::Logger) -> Self {
+        Self {
+            embedded: EmbeddedLimiter::new(settings.max_keys),
+            redis,
+            degraded: Arc::new(AtomicBool::new(false)),
+            offenders: Mutex::new(HashMap::new()),
+            block_after: settings.block_after_violations.max(1),
+            block_ms: (settings.block_seconds as i64) * 1_000,
+            log,
+        }
+    }
+
+    /// `redis` or `embedded`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.redis.is_some() {
+            "redis"
+        } else {
+            "embedded"
+        }
+    }
+
+    /// Whether Redis failed and the embedded backend stands in.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// A health probe reporting the degraded state.
+    pub fn probe(&self) -> LimiterProbe {
+        LimiterProbe {
+            degraded: self.degraded.clone(),
+            redis: self.redis.is_some(),
+        }
+    }
+
+    /// Checks (and, when `consume`, counts) one request of `key` under `rule`. Never fails:
+    /// when Redis cannot answer, the embedded backend decides.
+    pub async fn check(&self, rule: &Rule, key: &str, now_ms: i64, consume: bool) -> Decision {
+        if let Some(redis) = &self.redis {
+            match redis.rate_limit(rule, key, now_ms, consume).await {
+                Ok(decision) => {
+                    if self.degraded.swap(false, Ordering::Relaxed) {
+                        slog::info!(self.log, "rate limiting is back on Redis");
+                    }
+                    return decision;
+                }
+                Err(e) => {
+                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                        slog::warn!(self.log, "Redis failed; rate limits are per process until it is back (degraded)"; "error" => %e);
+                    }
+                }
+            }
+        }
+        self.embedded.check(rule, key, now_ms, consume)
+    }
+
+    /// Until when `ip` is blocked, if it is.
+    pub fn blocked_until(&self, ip: IpAddr, now_ms: i64) -> Option<i64> {
+        let map = self.offenders.lock().ok()?;
+        map.get(&ip)
+            .map(|o| o.blocked_until_ms)
+            .filter(|until| *until > now_ms)
+    }
+
+    /// Records a denied request of `ip`; returns whether it is now blocked.
+    pub fn violation(&self, ip: IpAddr, now_ms: i64) -> bool {
+        let Ok(mut map) = self.offenders.lock() else {
+            return false;
+        };
+        if map.len() >= self.embedded.max_keys {
+            map.retain(|_, o| o.blocked_until_ms > now_ms);
+        }
+        let offender = map.entry(ip).or_default();
+        offender.violations += 1;
+        if offender.violations >= self.block_after {
+            offender.violations = 0;
+            offender.blocked_until_ms = now_ms + self.block_ms;
+            slog::warn!(self.log, "blocked an IP after repeated rate-limit violations"; "ip" => %ip, "seconds" => self.block_ms / 1_000);
+            return true;
+        }
+        false
+    }
+
+    /// Records an allowed request of `ip`: the violations are no longer consecutive.
+    pub fn allowed(&self, ip: IpAddr, now_ms: i64) {
+        let Ok(mut map) = self.offenders.lock() else {
+            return;
+        };
+        if let Some(o) = map.get(&ip) {
+            if o.blocked_until_ms <= now_ms {
+                map.remove(&ip);
+            }
+        }
+    }
+
+    /// The IPs blocked now.
+    pub fn blocks(&self, now_ms: i64) -> Vec<Block> {
+        let Ok(map) = self.offenders.lock() else {
+            return Vec::new();
+        };
+        let mut blocks: Vec<Block> = map
+            .iter()
+            .filter(|(_, o)| o.blocked_until_ms > now_ms)
+            .map(|(ip, o)| Block {
+                ip: ip.to_string(),
+                until_ms: o.blocked_until_ms,
+            })
+            .collect();
+        blocks.sort_by(|a, b| a.ip.cmp(&b.ip));
+        blocks
+    }
+
+    /// Lifts the block of `ip`; returns whether there was one.
+    pub fn unblock(&self, ip: IpAddr, now_ms: i64) -> bool {
+        let Ok(mut map) = self.offenders.lock() else {
+            return false;
+        };
+        match map.remove(&ip) {
+            Some(o) => o.blocked_until_ms > now_ms,
+            None => false,
+        }
+    }
+
+    /// The embedded backend (for inspection in tests).
+    pub fn embedded(&self) -> &EmbeddedLimiter {
+        &self.embedded
+    }
+}
+
+/// The limiter's health: degraded while Redis is failing.
+pub struct LimiterProbe {
+    degraded: Arc<AtomicBool>,
+    redis: bool,
+}
+
+impl beepmyphone_actors::supervisor::Probe for LimiterProbe {
+    fn name(&self) -> &str {
+        "ratelimit"
+    }
+
+    fn check(&self) -> (beepmyphone_actors::supervisor::Status, String) {
+        use beepmyphone_actors::supervisor::Status;
+        if self.degraded.load(Ordering::Relaxed) {
+            (
+                Status::Degraded,
+                "Redis is failing; limits are per process".into(),
+            )
+        } else if self.redis {
+            (Status::Healthy, "redis".into())
+        } else {
+            (Status::Healthy, "embedded".into())
+        }
+    }
+}
+
+/// A parsed `limits.trusted_proxies` entry: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.1`, `10.0.0.0/8` or `::1/128`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (addr, prefix) = match raw.split_once('/') {
+            Some((a, p)) => (
+                a.trim().parse::<IpAddr>().ok()?,
+                p.trim().parse::<u8>().ok()?,
+            ),
+            None => {
+                let a = raw.trim().parse::<IpAddr>().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client IP: the TCP peer, or, when the peer is a trusted proxy, the right-most address of
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    let mut client = peer;
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_window_counts_and_slides() {
+        let limiter = EmbeddedLimiter::new(100);
+        let rule = Rule::window("ip", 3, 60_000);
+        let t0 = 6_000_000;
+        for _ in 0..3 {
+            assert!(limiter.check(&rule, "a", t0, true).allowed);
+        }
+        let denied = limiter.check(&rule, "a", t0, true);
+        assert!(!denied.allowed);
+        assert_eq!(denied.remaining, 0);
+        assert!(denied.retry_after_secs() >= 1);
+        assert!(limiter.check(&rule, "b", t0, true).allowed);
+        // Half into the next window, half of the previous three still count.
+        let later = limiter.check(&rule, "a", t0 + 90_000, true);
+        assert!(later.allowed);
+        // Two windows on, nothing counts.
+        assert_eq!(limiter.check(&rule, "a", t0 + 180_000, false).remaining, 3);
+    }
+
+    #[test]
+    fn gcra_allows_a_burst_then_the_rate() {
+        let limiter = EmbeddedLimiter::new(100);
+        let rule = Rule::gcra("publish", 60, 60_000, 5);
+        let t0 = 1_000_000;
+        for _ in 0..5 {
+            assert!(limiter.check(&rule, "tok", t0, true).allowed);
+        }
+        let denied = limiter.check(&rule, "tok", t0, true);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after_ms, 1_000);
+        assert!(limiter.check(&rule, "tok", t0 + 1_000, true).allowed);
+        assert!(!limiter.check(&rule, "tok", t0 + 1_000, true).allowed);
+    }
+
+    #[test]
+    fn the_map_is_bounded() {
+        let limiter = EmbeddedLimiter::new(16);
+        let rule = Rule::window("ip", 3, 60_000);
+        for i in 0..1_000 {
+            limiter.check(&rule, &format!("k{i}"), 1_000 + i, true);
+        }
+        assert!(limiter.len() <= 16);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let claimed = Some("198.51.100.7, 10.0.0.5");
+        assert_eq!(client_ip(stranger, claimed, &trusted), stranger);
+        assert_eq!(
+            client_ip(proxy, claimed, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, None, &trusted), proxy);
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+    }
+}
