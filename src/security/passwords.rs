@@ -180,30 +180,6 @@ mod tests {
         );
     }
 
-    /// bcrypt hash and verify time at the default cost (12).
-    /// `cargo test --release --lib bcrypt_cost_12_timing -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn bcrypt_cost_12_timing() {
-        let b = Bcrypt::new(12, false).unwrap();
-        let pw = secret("correct horse battery staple");
-        let hash = b.hash(&pw).unwrap();
-        let n = 10u32;
-        let started = std::time::Instant::now();
-        for _ in 0..n {
-            b.hash(&pw).unwrap();
-        }
-        let hashing = started.elapsed() / n;
-        let started = std::time::Instant::now();
-        for _ in 0..n {
-            assert!(b.verify(&pw, &hash).unwrap());
-        }
-        println!(
-            "bcrypt cost 12: hash {hashing:?}, verify {:?} (mean of {n})",
-            started.elapsed() / n
-        );
-    }
-
     #[actix_rt::test]
     async fn unknown_users_never_match_but_cost_the_same() {
         let manager = PasswordManager::new(Arc::new(Bcrypt::new(4, true).unwrap()), 2).unwrap();
