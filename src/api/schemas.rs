@@ -464,4 +464,31 @@ mod tests {
         };
         assert_eq!(bad.validate().unwrap_err().len(), 4);
     }
+
+    #[test]
+    fn remaining_publish_rules_each_name_their_field() {
+        let errors = request(r#"{"title":"t","body":"bell\u0007"}"#)
+            .validate("", 0, 604_800)
+            .unwrap_err();
+        assert_eq!(errors[0].field, "body");
+        assert!(errors[0].reason.contains("control characters"));
+        let tags: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
+        let json = serde_json::json!({"title": "t", "tags": tags}).to_string();
+        let errors = request(&json).validate("", 0, 604_800).unwrap_err();
+        assert_eq!(errors[0].field, "tags");
+        let errors = request(r#"{"title":"t","clickUrl":"not a url"}"#)
+            .validate("", 0, 604_800)
+            .unwrap_err();
+        assert_eq!(errors[0].reason, "must be an absolute http or https URL");
+        let many: Vec<String> = (0..=MAX_TARGETS)
+            .map(|_| DeviceId::generate().to_string())
+            .collect();
+        let json = serde_json::json!({"title": "t", "targets": many}).to_string();
+        let errors = request(&json).validate("", 0, 604_800).unwrap_err();
+        assert_eq!(errors[0].field, "targets");
+        assert!(errors[0].reason.contains("at most"));
+        let mut errors = Errors::default();
+        check_text(&mut errors, "code", "abc", 4, 4, false);
+        assert_eq!(errors.list[0].reason, "must be 4 characters long");
+    }
 }
