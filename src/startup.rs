@@ -168,16 +168,8 @@ async fn start_identity(
     clock: &SharedClock,
     log: &slog::Logger,
     insecure_bcrypt_cost: Option<u32>,
+    redis: Option<Redis>,
 ) -> Result<(Revocations, SessionManager, PasswordManager), StartError> {
-    let redis = if settings.redis.url.is_empty() {
-        None
-    } else {
-        Some(
-            Redis::connect(&settings.redis)
-                .await
-                .map_err(|e| StartError::Io(e.to_string()))?,
-        )
-    };
     let (keys_dir, auth) = (settings.keys_dir(), settings.auth.clone());
     let sessions_keys_dir = keys_dir.clone();
     let (data_keys, passwords) = tokio::task::spawn_blocking(move || {
@@ -221,9 +213,8 @@ impl Application {
         let store = Store::open(&data_dir, &settings.storage)?;
         let (keys, key_manager) = start_key_manager(&settings, &clock, &log).await?;
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
-        let (revocations, sessions, passwords) =
-            start_identity(&settings, &store, &clock, &log, insecure_bcrypt_cost).await?;
-        let limits_redis = if settings.redis.url.is_empty() {
+        // One Redis pool (when configured) for revocations, sessions and rate limits.
+        let redis = if settings.redis.url.is_empty() {
             None
         } else {
             Some(
@@ -232,9 +223,18 @@ impl Application {
                     .map_err(|e| StartError::Io(e.to_string()))?,
             )
         };
+        let (revocations, sessions, passwords) = start_identity(
+            &settings,
+            &store,
+            &clock,
+            &log,
+            insecure_bcrypt_cost,
+            redis.clone(),
+        )
+        .await?;
         let limits = Limits::new(
             &settings,
-            limits_redis,
+            redis,
             log.new(slog::o!("component" => "ratelimit")),
         );
         let limits_probe = Arc::new(limits.limiter.probe()) as Arc<dyn Probe>;
