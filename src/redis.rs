@@ -449,6 +449,25 @@ impl Redis {
     }
 }
 
+/// A client on the test Redis (`BEEP_TEST_REDIS`, default 127.0.0.1:6379) with a fresh key
+/// prefix; panics (the test fails loudly) when that Redis does not answer.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) async fn test_redis() -> Redis {
+    let redis = Redis::connect(&RedisSettings {
+        url: std::env::var("BEEP_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        key_prefix: format!("beeptest:{}:", ulid::Ulid::new()),
+        ..RedisSettings::default()
+    })
+    .await
+    .unwrap();
+    redis
+        .ping()
+        .await
+        .expect("the test Redis on 127.0.0.1:6379 must be running");
+    redis
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -742,19 +742,7 @@ mod tests {
     }
 
     async fn redis() -> Redis {
-        let redis = Redis::connect(&RedisSettings {
-            url: std::env::var("BEEP_TEST_REDIS")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-            key_prefix: format!("beeptest:{}:", ulid::Ulid::new()),
-            ..RedisSettings::default()
-        })
-        .await
-        .unwrap();
-        redis
-            .ping()
-            .await
-            .expect("the test Redis on 127.0.0.1:6379 must be running");
-        redis
+        crate::redis::test_redis().await
     }
 
     fn manager(f: &Fixture, redis: Option<Redis>) -> SessionManager {

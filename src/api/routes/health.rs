@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use beepmyphone_actors::supervisor::{Check, Status};
+use beepmyphone_actors::supervisor::{Check, HealthReport, Status};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,13 +20,18 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let report = state
+/// The health supervisor's (cached) report.
+async fn report(state: &AppState) -> Result<HealthReport, ApiError> {
+    state
         .graph
         .health
         .send(Check { fresh: false })
         .await
-        .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))?;
+        .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))
+}
+
+async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let report = report(&state).await?;
     if report.status == Status::Unhealthy {
         return Err(ApiError::Unavailable(
             "not ready: a component is unhealthy".into(),
@@ -36,12 +41,7 @@ async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 async fn detail(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let report = state
-        .graph
-        .health
-        .send(Check { fresh: false })
-        .await
-        .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))?;
+    let report = report(&state).await?;
     let mut response = if report.status == Status::Unhealthy {
         HttpResponse::ServiceUnavailable()
     } else {
