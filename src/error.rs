@@ -11,7 +11,7 @@ use crate::api::middleware::current_request_id;
 use crate::store::StoreError;
 
 /// One invalid field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's path in the request (`priority`, `items[3].title`, `settings.quietHours.start`).
     pub field: String,
@@ -160,17 +160,25 @@ impl From<StoreError> for ApiError {
 }
 
 /// The problem document (RFC 9457) with the API's extensions.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Problem<'a> {
+pub struct Problem<'a> {
+    /// Always `about:blank`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The status's phrase.
     title: &'static str,
+    /// The HTTP status.
     status: u16,
+    /// A stable machine-readable code (`VALIDATION_FAILED`, `RATE_LIMITED`, …).
     code: &'static str,
+    /// What went wrong, for people.
     detail: String,
+    /// Every invalid field (400, 422).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldError>>)]
     errors: Option<&'a [FieldError]>,
+    /// The request's id (also in the `X-Request-Id` header and the log).
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
 }

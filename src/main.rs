@@ -64,6 +64,10 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Status { config },
         } => local_result(local::keys_status(&config, &mut std::io::stdout())),
+        Command::Openapi => {
+            println!("{}", beepmyphone::api::openapi::document_json());
+            ExitCode::SUCCESS
+        }
         Command::Admin { command } => local_result(admin::run(command, &mut std::io::stdout())),
     }
 }

@@ -449,6 +449,60 @@ impl Redis {
     }
 }
 
+/// Adds `ARGV[1]` (an IP) blocked until `ARGV[2]` (epoch ms) to the sorted set of blocks, drops
+/// the blocks that ended before `ARGV[3]` (now), and keeps the set alive until its last block ends.
+const ADD_BLOCK: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]))
+end
+return 1
+";
+
+static ADD_BLOCK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADD_BLOCK));
+
+/// The sorted set of IP blocks shared by relays on one Redis (member: IP, score: end in epoch ms).
+const BLOCKS_KEY: &str = "blocks";
+
+impl Redis {
+    /// Shares a block of `ip` until `until_ms` with every relay on this Redis.
+    pub async fn add_block(&self, ip: &str, until_ms: i64, now_ms: i64) -> Result<(), RedisError> {
+        let (until, now) = (until_ms.to_string(), now_ms.to_string());
+        self.eval::<i64>(
+            &ADD_BLOCK_SCRIPT,
+            &[BLOCKS_KEY],
+            &[ip.as_bytes(), until.as_bytes(), now.as_bytes()],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Lifts the shared block of `ip`; returns whether there was one.
+    pub async fn remove_block(&self, ip: &str) -> Result<bool, RedisError> {
+        let key = self.key(BLOCKS_KEY);
+        let mut conn = self.conn().await?;
+        self.deadline(conn.zrem::<_, _, i64>(&key, ip))
+            .await
+            .map(|n| n > 0)
+    }
+
+    /// The shared blocks that end after `now_ms`, as (IP, end in epoch ms).
+    pub async fn blocks(&self, now_ms: i64) -> Result<Vec<(String, i64)>, RedisError> {
+        let key = self.key(BLOCKS_KEY);
+        let mut conn = self.conn().await?;
+        self.deadline(
+            conn.zrangebyscore_withscores::<_, _, _, Vec<(String, i64)>>(
+                &key,
+                format!("({now_ms}"),
+                "+inf",
+            ),
+        )
+        .await
+    }
+}
+
 /// A client on the test Redis (`BEEP_TEST_REDIS`, default 127.0.0.1:6379) with a fresh key
 /// prefix; panics (the test fails loudly) when that Redis does not answer.
 #[cfg(test)]

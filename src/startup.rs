@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
+use futures_util::StreamExt;
 
 use beepmyphone_actors::batcher::BatcherConfig;
 use beepmyphone_actors::clock::{SharedClock, SystemClock};
@@ -33,6 +34,7 @@ use crate::security::crypto::DataKeys;
 use crate::security::jwt::{JwtKeys, KeyError};
 use crate::security::keys::DiskKeyRing;
 use crate::security::passwords::{Bcrypt, PasswordManager};
+use crate::security::ratelimit::BLOCK_SYNC_INTERVAL;
 use crate::security::revocation::Revocations;
 use crate::security::sessions::SessionManager;
 use crate::state::{ApiTokenCache, AppState, Scope};
@@ -371,8 +373,10 @@ impl Application {
             Duration::from_secs(self.state.settings.sessions.cleanup_interval_seconds),
             self.state.log.new(slog::o!("component" => "cleanup")),
         );
+        let block_sync = spawn_block_sync(self.state.clone().into_inner());
         let result = self.server.await;
         cleanup.abort();
+        block_sync.abort();
         // Commit sent and acked marks still waiting for the commit window.
         if self
             .state
@@ -390,6 +394,29 @@ impl Application {
         }
         result
     }
+}
+
+/// Reads the IP blocks shared through Redis every [`BLOCK_SYNC_INTERVAL`] of the injected clock
+/// (nothing to do on the embedded backend). A failed read keeps the last known blocks and is
+/// logged once per outage.
+fn spawn_block_sync(state: Arc<AppState>) -> actix_rt::task::JoinHandle<()> {
+    actix_rt::spawn(async move {
+        if state.limits.limiter.backend_name() != "redis" {
+            return;
+        }
+        let mut ticks = state.clock.interval(BLOCK_SYNC_INTERVAL);
+        let mut failing = false;
+        while ticks.next().await.is_some() {
+            match state.limits.limiter.sync_blocks(state.clock.now_ms()).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    slog::warn!(state.log, "could not read the shared IP blocks from Redis; the last known ones stay in force"; "error" => %e);
+                }
+                Err(_) => {}
+            }
+        }
+    })
 }
 
 async fn wait_for_signal() {

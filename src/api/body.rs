@@ -47,10 +47,115 @@ pub fn too_deep(bytes: &[u8], max: usize) -> bool {
     false
 }
 
+/// JSON objects only where a struct is expected.
+///
+/// serde's derived structs also accept a JSON array of their fields in order (`["Hi", "…"]` as a
+/// publish request); the API does not, so request bodies and the structs nested in them are read
+/// through these (`#[serde(deserialize_with = …)]`), which insist on an object and keep
+/// `serde_path_to_error`'s field paths.
+pub mod objects {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+
+    struct Object<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Object<T> {
+        type Value = T;
+
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<T, D::Error> {
+            de.deserialize_map(self)
+        }
+    }
+
+    /// A struct, from a JSON object only.
+    pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<T, D::Error> {
+        de.deserialize_map(Object(PhantomData))
+    }
+
+    struct Optional<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Optional<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<Option<T>, D::Error> {
+            object(de).map(Some)
+        }
+    }
+
+    /// An optional struct, from a JSON object or `null` (use with `#[serde(default)]`).
+    pub fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        de: D,
+    ) -> Result<Option<T>, D::Error> {
+        de.deserialize_option(Optional(PhantomData))
+    }
+
+    /// A field that may be absent (outer `None`), `null` (`Some(None)`) or an object.
+    pub fn nullable_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        de: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        optional_object(de).map(Some)
+    }
+
+    struct Objects<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Objects<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON array of objects")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1_024));
+            while let Some(item) = seq.next_element_seed(Object(PhantomData))? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    /// A list of structs, each from a JSON object only.
+    pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        de: D,
+    ) -> Result<Vec<T>, D::Error> {
+        de.deserialize_seq(Objects(PhantomData))
+    }
+}
+
 /// Parses JSON bytes into `T`, naming the failing field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+    let mut track = serde_path_to_error::Track::new();
+    let value = objects::object(serde_path_to_error::Deserializer::new(&mut *de, &mut track))
+        .map_err(|inner| serde_path_to_error::Error::new(track.path(), inner));
+    let value = value.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
@@ -113,7 +218,7 @@ fn is_json(req: &HttpRequest) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// A JSON body that may be absent: an empty body reads as `T::default()`.
+/// A JSON body that may be absent: an empty body (or JSON `null`) reads as `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub T);
 
@@ -152,7 +257,8 @@ fn read<T: DeserializeOwned + 'static>(
             body.extend_from_slice(&chunk);
         }
         if let Some(empty) = empty {
-            if body.iter().all(u8::is_ascii_whitespace) {
+            // No body, or a JSON `null`, means "nothing to say": the defaults.
+            if body.iter().all(u8::is_ascii_whitespace) || (json && body.trim_ascii() == b"null") {
                 return Ok(empty());
             }
         }
@@ -243,5 +349,33 @@ mod tests {
         assert!(reason.contains("unknown field `colour`"), "{reason}");
         let (field, _) = field_of(parse::<Demo>(br#"{"title": "#).unwrap_err());
         assert_eq!(field, "body");
+    }
+
+    #[test]
+    fn structs_come_from_objects_only() {
+        use crate::api::schemas::{BatchRequest, PatchDeviceRequest};
+        let (field, reason) = field_of(parse::<Demo>(br#"["x"]"#).unwrap_err());
+        assert_eq!(field, "body");
+        assert!(reason.contains("expected a JSON object"), "{reason}");
+        let (field, reason) = field_of(parse::<BatchRequest>(br#"{"items":[["t"]]}"#).unwrap_err());
+        assert_eq!(field, "items[0]");
+        assert!(reason.contains("expected a JSON object"), "{reason}");
+        let (field, _) = field_of(
+            parse::<BatchRequest>(br#"{"items":[{"title":"t","tags":[1]}]}"#).unwrap_err(),
+        );
+        assert_eq!(field, "items[0].tags[0]");
+        let (field, _) = field_of(parse::<PatchDeviceRequest>(br#"{"settings":[]}"#).unwrap_err());
+        assert_eq!(field, "settings");
+        let (field, _) = field_of(
+            parse::<PatchDeviceRequest>(br#"{"settings":{"quietHours":["22:00"]}}"#).unwrap_err(),
+        );
+        assert_eq!(field, "settings.quietHours");
+        let patch = parse::<PatchDeviceRequest>(br#"{"settings":{"quietHours":null}}"#).unwrap();
+        assert!(matches!(
+            patch.settings.and_then(|s| s.quiet_hours),
+            Some(None)
+        ));
+        let patch = parse::<PatchDeviceRequest>(br#"{"settings":null}"#).unwrap();
+        assert!(patch.settings.is_none());
     }
 }

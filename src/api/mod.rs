@@ -7,12 +7,12 @@ pub mod auth;
 pub mod body;
 pub mod headers;
 pub mod middleware;
+pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod schemas;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine;
 
 use crate::error::ApiError;
 
@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(routes::keys::configure)
             .configure(routes::blocks::configure)
             .configure(routes::notifications::configure)
+            .configure(openapi::configure)
             .route("/ws", web::get().to(crate::ws::connect)),
     )
     .configure(routes::health::configure)
@@ -40,7 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Every route and its methods, for 405 answers with an `Allow` header.
-const ROUTES: &[(&str, &str)] = &[
+pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/pairing-codes", "POST"),
     ("/api/v1/devices", "GET"),
     ("/api/v1/devices/pair", "POST"),
@@ -60,6 +61,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/notifications/batch", "POST"),
     ("/api/v1/notifications/{id}", "GET"),
     ("/api/v1/ws", "GET"),
+    ("/api/v1/openapi.json", "GET"),
     ("/health", "GET"),
     ("/health/live", "GET"),
     ("/health/ready", "GET"),
@@ -108,24 +110,6 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::field("limit", "must be between 1 and 500")),
     }
-}
-
-/// Encodes a cursor (opaque to clients).
-pub fn encode_cursor(key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-}
-
-/// Decodes a cursor made by [`encode_cursor`].
-pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
-    cursor
-        .map(|c| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| ApiError::field("cursor", "is not a cursor this server returned"))
-        })
-        .transpose()
 }
 
 /// Parses an RFC 3339 timestamp query parameter into epoch milliseconds.
@@ -177,14 +161,6 @@ mod tests {
         assert_eq!(allowed_methods("/api/v1/tokens/tok_1/"), Some("DELETE"));
         assert_eq!(allowed_methods("/api/v1/devices/dev_1/extra"), None);
         assert_eq!(allowed_methods("/nope"), None);
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = encode_cursor("dev_01");
-        assert_eq!(decode_cursor(Some(&c)).unwrap().as_deref(), Some("dev_01"));
-        assert!(decode_cursor(Some("***")).is_err());
-        assert_eq!(decode_cursor(None).unwrap(), None);
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn too_many<B>(
     res
 }
 
-fn denied<B>(
+async fn denied<B>(
     state: &AppState,
     req: ServiceRequest,
     ip: IpAddr,
@@ -194,7 +194,7 @@ fn denied<B>(
     decision: &Decision,
     now: i64,
 ) -> ServiceResponse<EitherBody<B>> {
-    state.limits.limiter.violation(ip, now);
+    state.limits.limiter.violation(ip, now).await;
     let detail = format!(
         "rate limit \"{}\" exceeded ({} requests per {} s); retry after {} s",
         rule.name,
@@ -253,7 +253,7 @@ pub async fn limit_ip(
         Some(rule) => {
             let decision = limits.limiter.check(rule, &key, now, true).await;
             if !decision.allowed {
-                return Ok(denied(&state, req, ip, rule, &decision, now));
+                return Ok(denied(&state, req, ip, rule, &decision, now).await);
             }
             limits.limiter.allowed(ip, now);
             Some((rule, decision))
@@ -268,7 +268,7 @@ pub async fn limit_ip(
         let rule = &limits.rules.ip;
         let decision = limits.limiter.check(rule, &key, now, true).await;
         if !decision.allowed {
-            limits.limiter.violation(ip, now);
+            limits.limiter.violation(ip, now).await;
         }
         add_headers(&mut res, rule, &decision);
     }
@@ -307,7 +307,7 @@ pub async fn limit_principal(
         let key = ip.to_string();
         let peek = limits.limiter.check(rule, &key, now, false).await;
         if !peek.allowed {
-            return Ok(denied(&state, req, ip, rule, &peek, now));
+            return Ok(denied(&state, req, ip, rule, &peek, now).await);
         }
         let mut res = next.call(req).await?;
         let decision = if res.status().is_client_error() {
@@ -334,7 +334,7 @@ pub async fn limit_principal(
     };
     let decision = limits.limiter.check(rule, &key, now, true).await;
     if !decision.allowed {
-        return Ok(denied(&state, req, ip, rule, &decision, now));
+        return Ok(denied(&state, req, ip, rule, &decision, now).await);
     }
     limits.limiter.allowed(ip, now);
     let mut res = next.call(req).await?;

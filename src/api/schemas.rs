@@ -1,13 +1,19 @@
 //! Request and response bodies, and the rules that turn requests into domain values.
 //!
-//! Requests are parsed with unknown fields refused, then checked field by field; one response
-//! lists every invalid field. The rules are those of `docs/api.md`.
+//! Requests are parsed with unknown fields refused (serde), then checked by [`garde`] rules declared
+//! on the same types; [`check`] turns a garde report into one response that lists every invalid
+//! field by its JSON path (`items[3].title`, `settings.quietHours.start`). The same types derive
+//! the OpenAPI schemas (`utoipa`), whose length, range and pattern keywords state the garde rules
+//! to clients; `tests/api/openapi.rs` holds the two in step. The rules are those of `docs/api.md`.
 
 use beepmyphone_actors::model::{DeviceId, NotificationId, NotificationRecord, Priority};
 use beepmyphone_actors::queue::Targets;
+use chrono::NaiveTime;
+use garde::Validate;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::FieldError;
+use crate::error::{ApiError, FieldError};
 
 /// Most explicit targets in one notification.
 pub const MAX_TARGETS: usize = 1_000;
@@ -17,97 +23,455 @@ pub const MAX_BATCH: usize = 500;
 pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=2_592_000;
 /// Platforms a device may declare.
 pub const PLATFORMS: [&str; 6] = ["ios", "android", "windows", "macos", "linux", "other"];
+/// Priority names.
+pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "critical"];
 
-/// Collects field errors under a path prefix.
-#[derive(Debug, Default)]
-pub struct Errors {
-    prefix: String,
-    /// The errors so far.
-    pub list: Vec<FieldError>,
+/// Schema pattern of one-line text: no control characters (Unicode category Cc).
+pub const SINGLE_LINE: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
+/// Schema pattern of multi-line text: no control characters but tab, newline and carriage return.
+pub const MULTI_LINE: &str = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$";
+/// Schema pattern of a device id as the relay issues them (`dev_` and an upper-case ULID).
+pub const DEVICE_ID: &str = "^dev_[0-7][0-9A-HJKMNP-TV-Z]{25}$";
+/// Schema pattern of an `HH:MM` time of day.
+pub const HHMM: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
+/// Schema pattern of printable ASCII.
+pub const PRINTABLE_ASCII: &str = "^[!-~]*$";
+
+/// Validates `value` with its garde rules, turning the report into one 400 that lists every invalid
+/// field by its JSON path, ordered by path.
+pub fn check<T: Validate<Context = ()>>(value: &T) -> Result<(), ApiError> {
+    value.validate().map_err(|report| {
+        ApiError::invalid(
+            report
+                .iter()
+                .map(|(path, error)| {
+                    let field = camel_case_path(&path.to_string());
+                    let field = if field.is_empty() {
+                        "body".into()
+                    } else {
+                        field
+                    };
+                    FieldError::new(field, error.message())
+                })
+                .collect(),
+        )
+    })
 }
 
-impl Errors {
-    /// Errors for fields under `prefix` (empty for top level).
-    pub fn under(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-            list: Vec::new(),
+/// garde names fields as Rust does (`quiet_hours`); the API's JSON is camelCase (`quietHours`),
+/// as every request type declares with `#[serde(rename_all = "camelCase")]`.
+fn camel_case_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
         }
     }
+    out
+}
 
-    /// Records that `field` is invalid.
-    pub fn add(&mut self, field: &str, reason: impl Into<String>) {
-        let field = if self.prefix.is_empty() {
-            field.to_owned()
-        } else {
-            format!("{}.{field}", self.prefix)
-        };
-        self.list.push(FieldError::new(field, reason));
+/// A text field as custom rules read it: a string, or an optional one (absent passes).
+pub trait TextValue {
+    /// The text, if present.
+    fn text(&self) -> Option<&str>;
+}
+
+impl TextValue for String {
+    fn text(&self) -> Option<&str> {
+        Some(self)
     }
 }
 
-fn has_control(s: &str) -> bool {
-    s.chars().any(char::is_control)
+impl TextValue for str {
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
 }
 
-/// Checks a text field's length in characters and, unless `multiline`, the absence of control
-/// characters.
-pub fn check_text(
-    errors: &mut Errors,
-    field: &str,
-    value: &str,
+impl TextValue for Option<String> {
+    fn text(&self) -> Option<&str> {
+        self.as_deref()
+    }
+}
+
+fn length_error(min: usize, max: usize) -> garde::Error {
+    garde::Error::new(if min == max {
+        format!("must be {min} characters long")
+    } else if min == 0 {
+        format!("must be at most {max} characters long")
+    } else {
+        format!("must be {min} to {max} characters long")
+    })
+}
+
+fn text_rule<T: TextValue + ?Sized>(
+    value: &T,
     min: usize,
     max: usize,
     multiline: bool,
-) {
+) -> garde::Result {
+    let Some(value) = value.text() else {
+        return Ok(());
+    };
     let len = value.chars().count();
     if len < min || len > max {
-        if min == max {
-            errors.add(field, format!("must be {min} characters long"));
-        } else if min == 0 {
-            errors.add(field, format!("must be at most {max} characters long"));
-        } else {
-            errors.add(field, format!("must be {min} to {max} characters long"));
-        }
-    } else if multiline {
+        return Err(length_error(min, max));
+    }
+    if multiline {
         if value
             .chars()
             .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
         {
-            errors.add(
-                field,
+            return Err(garde::Error::new(
                 "must not contain control characters other than newlines and tabs",
-            );
+            ));
         }
-    } else if has_control(value) {
-        errors.add(field, "must not contain control characters");
+    } else if value.chars().any(char::is_control) {
+        return Err(garde::Error::new("must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// One-line text of `min..=max` characters without control characters.
+pub fn line<T: TextValue + ?Sized>(
+    min: usize,
+    max: usize,
+) -> impl FnOnce(&T, &()) -> garde::Result {
+    move |value, ()| text_rule(value, min, max, false)
+}
+
+/// Text of at most `max` characters, newlines and tabs allowed.
+pub fn multiline<T: TextValue + ?Sized>(max: usize) -> impl FnOnce(&T, &()) -> garde::Result {
+    move |value, ()| text_rule(value, 0, max, true)
+}
+
+/// One of `allowed`, with `reason` otherwise.
+pub fn one_of<T: TextValue + ?Sized>(
+    allowed: &'static [&'static str],
+    reason: &'static str,
+) -> impl FnOnce(&T, &()) -> garde::Result {
+    move |value, ()| match value.text() {
+        Some(v) if !allowed.contains(&v) => Err(garde::Error::new(reason)),
+        _ => Ok(()),
+    }
+}
+
+/// A number in `range`, with `reason` otherwise.
+pub fn within(
+    range: std::ops::RangeInclusive<u64>,
+    reason: &'static str,
+) -> impl FnOnce(&Option<u64>, &()) -> garde::Result {
+    move |value, ()| match value {
+        Some(v) if !range.contains(v) => Err(garde::Error::new(reason)),
+        _ => Ok(()),
+    }
+}
+
+/// An id exactly as the relay issues them: a four-character prefix (`dev_`, `tok_`) and an
+/// upper-case ULID (see [`DEVICE_ID`]).
+pub fn is_issued_id(raw: &str, prefix: &str) -> bool {
+    raw.len() == 30
+        && raw.starts_with(prefix)
+        && prefix.len() == 4
+        && matches!(raw.as_bytes()[4], b'0'..=b'7')
+        && raw[4..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
+}
+
+/// A device id exactly as the relay issues them (see [`DEVICE_ID`]).
+pub fn is_device_id(raw: &str) -> bool {
+    is_issued_id(raw, "dev_") && DeviceId::parse(raw).is_some()
+}
+
+fn issued_id(prefix: &'static str) -> impl FnOnce(&Option<String>, &()) -> garde::Result {
+    move |value, ()| match value {
+        Some(raw) if !is_issued_id(raw, prefix) => Err(garde::Error::new(
+            "is not a cursor this server returned (pass nextCursor as it came)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn seq_cursor(value: &Option<String>, (): &()) -> garde::Result {
+    match value {
+        Some(raw)
+            if raw.is_empty() || raw.len() > 18 || !raw.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Err(garde::Error::new(
+                "is not a cursor this server returned (pass nextCursor as it came)",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn device_id_rule(value: &serde_json::Value, (): &()) -> garde::Result {
+    match value.as_str() {
+        Some(raw) if is_device_id(raw) => Ok(()),
+        _ => Err(garde::Error::new("must be a device id (dev_…)")),
+    }
+}
+
+fn hhmm(value: &str, (): &()) -> garde::Result {
+    if value.len() == 5 && NaiveTime::parse_from_str(value, "%H:%M").is_ok() {
+        Ok(())
+    } else {
+        Err(garde::Error::new(
+            "must be a time of day as HH:MM (24-hour)",
+        ))
+    }
+}
+
+fn differs_from(start: &str) -> impl FnOnce(&str, &()) -> garde::Result + '_ {
+    move |end, ()| {
+        if end == start {
+            Err(garde::Error::new("must differ from start"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn time_zone(value: &str, (): &()) -> garde::Result {
+    value
+        .parse::<chrono_tz::Tz>()
+        .map(|_| ())
+        .map_err(|_| garde::Error::new("must be an IANA time zone such as Europe/Berlin"))
+}
+
+fn http_url(value: &Option<String>, (): &()) -> garde::Result {
+    let Some(url) = value else { return Ok(()) };
+    match url::Url::parse(url) {
+        Ok(parsed)
+            if matches!(parsed.scheme(), "http" | "https")
+                && url.len() <= 2_048
+                && parsed.host().is_some()
+                && !url.chars().any(char::is_control) =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err(garde::Error::new(
+            "must be an http or https URL of at most 2048 characters",
+        )),
+        Err(_) => Err(garde::Error::new("must be an absolute http or https URL")),
+    }
+}
+
+fn idempotency_key_rule(value: &Option<String>, (): &()) -> garde::Result {
+    match value {
+        Some(key)
+            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Err(garde::Error::new(
+                "must be 1 to 128 printable ASCII characters",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn tag_count(tags: &[String], (): &()) -> garde::Result {
+    if tags.len() > 10 {
+        Err(garde::Error::new("must have at most 10 tags"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Who a notification is for: `"all"`, or a list of device ids.
+#[derive(Debug, Clone)]
+pub enum TargetsBody {
+    /// A keyword (only `all` is valid).
+    Keyword(String),
+    /// Explicit device ids (anything else in the list is reported by index).
+    Devices(Vec<serde_json::Value>),
+}
+
+impl utoipa::PartialSchema for TargetsBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["all"])),
+            )
+            .item(
+                ArrayBuilder::new()
+                    .items(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(DEVICE_ID)),
+                    )
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_TARGETS)),
+            )
+            .description(Some(
+                "`\"all\"` (the default) or a list of 1 to 1000 device ids",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TargetsBody {}
+
+impl<'de> Deserialize<'de> for TargetsBody {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(de)? {
+            serde_json::Value::String(s) => Ok(Self::Keyword(s)),
+            serde_json::Value::Array(items) => Ok(Self::Devices(items)),
+            _ => Err(serde::de::Error::custom(
+                "must be \"all\" or a list of device ids",
+            )),
+        }
+    }
+}
+
+impl Validate for TargetsBody {
+    type Context = ();
+
+    fn validate_into(
+        &self,
+        ctx: &(),
+        parent: &mut dyn FnMut() -> garde::Path,
+        report: &mut garde::Report,
+    ) {
+        match self {
+            Self::Keyword(word) if word == "all" => {}
+            Self::Keyword(_) => report.append(
+                parent(),
+                garde::Error::new("must be \"all\" or a list of device ids"),
+            ),
+            Self::Devices(items) => {
+                if items.is_empty() {
+                    report.append(
+                        parent(),
+                        garde::Error::new("must name at least one device, or be \"all\""),
+                    );
+                } else if items.len() > MAX_TARGETS {
+                    report.append(
+                        parent(),
+                        garde::Error::new(format!("must name at most {MAX_TARGETS} devices")),
+                    );
+                }
+                for (i, item) in items.iter().enumerate() {
+                    if let Err(e) = device_id_rule(item, ctx) {
+                        report.append(parent().join(i), e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl TargetsBody {
+    fn into_targets(self) -> Targets {
+        match self {
+            Self::Keyword(_) => Targets::All,
+            Self::Devices(items) => Targets::Devices(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().and_then(DeviceId::parse))
+                    .collect(),
+            ),
+        }
     }
 }
 
 /// `POST /notifications` and each item of a batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({"title": "Build finished", "body": "main is green", "priority": "high", "tags": ["ci"]}))]
 pub struct PublishRequest {
-    /// 1–256 characters.
+    /// 1–256 characters, one line.
+    #[garde(custom(line(1, 256)))]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub title: String,
-    /// Up to 4096 characters.
+    /// Up to 4096 characters; newlines and tabs allowed.
     #[serde(default)]
+    #[garde(custom(multiline(4_096)))]
+    #[schema(
+        max_length = 4096,
+        pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub body: String,
-    /// 1–64 characters; default `api`.
+    /// The sending application, 1–64 characters; default `api`.
+    #[garde(custom(line(1, 64)))]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub app: Option<String>,
-    /// `low`, `normal`, `high` or `critical`.
+    /// Delivery order; default `normal`.
+    #[garde(custom(one_of(&PRIORITIES, "must be one of low, normal, high, critical")))]
+    #[schema(value_type = Option<PriorityName>)]
     pub priority: Option<String>,
-    /// `"all"` or a list of device ids.
-    pub targets: Option<serde_json::Value>,
+    /// `"all"` (the default) or a list of up to 1000 device ids.
+    #[garde(dive)]
+    pub targets: Option<TargetsBody>,
     /// Up to 10 tags of 1–32 characters.
     #[serde(default)]
+    #[garde(custom(tag_count), inner(custom(line(1, 32))))]
+    #[schema(schema_with = tags_schema)]
     pub tags: Vec<String>,
-    /// An http(s) URL.
+    /// An absolute http(s) URL of at most 2048 characters, opened when the notification is tapped.
+    #[garde(custom(http_url))]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(/[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]*)?$"
+    )]
     pub click_url: Option<String>,
-    /// 60..2592000 seconds.
+    /// Lifetime in seconds, 60..2592000; default `delivery.default_ttl_seconds`.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[garde(custom(within(TTL_RANGE, "must be between 60 and 2592000")))]
+    #[schema(minimum = 60, maximum = 2592000)]
     pub ttl_seconds: Option<u64>,
-    /// Up to 128 printable ASCII characters.
+    /// Up to 128 printable ASCII characters; a repeat within 24 h returns the first notification.
+    #[garde(custom(idempotency_key_rule))]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     pub idempotency_key: Option<String>,
+}
+
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(32))
+                .pattern(Some(SINGLE_LINE)),
+        )
+        .max_items(Some(10))
+        .description(Some("Up to 10 tags of 1–32 characters"))
+        .build()
+}
+
+/// A priority name.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PriorityName {
+    /// Delivered last.
+    Low,
+    /// The default.
+    Normal,
+    /// Before normal.
+    High,
+    /// First, and through quiet hours.
+    Critical,
 }
 
 /// A publish request that passed every rule.
@@ -122,118 +486,65 @@ pub struct ValidPublish {
 }
 
 impl PublishRequest {
-    /// Applies the rules; `prefix` names the item in a batch (`items[3]`).
-    pub fn validate(
-        self,
-        prefix: &str,
-        now_ms: i64,
-        default_ttl: u64,
-    ) -> Result<ValidPublish, Vec<FieldError>> {
-        let mut errors = Errors::under(prefix);
-        check_text(&mut errors, "title", &self.title, 1, 256, false);
-        check_text(&mut errors, "body", &self.body, 0, 4_096, true);
-        let app = self.app.unwrap_or_else(|| "api".to_owned());
-        check_text(&mut errors, "app", &app, 1, 64, false);
-        let priority = match self.priority.as_deref() {
-            None => Priority::Normal,
-            Some(raw) => Priority::parse(raw).unwrap_or_else(|| {
-                errors.add("priority", "must be one of low, normal, high, critical");
-                Priority::Normal
-            }),
-        };
-        let targets = parse_targets(&mut errors, self.targets);
-        if self.tags.len() > 10 {
-            errors.add("tags", "must have at most 10 tags");
-        }
-        for (i, tag) in self.tags.iter().enumerate() {
-            check_text(&mut errors, &format!("tags[{i}]"), tag, 1, 32, false);
-        }
-        if let Some(url) = &self.click_url {
-            match url::Url::parse(url) {
-                Ok(parsed)
-                    if matches!(parsed.scheme(), "http" | "https")
-                        && url.len() <= 2_048
-                        && parsed.host().is_some() => {}
-                Ok(_) => errors.add(
-                    "clickUrl",
-                    "must be an http or https URL of at most 2048 characters",
-                ),
-                Err(_) => errors.add("clickUrl", "must be an absolute http or https URL"),
-            }
-        }
+    /// Builds the notification from a request that passed [`check`].
+    pub fn into_valid(self, now_ms: i64, default_ttl: u64) -> ValidPublish {
         let ttl = self.ttl_seconds.unwrap_or(default_ttl);
-        if !TTL_RANGE.contains(&ttl) {
-            errors.add("ttlSeconds", "must be between 60 and 2592000");
-        }
-        if let Some(key) = &self.idempotency_key {
-            if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                errors.add(
-                    "idempotencyKey",
-                    "must be 1 to 128 printable ASCII characters",
-                );
-            }
-        }
-        if !errors.list.is_empty() {
-            return Err(errors.list);
-        }
         let ttl_ms = i64::try_from(ttl).unwrap_or(0) * 1_000;
-        Ok(ValidPublish {
+        ValidPublish {
             record: NotificationRecord {
                 id: NotificationId::generate(),
                 title: self.title,
                 body: self.body,
-                app,
-                priority,
+                app: self.app.unwrap_or_else(|| "api".to_owned()),
+                priority: self
+                    .priority
+                    .as_deref()
+                    .and_then(Priority::parse)
+                    .unwrap_or(Priority::Normal),
                 tags: self.tags,
                 click_url: self.click_url,
                 created_at: now_ms,
                 expires_at: now_ms + ttl_ms,
             },
-            targets,
+            targets: self.targets.map_or(Targets::All, TargetsBody::into_targets),
             idempotency_key: self.idempotency_key,
-        })
+        }
+    }
+
+    /// [`check`] then [`PublishRequest::into_valid`].
+    pub fn validate_into_record(
+        self,
+        now_ms: i64,
+        default_ttl: u64,
+    ) -> Result<ValidPublish, ApiError> {
+        check(&self)?;
+        Ok(self.into_valid(now_ms, default_ttl))
     }
 }
 
-fn parse_targets(errors: &mut Errors, raw: Option<serde_json::Value>) -> Targets {
-    match raw {
-        None => Targets::All,
-        Some(serde_json::Value::String(s)) if s == "all" => Targets::All,
-        Some(serde_json::Value::Array(items)) => {
-            if items.is_empty() {
-                errors.add("targets", "must name at least one device, or be \"all\"");
-            } else if items.len() > MAX_TARGETS {
-                errors.add(
-                    "targets",
-                    format!("must name at most {MAX_TARGETS} devices"),
-                );
-            }
-            let mut ids = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                match item.as_str().and_then(DeviceId::parse) {
-                    Some(id) => ids.push(id),
-                    None => errors.add(&format!("targets[{i}]"), "must be a device id (dev_…)"),
-                }
-            }
-            Targets::Devices(ids)
-        }
-        Some(_) => {
-            errors.add("targets", "must be \"all\" or a list of device ids");
-            Targets::All
-        }
+fn batch_size(items: &[PublishRequest], (): &()) -> garde::Result {
+    if items.is_empty() || items.len() > MAX_BATCH {
+        Err(garde::Error::new(format!(
+            "must hold 1 to {MAX_BATCH} notifications"
+        )))
+    } else {
+        Ok(())
     }
 }
 
 /// `POST /notifications/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// 1 to 500 notifications.
+    /// 1 to 500 notifications, validated and queued together (all or none).
+    #[serde(deserialize_with = "crate::api::body::objects::objects")]
+    #[garde(custom(batch_size), dive)]
+    #[schema(min_items = 1, max_items = 500)]
     pub items: Vec<PublishRequest>,
 }
 
 /// `202` body of a publish.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PublishResponse {
     /// The notification's id.
     pub id: String,
@@ -243,55 +554,121 @@ pub struct PublishResponse {
     pub targets: usize,
 }
 
+/// `202` body of a batch publish.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    /// One result per item, in order.
+    pub items: Vec<PublishResponse>,
+}
+
 /// `POST /pairing-codes`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Validate, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PairingCodeRequest {
-    /// 60..3600; default from `auth.pairing_code_ttl_seconds`.
+    /// 60..3600; default `auth.pairing_code_ttl_seconds`.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[garde(custom(within(60..=3_600, "must be between 60 and 3600")))]
+    #[schema(minimum = 60, maximum = 3600)]
     pub ttl_seconds: Option<u64>,
 }
 
 /// `POST /devices/pair`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PairRequest {
-    /// The pairing code.
+    /// The pairing code shown by the operator (`K7QF-2M9X`; case, spaces and dashes are ignored).
+    #[garde(custom(pairing_code))]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[0-9A-Za-z -]*$",
+        example = "K7QF-2M9X"
+    )]
     pub code: String,
     /// 1–50 characters.
+    #[garde(custom(line(1, 50)))]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
-    /// One of [`PLATFORMS`].
+    /// The device's platform.
+    #[garde(custom(one_of(&PLATFORMS, "must be one of ios, android, windows, macos, linux, other")))]
+    #[schema(value_type = PlatformName)]
     pub platform: String,
-    /// Up to 32 characters.
+    /// 1–32 characters.
+    #[garde(custom(line(1, 32)))]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub app_version: Option<String>,
 }
 
-impl PairRequest {
-    /// Checks name, platform and version (the code is checked against the store).
-    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Errors::default();
-        check_text(&mut errors, "name", &self.name, 1, 50, false);
-        if !PLATFORMS.contains(&self.platform.as_str()) {
-            errors.add(
-                "platform",
-                "must be one of ios, android, windows, macos, linux, other",
-            );
-        }
-        if let Some(version) = &self.app_version {
-            check_text(&mut errors, "appVersion", version, 1, 32, false);
-        }
-        if self.code.is_empty() || self.code.len() > 32 {
-            errors.add("code", "must be a pairing code such as K7QF-2M9X");
-        }
-        if errors.list.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.list)
-        }
+fn pairing_code(value: &str, (): &()) -> garde::Result {
+    if value.is_empty()
+        || value.len() > 32
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b' ')
+    {
+        Err(garde::Error::new(
+            "must be a pairing code such as K7QF-2M9X",
+        ))
+    } else {
+        Ok(())
     }
 }
 
+fn token_length(value: &str, (): &()) -> garde::Result {
+    // An empty or garbled token is simply not a valid one (401); only the size is a request error.
+    if value.chars().count() > 4_096 {
+        Err(garde::Error::new("must be at most 4096 characters long"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads an optional whole number that JSON may write as `965` or `965.0` (JSON Schema's
+/// `integer` allows both); fractions, negatives and other types are refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(de)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= 9.0e15 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid value: {number}, expected a whole number of seconds"
+        ))),
+    }
+}
+
+/// A platform name.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PlatformName {
+    /// iPhone, iPad.
+    Ios,
+    /// Android.
+    Android,
+    /// Windows.
+    Windows,
+    /// macOS.
+    Macos,
+    /// Linux.
+    Linux,
+    /// Anything else.
+    Other,
+}
+
 /// Tokens handed to a device when it pairs or refreshes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceTokens {
     /// The device.
@@ -309,68 +686,237 @@ pub struct DeviceTokens {
 }
 
 /// `POST /auth/refresh`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RefreshRequest {
-    /// The refresh token from pairing or the last refresh.
+    /// The refresh token from pairing or the last refresh (anything else is a 401).
+    #[garde(custom(token_length))]
+    #[schema(min_length = 1, max_length = 4096)]
     pub refresh_token: String,
 }
 
-/// Quiet hours in a `PATCH /devices/{id}`.
-#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
+/// Quiet hours: notifications below `critical` wait until they end.
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHoursBody {
-    /// `HH:MM`.
+    /// `HH:MM`, 24-hour.
+    #[garde(custom(hhmm))]
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "22:00")]
     pub start: String,
-    /// `HH:MM`.
+    /// `HH:MM`, 24-hour, different from `start` (may be earlier: the window wraps midnight).
+    #[garde(custom(hhmm), custom(differs_from(&self.start)))]
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "07:00")]
     pub end: String,
     /// An IANA time zone such as `Europe/Berlin`.
+    #[garde(custom(time_zone))]
+    #[schema(example = "Europe/Berlin", max_length = 64)]
     pub timezone: String,
 }
 
 /// Device settings in a `PATCH /devices/{id}`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Validate, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SettingsBody {
     /// Receives new notifications.
+    #[garde(skip)]
     pub enabled: Option<bool>,
-    /// `low`..`critical`.
+    /// Notifications below this priority are not delivered.
+    #[garde(custom(one_of(&PRIORITIES, "must be one of low, normal, high, critical")))]
+    #[schema(value_type = Option<PriorityName>)]
     pub min_priority: Option<String>,
     /// Quiet hours; `null` clears them.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::body::objects::nullable_object"
+    )]
+    #[garde(dive)]
+    #[schema(value_type = Option<QuietHoursBody>, nullable)]
     pub quiet_hours: Option<Option<QuietHoursBody>>,
 }
 
-/// `PATCH /devices/{id}`.
-#[derive(Debug, Deserialize)]
+/// `PATCH /devices/{id}`: only the fields present change.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchDeviceRequest {
     /// 1–50 characters.
+    #[garde(custom(line(1, 50)))]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     /// Delivery settings.
+    #[serde(
+        default,
+        deserialize_with = "crate::api::body::objects::optional_object"
+    )]
+    #[garde(dive)]
     pub settings: Option<SettingsBody>,
 }
 
-fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(de).map(Some)
-}
-
 /// `POST /tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// 1–64 characters.
+    #[garde(custom(line(1, 64)))]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
-    /// `admin` or `publish`.
+    /// What the token may do.
+    #[garde(custom(one_of(&["admin", "publish"], "must be admin or publish")))]
+    #[schema(value_type = ScopeName)]
     pub scope: String,
 }
 
+/// An API token's scope.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ScopeName {
+    /// Everything.
+    Admin,
+    /// Publishing notifications only.
+    Publish,
+}
+
+/// `POST /auth/login`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The admin's user name.
+    #[garde(custom(line(1, 64)))]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    pub username: String,
+    /// The admin's password (bcrypt reads at most 72 bytes; longer ones never match).
+    #[garde(custom(password_length))]
+    #[schema(min_length = 1, max_length = 1024, format = Password)]
+    pub password: String,
+}
+
+fn password_length(value: &str, (): &()) -> garde::Result {
+    if value.is_empty() || value.chars().count() > 1_024 {
+        Err(garde::Error::new("must be 1 to 1024 characters long"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `GET /tokens` paging.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TokenListQuery {
+    /// Page size, 1..500 (default 50).
+    #[garde(custom(page_size))]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    #[garde(custom(issued_id("tok_")))]
+    #[param(pattern = "^tok_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    pub cursor: Option<String>,
+}
+
+fn page_size(value: &Option<i64>, (): &()) -> garde::Result {
+    match value {
+        Some(n) if !(1..=crate::api::MAX_LIMIT).contains(n) => {
+            Err(garde::Error::new("must be between 1 and 500"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `GET /devices` filters.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceListQuery {
+    /// `online` or `offline`.
+    #[garde(custom(one_of(&["online", "offline"], "must be online or offline")))]
+    #[param(pattern = "^(online|offline)$")]
+    pub status: Option<String>,
+    /// Only devices of this platform.
+    #[garde(custom(one_of(&PLATFORMS, "must be one of ios, android, windows, macos, linux, other")))]
+    #[param(value_type = Option<PlatformName>)]
+    pub platform: Option<String>,
+    /// Page size, 1..500 (default 50).
+    #[garde(custom(page_size))]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    #[garde(custom(issued_id("dev_")))]
+    #[param(pattern = "^dev_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    pub cursor: Option<String>,
+}
+
+fn device_id_text(value: &Option<String>, (): &()) -> garde::Result {
+    match value {
+        Some(raw) if !is_device_id(raw) => Err(garde::Error::new("must be a device id (dev_…)")),
+        _ => Ok(()),
+    }
+}
+
+fn timestamp(value: &Option<String>, (): &()) -> garde::Result {
+    match value {
+        Some(raw) if chrono::DateTime::parse_from_rfc3339(raw).is_err() => Err(garde::Error::new(
+            "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /notifications` filters.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct NotificationListQuery {
+    /// Only notifications for this device (a device may name only itself).
+    #[garde(custom(device_id_text))]
+    #[param(pattern = "^dev_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    pub device_id: Option<String>,
+    /// Delivery status.
+    #[garde(custom(one_of(
+        &["queued", "delivered", "sent", "acked", "expired"],
+        "must be one of queued, delivered, acked, expired"
+    )))]
+    #[param(pattern = "^(queued|delivered|sent|acked|expired)$")]
+    pub status: Option<String>,
+    /// Priority.
+    #[garde(custom(one_of(&PRIORITIES, "must be one of low, normal, high, critical")))]
+    #[param(value_type = Option<PriorityName>)]
+    pub priority: Option<String>,
+    /// The sending application.
+    #[garde(custom(line(1, 64)))]
+    #[param(min_length = 1, max_length = 64)]
+    pub app: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[garde(custom(timestamp))]
+    #[param(format = DateTime)]
+    pub since: Option<String>,
+    /// Created before (RFC 3339).
+    #[garde(custom(timestamp))]
+    #[param(format = DateTime)]
+    pub until: Option<String>,
+    /// Page size, 1..500 (default 50).
+    #[garde(custom(page_size))]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    #[garde(custom(seq_cursor))]
+    #[param(pattern = "^[0-9]{1,18}$")]
+    pub cursor: Option<String>,
+}
+
 /// A page of a list.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     /// The items.
@@ -387,64 +933,106 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    fn fields<T: Validate<Context = ()>>(value: &T) -> Vec<(String, String)> {
+        match check(value) {
+            Ok(()) => Vec::new(),
+            Err(ApiError::Validation { errors, .. }) => {
+                errors.into_iter().map(|e| (e.field, e.reason)).collect()
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn names<T: Validate<Context = ()>>(value: &T) -> Vec<String> {
+        fields(value).into_iter().map(|(f, _)| f).collect()
+    }
+
     #[test]
     fn a_full_request_validates() {
-        let valid = request(
+        let request = request(
             r#"{"title":"Build finished","body":"main is green","app":"CI","priority":"high",
                 "targets":["dev_01J00000000000000000000000"],"tags":["ci"],"clickUrl":"https://ci.example/123",
                 "ttlSeconds":86400,"idempotencyKey":"build-123"}"#,
-        )
-        .validate("", 1_000, 604_800)
-        .unwrap();
+        );
+        assert!(fields(&request).is_empty());
+        let valid = request.into_valid(1_000, 604_800);
         assert_eq!(valid.record.priority, Priority::High);
         assert_eq!(valid.record.expires_at, 1_000 + 86_400_000);
         assert!(matches!(valid.targets, Targets::Devices(ref ids) if ids.len() == 1));
     }
 
     #[test]
+    fn defaults_apply() {
+        let valid = request(r#"{"title":"t"}"#)
+            .validate_into_record(0, 600)
+            .unwrap();
+        assert_eq!(valid.record.app, "api");
+        assert_eq!(valid.record.priority, Priority::Normal);
+        assert_eq!(valid.targets, Targets::All);
+        assert_eq!(valid.record.expires_at, 600_000);
+    }
+
+    #[test]
     fn every_invalid_field_is_listed() {
         let long = "x".repeat(257);
         let json = format!(
-            r#"{{"title":"{long}","priority":"urgent","targets":["nope"],"tags":["","a"],"clickUrl":"javascript:alert(1)","ttlSeconds":5,"idempotencyKey":"has space","app":""}}"#
+            r#"{{"items":[{{"title":"ok"}},{{"title":"ok"}},{{"title":"{long}","priority":"urgent","targets":["nope"],"tags":["","a"],"clickUrl":"javascript:alert(1)","ttlSeconds":5,"idempotencyKey":"has space","app":""}}]}}"#
         );
-        let errors = request(&json).validate("items[2]", 0, 604_800).unwrap_err();
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        let batch: BatchRequest = serde_json::from_str(&json).unwrap();
         assert_eq!(
-            fields,
+            names(&batch),
             [
-                "items[2].title",
                 "items[2].app",
-                "items[2].priority",
-                "items[2].targets[0]",
-                "items[2].tags[0]",
                 "items[2].clickUrl",
+                "items[2].idempotencyKey",
+                "items[2].priority",
+                "items[2].tags[0]",
+                "items[2].targets[0]",
+                "items[2].title",
                 "items[2].ttlSeconds",
-                "items[2].idempotencyKey"
             ]
         );
     }
 
     #[test]
-    fn targets_forms() {
-        let mut errors = Errors::default();
+    fn batch_size_is_bounded() {
+        let empty: BatchRequest = serde_json::from_str(r#"{"items":[]}"#).unwrap();
         assert_eq!(
-            parse_targets(&mut errors, Some(serde_json::json!("all"))),
-            Targets::All
+            fields(&empty),
+            [(
+                "items".to_owned(),
+                "must hold 1 to 500 notifications".to_owned()
+            )]
         );
-        assert_eq!(parse_targets(&mut errors, None), Targets::All);
-        assert!(errors.list.is_empty());
-        parse_targets(&mut errors, Some(serde_json::json!("everyone")));
-        parse_targets(&mut errors, Some(serde_json::json!([])));
-        assert_eq!(errors.list.len(), 2);
+    }
+
+    #[test]
+    fn targets_forms() {
+        let all: PublishRequest = request(r#"{"title":"t","targets":"all"}"#);
+        assert!(fields(&all).is_empty());
+        let word = request(r#"{"title":"t","targets":"everyone"}"#);
+        assert_eq!(names(&word), ["targets"]);
+        let empty = request(r#"{"title":"t","targets":[]}"#);
+        assert_eq!(names(&empty), ["targets"]);
+        let mixed = request(r#"{"title":"t","targets":["dev_01J00000000000000000000000", 5]}"#);
+        assert_eq!(names(&mixed), ["targets[1]"]);
+        assert!(serde_json::from_str::<PublishRequest>(r#"{"title":"t","targets":5}"#).is_err());
+    }
+
+    #[test]
+    fn device_ids_are_checked_as_issued() {
+        assert!(is_device_id("dev_01J00000000000000000000000"));
+        assert!(!is_device_id("dev_01j00000000000000000000000"));
+        assert!(!is_device_id("dev_81J00000000000000000000000"));
+        assert!(!is_device_id("dev_01J0000000000000000000000U"));
+        assert!(!is_device_id("tok_01J00000000000000000000000"));
+        assert!(!is_device_id("dev_01J"));
     }
 
     #[test]
     fn control_characters_are_refused_in_titles_not_newlines_in_bodies() {
-        let errors = request(r#"{"title":"a\u0007b","body":"line\nline"}"#)
-            .validate("", 0, 604_800)
-            .unwrap_err();
-        assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].field, "title");
+        let request = request(r#"{"title":"a\u0007b","body":"line\nline"}"#);
+        assert_eq!(names(&request), ["title"]);
     }
 
     #[test]
@@ -455,40 +1043,92 @@ mod tests {
             platform: "android".into(),
             app_version: None,
         };
-        assert!(ok.validate().is_ok());
+        assert!(fields(&ok).is_empty());
         let bad = PairRequest {
             code: String::new(),
             name: String::new(),
             platform: "palm".into(),
             app_version: Some(String::new()),
         };
-        assert_eq!(bad.validate().unwrap_err().len(), 4);
+        assert_eq!(names(&bad), ["appVersion", "code", "name", "platform"]);
     }
 
     #[test]
     fn remaining_publish_rules_each_name_their_field() {
-        let errors = request(r#"{"title":"t","body":"bell\u0007"}"#)
-            .validate("", 0, 604_800)
-            .unwrap_err();
-        assert_eq!(errors[0].field, "body");
-        assert!(errors[0].reason.contains("control characters"));
+        let errors = fields(&request(r#"{"title":"t","body":"bell\u0007"}"#));
+        assert_eq!(errors[0].0, "body");
+        assert!(errors[0].1.contains("control characters"));
         let tags: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
         let json = serde_json::json!({"title": "t", "tags": tags}).to_string();
-        let errors = request(&json).validate("", 0, 604_800).unwrap_err();
-        assert_eq!(errors[0].field, "tags");
-        let errors = request(r#"{"title":"t","clickUrl":"not a url"}"#)
-            .validate("", 0, 604_800)
-            .unwrap_err();
-        assert_eq!(errors[0].reason, "must be an absolute http or https URL");
+        assert_eq!(names(&request(&json)), ["tags"]);
+        let errors = fields(&request(r#"{"title":"t","clickUrl":"not a url"}"#));
+        assert_eq!(errors[0].1, "must be an absolute http or https URL");
         let many: Vec<String> = (0..=MAX_TARGETS)
             .map(|_| DeviceId::generate().to_string())
             .collect();
         let json = serde_json::json!({"title": "t", "targets": many}).to_string();
-        let errors = request(&json).validate("", 0, 604_800).unwrap_err();
-        assert_eq!(errors[0].field, "targets");
-        assert!(errors[0].reason.contains("at most"));
-        let mut errors = Errors::default();
-        check_text(&mut errors, "code", "abc", 4, 4, false);
-        assert_eq!(errors.list[0].reason, "must be 4 characters long");
+        let errors = fields(&request(&json));
+        assert_eq!(errors[0].0, "targets");
+        assert!(errors[0].1.contains("at most"));
+        assert_eq!(
+            text_rule("abc", 4, 4, false).unwrap_err().message(),
+            "must be 4 characters long"
+        );
+    }
+
+    #[test]
+    fn device_patches_name_nested_fields() {
+        let patch: PatchDeviceRequest = serde_json::from_str(
+            r#"{"name":"","settings":{"minPriority":"loud","quietHours":{"start":"25:00","end":"25:00","timezone":"Mars/Olympus"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&patch),
+            [
+                "name",
+                "settings.minPriority",
+                "settings.quietHours.end",
+                "settings.quietHours.end",
+                "settings.quietHours.start",
+                "settings.quietHours.timezone"
+            ]
+        );
+        let clear: PatchDeviceRequest =
+            serde_json::from_str(r#"{"settings":{"quietHours":null}}"#).unwrap();
+        assert!(fields(&clear).is_empty());
+        assert!(matches!(
+            clear.settings.and_then(|s| s.quiet_hours),
+            Some(None)
+        ));
+    }
+
+    #[test]
+    fn queries_list_every_invalid_parameter() {
+        let query: NotificationListQuery = serde_json::from_str(
+            r#"{"deviceId":"x","status":"lost","priority":"p","app":"","since":"yesterday","until":"2026-01-01T00:00:00Z","limit":0,"cursor":""}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&query),
+            ["app", "cursor", "deviceId", "limit", "priority", "since", "status"]
+        );
+        let devices: DeviceListQuery =
+            serde_json::from_str(r#"{"status":"away","platform":"palm","limit":501}"#).unwrap();
+        assert_eq!(names(&devices), ["limit", "platform", "status"]);
+    }
+
+    #[test]
+    fn other_bodies() {
+        let token: CreateTokenRequest =
+            serde_json::from_str(r#"{"name":"","scope":"root"}"#).unwrap();
+        assert_eq!(names(&token), ["name", "scope"]);
+        let login: LoginRequest = serde_json::from_str(r#"{"username":"","password":""}"#).unwrap();
+        assert_eq!(names(&login), ["password", "username"]);
+        let code: PairingCodeRequest = serde_json::from_str(r#"{"ttlSeconds":5}"#).unwrap();
+        assert_eq!(names(&code), ["ttlSeconds"]);
+        let long = "x".repeat(4_097);
+        let refresh: RefreshRequest =
+            serde_json::from_str(&format!(r#"{{"refreshToken":"{long}"}}"#)).unwrap();
+        assert_eq!(names(&refresh), ["refreshToken"]);
     }
 }

@@ -77,6 +77,8 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print the OpenAPI document of the HTTP API (as served at /api/v1/openapi.json).
+    Openapi,
     /// Admin accounts for the dashboard.
     Admin {
         /// What to do with admin accounts.

@@ -302,6 +302,9 @@ fn evict(map: &mut Map, now_ms: i64) {
     });
 }
 
+/// How often a relay reads the IP blocks shared through Redis.
+pub const BLOCK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A blocked IP, as the admin API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -316,14 +319,23 @@ pub struct Block {
 struct Offender {
     violations: u32,
     blocked_until_ms: i64,
+    /// The block is in Redis: lifted there (by any relay), it is lifted here at the next sync.
+    shared: bool,
 }
 
 /// The limiter every request goes through: the rules' backend and the block list.
+///
+/// Violations are counted per process. A block is kept here and, with the Redis backend, shared
+/// through a sorted set in Redis: every relay on that Redis reads the shared blocks into
+/// `shared` every [`BLOCK_SYNC_INTERVAL`] ([`RateLimiter::sync_blocks`]), so a request is never
+/// slowed by a Redis call for the block check, and a block reaches the other relays within that
+/// interval. Lifting a block lifts it in Redis too.
 pub struct RateLimiter {
     embedded: EmbeddedLimiter,
     redis: Option<Redis>,
     degraded: Arc<AtomicBool>,
     offenders: Mutex<HashMap<IpAddr, Offender>>,
+    shared: Mutex<HashMap<IpAddr, i64>>,
     block_after: u32,
     block_ms: i64,
     log: slog::Logger,
@@ -337,6 +349,7 @@ impl RateLimiter {
             redis,
             degraded: Arc::new(AtomicBool::new(false)),
             offenders: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
             block_after: settings.block_after_violations.max(1),
             block_ms: (settings.block_seconds as i64) * 1_000,
             log,
@@ -386,31 +399,60 @@ impl RateLimiter {
         self.embedded.check(rule, key, now_ms, consume)
     }
 
-    /// Until when `ip` is blocked, if it is.
+    /// Until when `ip` is blocked, if it is (here or, with Redis, by any relay).
     pub fn blocked_until(&self, ip: IpAddr, now_ms: i64) -> Option<i64> {
-        let map = self.offenders.lock().ok()?;
-        map.get(&ip)
-            .map(|o| o.blocked_until_ms)
-            .filter(|until| *until > now_ms)
+        let local = self
+            .offenders
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&ip).map(|o| o.blocked_until_ms));
+        let shared = self
+            .shared
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&ip).copied());
+        local.max(shared).filter(|until| *until > now_ms)
     }
 
-    /// Records a denied request of `ip`; returns whether it is now blocked.
-    pub fn violation(&self, ip: IpAddr, now_ms: i64) -> bool {
-        let Ok(mut map) = self.offenders.lock() else {
-            return false;
-        };
-        if map.len() >= self.embedded.max_keys {
-            map.retain(|_, o| o.blocked_until_ms > now_ms);
-        }
-        let offender = map.entry(ip).or_default();
-        offender.violations += 1;
-        if offender.violations >= self.block_after {
+    /// Records a denied request of `ip`; returns whether it is now blocked. A new block is shared
+    /// through Redis when that is the backend (a failure to share is logged; the block holds here).
+    pub async fn violation(&self, ip: IpAddr, now_ms: i64) -> bool {
+        let until = {
+            let Ok(mut map) = self.offenders.lock() else {
+                return false;
+            };
+            if map.len() >= self.embedded.max_keys {
+                map.retain(|_, o| o.blocked_until_ms > now_ms);
+            }
+            let offender = map.entry(ip).or_default();
+            offender.violations += 1;
+            if offender.violations < self.block_after {
+                return false;
+            }
             offender.violations = 0;
             offender.blocked_until_ms = now_ms + self.block_ms;
-            slog::warn!(self.log, "blocked an IP after repeated rate-limit violations"; "ip" => %ip, "seconds" => self.block_ms / 1_000);
-            return true;
+            offender.blocked_until_ms
+        };
+        slog::warn!(self.log, "blocked an IP after repeated rate-limit violations"; "ip" => %ip, "seconds" => self.block_ms / 1_000);
+        if let Some(redis) = &self.redis {
+            match redis.add_block(&ip.to_string(), until, now_ms).await {
+                Ok(()) => {
+                    if let Some(o) = self
+                        .offenders
+                        .lock()
+                        .ok()
+                        .as_mut()
+                        .and_then(|m| m.get_mut(&ip))
+                    {
+                        o.shared = true;
+                    }
+                }
+                Err(e) => {
+                    slog::warn!(self.log, "could not share an IP block through Redis; it holds on this relay"; "ip" => %ip, "error" => %e);
+                }
+            }
         }
-        false
+        true
     }
 
     /// Records an allowed request of `ip`: the violations are no longer consecutive.
@@ -425,32 +467,77 @@ impl RateLimiter {
         }
     }
 
-    /// The IPs blocked now.
-    pub fn blocks(&self, now_ms: i64) -> Vec<Block> {
-        let Ok(map) = self.offenders.lock() else {
-            return Vec::new();
+    /// Reads the blocks shared through Redis (no-op on the embedded backend). Called every
+    /// [`BLOCK_SYNC_INTERVAL`]; on failure the last known shared blocks stay in force.
+    pub async fn sync_blocks(&self, now_ms: i64) -> Result<(), crate::redis::RedisError> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
         };
-        let mut blocks: Vec<Block> = map
-            .iter()
-            .filter(|(_, o)| o.blocked_until_ms > now_ms)
-            .map(|(ip, o)| Block {
+        let fresh: HashMap<IpAddr, i64> = redis
+            .blocks(now_ms)
+            .await?
+            .into_iter()
+            .filter_map(|(ip, until)| ip.parse().ok().map(|ip| (ip, until)))
+            .collect();
+        // A shared block that is gone from Redis was lifted by an admin on some relay.
+        if let Ok(mut map) = self.offenders.lock() {
+            map.retain(|ip, o| !o.shared || fresh.contains_key(ip));
+        }
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = fresh;
+        }
+        Ok(())
+    }
+
+    /// The IPs blocked now: this relay's blocks and, with Redis, every relay's.
+    pub async fn blocks(&self, now_ms: i64) -> Vec<Block> {
+        if let Err(e) = self.sync_blocks(now_ms).await {
+            slog::warn!(self.log, "could not read the shared IP blocks from Redis"; "error" => %e);
+        }
+        let mut all: HashMap<IpAddr, i64> = HashMap::new();
+        if let Ok(map) = self.offenders.lock() {
+            for (ip, o) in map.iter() {
+                all.insert(*ip, o.blocked_until_ms);
+            }
+        }
+        if let Ok(map) = self.shared.lock() {
+            for (ip, until) in map.iter() {
+                let entry = all.entry(*ip).or_insert(*until);
+                *entry = (*entry).max(*until);
+            }
+        }
+        let mut blocks: Vec<Block> = all
+            .into_iter()
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(ip, until)| Block {
                 ip: ip.to_string(),
-                until_ms: o.blocked_until_ms,
+                until_ms: until,
             })
             .collect();
         blocks.sort_by(|a, b| a.ip.cmp(&b.ip));
         blocks
     }
 
-    /// Lifts the block of `ip`; returns whether there was one.
-    pub fn unblock(&self, ip: IpAddr, now_ms: i64) -> bool {
-        let Ok(mut map) = self.offenders.lock() else {
-            return false;
-        };
-        match map.remove(&ip) {
-            Some(o) => o.blocked_until_ms > now_ms,
+    /// Lifts the block of `ip`, here and in Redis; returns whether there was one. Other relays
+    /// drop it at their next sync.
+    pub async fn unblock(&self, ip: IpAddr, now_ms: i64) -> Result<bool, crate::redis::RedisError> {
+        let local = self
+            .offenders
+            .lock()
+            .ok()
+            .and_then(|mut map| map.remove(&ip))
+            .is_some_and(|o| o.blocked_until_ms > now_ms);
+        let cached = self
+            .shared
+            .lock()
+            .ok()
+            .and_then(|mut map| map.remove(&ip))
+            .is_some_and(|until| until > now_ms);
+        let remote = match &self.redis {
+            Some(redis) => redis.remove_block(&ip.to_string()).await?,
             None => false,
-        }
+        };
+        Ok(local || cached || remote)
     }
 
     /// The embedded backend (for inspection in tests).

@@ -174,7 +174,7 @@ pub fn touch(conn: &mut SqliteConnection, id: &str, at: i64) -> QueryResult<()> 
 }
 
 /// Delivery counts of one device, by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryCounts {
     /// Waiting to be sent.

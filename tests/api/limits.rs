@@ -208,7 +208,7 @@ async fn ten_violations_block_the_ip_until_an_admin_lifts_it() {
     assert_eq!(
         app.delete("/api/v1/blocks/not-an-ip", Some(&app.admin_token))
             .await,
-        400
+        404
     );
     assert_eq!(get_with(&app, ANON, None, &offender).await.0, 404);
     // The block expires by itself too.
@@ -478,6 +478,75 @@ async fn two_relays_sharing_redis_share_one_limit() {
         "the second relay sees the first one's requests"
     );
     assert!(header(&headers, "ratelimit").unwrap().contains("r=0"));
+}
+
+#[actix_rt::test]
+async fn a_block_made_by_one_relay_holds_on_every_relay_sharing_redis() {
+    require_redis().await;
+    let prefix = unique_prefix();
+    let tweak = |s: &mut beepmyphone::config::Settings| {
+        s.redis.url = redis_url();
+        s.redis.key_prefix = prefix.clone();
+        s.limits.ip_per_minute = 2;
+        s.limits.trusted_proxies = vec!["127.0.0.1".into()];
+    };
+    let a = spawn_app_with(tweak).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    tweak(&mut settings);
+    let b = start_in(dir, settings).await;
+    let offender = [("x-forwarded-for", "203.0.113.9")];
+    // Two allowed, then ten violations on relay A block the address.
+    for _ in 0..2 {
+        assert_eq!(get_with(&a, ANON, None, &offender).await.0, 404);
+    }
+    for _ in 0..10 {
+        assert_eq!(get_with(&a, ANON, None, &offender).await.0, 429);
+    }
+    // Relay B lists it at once (its admin call reads Redis) and enforces it after its next sync
+    // (one tick of its clock); the window has passed by then, so only the block can refuse.
+    let (status, list) = b.get("/api/v1/blocks", Some(&b.admin_token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"][0]["ip"], "203.0.113.9", "{list}");
+    b.clock.advance(Duration::from_secs(61));
+    let mut refused = None;
+    for _ in 0..100 {
+        let (status, _, body) = get_with(&b, ANON, None, &offender).await;
+        if status == 429 {
+            refused = Some(body);
+            break;
+        }
+        b.clock.advance(Duration::from_secs(1));
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = refused.expect("relay B enforces relay A's block");
+    assert!(
+        body["detail"].as_str().unwrap().contains("blocked"),
+        "{body}"
+    );
+    // Lifting it on B lifts it everywhere: B's call removes it from Redis, and A drops its own
+    // record at its next read of Redis.
+    assert_eq!(
+        b.delete("/api/v1/blocks/203.0.113.9", Some(&b.admin_token))
+            .await,
+        204
+    );
+    let (_, list) = b.get("/api/v1/blocks", Some(&b.admin_token)).await;
+    assert_eq!(list["items"], json!([]), "{list}");
+    a.clock.advance(Duration::from_secs(61));
+    let mut lifted = false;
+    for _ in 0..100 {
+        if get_with(&a, ANON, None, &offender).await.0 == 404 {
+            lifted = true;
+            break;
+        }
+        a.clock.advance(Duration::from_secs(1));
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lifted, "relay A lifts the block B lifted");
+    // (The per-IP window is shared too; move B's clock past it.)
+    b.clock.advance(Duration::from_secs(120));
+    assert_eq!(get_with(&b, ANON, None, &offender).await.0, 404);
 }
 
 #[actix_rt::test]

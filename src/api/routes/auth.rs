@@ -11,14 +11,14 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use beepmyphone_actors::model::rfc3339;
 use beepmyphone_actors::registry::Kick;
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
-use crate::api::schemas::Page;
+use crate::api::schemas::{check, LoginRequest, Page};
 use crate::error::ApiError;
 use crate::security::passwords::PasswordError;
 use crate::security::revocation::RevocationError;
@@ -27,6 +27,11 @@ use crate::security::sessions::{SessionError, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::store::admins;
 use crate::ws::protocol::close;
+
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(login, logout, list_sessions, delete_session))]
+pub struct Api;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -59,24 +64,20 @@ impl From<RevocationError> for ApiError {
     }
 }
 
-/// `POST /auth/login`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    username: String,
-    password: String,
-}
-
-#[derive(Serialize)]
+/// A new admin session (the id travels in the `beep_session` cookie).
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LoginResponse {
+    /// Who logged in.
     username: String,
+    /// Send as `X-CSRF-Token` on state-changing requests that carry the cookie.
     csrf_token: String,
+    /// The session's absolute end (RFC 3339).
     expires_at: String,
 }
 
 /// One session in `GET /auth/sessions`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SessionView {
     id: String,
@@ -114,11 +115,15 @@ fn clear_cookie(response: &mut HttpResponseBuilder, req: &HttpRequest) -> Result
     set_cookie(response, "", &cookie_attributes(req, 0))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", security(()),
+    request_body = LoginRequest,
+    responses((status = 200, description = "Logged in; sets the session cookie", body = LoginResponse)))]
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    check(&request)?;
     let LoginRequest { username, password } = request;
     let lookup = username.clone();
     let admin = state
@@ -162,6 +167,8 @@ async fn login(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "The device token (and its refresh family) or the session is revoked")))]
 async fn logout(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -208,6 +215,8 @@ fn session_of(principal: Principal) -> Result<(String, String), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+    responses((status = 200, description = "The caller's sessions", body = Page<SessionView>)))]
 async fn list_sessions(
     state: web::Data<AppState>,
     principal: Principal,
@@ -232,6 +241,8 @@ async fn list_sessions(
     }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth", params(("id" = String, Path, description = "a session id (ses_…)")),
+    responses((status = 204, description = "The session is ended")))]
 async fn delete_session(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -4,11 +4,15 @@
 use std::net::IpAddr;
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use crate::api::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_blocks, delete_block))]
+pub struct Api;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -16,6 +20,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/blocks/{ip}", web::delete().to(delete_block));
 }
 
+/// An IP address blocked after repeated rate-limit violations.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct BlockView {
+    ip: String,
+    /// When the block ends (RFC 3339).
+    blocked_until: String,
+    retry_after_seconds: u64,
+}
+
+/// `GET /blocks`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct BlockList {
+    items: Vec<BlockView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/blocks", tag = "limits",
+    responses((status = 200, description = "Blocked IP addresses", body = BlockList)))]
 async fn list_blocks(
     state: web::Data<AppState>,
     principal: Principal,
@@ -26,18 +48,20 @@ async fn list_blocks(
         .limits
         .limiter
         .blocks(now)
+        .await
         .into_iter()
-        .map(|b| {
-            json!({
-                "ip": b.ip,
-                "blockedUntil": beepmyphone_actors::model::rfc3339(b.until_ms),
-                "retryAfterSeconds": ((b.until_ms - now).max(0) as u64).div_ceil(1_000),
-            })
+        .map(|b| BlockView {
+            ip: b.ip.to_string(),
+            blocked_until: beepmyphone_actors::model::rfc3339(b.until_ms),
+            retry_after_seconds: ((b.until_ms - now).max(0) as u64).div_ceil(1_000),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(BlockList { items }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/blocks/{ip}", tag = "limits",
+    params(("ip" = String, Path, description = "An IPv4 or IPv6 address")),
+    responses((status = 204, description = "Unblocked")))]
 async fn delete_block(
     state: web::Data<AppState>,
     principal: Principal,
@@ -45,10 +69,20 @@ async fn delete_block(
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
     let raw = path.into_inner();
-    let ip: IpAddr = raw
-        .parse()
-        .map_err(|_| ApiError::field("ip", "must be an IPv4 or IPv6 address"))?;
-    if state.limits.limiter.unblock(ip, state.clock.now_ms()) {
+    let ip: IpAddr = raw.parse().map_err(|_| {
+        ApiError::NotFound(format!("no block for {raw}: not an IPv4 or IPv6 address"))
+    })?;
+    let lifted = state
+        .limits
+        .limiter
+        .unblock(ip, state.clock.now_ms())
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(
+                "the shared block list in Redis cannot be reached; try again".into(),
+            )
+        })?;
+    if lifted {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("{ip} is not blocked")))

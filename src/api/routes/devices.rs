@@ -4,8 +4,7 @@
 //! device cascades its tokens and deliveries in the store and closes its sockets with 4003.
 
 use actix_web::{web, HttpResponse};
-use chrono::NaiveTime;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
 use beepmyphone_actors::queue::{RemoveDevice, UpsertDevice};
@@ -13,16 +12,19 @@ use beepmyphone_actors::registry::{Kick, OnlineDevices};
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
-use crate::api::schemas::{
-    check_text, Errors, Page, PatchDeviceRequest, QuietHoursBody, PLATFORMS,
-};
-use crate::api::{decode_cursor, encode_cursor, page_limit};
+use crate::api::page_limit;
+use crate::api::schemas::{check, DeviceListQuery, Page, PatchDeviceRequest, QuietHoursBody};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::devices::{self, DeliveryCounts, DeviceChanges, DeviceRow};
 
 /// WebSocket close code for a revoked device.
 pub const CLOSE_REVOKED: u16 = 4003;
+
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_devices, get_device, patch_device, delete_device))]
+pub struct Api;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,23 +34,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/devices/{id}", web::delete().to(delete_device));
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    platform: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
 /// A device as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceView {
     id: String,
     name: String,
     platform: String,
     app_version: Option<String>,
+    /// `online` or `offline`.
     status: &'static str,
     created_at: String,
     last_seen_at: Option<String>,
@@ -56,10 +50,11 @@ pub struct DeviceView {
     deliveries: DeliveryCounts,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SettingsView {
     enabled: bool,
+    #[schema(value_type = crate::api::schemas::PriorityName)]
     min_priority: Priority,
     quiet_hours: Option<QuietHoursBody>,
 }
@@ -103,30 +98,20 @@ fn parse_device_id(raw: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("no device {raw}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceListQuery),
+    responses((status = 200, description = "Devices, oldest first", body = Page<DeviceView>)))]
 async fn list_devices(
     state: web::Data<AppState>,
     principal: Principal,
-    query: web::Query<ListQuery>,
+    query: web::Query<DeviceListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
     let query = query.into_inner();
+    check(&query)?;
     let limit = page_limit(query.limit)?;
-    let want_online = match query.status.as_deref() {
-        None => None,
-        Some("online") => Some(true),
-        Some("offline") => Some(false),
-        Some(_) => return Err(ApiError::field("status", "must be online or offline")),
-    };
-    if let Some(platform) = &query.platform {
-        if !PLATFORMS.contains(&platform.as_str()) {
-            return Err(ApiError::field(
-                "platform",
-                "must be one of ios, android, windows, macos, linux, other",
-            ));
-        }
-    }
+    let want_online = query.status.as_deref().map(|s| s == "online");
     let online = online_devices(&state).await?;
-    let mut after = decode_cursor(query.cursor.as_deref())?;
+    let mut after = query.cursor.clone();
     let platform = query.platform;
     // Pages of the store, filtered by presence, until the page is full or the store is exhausted.
     let limit_items = usize::try_from(limit).unwrap_or(50);
@@ -165,7 +150,7 @@ async fn list_devices(
         .store
         .run(move |conn| Ok(devices::delivery_counts(conn, &ids)?))
         .await?;
-    let next_cursor = after.as_deref().map(encode_cursor);
+    let next_cursor = after;
     let items: Vec<DeviceView> = items
         .into_iter()
         .map(|(row, online)| {
@@ -192,6 +177,8 @@ async fn load_view(state: &AppState, device: &DeviceId) -> Result<DeviceView, Ap
     Ok(view(row, online, counts))
 }
 
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "a device id (dev_…)")),
+    responses((status = 200, description = "The device", body = DeviceView)))]
 async fn get_device(
     state: web::Data<AppState>,
     principal: Principal,
@@ -202,30 +189,19 @@ async fn get_device(
     Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
 }
 
-fn parse_hhmm(errors: &mut Errors, field: &str, value: &str) {
-    if value.len() != 5 || NaiveTime::parse_from_str(value, "%H:%M").is_err() {
-        errors.add(field, "must be a time of day as HH:MM (24-hour)");
-    }
-}
-
-fn changes_from(request: PatchDeviceRequest) -> Result<DeviceChanges, ApiError> {
-    let mut errors = Errors::default();
-    let mut changes = DeviceChanges::default();
-    if let Some(name) = request.name {
-        check_text(&mut errors, "name", &name, 1, 50, false);
-        changes.name = Some(name);
-    }
+/// The store changes of a patch that passed [`check`].
+fn changes_from(request: PatchDeviceRequest) -> DeviceChanges {
+    let mut changes = DeviceChanges {
+        name: request.name,
+        ..DeviceChanges::default()
+    };
     if let Some(settings) = request.settings {
-        let mut errors_settings = Errors::under("settings");
         changes.enabled = settings.enabled;
-        if let Some(raw) = settings.min_priority {
-            match Priority::parse(&raw) {
-                Some(p) => changes.min_priority = Some(p.as_i16()),
-                None => {
-                    errors_settings.add("minPriority", "must be one of low, normal, high, critical")
-                }
-            }
-        }
+        changes.min_priority = settings
+            .min_priority
+            .as_deref()
+            .and_then(Priority::parse)
+            .map(Priority::as_i16);
         match settings.quiet_hours {
             None => {}
             Some(None) => {
@@ -234,33 +210,18 @@ fn changes_from(request: PatchDeviceRequest) -> Result<DeviceChanges, ApiError> 
                 changes.quiet_tz = Some(None);
             }
             Some(Some(q)) => {
-                let mut errors_quiet = Errors::under("settings.quietHours");
-                parse_hhmm(&mut errors_quiet, "start", &q.start);
-                parse_hhmm(&mut errors_quiet, "end", &q.end);
-                if q.timezone.parse::<chrono_tz::Tz>().is_err() {
-                    errors_quiet.add(
-                        "timezone",
-                        "must be an IANA time zone such as Europe/Berlin",
-                    );
-                }
-                if q.start == q.end {
-                    errors_quiet.add("end", "must differ from start");
-                }
-                errors_settings.list.extend(errors_quiet.list);
                 changes.quiet_start = Some(Some(q.start));
                 changes.quiet_end = Some(Some(q.end));
                 changes.quiet_tz = Some(Some(q.timezone));
             }
         }
-        errors.list.extend(errors_settings.list);
     }
-    if errors.list.is_empty() {
-        Ok(changes)
-    } else {
-        Err(ApiError::invalid(errors.list))
-    }
+    changes
 }
 
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "a device id (dev_…)")),
+    request_body = PatchDeviceRequest,
+    responses((status = 200, description = "The device after the change", body = DeviceView)))]
 async fn patch_device(
     state: web::Data<AppState>,
     principal: Principal,
@@ -269,7 +230,8 @@ async fn patch_device(
 ) -> Result<HttpResponse, ApiError> {
     let device = parse_device_id(&path)?;
     principal.require_admin_or_device(&device)?;
-    let changes = changes_from(request)?;
+    check(&request)?;
+    let changes = changes_from(request);
     let id = device.to_string();
     let row = state
         .store
@@ -285,6 +247,8 @@ async fn patch_device(
     Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "a device id (dev_…)")),
+    responses((status = 204, description = "Deleted; its tokens are revoked and its sockets closed")))]
 async fn delete_device(
     state: web::Data<AppState>,
     principal: Principal,

@@ -9,6 +9,11 @@ use beepmyphone_actors::supervisor::{Check, HealthReport, Status};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(live, ready, detail))]
+pub struct Api;
+
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health/live", web::get().to(live))
@@ -16,8 +21,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/health", web::get().to(detail));
 }
 
+/// A probe's answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Probe {
+    /// `ok` (live) or `ready`.
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "health", security(()),
+    responses((status = 200, description = "The process answers", body = Probe)))]
 async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Probe { status: "ok" })
 }
 
 /// The health supervisor's (cached) report.
@@ -30,6 +44,9 @@ async fn report(state: &AppState) -> Result<HealthReport, ApiError> {
         .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "health", security(()),
+    responses((status = 200, description = "The store and the queue answer", body = Probe),
+        (status = 503, description = "A component is unhealthy", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let report = report(&state).await?;
     if report.status == Status::Unhealthy {
@@ -37,9 +54,12 @@ async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             "not ready: a component is unhealthy".into(),
         ));
     }
-    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+    Ok(HttpResponse::Ok().json(Probe { status: "ready" }))
 }
 
+#[utoipa::path(get, path = "/health", tag = "health", security(()),
+    responses((status = 200, description = "Healthy or degraded, per component", body = Object),
+        (status = 503, description = "A component is unhealthy (same body)", body = Object)))]
 async fn detail(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let report = report(&state).await?;
     let mut response = if report.status == Status::Unhealthy {

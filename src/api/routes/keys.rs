@@ -21,6 +21,11 @@ use crate::state::AppState;
 /// Seconds clients may cache the JWK set. Short: a rotation should show within a minute.
 pub const JWKS_MAX_AGE_SECONDS: u32 = 60;
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(get_jwks, list_keys, rotate_keys))]
+pub struct Api;
+
 /// Registers the admin routes (under `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/keys", web::get().to(list_keys))
@@ -33,11 +38,13 @@ pub fn configure_well_known(cfg: &mut web::ServiceConfig) {
 }
 
 /// A signing key as the admin API shows it (never any private part).
-#[derive(Debug, Serialize)]
+/// A signing key (never its private half).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct KeyView {
     kid: String,
     created_at: String,
+    /// `signing`, `verifying` or `retired`.
     state: &'static str,
     /// When a verifying key stops verifying.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +62,8 @@ impl From<&KeyStatus> for KeyView {
     }
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys", security(()),
+    responses((status = 200, description = "The public keys that verify access tokens (RFC 7517)", body = Object)))]
 async fn get_jwks(state: web::Data<AppState>) -> HttpResponse {
     let keys = state.keys.load();
     HttpResponse::Ok()
@@ -65,6 +74,8 @@ async fn get_jwks(state: web::Data<AppState>) -> HttpResponse {
         .json(keys.jwks())
 }
 
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, description = "Signing keys, newest first", body = Page<KeyView>)))]
 async fn list_keys(
     state: web::Data<AppState>,
     principal: Principal,
@@ -79,6 +90,8 @@ async fn list_keys(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/keys/rotate", tag = "keys",
+    responses((status = 201, description = "The new signing key", body = KeyView)))]
 async fn rotate_keys(
     state: web::Data<AppState>,
     principal: Principal,

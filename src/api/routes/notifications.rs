@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
 use beepmyphone_actors::queue::{Enqueue, EnqueueOutcome, NewNotification, QueueError};
@@ -15,14 +15,20 @@ use beepmyphone_actors::queue::{Enqueue, EnqueueOutcome, NewNotification, QueueE
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::schemas::{
-    BatchRequest, Page, PublishRequest, PublishResponse, ValidPublish, MAX_BATCH,
+    check, BatchRequest, BatchResponse, NotificationListQuery, Page, PublishRequest,
+    PublishResponse, ValidPublish,
 };
-use crate::api::{decode_cursor, encode_cursor, page_limit, parse_time};
+use crate::api::{page_limit, parse_time};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::store::notifications::{
     self, status_name, DeliveryRow, ListFilter, NotificationRow, ACKED, EXPIRED, QUEUED, SENT,
 };
+
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(publish, publish_batch, list_notifications, get_notification))]
+pub struct Api;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -86,19 +92,19 @@ async fn enqueue(
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/notifications", tag = "notifications", request_body = PublishRequest,
+    responses((status = 202, description = "Stored durably and queued", body = PublishResponse),
+        (status = 422, description = "Unknown target devices; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn publish(
     state: web::Data<AppState>,
     principal: Principal,
     Json(request): Json<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_publisher()?;
-    let valid = request
-        .validate(
-            "",
-            state.clock.now_ms(),
-            state.settings.delivery.default_ttl_seconds,
-        )
-        .map_err(ApiError::invalid)?;
+    let valid = request.validate_into_record(
+        state.clock.now_ms(),
+        state.settings.delivery.default_ttl_seconds,
+    )?;
     let outcome = enqueue(&state, &principal, vec![valid], false).await?;
     let outcome = outcome
         .into_iter()
@@ -111,36 +117,23 @@ async fn publish(
     }))
 }
 
-#[derive(Serialize)]
-struct BatchResponse {
-    items: Vec<PublishResponse>,
-}
-
+#[utoipa::path(post, path = "/api/v1/notifications/batch", tag = "notifications", request_body = BatchRequest,
+    responses((status = 202, description = "All stored durably and queued", body = BatchResponse),
+        (status = 422, description = "Unknown target devices; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn publish_batch(
     state: web::Data<AppState>,
     principal: Principal,
     Json(request): Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_publisher()?;
-    if request.items.is_empty() || request.items.len() > MAX_BATCH {
-        return Err(ApiError::field(
-            "items",
-            format!("must hold 1 to {MAX_BATCH} notifications"),
-        ));
-    }
+    check(&request)?;
     let now = state.clock.now_ms();
     let ttl = state.settings.delivery.default_ttl_seconds;
-    let mut valid = Vec::with_capacity(request.items.len());
-    let mut errors = Vec::new();
-    for (i, item) in request.items.into_iter().enumerate() {
-        match item.validate(&format!("items[{i}]"), now, ttl) {
-            Ok(v) => valid.push(v),
-            Err(e) => errors.extend(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(errors));
-    }
+    let valid = request
+        .items
+        .into_iter()
+        .map(|item| item.into_valid(now, ttl))
+        .collect();
     let outcomes = enqueue(&state, &principal, valid, true).await?;
     let items = outcomes
         .into_iter()
@@ -153,21 +146,8 @@ async fn publish_batch(
     Ok(HttpResponse::Accepted().json(BatchResponse { items }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ListQuery {
-    device_id: Option<String>,
-    status: Option<String>,
-    priority: Option<String>,
-    app: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
 /// One device's delivery of a notification.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeliveryView {
     device_id: String,
@@ -177,7 +157,7 @@ struct DeliveryView {
     acked_at: Option<String>,
 }
 
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, utoipa::ToSchema)]
 struct Counts {
     queued: usize,
     sent: usize,
@@ -186,13 +166,14 @@ struct Counts {
 }
 
 /// A notification as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NotificationView {
     id: String,
     title: String,
     body: String,
     app: String,
+    #[schema(value_type = crate::api::schemas::PriorityName)]
     priority: Priority,
     tags: Vec<String>,
     click_url: Option<String>,
@@ -262,12 +243,15 @@ fn notification_view(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications", params(NotificationListQuery),
+    responses((status = 200, description = "Notifications, newest first", body = Page<NotificationView>)))]
 async fn list_notifications(
     state: web::Data<AppState>,
     principal: Principal,
-    query: web::Query<ListQuery>,
+    query: web::Query<NotificationListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    check(&query)?;
     let limit = page_limit(query.limit)?;
     let mut filter = ListFilter::default();
     // A device sees only its own; a publish token sees nothing here.
@@ -319,12 +303,8 @@ async fn list_notifications(
     filter.app = query.app;
     filter.since = parse_time("since", query.since.as_deref())?;
     filter.until = parse_time("until", query.until.as_deref())?;
-    filter.before_seq = decode_cursor(query.cursor.as_deref())?
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::field("cursor", "is not a cursor this server returned"))
-        })
-        .transpose()?;
+    // Checked as 1 to 18 digits, so it parses.
+    filter.before_seq = query.cursor.as_deref().and_then(|c| c.parse::<i64>().ok());
     let only_device = filter.device.clone();
     let (rows, deliveries) = state
         .store
@@ -340,7 +320,7 @@ async fn list_notifications(
         by_seq.entry(d.notification_seq).or_default().push(d);
     }
     let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| encode_cursor(&r.seq.to_string())))
+        .then(|| rows.last().map(|r| r.seq.to_string()))
         .flatten();
     let items: Vec<NotificationView> = rows
         .into_iter()
@@ -352,6 +332,9 @@ async fn list_notifications(
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
+#[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "notifications",
+    params(("id" = String, Path, description = "A notification id (ntf_…)")),
+    responses((status = 200, description = "The notification with its deliveries", body = NotificationView)))]
 async fn get_notification(
     state: web::Data<AppState>,
     principal: Principal,

@@ -15,7 +15,7 @@ use beepmyphone_actors::registry::Kick;
 
 use crate::api::auth::Principal;
 use crate::api::body::{Json, OptionalJson};
-use crate::api::schemas::{DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
+use crate::api::schemas::{check, DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
 use crate::error::ApiError;
 use crate::security::jwt::JwtKeys;
 use crate::security::secrets::{
@@ -26,6 +26,11 @@ use crate::store::devices::DeviceRow;
 use crate::store::tokens::RefreshTokenRow;
 use crate::store::{devices, pairing, tokens, Store, StoreError};
 
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_pairing_code, pair_device, refresh_tokens))]
+pub struct Api;
+
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/pairing-codes", web::post().to(create_pairing_code))
@@ -33,10 +38,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/auth/refresh", web::post().to(refresh_tokens));
 }
 
-#[derive(Serialize)]
+/// A new pairing code.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PairingCodeResponse {
+    /// Show it to the device's user once; it works once.
     code: String,
+    /// When it stops working (RFC 3339).
     expires_at: String,
 }
 
@@ -54,18 +62,19 @@ pub fn mint_pairing_code(
     Ok((code, expires_at))
 }
 
+#[utoipa::path(post, path = "/api/v1/pairing-codes", tag = "pairing",
+    request_body(content = Option<PairingCodeRequest>, description = "May be empty."),
+    responses((status = 201, description = "A single-use pairing code", body = PairingCodeResponse)))]
 async fn create_pairing_code(
     state: web::Data<AppState>,
     principal: Principal,
     OptionalJson(request): OptionalJson<PairingCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    check(&request)?;
     let ttl = request
         .ttl_seconds
         .unwrap_or(state.settings.auth.pairing_code_ttl_seconds);
-    if !(60..=3_600).contains(&ttl) {
-        return Err(ApiError::field("ttlSeconds", "must be between 60 and 3600"));
-    }
     let now = state.clock.now_ms();
     let (code, expires_at) = state
         .store
@@ -137,11 +146,15 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/devices/pair", tag = "pairing", security(()),
+    request_body = PairRequest,
+    responses((status = 201, description = "The device exists; its first tokens", body = DeviceTokens),
+        (status = 409, description = "The code is invalid, used or expired", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn pair_device(
     state: web::Data<AppState>,
     Json(request): Json<PairRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    request.validate().map_err(ApiError::invalid)?;
+    check(&request)?;
     let code = normalize_pairing_code(&request.code)
         .ok_or_else(|| ApiError::Conflict("the pairing code is invalid, used or expired".into()))?;
     let code_hash = hash_secret(&code);
@@ -188,10 +201,14 @@ async fn pair_device(
     Ok(HttpResponse::Created().json(tokens))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "pairing", security(()),
+    request_body = RefreshRequest,
+    responses((status = 200, description = "A new token pair; the presented refresh token is used up", body = DeviceTokens)))]
 async fn refresh_tokens(
     state: web::Data<AppState>,
     Json(request): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    check(&request)?;
     let hash = hash_secret(&request.refresh_token);
     let now = state.clock.now_ms();
     let invalid = || ApiError::Unauthorized("the refresh token is invalid, used or expired".into());

@@ -3,19 +3,24 @@
 //! A token is shown once, when it is created; the store keeps only its SHA-256.
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use beepmyphone_actors::model::rfc3339;
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
-use crate::api::schemas::{check_text, CreateTokenRequest, Errors, Page};
-use crate::api::{decode_cursor, encode_cursor, page_limit};
+use crate::api::page_limit;
+use crate::api::schemas::{check, CreateTokenRequest, Page, TokenListQuery};
 use crate::error::ApiError;
 use crate::security::secrets::{hash_secret, new_api_token, Secret};
 use crate::state::{AppState, Scope};
 use crate::store::tokens::{self, ApiTokenRow};
 use crate::store::StoreError;
+
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create_token, list_tokens, delete_token))]
+pub struct Api;
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -45,7 +50,7 @@ pub fn mint_api_token(
 }
 
 /// A token as listed (never the secret).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TokenView {
     id: String,
@@ -67,7 +72,8 @@ impl From<ApiTokenRow> for TokenView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A new token with its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreatedToken {
     #[serde(flatten)]
@@ -76,21 +82,17 @@ struct CreatedToken {
     token: String,
 }
 
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
+    responses((status = 201, description = "The token; its secret is shown this once", body = CreatedToken)))]
 async fn create_token(
     state: web::Data<AppState>,
     principal: Principal,
     Json(request): Json<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
-    let mut errors = Errors::default();
-    check_text(&mut errors, "name", &request.name, 1, 64, false);
-    let scope = Scope::parse(&request.scope);
-    if scope.is_none() {
-        errors.add("scope", "must be admin or publish");
-    }
-    let Some(scope) = scope.filter(|_| errors.list.is_empty()) else {
-        return Err(ApiError::invalid(errors.list));
-    };
+    check(&request)?;
+    let scope = Scope::parse(&request.scope)
+        .ok_or_else(|| ApiError::field("scope", "must be admin or publish"))?;
     let now = state.clock.now_ms();
     let name = request.name;
     let (row, secret) = state
@@ -104,32 +106,30 @@ async fn create_token(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(TokenListQuery),
+    responses((status = 200, description = "API tokens (never their secrets)", body = Page<TokenView>)))]
 async fn list_tokens(
     state: web::Data<AppState>,
     principal: Principal,
-    query: web::Query<ListQuery>,
+    query: web::Query<TokenListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    check(&*query)?;
     let limit = page_limit(query.limit)?;
-    let after = decode_cursor(query.cursor.as_deref())?;
+    let after = query.cursor.clone();
     let rows = state
         .store
         .run(move |conn| Ok(tokens::list_api(conn, after.as_deref(), limit)?))
         .await?;
     let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| encode_cursor(&r.id)))
+        .then(|| rows.last().map(|r| r.id.clone()))
         .flatten();
     let items: Vec<TokenView> = rows.into_iter().map(TokenView::from).collect();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "a token id (tok_…)")),
+    responses((status = 204, description = "Deleted; it stops working at once")))]
 async fn delete_token(
     state: web::Data<AppState>,
     principal: Principal,
