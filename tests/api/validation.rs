@@ -1276,3 +1276,130 @@ async fn a_bad_token_is_refused_before_the_body_is_looked_at() {
     .await;
     assert_problem(&none, 401, "UNAUTHORIZED");
 }
+
+/// Every endpoint that takes input, with every field invalid at once: one 400 lists each field,
+/// ordered by path, with a reason.
+#[actix_web::test]
+async fn every_endpoint_lists_every_invalid_field() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let dev = format!("/api/v1/devices/{}", device.id);
+    let long = "x".repeat(300);
+    let cases: Vec<(Method, String, Option<&str>, Value, Vec<&str>)> = vec![
+        (
+            Method::POST,
+            "/api/v1/notifications".into(),
+            Some(&app.admin_token),
+            json!({"title": "", "body": "bell\u{7}", "app": long, "priority": "loud",
+                   "targets": ["dev_nope"], "tags": ["", "ok"], "clickUrl": "ftp://x",
+                   "ttlSeconds": 1, "idempotencyKey": "has space"}),
+            vec![
+                "app",
+                "body",
+                "clickUrl",
+                "idempotencyKey",
+                "priority",
+                "tags[0]",
+                "targets[0]",
+                "title",
+                "ttlSeconds",
+            ],
+        ),
+        (
+            Method::POST,
+            "/api/v1/notifications/batch".into(),
+            Some(&app.admin_token),
+            json!({"items": [{"title": "ok"}, {"title": "", "targets": "everyone"}]}),
+            vec!["items[1].targets", "items[1].title"],
+        ),
+        (
+            Method::POST,
+            "/api/v1/pairing-codes".into(),
+            Some(&app.admin_token),
+            json!({"ttlSeconds": 5}),
+            vec!["ttlSeconds"],
+        ),
+        (
+            Method::POST,
+            "/api/v1/devices/pair".into(),
+            None,
+            json!({"code": "", "name": "", "platform": "palm", "appVersion": long}),
+            vec!["appVersion", "code", "name", "platform"],
+        ),
+        (
+            Method::PATCH,
+            dev.clone(),
+            Some(&app.admin_token),
+            json!({"name": "", "settings": {"minPriority": "loud",
+                   "quietHours": {"start": "24:00", "end": "7", "timezone": "Mars/Base"}}}),
+            vec![
+                "name",
+                "settings.minPriority",
+                "settings.quietHours.end",
+                "settings.quietHours.start",
+                "settings.quietHours.timezone",
+            ],
+        ),
+        (
+            Method::PATCH,
+            dev,
+            Some(&app.admin_token),
+            json!({"settings": {"quietHours": {"start": "22:00", "end": "22:00", "timezone": "UTC"}}}),
+            vec!["settings.quietHours.end"],
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            Some(&app.admin_token),
+            json!({"name": "", "scope": "root"}),
+            vec!["name", "scope"],
+        ),
+        (
+            Method::POST,
+            "/api/v1/auth/login".into(),
+            None,
+            json!({"username": "", "password": ""}),
+            vec!["password", "username"],
+        ),
+        (
+            Method::POST,
+            "/api/v1/auth/refresh".into(),
+            None,
+            json!({"refreshToken": "x".repeat(4_097)}),
+            vec!["refreshToken"],
+        ),
+    ];
+    for (method, path, token, body, expected) in cases {
+        let reply = json_req(&app, method.clone(), &path, token, &body).await;
+        assert_problem(&reply, 400, "VALIDATION_ERROR");
+        assert_eq!(
+            fields(&reply.body),
+            expected,
+            "{method} {path}: {}",
+            reply.body
+        );
+        for error in reply.body["errors"].as_array().unwrap() {
+            assert!(
+                error["reason"].as_str().is_some_and(|r| r.len() > 5),
+                "{method} {path}: {error}"
+            );
+        }
+    }
+    // Query strings: every parameter of every list.
+    let queries = [
+        (
+            "/api/v1/notifications?deviceId=x&status=lost&priority=p&app=&since=yesterday&until=2026&limit=0&cursor=abc",
+            vec!["app", "cursor", "deviceId", "limit", "priority", "since", "status", "until"],
+        ),
+        (
+            "/api/v1/devices?status=away&platform=palm&limit=501&cursor=dev_x",
+            vec!["cursor", "limit", "platform", "status"],
+        ),
+        ("/api/v1/tokens?limit=0&cursor=tok_x", vec!["cursor", "limit"]),
+    ];
+    for (path, expected) in queries {
+        let reply = get(&app, path, Some(&app.admin_token)).await;
+        assert_problem(&reply, 400, "VALIDATION_ERROR");
+        assert_eq!(fields(&reply.body), expected, "{path}: {}", reply.body);
+    }
+}
