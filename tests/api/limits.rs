@@ -58,6 +58,11 @@ fn header<'a>(headers: &'a awc::http::header::HeaderMap, name: &str) -> Option<&
 
 const ANON: &str = "/api/v1/nothing-here";
 
+/// An access token for a device of `app` (paired through the API).
+async fn device_token(app: &TestApp) -> String {
+    app.pair_device("phone").await.access_token
+}
+
 #[actix_rt::test]
 async fn anonymous_requests_are_limited_per_ip_with_headers_and_retry_after() {
     let app = spawn_app_with(|s| s.limits.ip_per_minute = 3).await;
@@ -324,6 +329,22 @@ async fn security_headers_are_on_every_response() {
         Some("max-age=31536000; includeSubDomains"),
         "TLS at a trusted proxy"
     );
+    // A 5xx carries them too: a relay whose Redis is unreachable cannot check a device token's
+    // revocation, and says 503 rather than guess.
+    let down = spawn_app_with(|s| {
+        s.redis.url = "redis://127.0.0.1:1".into();
+        s.redis.timeout_ms = 200;
+    })
+    .await;
+    let (status, headers, body) = get_with(
+        &down,
+        "/api/v1/devices/dev_01J00000000000000000000000",
+        Some(&device_token(&down).await),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    check(&headers, true, "503");
     // A URI over the limit is a 414 problem document with the headers.
     let long = format!("/api/v1/devices?x={}", "a".repeat(9_000));
     let (status, headers, body) = get_with(&app, &long, Some(&app.admin_token), &[]).await;
