@@ -41,20 +41,20 @@ pub const PRINTABLE_ASCII: &str = "^[!-~]*$";
 /// field by its JSON path, ordered by path.
 pub fn check<T: Validate<Context = ()>>(value: &T) -> Result<(), ApiError> {
     value.validate().map_err(|report| {
-        ApiError::invalid(
-            report
-                .iter()
-                .map(|(path, error)| {
-                    let field = camel_case_path(&path.to_string());
-                    let field = if field.is_empty() {
-                        "body".into()
-                    } else {
-                        field
-                    };
-                    FieldError::new(field, error.message())
-                })
-                .collect(),
-        )
+        let mut errors: Vec<FieldError> = report
+            .iter()
+            .map(|(path, error)| {
+                let field = camel_case_path(&path.to_string());
+                let field = if field.is_empty() {
+                    "body".into()
+                } else {
+                    field
+                };
+                FieldError::new(field, error.message())
+            })
+            .collect();
+        errors.sort_by(|a, b| a.field.cmp(&b.field));
+        ApiError::invalid(errors)
     })
 }
 

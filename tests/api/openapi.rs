@@ -121,7 +121,27 @@ fn request_bodies_refuse_unknown_fields_and_state_their_limits() {
             "{name} must refuse unknown fields"
         );
     }
+    // The patterns the schemas state are the ones the rules are written against.
+    use beepmyphone::api::schemas::{DEVICE_ID, HHMM, MULTI_LINE, PRINTABLE_ASCII, SINGLE_LINE};
     let publish = &schemas["PublishRequest"]["properties"];
+    assert_eq!(publish["title"]["pattern"], SINGLE_LINE);
+    assert_eq!(publish["app"]["pattern"], SINGLE_LINE);
+    assert_eq!(publish["body"]["pattern"], MULTI_LINE);
+    assert_eq!(publish["idempotencyKey"]["pattern"], PRINTABLE_ASCII);
+    assert_eq!(publish["tags"]["items"]["pattern"], SINGLE_LINE);
+    let quiet = &schemas["QuietHoursBody"]["properties"];
+    assert_eq!(quiet["start"]["pattern"], HHMM);
+    assert_eq!(quiet["end"]["pattern"], HHMM);
+    let pair = &schemas["PairRequest"]["properties"];
+    assert_eq!(pair["name"]["pattern"], SINGLE_LINE);
+    let device_list = &doc["paths"]["/api/v1/devices"]["get"]["parameters"];
+    let cursor = device_list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "cursor")
+        .unwrap();
+    assert_eq!(cursor["schema"]["pattern"], DEVICE_ID);
     assert_eq!(publish["title"]["maxLength"], 256);
     assert_eq!(publish["title"]["minLength"], 1);
     assert_eq!(publish["ttlSeconds"]["minimum"], 60);
