@@ -22,8 +22,10 @@ BIN=${BEEP_BIN:-$ROOT/target/debug/beepmyphone}
 PORT=${ST_PORT:-38181}
 REPORT=${ST_REPORT:-$ROOT/target/schemathesis}
 
-if ! command -v st >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+# Pinned, so the seeded run generates the same cases on every machine.
+ST_VERSION=4.32.5
+if ! st --version 2>/dev/null | grep -q "$ST_VERSION"; then
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
 fi
 command -v st >/dev/null 2>&1 || { echo "schemathesis (st) is not on PATH" >&2; exit 1; }
 [ -x "$BIN" ] || cargo build --bin beepmyphone
