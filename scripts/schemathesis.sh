@@ -74,6 +74,29 @@ st --config-file .ci/schemathesis.toml run docs/openapi.json \
   --no-color \
   --report junit --report-junit-path "$REPORT/junit.xml" || status=$?
 
+# The session-only operations (GET/DELETE /auth/sessions, logout) again, as a logged-in admin:
+# a dashboard session cookie and its CSRF token instead of the API token.
+"$BIN" admin add --data-dir "$DATA" --password-stdin fuzz-admin <<<"fuzz-admin-password" >/dev/null
+LOGIN=$(curl -fsS -c "$DATA/cookies" -H 'Content-Type: application/json' \
+  -d '{"username":"fuzz-admin","password":"fuzz-admin-password"}' \
+  "http://127.0.0.1:$PORT/api/v1/auth/login")
+CSRF=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["csrfToken"])' <<<"$LOGIN")
+SESSION=$(awk '$6 == "beep_session" {print $7}' "$DATA/cookies")
+[ -n "$SESSION" ] || { echo "no session cookie from the login" >&2; exit 1; }
+st --config-file .ci/schemathesis.toml run docs/openapi.json \
+  --url "http://127.0.0.1:$PORT" \
+  --include-tag auth \
+  --header "Cookie: beep_session=$SESSION" \
+  --header "X-CSRF-Token: $CSRF" \
+  --checks all \
+  --max-examples "${ST_MAX_EXAMPLES:-40}" \
+  --seed "${ST_SEED:-1}" \
+  --generation-database none \
+  --workers 1 \
+  --request-timeout 10 \
+  --no-color \
+  --report junit --report-junit-path "$REPORT/junit-session.xml" || status=$?
+
 # A panic or error in the relay's log fails the run even if every response looked right.
 if grep -E '"level":"(ERRO|CRIT)"|panicked' "$LOG" >/dev/null; then
   echo "the relay logged errors during the run:" >&2

@@ -328,7 +328,13 @@ pub async fn authenticate_request(
             _ => session_cookie(req.request()),
         };
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        // A credential that is present must be valid: an Authorization header of another scheme
+        // (or an empty bearer) is refused, never ignored in favour of a cookie or anonymity.
+        let foreign_scheme = token.is_none() && req.headers().contains_key(header::AUTHORIZATION);
         let result = match (token, cookie, state) {
+            _ if foreign_scheme => Err(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <token>`".into(),
+            )),
             (Some(token), _, Some(state)) => authenticate(&state, &token).await.map(Some),
             (None, Some(cookie), Some(state)) => {
                 authenticate_session(&state, req.request(), &cookie).await

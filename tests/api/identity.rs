@@ -1367,3 +1367,34 @@ async fn redis_outage_fails_closed_then_recovers() {
     assert_eq!(logout_device(&app, &good).await, 204);
     assert_eq!(device_status(&app, &good).await.0, 401);
 }
+
+#[actix_web::test]
+async fn a_foreign_authorization_header_is_refused_even_beside_a_valid_session() {
+    let app = spawn_app_with(|_| {}).await;
+    create_admin(&app, "alice").await;
+    let session = login(&app, "alice").await;
+    for value in ["Basic YWxpY2U6cHc=", "Bearer", "garbage"] {
+        let mut res = app
+            .request(Method::POST, "/api/v1/auth/logout", None)
+            .insert_header(("Cookie", session.cookie.clone()))
+            .insert_header(("X-CSRF-Token", session.csrf.clone()))
+            .insert_header(("Authorization", value))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status().as_u16(), 401, "{value}");
+        let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+        assert_eq!(body["code"], "UNAUTHORIZED", "{value}");
+    }
+    // The session was not used, so it still works.
+    let (status, _, body) = with_session(
+        &app,
+        Method::GET,
+        "/api/v1/auth/sessions",
+        &session,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
