@@ -1285,7 +1285,9 @@ async fn every_endpoint_lists_every_invalid_field() {
     let device = app.pair_device("phone").await;
     let dev = format!("/api/v1/devices/{}", device.id);
     let long = "x".repeat(300);
-    let cases: Vec<(Method, String, Option<&str>, Value, Vec<&str>)> = vec![
+    // Method, path, token, body, the fields the 400 must name.
+    type Case<'a> = (Method, String, Option<&'a str>, Value, Vec<&'static str>);
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/api/v1/notifications".into(),
