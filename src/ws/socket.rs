@@ -2,12 +2,15 @@
 //!
 //! The actor reads frames from the aggregated actix-ws stream, answers pings, parses `auth` and
 //! `ack` frames, and counts bad ones (an `error` frame each; the tenth closes with 1008). Outbound
-//! frames go through a bounded channel to a writer task that owns the socket's write half: a device
-//! that stops reading fills the channel and is dropped (its deliveries stay pending in the queue and
-//! are sent again when it comes back). Heartbeats run on the injected clock, so tests can advance
+//! frames wait in a bounded queue of the actor's own and are written one at a time by a future the
+//! actor spawns only while there is something to write: a device that stops reading fills the
+//! queue and is dropped (its deliveries stay pending in the queue and are sent again when it comes
+//! back). An idle socket therefore holds no channel, no task and no buffer of its own beyond the
+//! actor (memory per idle connection is a target of `docs/benchmarks.md`). Heartbeats run on the injected clock, so tests can advance
 //! time instead of sleeping. The socket registers with the session registry once authenticated and
 //! unregisters in `stopped`, whatever ended it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +19,6 @@ use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use bytes::Bytes;
 use bytestring::ByteString;
-use tokio::sync::mpsc;
 
 use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
 use beepmyphone_actors::queue::Ack;
@@ -28,6 +30,7 @@ use crate::state::AppState;
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
+/// What waits to be written.
 enum Outbound {
     Text(Bytes),
     Ping,
@@ -49,7 +52,10 @@ pub struct DeviceSocket {
     id: u64,
     state: Arc<AppState>,
     session: Session,
-    out: Option<mpsc::Sender<Outbound>>,
+    /// Frames waiting to be written, oldest first; at most `websocket.outbound_buffer_frames`.
+    outbox: VecDeque<Outbound>,
+    /// The write half while no write is running (a running write holds it and gives it back).
+    writer: Option<Session>,
     pending_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
     phase: Phase,
     /// Token expiry, seconds since the epoch.
@@ -79,8 +85,9 @@ impl DeviceSocket {
             id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
             last_seen: state.clock.now_ms(),
             state,
+            writer: Some(session.clone()),
             session,
-            out: None,
+            outbox: VecDeque::new(),
             pending_auth: pre_auth,
             phase: Phase::Unauthenticated,
             token_exp: 0,
@@ -106,15 +113,51 @@ impl DeviceSocket {
     }
 
     fn send_frame(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
-        let Some(out) = &self.out else { return };
-        match out.try_send(Outbound::Text(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                slog::warn!(self.state.log, "device is not reading; dropping its socket"; "socket" => self.id);
-                self.close(ctx, close::POLICY, "outbound buffer full");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        if self.phase == Phase::Closing {
+            return;
         }
+        if self.outbox.len() >= self.state.settings.websocket.outbound_buffer_frames {
+            slog::warn!(self.state.log, "device is not reading; dropping its socket"; "socket" => self.id);
+            return self.close(ctx, close::POLICY, "outbound buffer full");
+        }
+        self.outbox.push_back(Outbound::Text(frame));
+        self.write_next(ctx);
+    }
+
+    /// Starts writing the oldest waiting frame unless a write is running (it goes on with the
+    /// rest when it is done). Writes wait when actix-ws's own small channel is full, i.e. when
+    /// the device does not read; frames then pile up in the outbox until the limit closes the
+    /// socket.
+    fn write_next(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        let Some(message) = self.outbox.pop_front() else {
+            self.writer = Some(writer);
+            // A burst may have grown the queue; an idle socket keeps no large buffer.
+            if self.outbox.capacity() > 16 {
+                self.outbox = VecDeque::new();
+            }
+            return;
+        };
+        let write = async move {
+            let sent = match message {
+                // The frames are JSON built from UTF-8 strings.
+                Outbound::Text(bytes) => match ByteString::try_from(bytes) {
+                    Ok(text) => writer.text(text).await,
+                    Err(_) => Ok(()),
+                },
+                Outbound::Ping => writer.ping(b"").await,
+            };
+            (writer, sent)
+        };
+        ctx.spawn(write.into_actor(self).map(|(writer, sent), act, ctx| {
+            if sent.is_err() {
+                return act.close(ctx, close::GOING_AWAY, "connection lost");
+            }
+            act.writer = Some(writer);
+            act.write_next(ctx);
+        }));
     }
 
     fn error_frame(&mut self, ctx: &mut Context<Self>, code: &str, message: &str) {
@@ -138,7 +181,9 @@ impl DeviceSocket {
             return;
         }
         self.phase = Phase::Closing;
-        self.out = None; // ends the writer task after what it has queued
+        // What still waits is dropped: the close frame ends the stream anyway, and the queue sends
+        // every unacknowledged delivery again on the next connection.
+        self.outbox = VecDeque::new();
         let session = self.session.clone();
         let reason = CloseReason {
             code: CloseCode::from(code),
@@ -260,43 +305,18 @@ impl Actor for DeviceSocket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let settings = self.state.settings.websocket.clone();
-        let (tx, mut rx) = mpsc::channel::<Outbound>(settings.outbound_buffer_frames);
-        self.out = Some(tx);
-        let mut writer = self.session.clone();
-        let addr = ctx.address();
-        actix_rt::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                let sent = match message {
-                    // The frames are JSON built from UTF-8 strings.
-                    Outbound::Text(bytes) => match ByteString::try_from(bytes) {
-                        Ok(text) => writer.text(text).await,
-                        Err(_) => Ok(()),
-                    },
-                    Outbound::Ping => writer.ping(b"").await,
-                };
-                if sent.is_err() {
-                    addr.do_send(CloseSocket {
-                        code: close::GOING_AWAY,
-                        reason: "connection lost".into(),
-                    });
-                    break;
-                }
-            }
-        });
+        let settings = &self.state.settings.websocket;
+        let auth_timeout = Duration::from_secs(settings.auth_timeout_seconds);
         let heartbeat = Duration::from_secs(settings.heartbeat_seconds);
         ctx.add_stream(self.state.clock.interval(heartbeat));
         match self.pending_auth.take() {
             Some(result) => self.on_auth_result(ctx, result),
             None => {
-                ctx.run_later(
-                    Duration::from_secs(settings.auth_timeout_seconds),
-                    |act, ctx| {
-                        if act.phase == Phase::Unauthenticated {
-                            act.close(ctx, close::UNAUTHORIZED, "authentication timed out");
-                        }
-                    },
-                );
+                ctx.run_later(auth_timeout, |act, ctx| {
+                    if act.phase == Phase::Unauthenticated {
+                        act.close(ctx, close::UNAUTHORIZED, "authentication timed out");
+                    }
+                });
             }
         }
     }
@@ -326,8 +346,10 @@ impl StreamHandler<()> for DeviceSocket {
         if matches!(self.phase, Phase::Authenticated(_)) && now / 1_000 > self.token_exp {
             return self.close(ctx, close::UNAUTHORIZED, "the token has expired");
         }
-        if let Some(out) = &self.out {
-            let _ = out.try_send(Outbound::Ping); // a full buffer is dealt with by data frames
+        // A full outbox is dealt with by data frames; a ping is not worth closing for.
+        if self.outbox.len() < self.state.settings.websocket.outbound_buffer_frames {
+            self.outbox.push_back(Outbound::Ping);
+            self.write_next(ctx);
         }
     }
 
