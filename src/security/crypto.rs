@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 
@@ -163,7 +163,7 @@ impl DataKeys {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
         let tag = cipher
-            .encrypt_in_place_detached(&Nonce::from(nonce), aad, &mut out[HEADER_LEN..])
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, (&mut out[HEADER_LEN..]).into())
             .map_err(|_| CryptoError::Open)?;
         out.extend_from_slice(&tag);
         Ok(out)

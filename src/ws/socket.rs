@@ -2,15 +2,17 @@
 //!
 //! The actor reads frames from the aggregated actix-ws stream, answers pings, parses `auth` and
 //! `ack` frames, and counts bad ones (an `error` frame each; the tenth closes with 1008). Outbound
-//! frames wait in a bounded queue of the actor's own and are written one at a time by a future the
-//! actor spawns only while there is something to write: a device that stops reading fills the
-//! queue and is dropped (its deliveries stay pending in the queue and are sent again when it comes
-//! back). An idle socket therefore holds no channel, no task and no buffer of its own beyond the
-//! actor (memory per idle connection is a target of `docs/benchmarks.md`). Heartbeats run on the injected clock, so tests can advance
+//! frames wait in a bounded [`Outbox`] and are written in order by a writer task that runs only
+//! while something waits: a device that stops reading fills the outbox and is dropped (its
+//! deliveries stay pending in the queue and are sent again when it comes back). An idle socket
+//! therefore holds no channel and no task of its own beyond the actor (memory per idle connection
+//! is a target of `docs/benchmarks.md`). Heartbeats run on the injected clock, so tests can advance
 //! time instead of sleeping. The socket registers with the session registry once authenticated and
 //! unregisters in `stopped`, whatever ended it.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,15 +49,63 @@ enum Phase {
     Closing,
 }
 
+/// A socket's outbound side, shared by the actor and its writer task (both run on the arbiter
+/// thread of the connection, hence `Rc<RefCell<…>>`).
+struct Outbox {
+    /// Messages waiting, oldest first; at most `websocket.outbound_buffer_frames` frames.
+    frames: VecDeque<Outbound>,
+    /// The write half while no writer task runs; the task takes it and gives it back.
+    idle_writer: Option<Session>,
+    /// Set when the socket closes: the writer sends this close frame after what waits, and ends.
+    close: Option<CloseReason>,
+}
+
+/// The writer task: writes what waits in `outbox`, in order, then returns the write half to it
+/// (or sends the close frame, if the socket is closing). Writes wait while actix-ws's own small
+/// channel is full, i.e. while the device does not read. A failed write closes the socket.
+async fn write_out(outbox: Rc<RefCell<Outbox>>, mut writer: Session, socket: Addr<DeviceSocket>) {
+    loop {
+        let next = outbox.borrow_mut().frames.pop_front();
+        let Some(message) = next else { break };
+        let sent = match message {
+            // The frames are JSON built from UTF-8 strings.
+            Outbound::Text(bytes) => match ByteString::try_from(bytes) {
+                Ok(text) => writer.text(text).await,
+                Err(_) => Ok(()),
+            },
+            Outbound::Ping => writer.ping(b"").await,
+        };
+        if sent.is_err() {
+            socket.do_send(CloseSocket {
+                code: close::GOING_AWAY,
+                reason: "connection lost".into(),
+            });
+            return;
+        }
+    }
+    let close = {
+        let mut state = outbox.borrow_mut();
+        match state.close.take() {
+            Some(reason) => Some(reason),
+            None => {
+                // A burst may have grown the queue; an idle socket keeps no large buffer.
+                if state.frames.capacity() > 16 {
+                    state.frames = VecDeque::new();
+                }
+                state.idle_writer = Some(writer);
+                return;
+            }
+        }
+    };
+    let _ = writer.close(close).await; // the peer may be gone already
+}
+
 /// The per-connection actor.
 pub struct DeviceSocket {
     id: u64,
     state: Arc<AppState>,
     session: Session,
-    /// Frames waiting to be written, oldest first; at most `websocket.outbound_buffer_frames`.
-    outbox: VecDeque<Outbound>,
-    /// The write half while no write is running (a running write holds it and gives it back).
-    writer: Option<Session>,
+    outbox: Rc<RefCell<Outbox>>,
     pending_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
     phase: Phase,
     /// Token expiry, seconds since the epoch.
@@ -85,9 +135,12 @@ impl DeviceSocket {
             id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
             last_seen: state.clock.now_ms(),
             state,
-            writer: Some(session.clone()),
+            outbox: Rc::new(RefCell::new(Outbox {
+                frames: VecDeque::new(),
+                idle_writer: Some(session.clone()),
+                close: None,
+            })),
             session,
-            outbox: VecDeque::new(),
             pending_auth: pre_auth,
             phase: Phase::Unauthenticated,
             token_exp: 0,
@@ -116,48 +169,24 @@ impl DeviceSocket {
         if self.phase == Phase::Closing {
             return;
         }
-        if self.outbox.len() >= self.state.settings.websocket.outbound_buffer_frames {
+        let limit = self.state.settings.websocket.outbound_buffer_frames;
+        if self.outbox.borrow().frames.len() >= limit {
             slog::warn!(self.state.log, "device is not reading; dropping its socket"; "socket" => self.id);
             return self.close(ctx, close::POLICY, "outbound buffer full");
         }
-        self.outbox.push_back(Outbound::Text(frame));
-        self.write_next(ctx);
+        self.push(ctx, Outbound::Text(frame));
     }
 
-    /// Starts writing the oldest waiting frame unless a write is running (it goes on with the
-    /// rest when it is done). Writes wait when actix-ws's own small channel is full, i.e. when
-    /// the device does not read; frames then pile up in the outbox until the limit closes the
-    /// socket.
-    fn write_next(&mut self, ctx: &mut Context<Self>) {
-        let Some(mut writer) = self.writer.take() else {
-            return;
+    /// Queues a message and starts the writer task unless it runs.
+    fn push(&mut self, ctx: &mut Context<Self>, message: Outbound) {
+        let idle = {
+            let mut outbox = self.outbox.borrow_mut();
+            outbox.frames.push_back(message);
+            outbox.idle_writer.take()
         };
-        let Some(message) = self.outbox.pop_front() else {
-            self.writer = Some(writer);
-            // A burst may have grown the queue; an idle socket keeps no large buffer.
-            if self.outbox.capacity() > 16 {
-                self.outbox = VecDeque::new();
-            }
-            return;
-        };
-        let write = async move {
-            let sent = match message {
-                // The frames are JSON built from UTF-8 strings.
-                Outbound::Text(bytes) => match ByteString::try_from(bytes) {
-                    Ok(text) => writer.text(text).await,
-                    Err(_) => Ok(()),
-                },
-                Outbound::Ping => writer.ping(b"").await,
-            };
-            (writer, sent)
-        };
-        ctx.spawn(write.into_actor(self).map(|(writer, sent), act, ctx| {
-            if sent.is_err() {
-                return act.close(ctx, close::GOING_AWAY, "connection lost");
-            }
-            act.writer = Some(writer);
-            act.write_next(ctx);
-        }));
+        if let Some(writer) = idle {
+            actix_rt::spawn(write_out(self.outbox.clone(), writer, ctx.address()));
+        }
     }
 
     fn error_frame(&mut self, ctx: &mut Context<Self>, code: &str, message: &str) {
@@ -181,17 +210,20 @@ impl DeviceSocket {
             return;
         }
         self.phase = Phase::Closing;
-        // What still waits is dropped: the close frame ends the stream anyway, and the queue sends
-        // every unacknowledged delivery again on the next connection.
-        self.outbox = VecDeque::new();
-        let session = self.session.clone();
         let reason = CloseReason {
             code: CloseCode::from(code),
             description: Some(reason.to_owned()),
         };
-        actix_rt::spawn(async move {
-            let _ = session.close(Some(reason)).await; // the peer may be gone already
-        });
+        // The close frame goes out after what already waits (e.g. the error frame that caused it),
+        // from the writer task, which outlives the actor.
+        let idle = {
+            let mut outbox = self.outbox.borrow_mut();
+            outbox.close = Some(reason);
+            outbox.idle_writer.take()
+        };
+        if let Some(writer) = idle {
+            actix_rt::spawn(write_out(self.outbox.clone(), writer, ctx.address()));
+        }
         ctx.stop();
     }
 
@@ -347,9 +379,9 @@ impl StreamHandler<()> for DeviceSocket {
             return self.close(ctx, close::UNAUTHORIZED, "the token has expired");
         }
         // A full outbox is dealt with by data frames; a ping is not worth closing for.
-        if self.outbox.len() < self.state.settings.websocket.outbound_buffer_frames {
-            self.outbox.push_back(Outbound::Ping);
-            self.write_next(ctx);
+        if self.outbox.borrow().frames.len() < self.state.settings.websocket.outbound_buffer_frames
+        {
+            self.push(ctx, Outbound::Ping);
         }
     }
 
