@@ -485,4 +485,34 @@ mod tests {
         assert_eq!(rows[0].status, ACKED);
         assert_eq!(store.load(7_000).unwrap().pending.len(), 1);
     }
+
+    #[test]
+    fn repeated_sends_in_one_batch_add_up_and_a_repeated_ack_changes_nothing() {
+        let (_dir, store, device) = store_with_device();
+        store
+            .commit(&CommitBatch {
+                inserts: vec![op(&device, None), op(&device, None)],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let change = |seq, at| DeliveryChange {
+            seq,
+            device: device.clone(),
+            at,
+        };
+        store
+            .commit(&CommitBatch {
+                sent: vec![change(1, 5_000), change(1, 6_000), change(2, 5_000)],
+                acked: vec![change(2, 7_000), change(2, 8_000)],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let mut conn = store.conn().unwrap();
+        let rows = crate::store::notifications::deliveries_of(&mut conn, &[1, 2], None).unwrap();
+        let summary = |r: &crate::store::notifications::DeliveryRow| {
+            (r.status, r.attempts, r.sent_at, r.acked_at)
+        };
+        assert_eq!(summary(&rows[0]), (SENT, 2, Some(6_000), None));
+        assert_eq!(summary(&rows[1]), (ACKED, 1, Some(5_000), Some(7_000)));
+    }
 }
