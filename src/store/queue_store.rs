@@ -94,7 +94,9 @@ const MARKS_PER_STATEMENT: usize = 500;
 /// `UPDATE deliveries SET {set} FROM (VALUES (seq, device, a, b), …) AS v` on each delivery not
 /// yet acknowledged nor expired (`set` reads `v.column3` and `v.column4`). diesel never caches an
 /// UPDATE, so one statement per row meant SQLite parsed the same text again for every row; this
-/// parses once per batch, and SQLite still finds each row by its primary key.
+/// parses once per batch, and SQLite still finds each row by its primary key. `OR FAIL` spares the
+/// statement journal SQLite keeps to undo a multi-row statement that aborts half-way: these updates
+/// change no unique key, and an error fails the whole transaction anyway.
 fn update_marks<R>(
     conn: &mut SqliteConnection,
     set: &str,
@@ -107,7 +109,7 @@ fn update_marks<R>(
     for chunk in rows.chunks(MARKS_PER_STATEMENT) {
         let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
         let sql = format!(
-            "UPDATE deliveries SET {set} FROM (VALUES {values}) AS v \
+            "UPDATE OR FAIL deliveries SET {set} FROM (VALUES {values}) AS v \
              WHERE deliveries.notification_seq = v.column1 AND deliveries.device_id = v.column2 \
              AND deliveries.status < {ACKED}"
         );
