@@ -29,8 +29,10 @@
 #
 # The relay runs from its data directory (so no config.toml applies) with the built-in defaults
 # and these settings (BEEP__… environment): log level warning, request bodies up to 1 MiB (a batch
-# of 500 notifications is above the default 64 KiB), and the per-IP socket limits lifted (every
-# bench socket comes from 127.0.0.x).
+# of 500 notifications is above the default 64 KiB), the per-IP socket limits lifted (every
+# bench socket comes from 127.0.0.x), and the per-socket inbound frame rate lifted (a bench device
+# acks every frame, and 100 devices at 10,000 notifications/s ack 100 frames/s each, above the
+# default 50/s, which would close them with 4008).
 # `backlog` restarts the relay between publishing and connecting (`--restart-cmd`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +57,8 @@ start_relay() {
             BEEP__SERVER__MAX_BODY_BYTES=1048576 \
             BEEP__LIMITS__MAX_SOCKETS_PER_IP=0 \
             BEEP__LIMITS__WS_CONNECTS_PER_MINUTE=10000000 \
+            BEEP__LIMITS__WS_FRAMES_PER_SECOND=1000000 \
+            BEEP__LIMITS__WS_FRAME_BURST=1000000 \
             "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$BENCH_DATA" \
             >>"$BENCH_DATA/relay.log" 2>&1
     ) &

@@ -233,9 +233,14 @@ struct Slot {
     state: SlotState,
 }
 
-/// One device's deliveries.
+/// One device's deliveries: a `BinaryHeap` of ready ones (priority, then store sequence) and a
+/// slot per delivery it holds (ready or in flight, with its ack deadline).
+///
+/// The heap may hold stale entries (acknowledged, expired or already in flight): removing from the
+/// middle of a heap is O(n), so they are skipped when they reach the top instead. Public so that
+/// `benches/queue.rs` measures the real structure; the queue actor is its only other user.
 #[derive(Default)]
-struct DeviceQueue {
+pub struct DeviceQueue {
     policy: DevicePolicy,
     ready: BinaryHeap<ReadyEntry>,
     slots: HashMap<NotificationId, Slot>,
@@ -243,8 +248,16 @@ struct DeviceQueue {
 }
 
 impl DeviceQueue {
+    /// An empty queue for a device with `policy`.
+    pub fn new(policy: DevicePolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
     /// Adds a delivery unless the device already has it (restores and late commits may overlap).
-    fn add(&mut self, note: &Arc<QueuedNotification>) -> bool {
+    pub fn add(&mut self, note: &Arc<QueuedNotification>) -> bool {
         if self.slots.contains_key(&note.id) {
             return false;
         }
@@ -257,6 +270,63 @@ impl DeviceQueue {
         );
         self.ready.push(ReadyEntry(note.clone()));
         true
+    }
+
+    /// The ready delivery that goes next, after discarding stale heap entries on the way.
+    pub fn peek_ready(&mut self) -> Option<&Arc<QueuedNotification>> {
+        while let Some(top) = self.ready.peek() {
+            let fresh = self
+                .slots
+                .get(&top.0.id)
+                .is_some_and(|slot| slot.state == SlotState::Ready);
+            if fresh {
+                break;
+            }
+            self.ready.pop();
+        }
+        self.ready.peek().map(|entry| &entry.0)
+    }
+
+    /// Takes the delivery [`peek_ready`](Self::peek_ready) returned and marks it in flight until
+    /// `deadline`. Call it only right after `peek_ready` returned `Some`.
+    pub fn send_next(&mut self, deadline: i64) -> Option<Arc<QueuedNotification>> {
+        let ReadyEntry(note) = self.ready.pop()?;
+        if let Some(slot) = self.slots.get_mut(&note.id) {
+            slot.state = SlotState::InFlight { deadline };
+        }
+        self.in_flight += 1;
+        Some(note)
+    }
+
+    /// Drops the delivery [`peek_ready`](Self::peek_ready) returned (it expired).
+    pub fn drop_next(&mut self) -> Option<Arc<QueuedNotification>> {
+        let ReadyEntry(note) = self.ready.pop()?;
+        self.slots.remove(&note.id);
+        Some(note)
+    }
+
+    /// Ends the delivery of `id` (acknowledged); returns its notification if the device had it.
+    pub fn ack(&mut self, id: &NotificationId) -> Option<Arc<QueuedNotification>> {
+        let slot = self.slots.remove(id)?;
+        if matches!(slot.state, SlotState::InFlight { .. }) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        Some(slot.note)
+    }
+
+    /// Deliveries sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Deliveries held (ready or in flight).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the device has no deliveries.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
     /// Moves every in-flight delivery back to the heap.
@@ -391,36 +461,31 @@ impl NotificationQueue {
         };
         let now = self.clock.now_ms();
         let room = self.config.max_in_flight.saturating_sub(queue.in_flight);
+        let deadline = now + i64::try_from(self.config.ack_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut items = Vec::new();
         while items.len() < room {
-            let Some(top) = queue.ready.peek() else { break };
-            let note = top.0.clone();
-            let current = queue.slots.get(&note.id).map(|s| s.state);
-            if current != Some(SlotState::Ready) {
-                queue.ready.pop(); // stale: acked, expired or already in flight
+            let Some((expires_at, priority)) =
+                queue.peek_ready().map(|n| (n.expires_at, n.priority))
+            else {
+                break;
+            };
+            if expires_at <= now {
+                if let Some(note) = queue.drop_next() {
+                    self.pending.expired.push(DeliveryChange {
+                        seq: note.seq,
+                        device: device.clone(),
+                        at: now,
+                    });
+                }
                 continue;
             }
-            if note.expires_at <= now {
-                queue.ready.pop();
-                queue.slots.remove(&note.id);
-                self.pending.expired.push(DeliveryChange {
-                    seq: note.seq,
-                    device: device.clone(),
-                    at: now,
-                });
-                continue;
-            }
-            if !queue.policy.may_send(note.priority, now) {
+            if !queue.policy.may_send(priority, now) {
                 self.held.insert(device.clone());
                 break;
             }
-            queue.ready.pop();
-            let deadline =
-                now + i64::try_from(self.config.ack_timeout.as_millis()).unwrap_or(i64::MAX);
-            if let Some(slot) = queue.slots.get_mut(&note.id) {
-                slot.state = SlotState::InFlight { deadline };
-            }
-            queue.in_flight += 1;
+            let Some(note) = queue.send_next(deadline) else {
+                break;
+            };
             self.deadlines
                 .push_back((deadline, device.clone(), note.id.clone()));
             self.pending.sent.push(DeliveryChange {
@@ -765,12 +830,9 @@ impl Handler<Ack> for NotificationQueue {
                 return;
             };
             for id in msg.ids {
-                if let Some(slot) = queue.slots.remove(&id) {
-                    if matches!(slot.state, SlotState::InFlight { .. }) {
-                        queue.in_flight = queue.in_flight.saturating_sub(1);
-                    }
+                if let Some(note) = queue.ack(&id) {
                     self.pending.acked.push(DeliveryChange {
-                        seq: slot.note.seq,
+                        seq: note.seq,
                         device: msg.device.clone(),
                         at: now,
                     });

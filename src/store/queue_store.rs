@@ -4,9 +4,12 @@
 //! delivery rows (after an idempotency-key check), then sent, acked and expired marks. State marks
 //! never move a delivery backwards: an acked or expired delivery stays so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sqlite::Sqlite;
 use diesel::SqliteConnection;
 
 use beepmyphone_actors::model::{DeviceId, NotificationId, QueuedNotification};
@@ -26,8 +29,12 @@ fn store_err(e: impl std::fmt::Display) -> ports::StoreError {
 }
 
 /// A notification row as inserted.
+///
+/// `None` binds NULL rather than leaving the column out: the statement's text is then the same
+/// for every row, so diesel prepares it once and reuses it (a column list that depends on which
+/// fields are set cannot be cached, and SQLite would parse the insert again for every row).
 #[derive(Insertable)]
-#[diesel(table_name = notifications)]
+#[diesel(table_name = notifications, treat_none_as_default_value = false)]
 struct NewRow<'a> {
     seq: i64,
     id: &'a str,
@@ -80,11 +87,47 @@ fn earlier_with_key(
     }))
 }
 
+/// Delivery marks written per statement at most (4 bound values each, far below SQLite's limit).
+const MARKS_PER_STATEMENT: usize = 500;
+
+/// Writes delivery marks, one statement per [`MARKS_PER_STATEMENT`] rows:
+/// `UPDATE deliveries SET {set} FROM (VALUES (seq, device, a, b), …) AS v` on each delivery not
+/// yet acknowledged nor expired (`set` reads `v.column3` and `v.column4`). diesel never caches an
+/// UPDATE, so one statement per row meant SQLite parsed the same text again for every row; this
+/// parses once per batch, and SQLite still finds each row by its primary key. `OR FAIL` spares the
+/// statement journal SQLite keeps to undo a multi-row statement that aborts half-way: these updates
+/// change no unique key, and an error fails the whole transaction anyway.
+fn update_marks<R>(
+    conn: &mut SqliteConnection,
+    set: &str,
+    rows: &[R],
+    bind: impl for<'q> Fn(
+        BoxedSqlQuery<'q, Sqlite, SqlQuery>,
+        &'q R,
+    ) -> BoxedSqlQuery<'q, Sqlite, SqlQuery>,
+) -> QueryResult<()> {
+    for chunk in rows.chunks(MARKS_PER_STATEMENT) {
+        let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "UPDATE OR FAIL deliveries SET {set} FROM (VALUES {values}) AS v \
+             WHERE deliveries.notification_seq = v.column1 AND deliveries.device_id = v.column2 \
+             AND deliveries.status < {ACKED}"
+        );
+        let mut query = diesel::sql_query(sql).into_boxed::<Sqlite>();
+        for row in chunk {
+            query = bind(query, row);
+        }
+        query.execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Writes one batch in one transaction; returns one outcome per insert.
 ///
 /// Sequence numbers are assigned here, inside the write transaction (so no other writer can take
 /// them), so inserts need no `RETURNING` round trip and reuse one prepared statement each.
 /// A delivery that was sent and acknowledged within the same batch is written once, as acked.
+/// Sent and acked marks are written a few hundred rows per statement ([`update_marks`]).
 pub fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &CommitBatch,
@@ -155,53 +198,58 @@ pub fn commit_batch(
                 .values(delivery)
                 .execute(conn)?;
         }
-        let sent_at: HashMap<(i64, &str), i64> = batch
-            .sent
-            .iter()
-            .map(|c| ((c.seq, c.device.as_str()), c.at))
-            .collect();
-        let acked: std::collections::HashSet<(i64, &str)> = batch
+        // Sent marks per delivery: the last send and how many. A delivery acknowledged in this
+        // batch is written once, with its ack (which records its send); a repeated ack is a no-op.
+        let mut sends: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
+        for change in &batch.sent {
+            let send = sends
+                .entry((change.seq, change.device.as_str()))
+                .or_insert((change.at, 0));
+            *send = (change.at, send.1 + 1);
+        }
+        let mut acked = HashSet::new();
+        let acks: Vec<(i64, &str, i64, Option<i64>)> = batch
             .acked
             .iter()
-            .map(|c| (c.seq, c.device.as_str()))
+            .filter(|c| acked.insert((c.seq, c.device.as_str())))
+            .map(|c| {
+                let key = (c.seq, c.device.as_str());
+                (c.seq, c.device.as_str(), c.at, sends.get(&key).map(|s| s.0))
+            })
             .collect();
-        for change in &batch.sent {
-            if acked.contains(&(change.seq, change.device.as_str())) {
-                continue; // written below, with the ack
-            }
-            diesel::update(
-                deliveries::table
-                    .find((change.seq, change.device.as_str()))
-                    .filter(deliveries::status.lt(ACKED)),
-            )
-            .set((
-                deliveries::status.eq(SENT),
-                deliveries::attempts.eq(deliveries::attempts + 1),
-                deliveries::sent_at.eq(change.at),
-            ))
-            .execute(conn)?;
-        }
-        for change in &batch.acked {
-            let target = deliveries::table
-                .find((change.seq, change.device.as_str()))
-                .filter(deliveries::status.lt(ACKED));
-            match sent_at.get(&(change.seq, change.device.as_str())) {
-                Some(&sent) => diesel::update(target)
-                    .set((
-                        deliveries::status.eq(ACKED),
-                        deliveries::acked_at.eq(change.at),
-                        deliveries::attempts.eq(deliveries::attempts + 1),
-                        deliveries::sent_at.eq(sent),
-                    ))
-                    .execute(conn)?,
-                None => diesel::update(target)
-                    .set((
-                        deliveries::status.eq(ACKED),
-                        deliveries::acked_at.eq(change.at),
-                    ))
-                    .execute(conn)?,
-            };
-        }
+        let sent: Vec<(i64, &str, i64, i64)> = sends
+            .iter()
+            .filter(|(key, _)| !acked.contains(*key))
+            .map(|(&(seq, device), &(at, count))| (seq, device, at, count))
+            .collect();
+        update_marks(
+            conn,
+            &format!("status = {SENT}, attempts = attempts + v.column4, sent_at = v.column3"),
+            &sent,
+            |query, &(seq, device, at, count)| {
+                query
+                    .bind::<BigInt, _>(seq)
+                    .bind::<Text, _>(device)
+                    .bind::<BigInt, _>(at)
+                    .bind::<BigInt, _>(count)
+            },
+        )?;
+        update_marks(
+            conn,
+            &format!(
+                "status = {ACKED}, acked_at = v.column3, \
+                 attempts = attempts + (v.column4 IS NOT NULL), \
+                 sent_at = COALESCE(v.column4, deliveries.sent_at)"
+            ),
+            &acks,
+            |query, &(seq, device, at, sent_at)| {
+                query
+                    .bind::<BigInt, _>(seq)
+                    .bind::<Text, _>(device)
+                    .bind::<BigInt, _>(at)
+                    .bind::<Nullable<BigInt>, _>(sent_at)
+            },
+        )?;
         for (device, at) in &batch.seen {
             diesel::update(devices_table::table.find(device.as_str()))
                 .set(devices_table::last_seen_at.eq(*at))
@@ -438,5 +486,35 @@ mod tests {
         let rows = crate::store::notifications::deliveries_of(&mut conn, &[1], None).unwrap();
         assert_eq!(rows[0].status, ACKED);
         assert_eq!(store.load(7_000).unwrap().pending.len(), 1);
+    }
+
+    #[test]
+    fn repeated_sends_in_one_batch_add_up_and_a_repeated_ack_changes_nothing() {
+        let (_dir, store, device) = store_with_device();
+        store
+            .commit(&CommitBatch {
+                inserts: vec![op(&device, None), op(&device, None)],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let change = |seq, at| DeliveryChange {
+            seq,
+            device: device.clone(),
+            at,
+        };
+        store
+            .commit(&CommitBatch {
+                sent: vec![change(1, 5_000), change(1, 6_000), change(2, 5_000)],
+                acked: vec![change(2, 7_000), change(2, 8_000)],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let mut conn = store.conn().unwrap();
+        let rows = crate::store::notifications::deliveries_of(&mut conn, &[1, 2], None).unwrap();
+        let summary = |r: &crate::store::notifications::DeliveryRow| {
+            (r.status, r.attempts, r.sent_at, r.acked_at)
+        };
+        assert_eq!(summary(&rows[0]), (SENT, 2, Some(6_000), None));
+        assert_eq!(summary(&rows[1]), (ACKED, 1, Some(5_000), Some(7_000)));
     }
 }

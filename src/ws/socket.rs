@@ -2,12 +2,17 @@
 //!
 //! The actor reads frames from the aggregated actix-ws stream, answers pings, parses `auth` and
 //! `ack` frames, and counts bad ones (an `error` frame each; the tenth closes with 1008). Outbound
-//! frames go through a bounded channel to a writer task that owns the socket's write half: a device
-//! that stops reading fills the channel and is dropped (its deliveries stay pending in the queue and
-//! are sent again when it comes back). Heartbeats run on the injected clock, so tests can advance
+//! frames wait in a bounded [`Outbox`] and are written in order by a writer task that runs only
+//! while something waits: a device that stops reading fills the outbox and is dropped (its
+//! deliveries stay pending in the queue and are sent again when it comes back). An idle socket
+//! therefore holds no channel and no task of its own beyond the actor (memory per idle connection
+//! is a target of `docs/benchmarks.md`). Heartbeats run on the injected clock, so tests can advance
 //! time instead of sleeping. The socket registers with the session registry once authenticated and
 //! unregisters in `stopped`, whatever ended it.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +21,6 @@ use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use bytes::Bytes;
 use bytestring::ByteString;
-use tokio::sync::mpsc;
 
 use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
 use beepmyphone_actors::queue::Ack;
@@ -28,6 +32,7 @@ use crate::state::AppState;
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
+/// What waits to be written.
 enum Outbound {
     Text(Bytes),
     Ping,
@@ -44,12 +49,63 @@ enum Phase {
     Closing,
 }
 
+/// A socket's outbound side, shared by the actor and its writer task (both run on the arbiter
+/// thread of the connection, hence `Rc<RefCell<…>>`).
+struct Outbox {
+    /// Messages waiting, oldest first; at most `websocket.outbound_buffer_frames` frames.
+    frames: VecDeque<Outbound>,
+    /// The write half while no writer task runs; the task takes it and gives it back.
+    idle_writer: Option<Session>,
+    /// Set when the socket closes: the writer sends this close frame after what waits, and ends.
+    close: Option<CloseReason>,
+}
+
+/// The writer task: writes what waits in `outbox`, in order, then returns the write half to it
+/// (or sends the close frame, if the socket is closing). Writes wait while actix-ws's own small
+/// channel is full, i.e. while the device does not read. A failed write closes the socket.
+async fn write_out(outbox: Rc<RefCell<Outbox>>, mut writer: Session, socket: Addr<DeviceSocket>) {
+    loop {
+        let next = outbox.borrow_mut().frames.pop_front();
+        let Some(message) = next else { break };
+        let sent = match message {
+            // The frames are JSON built from UTF-8 strings.
+            Outbound::Text(bytes) => match ByteString::try_from(bytes) {
+                Ok(text) => writer.text(text).await,
+                Err(_) => Ok(()),
+            },
+            Outbound::Ping => writer.ping(b"").await,
+        };
+        if sent.is_err() {
+            socket.do_send(CloseSocket {
+                code: close::GOING_AWAY,
+                reason: "connection lost".into(),
+            });
+            return;
+        }
+    }
+    let close = {
+        let mut state = outbox.borrow_mut();
+        match state.close.take() {
+            Some(reason) => Some(reason),
+            None => {
+                // A burst may have grown the queue; an idle socket keeps no large buffer.
+                if state.frames.capacity() > 16 {
+                    state.frames = VecDeque::new();
+                }
+                state.idle_writer = Some(writer);
+                return;
+            }
+        }
+    };
+    let _ = writer.close(close).await; // the peer may be gone already
+}
+
 /// The per-connection actor.
 pub struct DeviceSocket {
     id: u64,
     state: Arc<AppState>,
     session: Session,
-    out: Option<mpsc::Sender<Outbound>>,
+    outbox: Rc<RefCell<Outbox>>,
     pending_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
     phase: Phase,
     /// Token expiry, seconds since the epoch.
@@ -79,8 +135,12 @@ impl DeviceSocket {
             id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
             last_seen: state.clock.now_ms(),
             state,
+            outbox: Rc::new(RefCell::new(Outbox {
+                frames: VecDeque::new(),
+                idle_writer: Some(session.clone()),
+                close: None,
+            })),
             session,
-            out: None,
             pending_auth: pre_auth,
             phase: Phase::Unauthenticated,
             token_exp: 0,
@@ -106,14 +166,26 @@ impl DeviceSocket {
     }
 
     fn send_frame(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
-        let Some(out) = &self.out else { return };
-        match out.try_send(Outbound::Text(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                slog::warn!(self.state.log, "device is not reading; dropping its socket"; "socket" => self.id);
-                self.close(ctx, close::POLICY, "outbound buffer full");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let limit = self.state.settings.websocket.outbound_buffer_frames;
+        if self.outbox.borrow().frames.len() >= limit {
+            slog::warn!(self.state.log, "device is not reading; dropping its socket"; "socket" => self.id);
+            return self.close(ctx, close::POLICY, "outbound buffer full");
+        }
+        self.push(ctx, Outbound::Text(frame));
+    }
+
+    /// Queues a message and starts the writer task unless it runs.
+    fn push(&mut self, ctx: &mut Context<Self>, message: Outbound) {
+        let idle = {
+            let mut outbox = self.outbox.borrow_mut();
+            outbox.frames.push_back(message);
+            outbox.idle_writer.take()
+        };
+        if let Some(writer) = idle {
+            actix_rt::spawn(write_out(self.outbox.clone(), writer, ctx.address()));
         }
     }
 
@@ -138,15 +210,20 @@ impl DeviceSocket {
             return;
         }
         self.phase = Phase::Closing;
-        self.out = None; // ends the writer task after what it has queued
-        let session = self.session.clone();
         let reason = CloseReason {
             code: CloseCode::from(code),
             description: Some(reason.to_owned()),
         };
-        actix_rt::spawn(async move {
-            let _ = session.close(Some(reason)).await; // the peer may be gone already
-        });
+        // The close frame goes out after what already waits (e.g. the error frame that caused it),
+        // from the writer task, which outlives the actor.
+        let idle = {
+            let mut outbox = self.outbox.borrow_mut();
+            outbox.close = Some(reason);
+            outbox.idle_writer.take()
+        };
+        if let Some(writer) = idle {
+            actix_rt::spawn(write_out(self.outbox.clone(), writer, ctx.address()));
+        }
         ctx.stop();
     }
 
@@ -260,43 +337,18 @@ impl Actor for DeviceSocket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let settings = self.state.settings.websocket.clone();
-        let (tx, mut rx) = mpsc::channel::<Outbound>(settings.outbound_buffer_frames);
-        self.out = Some(tx);
-        let mut writer = self.session.clone();
-        let addr = ctx.address();
-        actix_rt::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                let sent = match message {
-                    // The frames are JSON built from UTF-8 strings.
-                    Outbound::Text(bytes) => match ByteString::try_from(bytes) {
-                        Ok(text) => writer.text(text).await,
-                        Err(_) => Ok(()),
-                    },
-                    Outbound::Ping => writer.ping(b"").await,
-                };
-                if sent.is_err() {
-                    addr.do_send(CloseSocket {
-                        code: close::GOING_AWAY,
-                        reason: "connection lost".into(),
-                    });
-                    break;
-                }
-            }
-        });
+        let settings = &self.state.settings.websocket;
+        let auth_timeout = Duration::from_secs(settings.auth_timeout_seconds);
         let heartbeat = Duration::from_secs(settings.heartbeat_seconds);
         ctx.add_stream(self.state.clock.interval(heartbeat));
         match self.pending_auth.take() {
             Some(result) => self.on_auth_result(ctx, result),
             None => {
-                ctx.run_later(
-                    Duration::from_secs(settings.auth_timeout_seconds),
-                    |act, ctx| {
-                        if act.phase == Phase::Unauthenticated {
-                            act.close(ctx, close::UNAUTHORIZED, "authentication timed out");
-                        }
-                    },
-                );
+                ctx.run_later(auth_timeout, |act, ctx| {
+                    if act.phase == Phase::Unauthenticated {
+                        act.close(ctx, close::UNAUTHORIZED, "authentication timed out");
+                    }
+                });
             }
         }
     }
@@ -326,8 +378,10 @@ impl StreamHandler<()> for DeviceSocket {
         if matches!(self.phase, Phase::Authenticated(_)) && now / 1_000 > self.token_exp {
             return self.close(ctx, close::UNAUTHORIZED, "the token has expired");
         }
-        if let Some(out) = &self.out {
-            let _ = out.try_send(Outbound::Ping); // a full buffer is dealt with by data frames
+        // A full outbox is dealt with by data frames; a ping is not worth closing for.
+        if self.outbox.borrow().frames.len() < self.state.settings.websocket.outbound_buffer_frames
+        {
+            self.push(ctx, Outbound::Ping);
         }
     }
 
