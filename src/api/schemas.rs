@@ -895,7 +895,11 @@ pub struct NotificationListQuery {
     pub priority: Option<String>,
     /// The sending application.
     #[garde(custom(line(1, 64)))]
-    #[param(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub app: Option<String>,
     /// Created at or after (RFC 3339).
     #[garde(custom(timestamp))]
