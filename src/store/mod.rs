@@ -240,6 +240,34 @@ mod tests {
         value: String,
     }
 
+    /// Pool acquisition (TARGETS.md: ≤ 50 µs), with the check on checkout, idle pool:
+    /// `cargo test --release --lib pool_acquisition_latency -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn pool_acquisition_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
+        for _ in 0..1_000 {
+            drop(store.conn().unwrap());
+        }
+        let n = 20_000u32;
+        let mut samples = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let started = Instant::now();
+            let conn = store.conn().unwrap();
+            samples.push(started.elapsed());
+            drop(conn);
+        }
+        samples.sort();
+        let total: std::time::Duration = samples.iter().sum();
+        println!(
+            "pool acquisition: mean {:?}, p50 {:?}, p99 {:?} over {n}",
+            total / n,
+            samples[samples.len() / 2],
+            samples[samples.len() * 99 / 100]
+        );
+    }
+
     #[test]
     fn connections_use_wal_normal_sync_and_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
