@@ -165,7 +165,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", body = Object)))]
 async fn openapi_json(_caller: Principal) -> Result<HttpResponse, ApiError> {
+    // Built once per process: the document only changes with the code.
+    static SERVED: std::sync::LazyLock<String> = std::sync::LazyLock::new(document_json);
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(document_json()))
+        .body(SERVED.as_str()))
 }

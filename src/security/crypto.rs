@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
@@ -42,26 +41,14 @@ fn key_path(dir: &Path, version: u32) -> std::path::PathBuf {
     dir.join(format!("data-{version}.key"))
 }
 
-/// Writes a new key file. The key is written to a temporary file first and then linked into place,
-/// so that a relay sharing the directory never reads a half-written key, and an existing version is
-/// never overwritten.
+/// Writes a new key file through [`crate::security::files::write_new`], so that a relay sharing the
+/// directory never reads a half-written key, and an existing version is never overwritten.
 fn write_new_key(dir: &Path, version: u32) -> Result<(), CryptoError> {
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
     let path = key_path(dir, version);
-    let tmp = dir.join(format!(
-        "data-{version}.key.tmp-{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    ));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(&key).and_then(|()| file.sync_all()))
-        .and_then(|()| fs::hard_link(&tmp, &path));
-    let _ = fs::remove_file(&tmp); // best effort: the link (or the error) is what counts
-    written.map_err(|e| CryptoError::Keys(format!("cannot write {}: {e}", path.display())))
+    crate::security::files::write_new(&path, &key)
+        .map_err(|e| CryptoError::Keys(format!("cannot write {}: {e}", path.display())))
 }
 
 impl DataKeys {

@@ -21,8 +21,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -151,30 +150,10 @@ fn create_dir(dir: &Path) -> Result<(), KeyRingError> {
         .map_err(|e| ring_err(format!("cannot create {}: {e}", dir.display())))
 }
 
-/// Writes `bytes` to `path` (mode 0600) through a temporary file and a hard link: readers see the
-/// whole file or none, and an existing file is never replaced.
+/// [`crate::security::files::write_new`], with the ring's error.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyRingError> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| ring_err(format!("{} has no directory", path.display())))?;
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    ));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .and_then(|()| fs::hard_link(&tmp, path));
-    // Best effort: the link (or the error) is what counts.
-    let _ = fs::remove_file(&tmp);
-    written.map_err(|e| ring_err(format!("cannot write {}: {e}", path.display())))?;
-    // Make the new name durable before anyone relies on it.
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ring_err(format!("cannot sync {}: {e}", dir.display())))
+    crate::security::files::write_new(path, bytes)
+        .map_err(|e| ring_err(format!("cannot write {}: {e}", path.display())))
 }
 
 /// The files and the parsed-key cache behind a [`DiskKeyRing`].

@@ -4,6 +4,7 @@
 pub mod admins;
 pub mod cleanup;
 pub mod crypto;
+pub mod files;
 pub mod jwt;
 pub mod keys;
 pub mod passwords;
