@@ -418,7 +418,7 @@ impl Settings {
             .limits
             .trusted_proxies
             .iter()
-            .find(|p| crate::security::ratelimit::Cidr::parse(p).is_none())
+            .find(|p| crate::domain::net::Cidr::parse(p).is_none())
         {
             return Err(ConfigError(format!(
                 "limits.trusted_proxies: {bad_proxy:?} is not an IP address or CIDR"
@@ -536,7 +536,7 @@ impl Settings {
                 "must be at least delivery.max_in_flight_per_device",
             );
         }
-        if crate::logging::parse_level(&self.log.level).is_none() {
+        if crate::domain::log_level::parse_level(&self.log.level).is_none() {
             return bad(
                 "log.level",
                 "must be one of trace, debug, info, warning, error, critical",

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::api::middleware::current_request_id;
+use crate::request_id::current_request_id;
 use crate::store::StoreError;
 
 /// One invalid field.

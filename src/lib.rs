@@ -4,6 +4,8 @@
 //! priority order, acknowledge them, and get what they missed when they reconnect. This crate holds
 //! everything around the actor graph of `beepmyphone-actors`:
 //!
+//! - [`domain`]: small shared types (CIDR, rate-limit rules, log levels, token scopes), below
+//!   every other module;
 //! - [`config`]: settings from `config.toml`, the environment and flags;
 //! - [`store`]: diesel on SQLite, the pool, and the queue's group-committed writes;
 //! - [`security`]: secrets, hashes and device access tokens;
@@ -17,9 +19,11 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod logging;
 pub mod redis;
+pub mod request_id;
 pub mod security;
 pub mod startup;
 pub mod state;

@@ -6,19 +6,7 @@ use std::io::IsTerminal;
 use slog::{Drain, Level, Logger};
 
 use crate::config::LogSettings;
-
-/// Parses a level name as `config.toml` spells it.
-pub fn parse_level(name: &str) -> Option<Level> {
-    match name {
-        "trace" => Some(Level::Trace),
-        "debug" => Some(Level::Debug),
-        "info" => Some(Level::Info),
-        "warning" | "warn" => Some(Level::Warning),
-        "error" => Some(Level::Error),
-        "critical" => Some(Level::Critical),
-        _ => None,
-    }
-}
+use crate::domain::log_level::parse_level;
 
 /// Builds the root logger. Output goes to stdout through an async drain.
 pub fn build(settings: &LogSettings) -> Logger {

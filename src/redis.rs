@@ -11,6 +11,7 @@ use bb8_redis::RedisConnectionManager;
 use redis::AsyncCommands;
 
 use crate::config::RedisSettings;
+use crate::domain::ratelimit::{Algorithm, Decision, Rule};
 
 /// A Redis failure: unreachable, timed out, or an unexpected reply.
 #[derive(Debug, thiserror::Error)]
@@ -338,7 +339,7 @@ impl Redis {
     }
 }
 
-// Rate limiting ([`crate::security::ratelimit`]): one script per algorithm, each a single atomic
+// Rate limiting (the rules are [`crate::domain::ratelimit`]'s): one script per algorithm, each a single atomic
 // read-decide-write with a TTL on every key it writes. Times are the relay's clock, passed in.
 
 /// Sliding window. KEYS[1] the rule's key; ARGV now_ms, window_ms, limit, consume (1/0). Two keys,
@@ -400,12 +401,11 @@ impl Redis {
     /// Checks (and, when `consume`, counts) one request of `key` under `rule`, atomically.
     pub async fn rate_limit(
         &self,
-        rule: &crate::security::ratelimit::Rule,
+        rule: &Rule,
         key: &str,
         now_ms: i64,
         consume: bool,
-    ) -> Result<crate::security::ratelimit::Decision, RedisError> {
-        use crate::security::ratelimit::Algorithm;
+    ) -> Result<Decision, RedisError> {
         let name = format!("rl:{}:{key}", rule.name);
         let consume: &[u8] = if consume { b"1" } else { b"0" };
         let reply: Vec<i64> = match rule.algorithm {
@@ -423,7 +423,7 @@ impl Redis {
                 .await?
             }
             Algorithm::Gcra => {
-                let interval = ((rule.window_ms as i64) * 1_000 / i64::from(rule.limit)).max(1);
+                let interval = rule.interval_us();
                 let (now, t, b) = (
                     (now_ms * 1_000).to_string(),
                     interval.to_string(),
@@ -438,7 +438,7 @@ impl Redis {
             }
         };
         match reply.as_slice() {
-            [allowed, remaining, reset, retry] => Ok(crate::security::ratelimit::Decision {
+            [allowed, remaining, reset, retry] => Ok(Decision {
                 allowed: *allowed == 1,
                 remaining: (*remaining).clamp(0, i64::from(u32::MAX)) as u32,
                 reset_ms: (*reset).max(0) as u64,

@@ -9,40 +9,13 @@ use beepmyphone_actors::keys::KeyManager;
 use beepmyphone_actors::supervisor::ActorGraph;
 
 use crate::config::Settings;
+use crate::domain::Scope;
 use crate::security::jwt::JwtKeys;
+use crate::security::limits::Limits;
 use crate::security::passwords::PasswordManager;
 use crate::security::revocation::Revocations;
 use crate::security::sessions::SessionManager;
 use crate::store::Store;
-
-/// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Everything.
-    Admin,
-    /// Publish notifications only.
-    Publish,
-}
-
-impl Scope {
-    /// The stored and wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Admin => "admin",
-            Scope::Publish => "publish",
-        }
-    }
-
-    /// Parses a stored or wire name.
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "admin" => Some(Scope::Admin),
-            "publish" => Some(Scope::Publish),
-            _ => None,
-        }
-    }
-}
 
 /// An API token known to be valid, cached by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +105,6 @@ pub struct AppState {
     pub sessions: SessionManager,
     /// Admin password hashing, off the async workers with bounded concurrency.
     pub passwords: PasswordManager,
-    /// Rate limits, blocked IPs and open sockets per IP ([`crate::api::ratelimit`]).
-    pub limits: crate::api::ratelimit::Limits,
+    /// Rate limits, blocked IPs and open sockets per IP ([`crate::security::limits`]).
+    pub limits: Limits,
 }

@@ -22,12 +22,13 @@ use beepmyphone_actors::model::DeviceId;
 
 use actix_web::http::Method;
 
+use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::security::jwt::TokenRejection;
 use crate::security::revocation::{RevocationError, TokenStatus};
 use crate::security::secrets::{constant_time_eq, hash_secret, API_TOKEN_PREFIX};
 use crate::security::sessions::{SessionError, SESSION_COOKIE};
-use crate::state::{AppState, CachedToken, Scope};
+use crate::state::{AppState, CachedToken};
 use crate::store::tokens;
 
 /// The login path: the session cookie is not read there.

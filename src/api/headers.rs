@@ -15,8 +15,8 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 
+use crate::domain::net::Cidr;
 use crate::error::ApiError;
-use crate::security::ratelimit::Cidr;
 use crate::state::AppState;
 
 const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");

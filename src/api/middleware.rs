@@ -2,10 +2,9 @@
 //! for every log line of the request, and one log line per request (with the cause of any 500).
 //!
 //! The id comes from a sane `X-Request-Id` header (1–64 of `A-Za-z0-9._-`) or is generated
-//! (`req_` and a ULID). It is kept in a task-local while the request runs, so problem documents can
-//! carry it without threading it through every handler.
+//! (`req_` and a ULID). It is kept in a task-local ([`crate::request_id`]) while the request runs,
+//! so problem documents can carry it without threading it through every handler.
 
-use std::future::Future;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -14,19 +13,11 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage};
 
+use crate::request_id;
 use crate::state::AppState;
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    static CURRENT_REQUEST_ID: String;
-}
-
-/// The id of the request being handled on this task, if any.
-pub fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
-}
 
 /// The request's logger, with its request id; handlers take it from the request extensions.
 #[derive(Clone)]
@@ -61,7 +52,7 @@ pub async fn request_context(
     // The path only: query strings are never logged.
     let path = req.path().to_owned();
     let started = Instant::now();
-    let result = scoped(id.clone(), next.call(req)).await;
+    let result = request_id::scoped(id.clone(), next.call(req)).await;
     let micros = started.elapsed().as_micros() as u64;
     match result {
         Ok(mut res) => {
@@ -85,10 +76,6 @@ pub async fn request_context(
             Err(e)
         }
     }
-}
-
-fn scoped<F: Future>(id: String, fut: F) -> impl Future<Output = F::Output> {
-    CURRENT_REQUEST_ID.scope(id, fut)
 }
 
 #[cfg(test)]

@@ -9,9 +9,7 @@
 //! and `RateLimit`; a 429 is a `RATE_LIMITED` problem document with `Retry-After`. Ten consecutive
 //! violations block the IP for `limits.block_seconds` (see [`crate::api::routes::blocks`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -21,118 +19,15 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 
 use crate::api::auth::{session_cookie, Principal};
-use crate::config::Settings;
+use crate::domain::ratelimit::{Decision, Rule};
+use crate::domain::Scope;
 use crate::error::ApiError;
-use crate::redis::Redis;
-use crate::security::ratelimit::{client_ip, Cidr, Decision, RateLimiter, Rule};
-use crate::state::{AppState, Scope};
+use crate::state::AppState;
 
 /// `RateLimit-Policy`.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-
-/// The rules in force.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    /// Requests without credentials, per IP.
-    pub ip: Rule,
-    /// Authenticated requests, per caller.
-    pub principal: Rule,
-    /// Admin requests, per admin token or admin.
-    pub admin: Rule,
-    /// Failed login, pairing and refresh attempts, per IP.
-    pub auth: Rule,
-    /// Publish requests, per token.
-    pub publish: Rule,
-    /// WebSocket connection attempts, per IP.
-    pub ws: Rule,
-    /// Inbound WebSocket frames, per socket (checked by the socket itself).
-    pub frames: Rule,
-}
-
-impl Rules {
-    /// The rules of these settings.
-    pub fn from_settings(settings: &Settings) -> Self {
-        let l = &settings.limits;
-        Self {
-            ip: Rule::window("ip", l.ip_per_minute, 60_000),
-            principal: Rule::window("principal", l.principal_per_minute, 60_000),
-            admin: Rule::window("admin", l.admin_per_minute, 60_000),
-            auth: Rule::window("auth", l.auth_per_minute, 60_000),
-            publish: Rule::gcra("publish", l.publish_per_minute, 60_000, l.publish_burst),
-            ws: Rule::window("ws", l.ws_connects_per_minute, 60_000),
-            frames: Rule::gcra("frames", l.ws_frames_per_second, 1_000, l.ws_frame_burst),
-        }
-    }
-}
-
-/// Everything the limit middleware needs, in [`AppState`].
-pub struct Limits {
-    /// Whether limits apply.
-    pub enabled: bool,
-    /// The backend and the block list.
-    pub limiter: RateLimiter,
-    /// The rules.
-    pub rules: Rules,
-    trusted: Vec<Cidr>,
-    sockets: Mutex<HashMap<IpAddr, usize>>,
-    max_sockets_per_ip: usize,
-}
-
-impl Limits {
-    /// Limits from the settings; Redis-backed when `redis` is given.
-    pub fn new(settings: &Settings, redis: Option<Redis>, log: slog::Logger) -> Self {
-        Self {
-            enabled: settings.limits.enabled,
-            limiter: RateLimiter::new(&settings.limits, redis, log),
-            rules: Rules::from_settings(settings),
-            trusted: settings
-                .limits
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| Cidr::parse(p))
-                .collect(),
-            sockets: Mutex::new(HashMap::new()),
-            max_sockets_per_ip: settings.limits.max_sockets_per_ip,
-        }
-    }
-
-    /// The client IP of a request (see [`client_ip`]); `None` without a peer address.
-    pub fn client_ip(&self, req: &actix_web::HttpRequest) -> Option<IpAddr> {
-        let peer = req.peer_addr()?.ip();
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        Some(client_ip(peer, forwarded, &self.trusted))
-    }
-
-    /// Counts an opening socket of `ip`; `false` (nothing counted) when the IP has too many.
-    pub fn open_socket(&self, ip: IpAddr) -> bool {
-        let Ok(mut map) = self.sockets.lock() else {
-            return true;
-        };
-        let open = map.entry(ip).or_insert(0);
-        if self.enabled && self.max_sockets_per_ip > 0 && *open >= self.max_sockets_per_ip {
-            return false;
-        }
-        *open += 1;
-        true
-    }
-
-    /// Counts a closed socket of `ip`.
-    pub fn close_socket(&self, ip: IpAddr) {
-        if let Ok(mut map) = self.sockets.lock() {
-            if let Some(open) = map.get_mut(&ip) {
-                *open = open.saturating_sub(1);
-                if *open == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-    }
-}
 
 /// The client IP, as [`limit_ip`] found it, for later layers.
 #[derive(Debug, Clone, Copy)]

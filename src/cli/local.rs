@@ -11,9 +11,9 @@ use qrcode::QrCode;
 use crate::api::routes::pairing::mint_pairing_code;
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::{Overrides, Settings};
+use crate::domain::Scope;
 use crate::security::crypto::DataKeys;
 use crate::security::keys::{DiskKeyRing, KEY_SCAN_INTERVAL};
-use crate::state::Scope;
 use crate::store::Store;
 
 use super::ConfigArgs;

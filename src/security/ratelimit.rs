@@ -14,101 +14,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::config::LimitSettings;
+pub use crate::domain::ratelimit::{Algorithm, Decision, Rule};
 use crate::redis::Redis;
-
-/// How a rule counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    /// Two fixed windows, the previous one weighted by how much of it still overlaps.
-    SlidingWindow,
-    /// The generic cell rate algorithm: a token bucket of `burst` tokens refilled at `limit` per
-    /// window.
-    Gcra,
-}
-
-/// One rate-limit rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// The policy name in the `RateLimit-Policy` header (`ip`, `principal`, `auth`, …).
-    pub name: &'static str,
-    /// The algorithm.
-    pub algorithm: Algorithm,
-    /// Requests per window.
-    pub limit: u32,
-    /// The window, in milliseconds.
-    pub window_ms: u64,
-    /// GCRA only: the bucket size (requests allowed at once).
-    pub burst: u32,
-}
-
-impl Rule {
-    /// A sliding-window rule.
-    pub fn window(name: &'static str, limit: u32, window_ms: u64) -> Self {
-        Self {
-            name,
-            algorithm: Algorithm::SlidingWindow,
-            limit: limit.max(1),
-            window_ms: window_ms.max(1),
-            burst: 0,
-        }
-    }
-
-    /// A GCRA rule.
-    pub fn gcra(name: &'static str, limit: u32, window_ms: u64, burst: u32) -> Self {
-        Self {
-            name,
-            algorithm: Algorithm::Gcra,
-            limit: limit.max(1),
-            window_ms: window_ms.max(1),
-            burst: burst.max(1),
-        }
-    }
-
-    /// Microseconds between two requests at the sustained rate.
-    fn interval_us(&self) -> i64 {
-        ((self.window_ms as i64) * 1_000 / i64::from(self.limit)).max(1)
-    }
-
-    /// The `RateLimit-Policy` item: `"ip";q=100;w=60`.
-    pub fn policy_header(&self) -> String {
-        format!(
-            "\"{}\";q={};w={}",
-            self.name,
-            self.limit,
-            self.window_ms.div_ceil(1_000)
-        )
-    }
-}
-
-/// The outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Whether the request may go on.
-    pub allowed: bool,
-    /// Requests left.
-    pub remaining: u32,
-    /// Milliseconds until the quota is fully available again (`t` in the `RateLimit` header).
-    pub reset_ms: u64,
-    /// Denied only: milliseconds until a request would be allowed.
-    pub retry_after_ms: u64,
-}
-
-impl Decision {
-    /// The `RateLimit` item: `"ip";r=42;t=17`.
-    pub fn header(&self, rule: &Rule) -> String {
-        format!(
-            "\"{}\";r={};t={}",
-            rule.name,
-            self.remaining,
-            self.reset_ms.div_ceil(1_000)
-        )
-    }
-
-    /// Whole seconds for `Retry-After` (at least 1).
-    pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after_ms.div_ceil(1_000).max(1)
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -572,75 +479,6 @@ impl beepmyphone_actors::supervisor::Probe for LimiterProbe {
     }
 }
 
-/// A parsed `limits.trusted_proxies` entry: an address and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `10.0.0.1`, `10.0.0.0/8` or `::1/128`.
-    pub fn parse(raw: &str) -> Option<Self> {
-        let (addr, prefix) = match raw.split_once('/') {
-            Some((a, p)) => (
-                a.trim().parse::<IpAddr>().ok()?,
-                p.trim().parse::<u8>().ok()?,
-            ),
-            None => {
-                let a = raw.trim().parse::<IpAddr>().ok()?;
-                (a, if a.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self { addr, prefix })
-    }
-
-    /// Whether `ip` is inside.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// The client IP: the TCP peer, or, when the peer is a trusted proxy, the right-most address of
-/// `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let Some(header) = forwarded_for else {
-        return peer;
-    };
-    let mut client = peer;
-    for hop in header.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !is_trusted(ip) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    client
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,21 +526,5 @@ mod tests {
             limiter.check(&rule, &format!("k{i}"), 1_000 + i, true);
         }
         assert!(limiter.len() <= 16);
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
-        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
-        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
-        let claimed = Some("198.51.100.7, 10.0.0.5");
-        assert_eq!(client_ip(stranger, claimed, &trusted), stranger);
-        assert_eq!(
-            client_ip(proxy, claimed, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(client_ip(proxy, None, &trusted), proxy);
-        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
     }
 }

@@ -11,9 +11,10 @@ use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::page_limit;
 use crate::api::schemas::{check, CreateTokenRequest, Page, TokenListQuery};
+use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::security::secrets::{hash_secret, new_api_token, Secret};
-use crate::state::{AppState, Scope};
+use crate::state::AppState;
 use crate::store::tokens::{self, ApiTokenRow};
 use crate::store::StoreError;
 

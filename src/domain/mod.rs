@@ -1,0 +1,11 @@
+//! Small types that several layers share, kept below all of them so that no module has to import
+//! a module above it: client addresses ([`net`]), rate-limit rules ([`ratelimit`]), log level
+//! names ([`log_level`]) and API token scopes ([`scope`]). Nothing here does I/O or reads another
+//! module of this crate.
+
+pub mod log_level;
+pub mod net;
+pub mod ratelimit;
+pub mod scope;
+
+pub use scope::Scope;
