@@ -32,6 +32,7 @@ use crate::domain::Scope;
 use crate::redis::Redis;
 use crate::security::cleanup;
 use crate::security::crypto::DataKeys;
+use crate::security::device_auth::DeviceTokens;
 use crate::security::jwt::{JwtKeys, KeyError};
 use crate::security::keys::DiskKeyRing;
 use crate::security::limits::Limits;
@@ -42,6 +43,7 @@ use crate::security::sessions::SessionManager;
 use crate::state::{ApiTokenCache, AppState};
 use crate::store::{tokens, Store, StoreProbe};
 use crate::ws::protocol::close;
+use crate::ws::SocketHandles;
 
 /// The file the first admin token is written to.
 pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
@@ -236,11 +238,11 @@ impl Application {
             redis.clone(),
         )
         .await?;
-        let limits = Limits::new(
+        let limits = Arc::new(Limits::new(
             &settings,
             redis,
             log.new(slog::o!("component" => "ratelimit")),
-        );
+        ));
         let limits_probe = Arc::new(limits.limiter.probe()) as Arc<dyn Probe>;
         let graph = start_graph(
             GraphSettings {
@@ -275,6 +277,18 @@ impl Application {
             .local_addr()
             .map_err(|e| StartError::Io(e.to_string()))?
             .port();
+        let socket_handles = web::Data::new(SocketHandles {
+            websocket: settings.websocket.clone(),
+            clock: clock.clone(),
+            log: log.clone(),
+            registry: graph.registry.clone(),
+            queue: graph.queue.clone(),
+            devices: DeviceTokens {
+                keys: keys.clone(),
+                revocations: revocations.clone(),
+            },
+            limits: limits.clone(),
+        });
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             store,
@@ -299,6 +313,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(socket_handles.clone())
                 .app_data(web::QueryConfig::default().error_handler(api::query_error))
                 .app_data(web::PathConfig::default().error_handler(api::path_error))
                 // Outermost last: security headers wrap everything; the request context (request

@@ -106,5 +106,5 @@ pub struct AppState {
     /// Admin password hashing, off the async workers with bounded concurrency.
     pub passwords: PasswordManager,
     /// Rate limits, blocked IPs and open sockets per IP ([`crate::security::limits`]).
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
 }

@@ -24,8 +24,7 @@ use actix_web::http::Method;
 
 use crate::domain::Scope;
 use crate::error::ApiError;
-use crate::security::jwt::TokenRejection;
-use crate::security::revocation::{RevocationError, TokenStatus};
+use crate::security::device_auth::{verify_device_token, DeviceAuthError};
 use crate::security::secrets::{constant_time_eq, hash_secret, API_TOKEN_PREFIX};
 use crate::security::sessions::{SessionError, SESSION_COOKIE};
 use crate::state::{AppState, CachedToken};
@@ -198,26 +197,12 @@ fn touch_api_token(state: &AppState, id: String, now: i64) {
     });
 }
 
-/// Why a device token was refused.
-#[derive(Debug)]
-pub enum DeviceAuthError {
-    /// Malformed, forged, expired or revoked: WebSocket close 4001.
-    Invalid(&'static str),
-    /// The device was deleted: WebSocket close 4003.
-    Gone,
-    /// The store failed.
-    Store(ApiError),
-    /// The deny-list (Redis) cannot answer: refused, since the token might be revoked. HTTP 503,
-    /// WebSocket close 1013 (try again later).
-    Unavailable(String),
-}
-
 impl From<DeviceAuthError> for ApiError {
     fn from(e: DeviceAuthError) -> Self {
         match e {
             DeviceAuthError::Invalid(why) => ApiError::Unauthorized(why.into()),
             DeviceAuthError::Gone => ApiError::Unauthorized("the device no longer exists".into()),
-            DeviceAuthError::Store(e) => e,
+            DeviceAuthError::Store(e) => e.into(),
             DeviceAuthError::Unavailable(_) => ApiError::Unavailable(
                 "token revocation cannot be checked right now; try again".into(),
             ),
@@ -225,33 +210,13 @@ impl From<DeviceAuthError> for ApiError {
     }
 }
 
-/// Verifies a device access token and that its device still accepts it. Returns the device, the
-/// token id and the token's expiry (seconds since the epoch).
+/// Verifies a device access token and that its device still accepts it (see
+/// [`DeviceTokens::authenticate`]).
 pub async fn authenticate_device(
     state: &AppState,
     token: &str,
 ) -> Result<(DeviceId, String, i64), DeviceAuthError> {
-    let verified = state
-        .keys
-        .load()
-        .verify_access(token)
-        .map_err(|e| match e {
-            TokenRejection::Expired => DeviceAuthError::Invalid("the token has expired"),
-            TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
-        })?;
-    let status = state
-        .revocations
-        .check(&verified.device, &verified.jti, verified.iat)
-        .await
-        .map_err(|e| match e {
-            RevocationError::Unavailable(why) => DeviceAuthError::Unavailable(why),
-            RevocationError::Store(e) => DeviceAuthError::Store(e.into()),
-        })?;
-    match status {
-        TokenStatus::Valid => Ok((verified.device, verified.jti, verified.exp)),
-        TokenStatus::Revoked => Err(DeviceAuthError::Invalid("the token has been revoked")),
-        TokenStatus::DeviceGone => Err(DeviceAuthError::Gone),
-    }
+    verify_device_token(&state.keys, &state.revocations, token).await
 }
 
 /// The value of the admin session cookie, if the request carries one.

@@ -33,7 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(routes::blocks::configure)
             .configure(routes::notifications::configure)
             .configure(openapi::configure)
-            .route("/ws", web::get().to(crate::ws::connect)),
+            .route("/ws", web::get().to(routes::socket::connect)),
     )
     .configure(routes::health::configure)
     .configure(routes::keys::configure_well_known)

@@ -8,7 +8,7 @@
 //! therefore holds no channel and no task of its own beyond the actor (memory per idle connection
 //! is a target of `docs/benchmarks.md`). Heartbeats run on the injected clock, so tests can advance
 //! time instead of sleeping. The socket registers with the session registry once authenticated and
-//! unregisters in `stopped`, whatever ended it.
+//! unregisters in `stopped`, whatever ended it. It sees only the [`SocketHandles`] it needs.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -22,15 +22,36 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use beepmyphone_actors::clock::SharedClock;
 use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
-use beepmyphone_actors::queue::Ack;
-use beepmyphone_actors::registry::{CloseSocket, Register, SendFrame, Unregister};
+use beepmyphone_actors::queue::{Ack, NotificationQueue};
+use beepmyphone_actors::registry::{CloseSocket, Register, SendFrame, SessionRegistry, Unregister};
 
 use super::protocol::{close, ErrorFrame, Hello, Inbound, MAX_ACK_IDS};
-use crate::api::auth::{authenticate_device, DeviceAuthError};
-use crate::state::AppState;
+use crate::config::WebSocketSettings;
+use crate::security::device_auth::{DeviceAuthError, DeviceTokens};
+use crate::security::limits::Limits;
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+/// What a device socket uses of the relay, built once at start-up and shared by every socket
+/// (instead of the whole application state).
+pub struct SocketHandles {
+    /// `[websocket]`: heartbeat, auth timeout, outbound buffer and bad-frame limits.
+    pub websocket: WebSocketSettings,
+    /// The clock heartbeats and token expiry run on.
+    pub clock: SharedClock,
+    /// The logger.
+    pub log: slog::Logger,
+    /// Where an authenticated socket registers (and unregisters in `stopped`).
+    pub registry: Addr<SessionRegistry>,
+    /// Where acks go.
+    pub queue: Addr<NotificationQueue>,
+    /// Checks the device tokens of `auth` frames.
+    pub devices: DeviceTokens,
+    /// The inbound-frame rule and the open-socket count a socket releases when it stops.
+    pub limits: Arc<Limits>,
+}
 
 /// What waits to be written.
 enum Outbound {
@@ -103,7 +124,7 @@ async fn write_out(outbox: Rc<RefCell<Outbox>>, mut writer: Session, socket: Add
 /// The per-connection actor.
 pub struct DeviceSocket {
     id: u64,
-    state: Arc<AppState>,
+    handles: Arc<SocketHandles>,
     session: Session,
     outbox: Rc<RefCell<Outbox>>,
     pending_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
@@ -127,14 +148,14 @@ pub struct DeviceSocket {
 impl DeviceSocket {
     /// A socket over `session`; `pre_auth` is the result of a header token, if one was sent.
     pub fn new(
-        state: Arc<AppState>,
+        handles: Arc<SocketHandles>,
         session: Session,
         pre_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
     ) -> Self {
         Self {
             id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
-            last_seen: state.clock.now_ms(),
-            state,
+            last_seen: handles.clock.now_ms(),
+            handles,
             outbox: Rc::new(RefCell::new(Outbox {
                 frames: VecDeque::new(),
                 idle_writer: Some(session.clone()),
@@ -161,7 +182,7 @@ impl DeviceSocket {
     fn send_json(&mut self, ctx: &mut Context<Self>, value: &impl serde::Serialize) {
         match serde_json::to_vec(value) {
             Ok(bytes) => self.send_frame(ctx, Bytes::from(bytes)),
-            Err(e) => slog::error!(self.state.log, "could not encode a frame"; "error" => %e),
+            Err(e) => slog::error!(self.handles.log, "could not encode a frame"; "error" => %e),
         }
     }
 
@@ -169,9 +190,9 @@ impl DeviceSocket {
         if self.phase == Phase::Closing {
             return;
         }
-        let limit = self.state.settings.websocket.outbound_buffer_frames;
+        let limit = self.handles.websocket.outbound_buffer_frames;
         if self.outbox.borrow().frames.len() >= limit {
-            slog::warn!(self.state.log, "device is not reading; dropping its socket"; "socket" => self.id);
+            slog::warn!(self.handles.log, "device is not reading; dropping its socket"; "socket" => self.id);
             return self.close(ctx, close::POLICY, "outbound buffer full");
         }
         self.push(ctx, Outbound::Text(frame));
@@ -199,7 +220,7 @@ impl DeviceSocket {
             },
         );
         self.bad_frames += 1;
-        if self.bad_frames >= self.state.settings.websocket.max_bad_frames {
+        if self.bad_frames >= self.handles.websocket.max_bad_frames {
             self.close(ctx, close::POLICY, "too many bad frames");
         }
     }
@@ -236,15 +257,15 @@ impl DeviceSocket {
             (Ok((device, _jti, exp)), Phase::Unauthenticated) => {
                 self.token_exp = exp;
                 self.phase = Phase::Authenticated(device.clone());
-                let settings = &self.state.settings.websocket;
+                let settings = &self.handles.websocket;
                 let hello = Hello {
                     kind: "hello",
                     device_id: device.as_str(),
                     heartbeat_seconds: settings.heartbeat_seconds,
-                    server_time: rfc3339(self.state.clock.now_ms()),
+                    server_time: rfc3339(self.handles.clock.now_ms()),
                 };
                 self.send_json(ctx, &hello);
-                self.state.graph.registry.do_send(Register {
+                self.handles.registry.do_send(Register {
                     device: device.clone(),
                     socket: self.id,
                     send: ctx.address().recipient(),
@@ -275,8 +296,8 @@ impl DeviceSocket {
     }
 
     fn authenticate(&mut self, ctx: &mut Context<Self>, token: String) {
-        let state = self.state.clone();
-        let check = async move { authenticate_device(&state, &token).await };
+        let devices = self.handles.devices.clone();
+        let check = async move { devices.authenticate(&token).await };
         ctx.wait(
             check
                 .into_actor(self)
@@ -323,7 +344,7 @@ impl DeviceSocket {
                         }
                     }
                 }
-                self.state.graph.queue.do_send(Ack {
+                self.handles.queue.do_send(Ack {
                     device,
                     ids: parsed,
                 });
@@ -337,10 +358,10 @@ impl Actor for DeviceSocket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let settings = &self.state.settings.websocket;
+        let settings = &self.handles.websocket;
         let auth_timeout = Duration::from_secs(settings.auth_timeout_seconds);
         let heartbeat = Duration::from_secs(settings.heartbeat_seconds);
-        ctx.add_stream(self.state.clock.interval(heartbeat));
+        ctx.add_stream(self.handles.clock.interval(heartbeat));
         match self.pending_auth.take() {
             Some(result) => self.on_auth_result(ctx, result),
             None => {
@@ -355,10 +376,10 @@ impl Actor for DeviceSocket {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         if let Some(ip) = self.peer.take() {
-            self.state.limits.close_socket(ip);
+            self.handles.limits.close_socket(ip);
         }
         if let Some(device) = self.registered.take() {
-            self.state.graph.registry.do_send(Unregister {
+            self.handles.registry.do_send(Unregister {
                 device: device.clone(),
                 socket: self.id,
             });
@@ -369,9 +390,9 @@ impl Actor for DeviceSocket {
 /// Heartbeat ticks from the clock.
 impl StreamHandler<()> for DeviceSocket {
     fn handle(&mut self, _tick: (), ctx: &mut Self::Context) {
-        let now = self.state.clock.now_ms();
+        let now = self.handles.clock.now_ms();
         let heartbeat_ms =
-            i64::try_from(self.state.settings.websocket.heartbeat_seconds).unwrap_or(30) * 1_000;
+            i64::try_from(self.handles.websocket.heartbeat_seconds).unwrap_or(30) * 1_000;
         if now - self.last_seen > 2 * heartbeat_ms {
             return self.close(ctx, close::GOING_AWAY, "heartbeat timeout");
         }
@@ -379,8 +400,7 @@ impl StreamHandler<()> for DeviceSocket {
             return self.close(ctx, close::UNAUTHORIZED, "the token has expired");
         }
         // A full outbox is dealt with by data frames; a ping is not worth closing for.
-        if self.outbox.borrow().frames.len() < self.state.settings.websocket.outbound_buffer_frames
-        {
+        if self.outbox.borrow().frames.len() < self.handles.websocket.outbound_buffer_frames {
             self.push(ctx, Outbound::Ping);
         }
     }
@@ -391,11 +411,11 @@ impl StreamHandler<()> for DeviceSocket {
 /// Frames from the device.
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
-        self.last_seen = self.state.clock.now_ms();
+        self.last_seen = self.handles.clock.now_ms();
         if self.phase == Phase::Closing {
             return;
         }
-        let limits = &self.state.limits;
+        let limits = &self.handles.limits;
         if limits.enabled
             && !crate::security::ratelimit::gcra_local(
                 &limits.rules.frames,
@@ -427,7 +447,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
                 self.close(ctx, close::TOO_BIG, "message too large")
             }
             Err(e) => {
-                slog::debug!(self.state.log, "socket protocol error"; "socket" => self.id, "error" => %e);
+                slog::debug!(self.handles.log, "socket protocol error"; "socket" => self.id, "error" => %e);
                 self.close(ctx, close::POLICY, "protocol error");
             }
         }

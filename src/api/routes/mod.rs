@@ -7,4 +7,5 @@ pub mod health;
 pub mod keys;
 pub mod notifications;
 pub mod pairing;
+pub mod socket;
 pub mod tokens;
