@@ -415,7 +415,7 @@ pub struct PublishRequest {
     )]
     pub app: Option<String>,
     /// Delivery order; default `normal`.
-    #[garde(custom(one_of(&PRIORITIES, "must be one of low, normal, high, critical")))]
+    #[garde(custom(one_of(&PRIORITIES, PRIORITY_RULE)))]
     #[schema(value_type = Option<PriorityName>)]
     pub priority: Option<String>,
     /// `"all"` (the default) or a list of up to 1000 device ids.
@@ -459,6 +459,9 @@ fn tags_schema() -> utoipa::openapi::schema::Array {
         .build()
 }
 
+/// What a priority that is not one of the names is told.
+const PRIORITY_RULE: &str = "must be one of low, normal, high, critical";
+
 /// A priority name.
 #[derive(Debug, Clone, Copy, ToSchema)]
 #[schema(rename_all = "lowercase")]
@@ -486,21 +489,24 @@ pub struct ValidPublish {
 }
 
 impl PublishRequest {
-    /// Builds the notification from a request that passed [`check`].
-    pub fn into_valid(self, now_ms: i64, default_ttl: u64) -> ValidPublish {
+    /// Builds the notification from a request that passed [`check`]. A value the rules refuse
+    /// is an error here too (the field, relative to this request), never a default.
+    pub fn into_valid(self, now_ms: i64, default_ttl: u64) -> Result<ValidPublish, FieldError> {
+        let priority = match self.priority.as_deref() {
+            None => Priority::Normal,
+            Some(raw) => {
+                Priority::parse(raw).ok_or_else(|| FieldError::new("priority", PRIORITY_RULE))?
+            }
+        };
         let ttl = self.ttl_seconds.unwrap_or(default_ttl);
         let ttl_ms = i64::try_from(ttl).unwrap_or(0) * 1_000;
-        ValidPublish {
+        Ok(ValidPublish {
             record: NotificationRecord {
                 id: NotificationId::generate(),
                 title: self.title,
                 body: self.body,
                 app: self.app.unwrap_or_else(|| "api".to_owned()),
-                priority: self
-                    .priority
-                    .as_deref()
-                    .and_then(Priority::parse)
-                    .unwrap_or(Priority::Normal),
+                priority,
                 tags: self.tags,
                 click_url: self.click_url,
                 created_at: now_ms,
@@ -508,7 +514,7 @@ impl PublishRequest {
             },
             targets: self.targets.map_or(Targets::All, TargetsBody::into_targets),
             idempotency_key: self.idempotency_key,
-        }
+        })
     }
 
     /// [`check`] then [`PublishRequest::into_valid`].
@@ -518,7 +524,27 @@ impl PublishRequest {
         default_ttl: u64,
     ) -> Result<ValidPublish, ApiError> {
         check(&self)?;
-        Ok(self.into_valid(now_ms, default_ttl))
+        self.into_valid(now_ms, default_ttl)
+            .map_err(|e| ApiError::invalid(vec![e]))
+    }
+}
+
+impl BatchRequest {
+    /// Builds every item of a batch that passed [`check`]; an item the rules refuse is an error
+    /// naming it (`items[3].priority`).
+    pub fn into_valid(self, now_ms: i64, default_ttl: u64) -> Result<Vec<ValidPublish>, ApiError> {
+        self.items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.into_valid(now_ms, default_ttl).map_err(|e| {
+                    ApiError::invalid(vec![FieldError::new(
+                        format!("items[{i}].{}", e.field),
+                        e.reason,
+                    )])
+                })
+            })
+            .collect()
     }
 }
 
@@ -959,7 +985,7 @@ mod tests {
                 "ttlSeconds":86400,"idempotencyKey":"build-123"}"#,
         );
         assert!(fields(&request).is_empty());
-        let valid = request.into_valid(1_000, 604_800);
+        let valid = request.into_valid(1_000, 604_800).unwrap();
         assert_eq!(valid.record.priority, Priority::High);
         assert_eq!(valid.record.expires_at, 1_000 + 86_400_000);
         assert!(matches!(valid.targets, Targets::Devices(ref ids) if ids.len() == 1));
@@ -974,6 +1000,24 @@ mod tests {
         assert_eq!(valid.record.priority, Priority::Normal);
         assert_eq!(valid.targets, Targets::All);
         assert_eq!(valid.record.expires_at, 600_000);
+    }
+
+    #[test]
+    fn a_bad_priority_is_refused_not_defaulted() {
+        // Skipping the rules (as no handler does) must not turn a bad name into `normal`.
+        let error = request(r#"{"title":"t","priority":"urgent"}"#)
+            .into_valid(0, 600)
+            .unwrap_err();
+        assert_eq!(error.field, "priority");
+        let batch: BatchRequest =
+            serde_json::from_str(r#"{"items":[{"title":"a"},{"title":"b","priority":"p"}]}"#)
+                .unwrap();
+        match batch.into_valid(0, 600).unwrap_err() {
+            ApiError::Validation { errors, .. } => {
+                assert_eq!(errors[0].field, "items[1].priority");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -189,19 +189,28 @@ async fn get_device(
     Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
 }
 
-/// The store changes of a patch that passed [`check`].
-fn changes_from(request: PatchDeviceRequest) -> DeviceChanges {
+/// The store changes of a patch that passed [`check`] (a value the rules refuse is an error here
+/// too, never a default).
+fn changes_from(request: PatchDeviceRequest) -> Result<DeviceChanges, ApiError> {
     let mut changes = DeviceChanges {
         name: request.name,
         ..DeviceChanges::default()
     };
     if let Some(settings) = request.settings {
         changes.enabled = settings.enabled;
+        // The rules refused anything else already; never read a bad name as "no change".
         changes.min_priority = settings
             .min_priority
             .as_deref()
-            .and_then(Priority::parse)
-            .map(Priority::as_i16);
+            .map(|raw| {
+                Priority::parse(raw).map(Priority::as_i16).ok_or_else(|| {
+                    ApiError::field(
+                        "settings.minPriority",
+                        "must be one of low, normal, high, critical",
+                    )
+                })
+            })
+            .transpose()?;
         match settings.quiet_hours {
             None => {}
             Some(None) => {
@@ -216,7 +225,7 @@ fn changes_from(request: PatchDeviceRequest) -> DeviceChanges {
             }
         }
     }
-    changes
+    Ok(changes)
 }
 
 #[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "a device id (dev_…)")),
@@ -231,7 +240,7 @@ async fn patch_device(
     let device = parse_device_id(&path)?;
     principal.require_admin_or_device(&device)?;
     check(&request)?;
-    let changes = changes_from(request);
+    let changes = changes_from(request)?;
     let id = device.to_string();
     let row = state
         .store

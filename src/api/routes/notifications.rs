@@ -129,11 +129,7 @@ async fn publish_batch(
     check(&request)?;
     let now = state.clock.now_ms();
     let ttl = state.settings.delivery.default_ttl_seconds;
-    let valid = request
-        .items
-        .into_iter()
-        .map(|item| item.into_valid(now, ttl))
-        .collect();
+    let valid = request.into_valid(now, ttl)?;
     let outcomes = enqueue(&state, &principal, valid, true).await?;
     let items = outcomes
         .into_iter()
