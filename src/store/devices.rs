@@ -10,6 +10,7 @@ use diesel::SqliteConnection;
 use beepmyphone_actors::model::{DeviceId, DevicePolicy, Priority, QuietHours};
 
 use super::schema::{deliveries, devices};
+use crate::domain::DeliveryStatus;
 
 /// A device row.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -192,7 +193,7 @@ pub fn delivery_counts(
     conn: &mut SqliteConnection,
     ids: &[String],
 ) -> QueryResult<HashMap<String, DeliveryCounts>> {
-    let rows: Vec<(String, i16, i64)> = deliveries::table
+    let rows: Vec<(String, DeliveryStatus, i64)> = deliveries::table
         .filter(deliveries::device_id.eq_any(ids))
         .group_by((deliveries::device_id, deliveries::status))
         .select((deliveries::device_id, deliveries::status, count_star()))
@@ -201,10 +202,10 @@ pub fn delivery_counts(
     for (device, status, n) in rows {
         let counts = out.entry(device).or_default();
         match status {
-            super::notifications::QUEUED => counts.queued = n,
-            super::notifications::SENT => counts.sent = n,
-            super::notifications::ACKED => counts.acked = n,
-            _ => counts.expired = n,
+            DeliveryStatus::Queued => counts.queued = n,
+            DeliveryStatus::Sent => counts.sent = n,
+            DeliveryStatus::Acked => counts.acked = n,
+            DeliveryStatus::Expired => counts.expired = n,
         }
     }
     Ok(out)

@@ -7,25 +7,7 @@ use diesel::SqliteConnection;
 use beepmyphone_actors::model::{NotificationId, NotificationRecord, Priority};
 
 use super::schema::{deliveries, notifications};
-
-/// Delivery status: waiting to be sent.
-pub const QUEUED: i16 = 0;
-/// Delivery status: handed to a socket, not acknowledged.
-pub const SENT: i16 = 1;
-/// Delivery status: acknowledged by the device.
-pub const ACKED: i16 = 2;
-/// Delivery status: expired before it was acknowledged.
-pub const EXPIRED: i16 = 3;
-
-/// The wire name of a delivery status.
-pub fn status_name(status: i16) -> &'static str {
-    match status {
-        QUEUED => "queued",
-        SENT => "sent",
-        ACKED => "acked",
-        _ => "expired",
-    }
-}
+use crate::domain::DeliveryStatus;
 
 /// A notification row.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -82,8 +64,8 @@ pub struct DeliveryRow {
     pub notification_seq: i64,
     /// Which device.
     pub device_id: String,
-    /// One of the status constants.
-    pub status: i16,
+    /// Where it is.
+    pub status: DeliveryStatus,
     /// Times sent.
     pub attempts: i32,
     /// Last sent at, epoch ms.
@@ -98,7 +80,7 @@ pub struct ListFilter {
     /// Only notifications with a delivery to this device.
     pub device: Option<String>,
     /// Only those with a delivery in this status (to `device`, if given).
-    pub status: Option<i16>,
+    pub status: Option<DeliveryStatus>,
     /// Only this priority.
     pub priority: Option<i16>,
     /// Only from this app.

@@ -17,9 +17,10 @@ use beepmyphone_actors::ports::{
     self, CommitBatch, InsertOutcome, PendingDelivery, QueueSnapshot, QueueStore,
 };
 
-use super::notifications::{NotificationRow, ACKED, EXPIRED, QUEUED, SENT};
+use super::notifications::NotificationRow;
 use super::schema::{deliveries, devices as devices_table, notifications};
 use super::{devices, Store};
+use crate::domain::DeliveryStatus;
 
 /// How long an idempotency key is remembered, in milliseconds.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3_600 * 1_000;
@@ -56,7 +57,7 @@ struct NewRow<'a> {
 struct NewDelivery<'a> {
     notification_seq: i64,
     device_id: &'a str,
-    status: i16,
+    status: DeliveryStatus,
 }
 
 /// The earlier notification with this publisher's idempotency key, within the window.
@@ -111,7 +112,8 @@ fn update_marks<R>(
         let sql = format!(
             "UPDATE OR FAIL deliveries SET {set} FROM (VALUES {values}) AS v \
              WHERE deliveries.notification_seq = v.column1 AND deliveries.device_id = v.column2 \
-             AND deliveries.status < {ACKED}"
+             AND deliveries.status < {}",
+            DeliveryStatus::Acked.as_i16()
         );
         let mut query = diesel::sql_query(sql).into_boxed::<Sqlite>();
         for row in chunk {
@@ -181,7 +183,7 @@ pub fn commit_batch(
                 new_deliveries.extend(op.devices.iter().map(|device| NewDelivery {
                     notification_seq: seq,
                     device_id: device.as_str(),
-                    status: QUEUED,
+                    status: DeliveryStatus::Queued,
                 }));
                 outcomes.push(InsertOutcome::Inserted { seq });
             }
@@ -224,7 +226,10 @@ pub fn commit_batch(
             .collect();
         update_marks(
             conn,
-            &format!("status = {SENT}, attempts = attempts + v.column4, sent_at = v.column3"),
+            &format!(
+                "status = {}, attempts = attempts + v.column4, sent_at = v.column3",
+                DeliveryStatus::Sent.as_i16()
+            ),
             &sent,
             |query, &(seq, device, at, count)| {
                 query
@@ -237,9 +242,10 @@ pub fn commit_batch(
         update_marks(
             conn,
             &format!(
-                "status = {ACKED}, acked_at = v.column3, \
+                "status = {}, acked_at = v.column3, \
                  attempts = attempts + (v.column4 IS NOT NULL), \
-                 sent_at = COALESCE(v.column4, deliveries.sent_at)"
+                 sent_at = COALESCE(v.column4, deliveries.sent_at)",
+                DeliveryStatus::Acked.as_i16()
             ),
             &acks,
             |query, &(seq, device, at, sent_at)| {
@@ -259,9 +265,9 @@ pub fn commit_batch(
             diesel::update(
                 deliveries::table
                     .find((change.seq, change.device.as_str()))
-                    .filter(deliveries::status.lt(ACKED)),
+                    .filter(deliveries::status.lt(DeliveryStatus::Acked)),
             )
-            .set(deliveries::status.eq(EXPIRED))
+            .set(deliveries::status.eq(DeliveryStatus::Expired))
             .execute(conn)?;
         }
         Ok(outcomes)
@@ -272,7 +278,7 @@ pub fn commit_batch(
 pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<QueueSnapshot> {
     diesel::update(
         deliveries::table
-            .filter(deliveries::status.lt(ACKED))
+            .filter(deliveries::status.lt(DeliveryStatus::Acked))
             .filter(
                 deliveries::notification_seq.eq_any(
                     notifications::table
@@ -281,7 +287,7 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<Queue
                 ),
             ),
     )
-    .set(deliveries::status.eq(EXPIRED))
+    .set(deliveries::status.eq(DeliveryStatus::Expired))
     .execute(conn)?;
     let devices = devices::all(conn)?
         .into_iter()
@@ -292,7 +298,7 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<Queue
         .filter(
             notifications::seq.eq_any(
                 deliveries::table
-                    .filter(deliveries::status.lt(ACKED))
+                    .filter(deliveries::status.lt(DeliveryStatus::Acked))
                     .select(deliveries::notification_seq),
             ),
         )
@@ -313,7 +319,7 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<Queue
         });
     }
     let pending_rows: Vec<(i64, String)> = deliveries::table
-        .filter(deliveries::status.lt(ACKED))
+        .filter(deliveries::status.lt(DeliveryStatus::Acked))
         .select((deliveries::notification_seq, deliveries::device_id))
         .load(conn)?;
     let pending = pending_rows
@@ -464,7 +470,7 @@ mod tests {
                 rows[0].sent_at,
                 rows[0].acked_at
             ),
-            (ACKED, 1, Some(5_000), Some(6_000))
+            (DeliveryStatus::Acked, 1, Some(5_000), Some(6_000))
         );
         assert_eq!(
             (
@@ -473,7 +479,7 @@ mod tests {
                 rows[1].sent_at,
                 rows[1].acked_at
             ),
-            (SENT, 1, Some(5_000), None)
+            (DeliveryStatus::Sent, 1, Some(5_000), None)
         );
         // An acked delivery never moves back.
         store
@@ -484,7 +490,7 @@ mod tests {
             })
             .unwrap();
         let rows = crate::store::notifications::deliveries_of(&mut conn, &[1], None).unwrap();
-        assert_eq!(rows[0].status, ACKED);
+        assert_eq!(rows[0].status, DeliveryStatus::Acked);
         assert_eq!(store.load(7_000).unwrap().pending.len(), 1);
     }
 
@@ -514,7 +520,13 @@ mod tests {
         let summary = |r: &crate::store::notifications::DeliveryRow| {
             (r.status, r.attempts, r.sent_at, r.acked_at)
         };
-        assert_eq!(summary(&rows[0]), (SENT, 2, Some(6_000), None));
-        assert_eq!(summary(&rows[1]), (ACKED, 1, Some(5_000), Some(7_000)));
+        assert_eq!(
+            summary(&rows[0]),
+            (DeliveryStatus::Sent, 2, Some(6_000), None)
+        );
+        assert_eq!(
+            summary(&rows[1]),
+            (DeliveryStatus::Acked, 1, Some(5_000), Some(7_000))
+        );
     }
 }

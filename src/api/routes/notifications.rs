@@ -19,11 +19,10 @@ use crate::api::schemas::{
     PublishResponse, ValidPublish,
 };
 use crate::api::{page_limit, parse_time};
+use crate::domain::DeliveryStatus;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
-use crate::store::notifications::{
-    self, status_name, DeliveryRow, ListFilter, NotificationRow, ACKED, EXPIRED, QUEUED, SENT,
-};
+use crate::store::notifications::{self, DeliveryRow, ListFilter, NotificationRow};
 
 /// This module's operations in the OpenAPI document.
 #[derive(utoipa::OpenApi)]
@@ -147,7 +146,8 @@ async fn publish_batch(
 #[serde(rename_all = "camelCase")]
 struct DeliveryView {
     device_id: String,
-    status: &'static str,
+    #[schema(value_type = String)]
+    status: DeliveryStatus,
     attempts: i32,
     sent_at: Option<String>,
     acked_at: Option<String>,
@@ -204,10 +204,10 @@ fn notification_view(
     let mut counts = Counts::default();
     for d in deliveries {
         match d.status {
-            QUEUED => counts.queued += 1,
-            SENT => counts.sent += 1,
-            ACKED => counts.acked += 1,
-            _ => counts.expired += 1,
+            DeliveryStatus::Queued => counts.queued += 1,
+            DeliveryStatus::Sent => counts.sent += 1,
+            DeliveryStatus::Acked => counts.acked += 1,
+            DeliveryStatus::Expired => counts.expired += 1,
         }
     }
     let record = row.record();
@@ -229,7 +229,7 @@ fn notification_view(
                 .iter()
                 .map(|d| DeliveryView {
                     device_id: d.device_id.clone(),
-                    status: status_name(d.status),
+                    status: d.status,
                     attempts: d.attempts,
                     sent_at: d.sent_at.map(rfc3339),
                     acked_at: d.acked_at.map(rfc3339),
@@ -275,16 +275,17 @@ async fn list_notifications(
     }
     filter.status = match query.status.as_deref() {
         None => None,
-        Some("queued") => Some(QUEUED),
-        Some("delivered" | "sent") => Some(SENT),
-        Some("acked") => Some(ACKED),
-        Some("expired") => Some(EXPIRED),
-        Some(_) => {
-            return Err(ApiError::field(
-                "status",
-                "must be one of queued, delivered, acked, expired",
-            ))
-        }
+        // `delivered` is the overall status's name for a sent delivery.
+        Some("delivered") => Some(DeliveryStatus::Sent),
+        Some(raw) => match DeliveryStatus::parse(raw) {
+            Some(status) => Some(status),
+            None => {
+                return Err(ApiError::field(
+                    "status",
+                    "must be one of queued, delivered, acked, expired",
+                ))
+            }
+        },
     };
     filter.priority = match query.priority.as_deref() {
         None => None,
