@@ -9,7 +9,7 @@ use beepmyphone_actors::keys::KeyManager;
 use beepmyphone_actors::supervisor::ActorGraph;
 
 use crate::config::Settings;
-use crate::domain::Scope;
+use crate::domain::{ApiTokenId, Scope};
 use crate::security::jwt::JwtKeys;
 use crate::security::limits::Limits;
 use crate::security::passwords::PasswordManager;
@@ -20,8 +20,8 @@ use crate::store::Store;
 /// An API token known to be valid, cached by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedToken {
-    /// `tok_…`
-    pub id: String,
+    /// The token.
+    pub id: ApiTokenId,
     /// Its scope.
     pub scope: Scope,
     /// When its `last_used_at` was last written (epoch ms).

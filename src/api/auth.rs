@@ -22,7 +22,7 @@ use beepmyphone_actors::model::DeviceId;
 
 use actix_web::http::Method;
 
-use crate::domain::Scope;
+use crate::domain::{AdminId, ApiTokenId, Jti, Scope, SessionId};
 use crate::error::ApiError;
 use crate::security::device_auth::{verify_device_token, DeviceAuthError};
 use crate::security::secrets::{constant_time_eq, hash_secret, API_TOKEN_PREFIX};
@@ -38,8 +38,8 @@ const LOGIN_PATH: &str = "/api/v1/auth/login";
 pub enum Principal {
     /// An API token.
     Token {
-        /// `tok_…`
-        id: String,
+        /// The token.
+        id: ApiTokenId,
         /// Its scope.
         scope: Scope,
     },
@@ -48,20 +48,20 @@ pub enum Principal {
         /// The device.
         device: DeviceId,
         /// The access token's id.
-        jti: String,
+        jti: Jti,
         /// The access token's expiry, seconds since the epoch (how long logout must deny it).
         exp: i64,
     },
     /// An admin logged in to the dashboard (session cookie); may do what an admin token may.
     Session {
-        /// The admin (`adm_…`).
-        admin_id: String,
+        /// The admin.
+        admin_id: AdminId,
         /// The admin's name.
         username: String,
         /// The session's id hash (its storage key; not a credential).
         id_hash: String,
-        /// The session's public id (`ses_…`).
-        public_id: String,
+        /// The session's public id.
+        public_id: SessionId,
     },
 }
 
@@ -125,9 +125,9 @@ impl Principal {
     /// A stable name for idempotency scoping.
     pub fn key(&self) -> String {
         match self {
-            Principal::Token { id, .. } => id.clone(),
+            Principal::Token { id, .. } => id.to_string(),
             Principal::Device { device, .. } => device.to_string(),
-            Principal::Session { admin_id, .. } => admin_id.clone(),
+            Principal::Session { admin_id, .. } => admin_id.to_string(),
         }
     }
 }
@@ -165,16 +165,17 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
         let scope = Scope::parse(&row.scope).ok_or_else(|| {
             ApiError::Internal(format!("token {} has scope {}", row.id, row.scope))
         })?;
+        let id = ApiTokenId::from_trusted(row.id);
         state.api_tokens.insert(
             hash,
             CachedToken {
-                id: row.id.clone(),
+                id: id.clone(),
                 scope,
                 touched_at: now,
             },
         );
-        touch_api_token(state, row.id.clone(), now);
-        return Ok(Principal::Token { id: row.id, scope });
+        touch_api_token(state, id.clone(), now);
+        return Ok(Principal::Token { id, scope });
     }
     let verified = authenticate_device(state, token).await?;
     Ok(Principal::Device {
@@ -185,11 +186,11 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
 }
 
 /// Records an API token's use in the background (at most once a minute per token).
-fn touch_api_token(state: &AppState, id: String, now: i64) {
+fn touch_api_token(state: &AppState, id: ApiTokenId, now: i64) {
     let (store, log) = (state.store.clone(), state.log.clone());
     actix_rt::spawn(async move {
         if let Err(e) = store
-            .run(move |conn| Ok(tokens::touch_api(conn, &id, now)?))
+            .run(move |conn| Ok(tokens::touch_api(conn, id.as_str(), now)?))
             .await
         {
             slog::warn!(log, "could not record token use"; "error" => %e);
@@ -215,7 +216,7 @@ impl From<DeviceAuthError> for ApiError {
 pub async fn authenticate_device(
     state: &AppState,
     token: &str,
-) -> Result<(DeviceId, String, i64), DeviceAuthError> {
+) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
     verify_device_token(&state.keys, &state.revocations, token).await
 }
 
@@ -269,10 +270,10 @@ async fn authenticate_session(
         }
     }
     Ok(Some(Principal::Session {
-        admin_id: session.admin_id,
+        admin_id: AdminId::from_trusted(session.admin_id),
         username: session.username,
         id_hash: session.id_hash,
-        public_id: session.public_id,
+        public_id: SessionId::from_trusted(session.public_id),
     }))
 }
 

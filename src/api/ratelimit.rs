@@ -190,8 +190,8 @@ pub async fn limit_principal(
     let now = state.clock.now_ms();
     // The caller's key and budget, without cloning the principal.
     let caller = req.extensions().get::<Principal>().map(|p| match p {
-        Principal::Token { id, scope } => (id.clone(), *scope == Scope::Admin, true),
-        Principal::Session { admin_id, .. } => (admin_id.clone(), true, true),
+        Principal::Token { id, scope } => (id.to_string(), *scope == Scope::Admin, true),
+        Principal::Session { admin_id, .. } => (admin_id.to_string(), true, true),
         Principal::Device { device, .. } => (device.to_string(), false, false),
     });
     let is_admin = caller.as_ref().is_some_and(|c| c.1);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use beepmyphone_actors::model::DeviceId;
 
+use crate::domain::Jti;
 use crate::security::jwt::{JwtKeys, TokenRejection};
 use crate::security::revocation::{RevocationError, Revocations, TokenStatus};
 use crate::store::StoreError;
@@ -37,10 +38,7 @@ pub struct DeviceTokens {
 
 impl DeviceTokens {
     /// Verifies a device access token (see [`verify_device_token`]).
-    pub async fn authenticate(
-        &self,
-        token: &str,
-    ) -> Result<(DeviceId, String, i64), DeviceAuthError> {
+    pub async fn authenticate(&self, token: &str) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
         verify_device_token(&self.keys, &self.revocations, token).await
     }
 }
@@ -51,7 +49,7 @@ pub async fn verify_device_token(
     keys: &ArcSwap<JwtKeys>,
     revocations: &Revocations,
     token: &str,
-) -> Result<(DeviceId, String, i64), DeviceAuthError> {
+) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
     let verified = keys.load().verify_access(token).map_err(|e| match e {
         TokenRejection::Expired => DeviceAuthError::Invalid("the token has expired"),
         TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
@@ -64,7 +62,11 @@ pub async fn verify_device_token(
             RevocationError::Store(e) => DeviceAuthError::Store(e),
         })?;
     match status {
-        TokenStatus::Valid => Ok((verified.device, verified.jti, verified.exp)),
+        TokenStatus::Valid => Ok((
+            verified.device,
+            Jti::from_trusted(verified.jti),
+            verified.exp,
+        )),
         TokenStatus::Revoked => Err(DeviceAuthError::Invalid("the token has been revoked")),
         TokenStatus::DeviceGone => Err(DeviceAuthError::Gone),
     }

@@ -29,6 +29,7 @@ use beepmyphone_actors::registry::{CloseSocket, Register, SendFrame, SessionRegi
 
 use super::protocol::{close, ErrorFrame, Hello, Inbound, MAX_ACK_IDS};
 use crate::config::WebSocketSettings;
+use crate::domain::Jti;
 use crate::security::device_auth::{DeviceAuthError, DeviceTokens};
 use crate::security::limits::Limits;
 
@@ -127,7 +128,7 @@ pub struct DeviceSocket {
     handles: Arc<SocketHandles>,
     session: Session,
     outbox: Rc<RefCell<Outbox>>,
-    pending_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
+    pending_auth: Option<Result<(DeviceId, Jti, i64), DeviceAuthError>>,
     phase: Phase,
     /// Token expiry, seconds since the epoch.
     token_exp: i64,
@@ -150,7 +151,7 @@ impl DeviceSocket {
     pub fn new(
         handles: Arc<SocketHandles>,
         session: Session,
-        pre_auth: Option<Result<(DeviceId, String, i64), DeviceAuthError>>,
+        pre_auth: Option<Result<(DeviceId, Jti, i64), DeviceAuthError>>,
     ) -> Self {
         Self {
             id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
@@ -251,7 +252,7 @@ impl DeviceSocket {
     fn on_auth_result(
         &mut self,
         ctx: &mut Context<Self>,
-        result: Result<(DeviceId, String, i64), DeviceAuthError>,
+        result: Result<(DeviceId, Jti, i64), DeviceAuthError>,
     ) {
         match (result, &self.phase) {
             (Ok((device, _jti, exp)), Phase::Unauthenticated) => {

@@ -19,6 +19,7 @@ use beepmyphone_actors::registry::Kick;
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::schemas::{check, LoginRequest, Page};
+use crate::domain::AdminId;
 use crate::error::ApiError;
 use crate::security::passwords::PasswordError;
 use crate::security::revocation::RevocationError;
@@ -176,7 +177,7 @@ async fn logout(
 ) -> Result<HttpResponse, ApiError> {
     match principal {
         Principal::Device { device, jti, exp } => {
-            state.revocations.logout(&device, &jti, exp).await?;
+            state.revocations.logout(&device, jti.as_str(), exp).await?;
             state.graph.registry.do_send(Kick {
                 device: device.clone(),
                 code: close::UNAUTHORIZED,
@@ -191,7 +192,7 @@ async fn logout(
             id_hash,
             ..
         } => {
-            state.sessions.end(&id_hash, &admin_id).await?;
+            state.sessions.end(&id_hash, admin_id.as_str()).await?;
             slog::info!(state.log, "admin logged out"; "admin" => &username);
             let mut response = HttpResponse::NoContent();
             clear_cookie(&mut response, &req)?;
@@ -204,7 +205,7 @@ async fn logout(
 }
 
 /// The admin and session id hash of a session caller; 403 for anyone else.
-fn session_of(principal: Principal) -> Result<(String, String), ApiError> {
+fn session_of(principal: Principal) -> Result<(AdminId, String), ApiError> {
     match principal {
         Principal::Session {
             admin_id, id_hash, ..
@@ -224,7 +225,7 @@ async fn list_sessions(
     let (admin_id, current) = session_of(principal)?;
     let items = state
         .sessions
-        .list(&admin_id)
+        .list(admin_id.as_str())
         .await?
         .into_iter()
         .map(|s| SessionView {
@@ -253,12 +254,16 @@ async fn delete_session(
     let not_found = || ApiError::NotFound(format!("no session {}", path.as_str()));
     let target = state
         .sessions
-        .list(&admin_id)
+        .list(admin_id.as_str())
         .await?
         .into_iter()
         .find(|s| s.public_id == path.as_str())
         .ok_or_else(not_found)?;
-    if !state.sessions.end(&target.id_hash, &admin_id).await? {
+    if !state
+        .sessions
+        .end(&target.id_hash, admin_id.as_str())
+        .await?
+    {
         return Err(not_found());
     }
     let mut response = HttpResponse::NoContent();
