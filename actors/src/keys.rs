@@ -1,7 +1,8 @@
 //! The key manager: owns the ring of RS256 signing keys, rotates it and retires old keys.
 //!
 //! The ring itself (generating keys, keeping them on disk, building the verification snapshot that
-//! request handlers read) is behind the [`KeyRing`] port, which the binary implements. This actor
+//! request handlers read) is behind the [`KeyRing`] port (declared in [`crate::ports`], re-exported here with its types),
+//! which the binary implements. This actor
 //! owns the *policy* and serialises every change:
 //!
 //! - the newest key signs; an older key keeps verifying until the last token it can have signed has
@@ -26,6 +27,7 @@ use actix::prelude::*;
 
 use crate::clock::SharedClock;
 use crate::guard::guarded;
+pub use crate::ports::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
 
 /// Creates a new signing key that signs from now on; answers with it.
 #[derive(Message, Debug)]
@@ -40,50 +42,6 @@ pub struct Rotate {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Vec<KeyStatus>, KeyManagerError>")]
 pub struct Rescan;
-
-/// A key of the ring, as the port lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyInfo {
-    /// The key id (`kid` header of the tokens it signs).
-    pub kid: String,
-    /// When it was created, epoch milliseconds: it signs from then until a newer key exists.
-    pub created_ms: i64,
-}
-
-/// Where a key is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    /// The newest key: it signs, and verifies.
-    Current,
-    /// Replaced, but tokens it signed may still be live: it verifies only.
-    Verifying,
-    /// Every token it signed has expired: it is removed from the ring.
-    Retired,
-}
-
-impl KeyState {
-    /// The wire and CLI name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyState::Current => "current",
-            KeyState::Verifying => "verifying",
-            KeyState::Retired => "retired",
-        }
-    }
-}
-
-/// A key with its state, as [`classify`] sees it at some time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyStatus {
-    /// The key id.
-    pub kid: String,
-    /// When it was created, epoch milliseconds.
-    pub created_ms: i64,
-    /// Its state.
-    pub state: KeyState,
-    /// When it is (or was) retired, epoch milliseconds; `None` for the current key.
-    pub retires_at_ms: Option<i64>,
-}
 
 /// The rules of the ring.
 #[derive(Debug, Clone)]
@@ -146,26 +104,6 @@ pub fn classify(keys: &[KeyInfo], now_ms: i64, policy: &KeyPolicy) -> Vec<KeySta
             }
         })
         .collect()
-}
-
-/// A failure of the key ring (disk, key generation, a corrupt key file).
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("key ring: {0}")]
-pub struct KeyRingError(pub String);
-
-/// The key ring as the actor needs it. Every method may block; the actor calls them on the
-/// blocking pool.
-pub trait KeyRing: Send + Sync + 'static {
-    /// Every key of the ring, oldest first.
-    fn list(&self) -> Result<Vec<KeyInfo>, KeyRingError>;
-    /// Generates and stores a new key created at `created_ms`.
-    fn create(&self, created_ms: i64) -> Result<KeyInfo, KeyRingError>;
-    /// Removes a key from the ring for good (its private half is destroyed). Retiring a key that is
-    /// already gone is not an error.
-    fn retire(&self, kid: &str) -> Result<(), KeyRingError>;
-    /// Makes `keys` (exactly one of them current, the others verifying) the snapshot that request
-    /// handlers sign and verify with.
-    fn publish(&self, keys: &[KeyStatus]) -> Result<(), KeyRingError>;
 }
 
 /// What one [`reconcile`] step did.

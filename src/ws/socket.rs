@@ -24,7 +24,8 @@ use bytestring::ByteString;
 
 use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
 use beepmyphone_actors::queue::Ack;
-use beepmyphone_actors::registry::{CloseSocket, Register, SendFrame, Unregister};
+use beepmyphone_actors::registry::{Register, Unregister};
+use beepmyphone_actors::socket::{CloseSocket, SendFrame};
 
 use super::protocol::{close, ErrorFrame, Hello, Inbound, MAX_ACK_IDS};
 use crate::api::auth::{authenticate_device, DeviceAuthError};

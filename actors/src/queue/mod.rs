@@ -1,7 +1,7 @@
 //! The notification queue: per-device priority heaps, in-flight deliveries and ack timeouts, in
 //! front of a group-committed durable store.
 //!
-//! Publishes arrive as [`Enqueue`]; they are collected into one [`CommitBatch`] and written in a
+//! Publishes arrive as [`Enqueue`]; they are collected into one [`CommitBatch`](crate::ports::CommitBatch) and written in a
 //! single transaction on a blocking thread while the next batch collects (group commit sized by
 //! load). Publishers are answered only after their rows are committed. Committed notifications go
 //! into each target device's heap (priority, then age); devices that are online get them through
