@@ -13,6 +13,14 @@
 //!   of keys in force changed;
 //! - [`Rotate`] creates a new key at once (the admin API); [`Rescan`] runs a tick on demand.
 //!
+//! On-demand rotations are bounded, so that neither a script nor a stolen admin token can grow the
+//! ring (and the anonymous JWK set) without limit: none while [`MAX_KEYS_IN_FORCE`] keys are in
+//! force ([`reconcile`], so the CLI too), and through this actor at most one per
+//! [`MIN_ROTATION_INTERVAL`] (the CLI, run by whoever owns the keys directory, is bound by the
+//! ring size only). A refused rotation says when to retry
+//! ([`RotationRefused`]); no key is ever retired early to make room, so no unexpired token is
+//! invalidated. Scheduled rotations and the first key of an empty ring are not bounded by either.
+//!
 //! Handlers never talk to this actor to verify a token: they read the snapshot the port publishes.
 //! Ring operations block (RSA key generation, file I/O), so they run on the blocking pool, one at a
 //! time: while one runs, the actor processes nothing else.
@@ -28,6 +36,75 @@ use actix::prelude::*;
 use crate::clock::SharedClock;
 use crate::guard::guarded;
 pub use crate::ports::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
+
+/// Minimum time between two on-demand rotations through the key manager (the admin API). A clock
+/// that went back does not count against it; [`MAX_KEYS_IN_FORCE`] still applies.
+pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keys in force at most: the current one and those still verifying. With RSA-2048 keys that
+/// keeps the anonymous JWK set under about 4 KB. An on-demand rotation that would exceed it is
+/// refused until the oldest verifying key retires.
+pub const MAX_KEYS_IN_FORCE: usize = 8;
+
+/// Why an on-demand rotation was refused; nothing was created.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RotationRefused {
+    /// The previous on-demand rotation was less than [`MIN_ROTATION_INTERVAL`] ago.
+    #[error("the previous rotation was less than the minimum interval between rotations ago")]
+    TooSoon {
+        /// Milliseconds until the interval has passed.
+        retry_after_ms: i64,
+    },
+    /// [`MAX_KEYS_IN_FORCE`] keys are in force; the oldest must retire first.
+    #[error("the key ring is full: every key in force may still verify unexpired tokens")]
+    RingFull {
+        /// Milliseconds until the oldest verifying key retires.
+        retry_after_ms: i64,
+    },
+}
+
+impl RotationRefused {
+    /// Whole seconds until a retry may succeed (at least 1), for `Retry-After`.
+    pub fn retry_after_secs(&self) -> u64 {
+        let ms = match self {
+            RotationRefused::TooSoon { retry_after_ms }
+            | RotationRefused::RingFull { retry_after_ms } => *retry_after_ms,
+        };
+        u64::try_from(ms.saturating_add(999) / 1_000)
+            .unwrap_or(0)
+            .max(1)
+    }
+}
+
+/// Whether the key manager refuses an on-demand rotation at `now_ms` because the previous one, at
+/// `last_ms`, was less than [`MIN_ROTATION_INTERVAL`] ago.
+pub fn too_soon(last_ms: i64, now_ms: i64) -> Option<RotationRefused> {
+    let age = now_ms.saturating_sub(last_ms);
+    let min = millis(MIN_ROTATION_INTERVAL);
+    (0..min).contains(&age).then_some(RotationRefused::TooSoon {
+        retry_after_ms: min - age,
+    })
+}
+
+/// Whether an on-demand rotation of `keys` (oldest first) is refused at `now_ms` because
+/// [`MAX_KEYS_IN_FORCE`] keys are in force.
+pub fn ring_full(keys: &[KeyInfo], now_ms: i64, policy: &KeyPolicy) -> Option<RotationRefused> {
+    let live: Vec<KeyStatus> = classify(keys, now_ms, policy)
+        .into_iter()
+        .filter(|k| k.state != KeyState::Retired)
+        .collect();
+    if live.len() >= MAX_KEYS_IN_FORCE {
+        let retires_at = live
+            .iter()
+            .filter_map(|k| k.retires_at_ms)
+            .min()
+            .unwrap_or(now_ms);
+        return Some(RotationRefused::RingFull {
+            retry_after_ms: retires_at.saturating_sub(now_ms).max(1),
+        });
+    }
+    None
+}
 
 /// Creates a new signing key that signs from now on; answers with it.
 #[derive(Message, Debug)]
@@ -117,10 +194,13 @@ pub struct Reconciled {
     pub retired: Vec<String>,
     /// Whether a new snapshot was published.
     pub published: bool,
+    /// Why the requested rotation was not made, if it was refused.
+    pub refused: Option<RotationRefused>,
 }
 
-/// One step of the ring's life at `now_ms`: list the ring; create a key if there is none, if
-/// `rotate` is set, or if the newest is due for rotation; publish the keys in force unless they
+/// One step of the ring's life at `now_ms`: list the ring; create a key if there is none, if the
+/// newest is due for rotation, or if `rotate` is set and [`ring_full`] does not refuse it
+/// (then [`Reconciled::refused`] says why); publish the keys in force unless they
 /// equal `published`; retire the keys that are due. Blocks: call it on a blocking thread.
 ///
 /// A new key is created at `now_ms`, or just after the newest key if the clock is behind it, so
@@ -136,8 +216,13 @@ pub fn reconcile(
     let due = keys
         .last()
         .is_none_or(|newest| policy.rotation_due(newest.created_ms, now_ms));
+    let refused = if rotate && !due {
+        ring_full(&keys, now_ms, policy)
+    } else {
+        None
+    };
     let mut created_kid = None;
-    if rotate || due {
+    if due || (rotate && refused.is_none()) {
         let at = keys.last().map_or(now_ms, |newest| {
             now_ms.max(newest.created_ms.saturating_add(1))
         });
@@ -161,6 +246,7 @@ pub fn reconcile(
         created,
         retired: retired.into_iter().map(|k| k.kid).collect(),
         published: changed,
+        refused,
     })
 }
 
@@ -170,6 +256,9 @@ pub enum KeyManagerError {
     /// The ring failed; the previous snapshot stays in force.
     #[error(transparent)]
     Ring(#[from] KeyRingError),
+    /// The rotation was refused (too soon, or the ring is full); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] RotationRefused),
     /// The actor restarted or its blocking task died before answering.
     #[error("the key manager is unavailable")]
     Unavailable,
@@ -183,6 +272,8 @@ pub struct KeyManager {
     log: slog::Logger,
     /// What was last published, to publish only on change.
     published: Option<Vec<KeyStatus>>,
+    /// When the last on-demand rotation was made, for [`MIN_ROTATION_INTERVAL`].
+    last_rotation_ms: Option<i64>,
 }
 
 impl KeyManager {
@@ -199,6 +290,7 @@ impl KeyManager {
             clock,
             log,
             published: None,
+            last_rotation_ms: None,
         }
     }
 
@@ -245,6 +337,11 @@ impl KeyManager {
             Ok(done) => {
                 if let Some(key) = &done.created {
                     slog::info!(self.log, "new signing key"; "kid" => &key.kid,
+                        "requested_by" => requested_by.unwrap_or("schedule"));
+                }
+                if let Some(refused) = &done.refused {
+                    slog::warn!(self.log, "key rotation refused"; "reason" => %refused,
+                        "retry_after_secs" => refused.retry_after_secs(),
                         "requested_by" => requested_by.unwrap_or("schedule"));
                 }
                 for kid in &done.retired {
@@ -296,9 +393,22 @@ impl Handler<Rotate> for KeyManager {
     type Result = AtomicResponse<Self, Result<KeyStatus, KeyManagerError>>;
 
     fn handle(&mut self, msg: Rotate, _ctx: &mut Self::Context) -> Self::Result {
+        let now = self.clock.now_ms();
+        if let Some(refused) = self.last_rotation_ms.and_then(|ms| too_soon(ms, now)) {
+            slog::warn!(self.log, "key rotation refused"; "reason" => %refused,
+                "retry_after_secs" => refused.retry_after_secs(),
+                "requested_by" => &msg.requested_by);
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused.into()))));
+        }
         AtomicResponse::new(Box::pin(self.step(Some(msg.requested_by)).map(
-            |result, _, _| {
+            move |result, act, _| {
                 result.and_then(|done| {
+                    if done.created.is_some() {
+                        act.last_rotation_ms = Some(now);
+                    }
+                    if let Some(refused) = done.refused {
+                        return Err(KeyManagerError::Refused(refused));
+                    }
                     done.created.ok_or_else(|| {
                         KeyManagerError::Ring(KeyRingError(
                             "the new key was retired at once; check the clock".into(),
@@ -465,6 +575,127 @@ mod tests {
         assert_eq!(created.state, KeyState::Current);
     }
 
+    #[test]
+    fn on_demand_rotations_are_bounded_in_rate_and_ring_size() {
+        let p = policy();
+        let ring = FakeRing::with(vec![info("k1", 0)]);
+        let step = millis(MIN_ROTATION_INTERVAL);
+        let mut now = step;
+        let mut published: Option<Vec<KeyStatus>> = None;
+        let mut created = 0;
+        let mut refusals = Vec::new();
+        // 515 attempts, one every 10 s, as the key manager would run them: far more than the
+        // bounds allow.
+        let mut last_rotation: Option<i64> = None;
+        for _ in 0..515 {
+            if let Some(r) = last_rotation.and_then(|ms| too_soon(ms, now)) {
+                refusals.push(r);
+                now += 10_000;
+                continue;
+            }
+            let done = reconcile(&*ring, now, &p, true, published.as_deref()).unwrap();
+            assert!(done.keys.len() <= MAX_KEYS_IN_FORCE, "{:?}", done.keys);
+            match &done.refused {
+                None => {
+                    created += 1;
+                    last_rotation = Some(now);
+                }
+                Some(r) => refusals.push(r.clone()),
+            }
+            assert_eq!(done.created.is_some(), done.refused.is_none());
+            published = Some(done.keys);
+            now += 10_000;
+        }
+        // No key was retired before its tokens expired: everything retired was past its time.
+        assert!(ring.retired.lock().unwrap().len() < created);
+        assert!(refusals
+            .iter()
+            .any(|r| matches!(r, RotationRefused::TooSoon { .. })));
+        assert!(refusals
+            .iter()
+            .any(|r| matches!(r, RotationRefused::RingFull { .. })));
+        // Over 5150 s with a 3640 s retirement, the ring cap (not the interval) bounds creation.
+        assert!(created < 515 / 6, "created {created}");
+    }
+
+    #[test]
+    fn a_refusal_says_when_to_retry_and_never_retires_early() {
+        let p = policy();
+        let ring = FakeRing::with(vec![info("k1", 0)]);
+        let soon = too_soon(0, 1_000).unwrap();
+        assert_eq!(
+            soon,
+            RotationRefused::TooSoon {
+                retry_after_ms: millis(MIN_ROTATION_INTERVAL) - 1_000
+            }
+        );
+        assert_eq!(soon.retry_after_secs(), 59);
+        assert_eq!(too_soon(0, millis(MIN_ROTATION_INTERVAL)), None);
+        assert_eq!(
+            too_soon(5_000, 1_000),
+            None,
+            "a clock behind the key is not 'too soon'"
+        );
+        // Fill the ring, one key per minimum interval.
+        let step = millis(MIN_ROTATION_INTERVAL);
+        let mut now = 0;
+        for _ in 1..MAX_KEYS_IN_FORCE {
+            now += step;
+            assert!(reconcile(&*ring, now, &p, true, None)
+                .unwrap()
+                .created
+                .is_some());
+        }
+        now += step;
+        let full = reconcile(&*ring, now, &p, true, None).unwrap();
+        // k1 retires at k2's creation + the retirement delay.
+        let k1_retires = step + p.retire_after_ms();
+        assert_eq!(
+            full.refused,
+            Some(RotationRefused::RingFull {
+                retry_after_ms: k1_retires - now
+            })
+        );
+        assert_eq!(full.keys.len(), MAX_KEYS_IN_FORCE);
+        assert!(ring.retired.lock().unwrap().is_empty());
+        // Once k1 has retired, there is room again.
+        let later = reconcile(&*ring, k1_retires, &p, true, None).unwrap();
+        assert_eq!(later.refused, None);
+        assert_eq!(later.retired, vec!["k1".to_owned()]);
+        assert_eq!(later.keys.len(), MAX_KEYS_IN_FORCE);
+        // A scheduled rotation is not bounded (it happens once per rotate_every).
+        let empty = FakeRing::with(vec![]);
+        assert!(reconcile(&*empty, 0, &p, true, None)
+            .unwrap()
+            .created
+            .is_some());
+    }
+
+    #[actix::test]
+    async fn the_manager_answers_a_refused_rotation_with_its_reason() {
+        let clock = ManualClock::new(1_000_000);
+        let ring = FakeRing::with(vec![info("k1", 1_000_000)]);
+        let manager = KeyManager::new(
+            ring.clone(),
+            policy(),
+            Arc::new(clock.clone()),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start_supervised();
+        let rotate = || Rotate {
+            requested_by: "test".into(),
+        };
+        assert_eq!(manager.send(rotate()).await.unwrap().unwrap().kid, "k2");
+        let err = manager.send(rotate()).await.unwrap().unwrap_err();
+        assert!(matches!(
+            err,
+            KeyManagerError::Refused(RotationRefused::TooSoon { .. })
+        ));
+        assert_eq!(ring.kids(), vec!["k1", "k2"]);
+        clock.advance(MIN_ROTATION_INTERVAL);
+        assert_eq!(manager.send(rotate()).await.unwrap().unwrap().kid, "k3");
+    }
+
     #[actix::test]
     async fn rotate_then_retire_on_the_clock() {
         let clock = ManualClock::new(1_000_000);
@@ -534,7 +765,7 @@ mod tests {
     #[actix::test]
     async fn a_failing_ring_keeps_the_previous_snapshot_and_reports_the_error() {
         let clock = ManualClock::new(1_000_000);
-        let ring = FakeRing::with(vec![info("k1", 1_000_000)]);
+        let ring = FakeRing::with(vec![info("k1", 900_000)]);
         let manager = KeyManager::new(
             ring.clone(),
             policy(),

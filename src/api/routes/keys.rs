@@ -91,7 +91,8 @@ async fn list_keys(
 }
 
 #[utoipa::path(post, path = "/api/v1/keys/rotate", tag = "keys",
-    responses((status = 201, description = "The new signing key", body = KeyView)))]
+    responses((status = 201, description = "The new signing key", body = KeyView),
+        (status = 429, description = "Refused: the newest key is younger than the minimum interval between rotations, or the ring is full; `Retry-After` says when to retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn rotate_keys(
     state: web::Data<AppState>,
     principal: Principal,
@@ -108,6 +109,10 @@ async fn rotate_keys(
             KeyManagerError::Unavailable => {
                 ApiError::Unavailable("the key manager is restarting; try again".into())
             }
+            KeyManagerError::Refused(refused) => ApiError::RateLimited {
+                retry_after_secs: refused.retry_after_secs(),
+                detail: refused.to_string(),
+            },
             KeyManagerError::Ring(e) => ApiError::Internal(e.to_string()),
         })?;
     Ok(HttpResponse::Created().json(KeyView::from(&created)))
