@@ -92,7 +92,7 @@ async fn list_keys(
 
 #[utoipa::path(post, path = "/api/v1/keys/rotate", tag = "keys",
     responses((status = 201, description = "The new signing key", body = KeyView),
-        (status = 429, description = "Refused: the newest key is younger than the minimum interval between rotations, or the ring is full; `Retry-After` says when to retry", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "Rate limited (see `Retry-After` and the `RateLimit` headers), or the rotation was refused: the previous one was less than 60 s ago, or 8 keys are in force; `Retry-After` says when to retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn rotate_keys(
     state: web::Data<AppState>,
     principal: Principal,
