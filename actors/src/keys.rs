@@ -517,15 +517,22 @@ mod tests {
         }
     }
 
-    /// Waits (in real time, briefly) until `ready` holds.
+    /// Waits until `ready` holds. Run under `tokio::time::pause()`: each sleep returns only once
+    /// the runtime is idle (tokio does not auto-advance paused time while a blocking task, such as
+    /// the key manager's ring step, runs), so no real time passes and the result is deterministic.
     async fn until(what: &str, ready: impl Fn() -> bool) {
         for _ in 0..200 {
             if ready() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            settle().await;
         }
-        panic!("timed out waiting for {what}");
+        panic!("never saw {what}");
+    }
+
+    /// Returns once every actor and blocking task has nothing left to do (paused time only).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
     #[test]
@@ -698,6 +705,7 @@ mod tests {
 
     #[actix::test]
     async fn rotate_then_retire_on_the_clock() {
+        tokio::time::pause();
         let clock = ManualClock::new(1_000_000);
         let ring = FakeRing::with(vec![info("k1", 900_000)]);
         let manager = KeyManager::new(
@@ -727,7 +735,7 @@ mod tests {
 
         // Not yet: a tick before the retirement point changes nothing.
         clock.advance(HOUR);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         assert_eq!(ring.kids(), vec!["k1", "k2"]);
         assert!(ring.retired.lock().unwrap().is_empty());
 
@@ -739,6 +747,7 @@ mod tests {
 
     #[actix::test]
     async fn picks_up_a_key_added_behind_its_back_and_rotates_on_schedule() {
+        tokio::time::pause();
         let clock = ManualClock::new(1_000_000);
         let ring = FakeRing::with(vec![info("k1", 1_000_000)]);
         let p = policy();
