@@ -1,5 +1,5 @@
 //! The notification queue's per-device structure: a `BinaryHeap` of ready deliveries (priority,
-//! then store sequence) beside a slot per delivery (`actors/src/queue.rs`, [`DeviceQueue`]).
+//! then store sequence) beside a slot per delivery (`actors/src/queue/device.rs`, [`DeviceQueue`]).
 //!
 //! - `push_pop/N`: N notifications of mixed priorities added, then all taken in priority order and
 //!   marked in flight (what the queue does when a device with a backlog comes online);

@@ -9,8 +9,19 @@
 //! - [`supervisor::HealthSupervisor`]: starts the others under supervision and answers health checks;
 //! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot.
 //!
-//! Actors depend on ports ([`ports::QueueStore`], [`clock::Clock`]) and on `Recipient<M>`s, never on
-//! each other's concrete types; [`supervisor::start_graph`] builds the whole graph once at start-up.
+//! Beside them:
+//!
+//! - [`socket`]: the messages a device socket accepts (the socket actor itself is in the binary);
+//! - [`ports`]: every trait the actors need from outside ([`ports::QueueStore`], [`ports::Clock`],
+//!   [`ports::KeyRing`], [`ports::Probe`]); [`clock`] holds the two clocks that implement one;
+//! - [`model`]: ids, priorities, notifications and device policies; [`guard`]: panic containment.
+//!
+//! The queue is a folder: [`queue`] (the actor and its messages), [`queue::device`] (the
+//! per-device heap and in-flight window, [`queue::DeviceQueue`]) and the group commit.
+//!
+//! Actors depend on ports and on `Recipient<M>`s, never on each other's concrete types; the only
+//! import circle is the runtime ring queue → batcher → registry → queue.
+//! [`supervisor::start_graph`] builds the whole graph once at start-up.
 
 pub mod batcher;
 pub mod clock;
@@ -20,6 +31,7 @@ pub mod model;
 pub mod ports;
 pub mod queue;
 pub mod registry;
+pub mod socket;
 pub mod supervisor;
 
 pub use clock::{Clock, ManualClock, SystemClock};

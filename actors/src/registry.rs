@@ -3,7 +3,7 @@
 //! Sockets [`Register`] when they authenticate and [`Unregister`] when they stop. The first socket
 //! of a device makes it online for the queue, the last one offline. Frames from the batcher
 //! ([`Dispatch`]) go to every socket of their device; [`Kick`] closes them all (device deleted,
-//! tokens revoked).
+//! tokens revoked). What a socket accepts is declared beside its contract, in [`crate::socket`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,24 +13,7 @@ use bytes::Bytes;
 use crate::guard::guarded;
 use crate::model::DeviceId;
 use crate::queue::{DeviceOffline, DeviceOnline};
-
-/// A frame for one socket to write.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct SendFrame {
-    /// A complete JSON text frame.
-    pub frame: Bytes,
-}
-
-/// Asks one socket to close with a WebSocket close code.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct CloseSocket {
-    /// The close code (4003 revoked, 1001 shutting down, ...).
-    pub code: u16,
-    /// A short reason for the close frame.
-    pub reason: String,
-}
+use crate::socket::{CloseSocket, SendFrame};
 
 /// A socket authenticated as `device`.
 #[derive(Message, Debug)]

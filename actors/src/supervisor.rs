@@ -3,7 +3,7 @@
 //! [`start_graph`] builds the queue, batcher and registry once, each under an actix `Supervisor`
 //! (a panicking handler stops its actor through [`crate::guard::guarded`], and the supervisor
 //! restarts it with the same address). The [`HealthSupervisor`] actor probes each actor and every
-//! external [`Probe`] (the store, later Redis) and caches the report for a while.
+//! external [`Probe`] (the store, Redis; the port is declared in [`crate::ports`]) and caches the report for a while.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,20 +18,9 @@ use crate::batcher::{Batcher, BatcherConfig};
 use crate::clock::SharedClock;
 use crate::guard::RESTARTS;
 use crate::ports::QueueStore;
+pub use crate::ports::{Probe, Status};
 use crate::queue::{GetQueueStats, NotificationQueue, QueueConfig, QueueStats};
 use crate::registry::{GetRegistryStats, RegistryStats, SessionRegistry};
-
-/// A component's state, as `GET /health` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Working.
-    Healthy,
-    /// Working, with reduced capacity or a fallback.
-    Degraded,
-    /// Not working.
-    Unhealthy,
-}
 
 /// One component's health.
 #[derive(Debug, Clone, Serialize)]
@@ -42,14 +31,6 @@ pub struct ComponentHealth {
     pub status: Status,
     /// What was seen, for operators.
     pub detail: String,
-}
-
-/// An external dependency's health check; runs on a blocking thread.
-pub trait Probe: Send + Sync + 'static {
-    /// The component's name.
-    fn name(&self) -> &str;
-    /// Checks it now.
-    fn check(&self) -> (Status, String);
 }
 
 /// The whole report.

@@ -195,6 +195,13 @@ pub fn keys_rotate(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalE
     )
     .map_err(|e| failed(&e))?;
     let done = reconcile(&ring, now, &policy, !first, None).map_err(|e| failed(&e))?;
+    if let Some(refused) = &done.refused {
+        // Nothing was created: the data keys are not rotated either.
+        return Err(LocalError::Failed(format!(
+            "rotation refused: {refused}; try again in {} s",
+            refused.retry_after_secs()
+        )));
+    }
     let data_version = if has_data_keys(&dir) {
         DataKeys::rotate_in(&dir).map_err(|e| failed(&e))?
     } else {

@@ -25,7 +25,8 @@ use bytestring::ByteString;
 use beepmyphone_actors::clock::SharedClock;
 use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
 use beepmyphone_actors::queue::{Ack, NotificationQueue};
-use beepmyphone_actors::registry::{CloseSocket, Register, SendFrame, SessionRegistry, Unregister};
+use beepmyphone_actors::registry::{Register, SessionRegistry, Unregister};
+use beepmyphone_actors::socket::{CloseSocket, SendFrame};
 
 use super::protocol::{close, ErrorFrame, Hello, Inbound, MAX_ACK_IDS};
 use crate::config::WebSocketSettings;

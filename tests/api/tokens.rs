@@ -468,6 +468,73 @@ async fn key_endpoints_are_for_admins_only() {
     assert_eq!(app.state.keys.load().keys().len(), 1, "nothing was rotated");
 }
 
+/// `POST /keys/rotate` once; the status, `Retry-After` and body.
+async fn rotate_once(app: &TestApp) -> (u16, Option<u64>, Value) {
+    let mut res = app
+        .request(
+            awc::http::Method::POST,
+            "/api/v1/keys/rotate",
+            Some(&app.admin_token),
+        )
+        .send_json(&json!({}))
+        .await
+        .unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    (res.status().as_u16(), retry, body)
+}
+
+#[actix_web::test]
+async fn rotation_is_bounded_in_rate_and_ring_size_and_the_jwks_stays_small() {
+    use beepmyphone_actors::keys::{MAX_KEYS_IN_FORCE, MIN_ROTATION_INTERVAL};
+    let app = spawn_app().await;
+    let (status, _, body) = rotate_once(&app).await;
+    assert_eq!(status, 201, "{body}");
+    // At once after it: too soon, a 429 problem saying when to retry.
+    let (status, retry, body) = rotate_once(&app).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "RATE_LIMITED");
+    let retry = retry.expect("Retry-After");
+    assert!(
+        (1..=MIN_ROTATION_INTERVAL.as_secs()).contains(&retry),
+        "{retry}"
+    );
+    // One rotation per interval fills the ring, then every further one is refused until the
+    // oldest verifying key retires; no key is retired early.
+    let mut created = 1;
+    let mut full = None;
+    for _ in 0..40 {
+        app.clock.advance(MIN_ROTATION_INTERVAL);
+        let (status, retry, body) = rotate_once(&app).await;
+        match status {
+            201 => created += 1,
+            429 => {
+                assert_eq!(body["code"], "RATE_LIMITED", "{body}");
+                full = retry;
+            }
+            other => panic!("rotation answered {other}: {body}"),
+        }
+        assert!(app.state.keys.load().keys().len() <= MAX_KEYS_IN_FORCE);
+    }
+    assert_eq!(
+        created,
+        MAX_KEYS_IN_FORCE - 1,
+        "the ring fills, then refuses"
+    );
+    // The ring is full until the start-up key retires (3640 s after the second key appeared,
+    // of which 40 intervals have passed).
+    let full = full.expect("a Retry-After when the ring is full");
+    assert!(full > 60 && full <= 3_640, "{full}");
+    let (status, jwks) = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), MAX_KEYS_IN_FORCE);
+    assert!(jwks.to_string().len() < 8 * 1024, "the JWK set stays small");
+}
+
 /// Polls the JWK set until `ready` holds for its kids.
 async fn wait_for_jwks(
     app: &TestApp,

@@ -91,7 +91,8 @@ async fn list_keys(
 }
 
 #[utoipa::path(post, path = "/api/v1/keys/rotate", tag = "keys",
-    responses((status = 201, description = "The new signing key", body = KeyView)))]
+    responses((status = 201, description = "The new signing key", body = KeyView),
+        (status = 429, description = "Rate limited (see `Retry-After` and the `RateLimit` headers), or the rotation was refused: the previous one was less than 60 s ago, or 8 keys are in force; `Retry-After` says when to retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn rotate_keys(
     state: web::Data<AppState>,
     principal: Principal,
@@ -108,6 +109,10 @@ async fn rotate_keys(
             KeyManagerError::Unavailable => {
                 ApiError::Unavailable("the key manager is restarting; try again".into())
             }
+            KeyManagerError::Refused(refused) => ApiError::RateLimited {
+                retry_after_secs: refused.retry_after_secs(),
+                detail: refused.to_string(),
+            },
             KeyManagerError::Ring(e) => ApiError::Internal(e.to_string()),
         })?;
     Ok(HttpResponse::Created().json(KeyView::from(&created)))

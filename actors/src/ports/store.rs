@@ -1,4 +1,4 @@
-//! Ports: what the actors need from the outside world, as traits the binary implements.
+//! The queue's durable store, [`QueueStore`], and what it reads and writes.
 //!
 //! The queue's store is synchronous (diesel on SQLite); the queue calls it on a blocking thread,
 //! never on an actor's own thread.

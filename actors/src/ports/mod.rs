@@ -1,0 +1,23 @@
+//! Ports: everything the actors need from the outside world, as traits the binary (or a test)
+//! implements. Implementations stay with their owners: the clocks in [`crate::clock`], the store
+//! in `src/store/`, the key ring in `src/security/keys.rs`, the probes beside what they probe.
+//!
+//! - [`QueueStore`] ([`store`]): the notification queue's durable store;
+//! - [`Clock`] ([`clock`]): "now" and periodic ticks;
+//! - [`KeyRing`] ([`keys`]): the token-signing keys on disk and the published snapshot;
+//! - [`Probe`] ([`health`]): a health check of an external dependency.
+//!
+//! Ports depend only on [`crate::model`], never on an actor, so every actor can use them.
+
+pub mod clock;
+pub mod health;
+pub mod keys;
+pub mod store;
+
+pub use clock::{Clock, SharedClock, Ticks};
+pub use health::{Probe, Status};
+pub use keys::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
+pub use store::{
+    CommitBatch, DeliveryChange, InsertOp, InsertOutcome, PendingDelivery, QueueSnapshot,
+    QueueStore, StoreError,
+};

@@ -1,0 +1,313 @@
+//! The queue's group commit: [`GroupCommit`] collects every row the queue must write (inserts and
+//! state changes) into one [`CommitBatch`] while the previous batch is being written, and hands
+//! the whole batch to the store as one [`Flush`] on a blocking thread.
+//!
+//! Its invariants are private: the payloads stay index-aligned with the batch's inserts, each
+//! publisher's waiter names the offset and count of its inserts in the batch, at most one flush is
+//! in flight (`flushing`), and at most one delayed flush is scheduled (`scheduled`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::model::{DeviceId, NotificationId, QueuedNotification};
+use crate::ports::{CommitBatch, DeliveryChange, InsertOp, InsertOutcome, QueueStore};
+
+/// Why an enqueue failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum QueueError {
+    /// Some explicit targets are not paired devices: `(item index, ids)`.
+    #[error("unknown target devices")]
+    UnknownTargets(Vec<(usize, Vec<String>)>),
+    /// The store could not commit; nothing from this request was stored.
+    #[error("the store is unavailable: {0}")]
+    Store(String),
+    /// The queue restarted or stopped before answering.
+    #[error("the queue is unavailable")]
+    Unavailable,
+}
+
+/// What became of one published notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnqueueOutcome {
+    /// The notification's id (the first one's, for a repeated idempotency key).
+    pub id: NotificationId,
+    /// How many devices it was queued for.
+    pub targets: usize,
+    /// Whether an earlier notification with the same idempotency key was returned.
+    pub duplicate: bool,
+}
+
+/// Where a publisher waits for its answer.
+pub(super) type Reply = oneshot::Sender<Result<Vec<EnqueueOutcome>, QueueError>>;
+
+/// A publisher waiting for its inserts `first..first + count` of the batch.
+#[derive(Debug)]
+struct Waiter {
+    first: usize,
+    count: usize,
+    targets: Vec<usize>,
+    reply: Reply,
+}
+
+/// What the queue should do about the pending batch now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Nothing: the batch is empty, a flush is running, or one is already scheduled.
+    Wait,
+    /// Flush now.
+    Now,
+    /// Flush when the commit window closes (the caller schedules it and then calls
+    /// [`GroupCommit::window_closed`]).
+    Later,
+}
+
+/// The group-commit state machine. See the module documentation.
+#[derive(Debug, Default)]
+pub(super) struct GroupCommit {
+    pending: CommitBatch,
+    /// Device views of `pending.inserts`, index-aligned with them.
+    payloads: Vec<Bytes>,
+    waiters: Vec<Waiter>,
+    /// Answered when nothing is pending or being committed.
+    drain_waiters: Vec<oneshot::Sender<()>>,
+    flushing: bool,
+    scheduled: bool,
+}
+
+impl GroupCommit {
+    /// Adds one publisher's inserts (with their device views); `reply` is answered once they are
+    /// committed or failed.
+    pub(super) fn publish(&mut self, items: Vec<(InsertOp, Bytes)>, reply: Reply) {
+        let first = self.pending.inserts.len();
+        let count = items.len();
+        let targets = items.iter().map(|(op, _)| op.devices.len()).collect();
+        for (op, payload) in items {
+            self.payloads.push(payload);
+            self.pending.inserts.push(op);
+        }
+        self.waiters.push(Waiter {
+            first,
+            count,
+            targets,
+            reply,
+        });
+    }
+
+    /// A delivery was handed to a socket.
+    pub(super) fn sent(&mut self, change: DeliveryChange) {
+        self.pending.sent.push(change);
+    }
+
+    /// A delivery was acknowledged.
+    pub(super) fn acked(&mut self, change: DeliveryChange) {
+        self.pending.acked.push(change);
+    }
+
+    /// A delivery expired unacknowledged.
+    pub(super) fn expired(&mut self, change: DeliveryChange) {
+        self.pending.expired.push(change);
+    }
+
+    /// A device connected or disconnected at `at`.
+    pub(super) fn seen(&mut self, device: DeviceId, at: i64) {
+        self.pending.seen.push((device, at));
+    }
+
+    /// Whether publishers wait for the pending batch.
+    pub(super) fn has_waiters(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    /// Rows waiting for the next commit.
+    pub(super) fn uncommitted(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing is pending or being committed.
+    pub(super) fn is_idle(&self) -> bool {
+        !self.flushing && self.pending.is_empty()
+    }
+
+    /// Decides when to commit: at once when `urgent` (publishers wait), when the batch reached
+    /// `max_rows`, or when there is no window; else once, when the window closes.
+    pub(super) fn plan(&mut self, urgent: bool, max_rows: usize, no_window: bool) -> Plan {
+        if self.flushing || self.pending.is_empty() {
+            Plan::Wait
+        } else if urgent || self.pending.len() >= max_rows || no_window {
+            Plan::Now
+        } else if self.scheduled {
+            Plan::Wait
+        } else {
+            self.scheduled = true;
+            Plan::Later
+        }
+    }
+
+    /// The scheduled commit window closed.
+    pub(super) fn window_closed(&mut self) {
+        self.scheduled = false;
+    }
+
+    /// Takes the pending batch for writing, unless it is empty or a flush is already running.
+    pub(super) fn begin(&mut self) -> Option<Flush> {
+        if self.flushing || self.pending.is_empty() {
+            return None;
+        }
+        self.flushing = true;
+        Some(Flush {
+            batch: std::mem::take(&mut self.pending),
+            payloads: std::mem::take(&mut self.payloads),
+            waiters: std::mem::take(&mut self.waiters),
+        })
+    }
+
+    /// The running flush reported back.
+    pub(super) fn finished(&mut self) {
+        self.flushing = false;
+    }
+
+    /// The actor restarts: a scheduled window is gone with the old context. What is pending, the
+    /// waiters and a running flush stay: they describe writes already promised.
+    pub(super) fn restarting(&mut self) {
+        self.scheduled = false;
+    }
+
+    /// A receiver answered once nothing is pending or being committed; `None` if that is now.
+    pub(super) fn wait_drained(&mut self) -> Option<oneshot::Receiver<()>> {
+        if self.is_idle() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.drain_waiters.push(tx);
+        Some(rx)
+    }
+
+    /// Answers the drain waiters if nothing is pending or being committed.
+    pub(super) fn answer_drained(&mut self) {
+        if self.is_idle() {
+            for waiter in self.drain_waiters.drain(..) {
+                let _ = waiter.send(()); // the caller may have given up waiting
+            }
+        }
+    }
+}
+
+/// One batch on its way to the store.
+#[derive(Debug)]
+pub(super) struct Flush {
+    batch: CommitBatch,
+    payloads: Vec<Bytes>,
+    waiters: Vec<Waiter>,
+}
+
+/// What a [`Flush`] wrote: the new notifications for the heaps, and the publishers' answers.
+#[derive(Debug)]
+pub(super) struct Written {
+    /// Newly stored notifications and the devices they are for.
+    pub(super) inserted: Vec<(Arc<QueuedNotification>, Vec<DeviceId>)>,
+    /// The publishers' answers, given once the notifications are in the heaps.
+    pub(super) answers: Answers,
+}
+
+/// Publishers' answers, to send with [`Answers::send`].
+#[derive(Debug)]
+pub(super) struct Answers(Vec<(Reply, Result<Vec<EnqueueOutcome>, QueueError>)>);
+
+impl Answers {
+    /// Answers every publisher.
+    pub(super) fn send(self) {
+        for (reply, answer) in self.0 {
+            let _ = reply.send(answer); // the publisher may have gone away
+        }
+    }
+}
+
+impl Flush {
+    /// Writes the batch in one transaction. Blocks: call it on a blocking thread.
+    pub(super) fn write(self, store: &dyn QueueStore, log: &slog::Logger) -> Written {
+        let Flush {
+            batch,
+            payloads,
+            waiters,
+        } = self;
+        let mut inserted = Vec::new();
+        let answers = match store.commit(&batch) {
+            Ok(outcomes) => {
+                for (op, (outcome, payload)) in
+                    batch.inserts.into_iter().zip(outcomes.iter().zip(payloads))
+                {
+                    if let InsertOutcome::Inserted { seq } = outcome {
+                        let note = QueuedNotification {
+                            id: op.record.id,
+                            seq: *seq,
+                            priority: op.record.priority,
+                            expires_at: op.record.expires_at,
+                            payload,
+                        };
+                        inserted.push((Arc::new(note), op.devices));
+                    }
+                }
+                let ids = inserted_ids(&inserted);
+                waiters
+                    .into_iter()
+                    .map(|waiter| {
+                        let answer = outcomes
+                            .get(waiter.first..waiter.first + waiter.count)
+                            .map(|slice| answer(slice, &ids, &waiter.targets))
+                            .unwrap_or(Err(QueueError::Unavailable));
+                        (waiter.reply, answer)
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                slog::error!(log, "group commit failed"; "error" => %e, "rows" => batch.len());
+                waiters
+                    .into_iter()
+                    .map(|w| (w.reply, Err(QueueError::Store(e.to_string()))))
+                    .collect()
+            }
+        };
+        Written {
+            inserted,
+            answers: Answers(answers),
+        }
+    }
+}
+
+fn inserted_ids(
+    inserted: &[(Arc<QueuedNotification>, Vec<DeviceId>)],
+) -> HashMap<i64, NotificationId> {
+    inserted
+        .iter()
+        .map(|(n, _)| (n.seq, n.id.clone()))
+        .collect()
+}
+
+fn answer(
+    outcomes: &[InsertOutcome],
+    ids: &HashMap<i64, NotificationId>,
+    targets: &[usize],
+) -> Result<Vec<EnqueueOutcome>, QueueError> {
+    outcomes
+        .iter()
+        .zip(targets)
+        .map(|(outcome, &targets)| match outcome {
+            InsertOutcome::Inserted { seq } => ids
+                .get(seq)
+                .map(|id| EnqueueOutcome {
+                    id: id.clone(),
+                    targets,
+                    duplicate: false,
+                })
+                .ok_or(QueueError::Unavailable),
+            InsertOutcome::Duplicate { id, targets } => Ok(EnqueueOutcome {
+                id: id.clone(),
+                targets: *targets,
+                duplicate: true,
+            }),
+        })
+        .collect()
+}

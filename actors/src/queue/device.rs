@@ -1,0 +1,569 @@
+//! One device's deliveries: [`DeviceQueue`], the per-device priority heap, in-flight window and
+//! quiet-hours hold.
+//!
+//! Its invariants are private and kept by its methods alone:
+//!
+//! - every delivery it holds has exactly one slot, ready or in flight (with its ack deadline);
+//! - the in-flight count equals the number of in-flight slots and never exceeds the window;
+//! - ready deliveries leave in priority order, then store sequence (oldest first).
+//!
+//! The heap may hold stale entries (acknowledged, expired or already in flight): removing from the
+//! middle of a heap is O(n), so they are skipped when they reach the top instead.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use crate::model::{DevicePolicy, NotificationId, QueuedNotification};
+
+/// Heap entry: highest priority first, then lowest sequence (oldest) first.
+struct ReadyEntry(Arc<QueuedNotification>);
+
+impl PartialEq for ReadyEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for ReadyEntry {}
+impl PartialOrd for ReadyEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ReadyEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.0.priority, Reverse(self.0.seq)).cmp(&(other.0.priority, Reverse(other.0.seq)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SlotState {
+    Ready,
+    InFlight { deadline: i64 },
+}
+
+struct Slot {
+    note: Arc<QueuedNotification>,
+    state: SlotState,
+}
+
+/// What one [`DeviceQueue::dispatch`] took out of the queue.
+#[derive(Debug, Default)]
+pub struct Dispatched {
+    /// Now in flight, in the order they should arrive (highest priority, then oldest, first).
+    pub sent: Vec<Arc<QueuedNotification>>,
+    /// Expired before they could be sent; dropped from the queue.
+    pub expired: Vec<Arc<QueuedNotification>>,
+}
+
+/// One device's deliveries: a `BinaryHeap` of ready ones (priority, then store sequence), a slot
+/// per delivery it holds (ready or in flight, with its ack deadline), the in-flight window, and
+/// whether quiet hours hold ready ones back. See the module documentation for its invariants.
+///
+/// Public so that `benches/queue.rs` measures the real structure; the queue actor is its only
+/// other user.
+pub struct DeviceQueue {
+    policy: DevicePolicy,
+    ready: BinaryHeap<ReadyEntry>,
+    slots: HashMap<NotificationId, Slot>,
+    in_flight: usize,
+    window: usize,
+    held: bool,
+}
+
+impl DeviceQueue {
+    /// An empty queue for a device with `policy`, with no in-flight window (see
+    /// [`with_window`](Self::with_window)).
+    pub fn new(policy: DevicePolicy) -> Self {
+        Self {
+            policy,
+            ready: BinaryHeap::new(),
+            slots: HashMap::new(),
+            in_flight: 0,
+            window: usize::MAX,
+            held: false,
+        }
+    }
+
+    /// The same queue, sending at most `window` unacknowledged deliveries at a time.
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The device's delivery policy.
+    pub fn policy(&self) -> &DevicePolicy {
+        &self.policy
+    }
+
+    /// Replaces the device's delivery policy (it applies from the next dispatch on).
+    pub fn set_policy(&mut self, policy: DevicePolicy) {
+        self.policy = policy;
+    }
+
+    /// Adds a delivery unless the device already has it (restores and late commits may overlap).
+    pub fn add(&mut self, note: &Arc<QueuedNotification>) -> bool {
+        if self.slots.contains_key(&note.id) {
+            return false;
+        }
+        self.slots.insert(
+            note.id.clone(),
+            Slot {
+                note: note.clone(),
+                state: SlotState::Ready,
+            },
+        );
+        self.ready.push(ReadyEntry(note.clone()));
+        true
+    }
+
+    /// The ready delivery that goes next, after discarding stale heap entries on the way.
+    pub fn peek_ready(&mut self) -> Option<&Arc<QueuedNotification>> {
+        while let Some(top) = self.ready.peek() {
+            let fresh = self
+                .slots
+                .get(&top.0.id)
+                .is_some_and(|slot| slot.state == SlotState::Ready);
+            if fresh {
+                break;
+            }
+            self.ready.pop();
+        }
+        self.ready.peek().map(|entry| &entry.0)
+    }
+
+    /// Takes the next ready delivery (the one [`peek_ready`](Self::peek_ready) shows) and marks it
+    /// in flight until `deadline`; `None` when nothing is ready or the window is full.
+    pub fn send_next(&mut self, deadline: i64) -> Option<Arc<QueuedNotification>> {
+        if self.in_flight >= self.window {
+            return None;
+        }
+        self.peek_ready()?;
+        let ReadyEntry(note) = self.ready.pop()?;
+        // peek_ready left a fresh entry on top: its slot exists and is ready.
+        let slot = self.slots.get_mut(&note.id)?;
+        slot.state = SlotState::InFlight { deadline };
+        self.in_flight += 1;
+        Some(note)
+    }
+
+    /// Drops the next ready delivery (it expired).
+    fn drop_next(&mut self) -> Option<Arc<QueuedNotification>> {
+        self.peek_ready()?;
+        let ReadyEntry(note) = self.ready.pop()?;
+        self.slots.remove(&note.id);
+        Some(note)
+    }
+
+    /// Takes what the device may receive at `now`, up to its window, marking it in flight until
+    /// `deadline`; drops what expired on the way. Stops at the first delivery that quiet hours
+    /// hold back, and remembers that (see [`is_held`](Self::is_held)).
+    pub fn dispatch(&mut self, now: i64, deadline: i64) -> Dispatched {
+        self.held = false;
+        let mut out = Dispatched::default();
+        while self.in_flight < self.window {
+            let Some((expires_at, priority)) =
+                self.peek_ready().map(|n| (n.expires_at, n.priority))
+            else {
+                break;
+            };
+            if expires_at <= now {
+                out.expired.extend(self.drop_next());
+                continue;
+            }
+            if !self.policy.may_send(priority, now) {
+                self.held = true;
+                break;
+            }
+            match self.send_next(deadline) {
+                Some(note) => out.sent.push(note),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Whether the last dispatch stopped at a delivery that quiet hours hold back.
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// Ends the delivery of `id` (acknowledged); returns its notification if the device had it.
+    pub fn ack(&mut self, id: &NotificationId) -> Option<Arc<QueuedNotification>> {
+        let slot = self.slots.remove(id)?;
+        if matches!(slot.state, SlotState::InFlight { .. }) {
+            self.in_flight -= 1;
+        }
+        Some(slot.note)
+    }
+
+    /// The ack deadline `deadline` of `id` passed: if it is still in flight under that deadline
+    /// (not acknowledged, not sent again since), it goes back to the heap. Returns whether it did.
+    pub fn ack_timeout(&mut self, id: &NotificationId, deadline: i64) -> bool {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return false;
+        };
+        if slot.state != (SlotState::InFlight { deadline }) {
+            return false;
+        }
+        slot.state = SlotState::Ready;
+        self.in_flight -= 1;
+        self.ready.push(ReadyEntry(slot.note.clone()));
+        true
+    }
+
+    /// The device went offline: every in-flight delivery goes back to the heap, and nothing is
+    /// held any more (it is re-evaluated on the next dispatch).
+    pub fn requeue_in_flight(&mut self) {
+        for slot in self.slots.values_mut() {
+            if matches!(slot.state, SlotState::InFlight { .. }) {
+                slot.state = SlotState::Ready;
+                self.ready.push(ReadyEntry(slot.note.clone()));
+            }
+        }
+        self.in_flight = 0;
+        self.held = false;
+    }
+
+    /// Drops every delivery (ready or in flight) whose notification expired at `now`; returns them.
+    pub fn sweep_expired(&mut self, now: i64) -> Vec<Arc<QueuedNotification>> {
+        let mut expired = Vec::new();
+        let mut dropped_in_flight = 0;
+        self.slots.retain(|_, slot| {
+            if slot.note.expires_at > now {
+                return true;
+            }
+            if matches!(slot.state, SlotState::InFlight { .. }) {
+                dropped_in_flight += 1;
+            }
+            expired.push(slot.note.clone());
+            false
+        });
+        self.in_flight -= dropped_in_flight;
+        expired
+    }
+
+    /// Deliveries sent and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Deliveries waiting to be sent.
+    pub fn ready(&self) -> usize {
+        self.slots.len() - self.in_flight
+    }
+
+    /// Deliveries held (ready or in flight).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the device has no deliveries.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::Priority;
+
+    fn note(priority: Priority, seq: i64, expires_at: i64) -> Arc<QueuedNotification> {
+        Arc::new(QueuedNotification {
+            id: NotificationId::generate(),
+            seq,
+            priority,
+            expires_at,
+            payload: Bytes::new(),
+        })
+    }
+
+    fn key(n: &QueuedNotification) -> (Priority, Reverse<i64>) {
+        (n.priority, Reverse(n.seq))
+    }
+
+    #[test]
+    fn serves_highest_priority_then_oldest() {
+        let mut queue = DeviceQueue::new(DevicePolicy::default());
+        for (p, s) in [
+            (Priority::Low, 1),
+            (Priority::High, 5),
+            (Priority::Normal, 2),
+            (Priority::High, 3),
+            (Priority::Critical, 9),
+            (Priority::Normal, 0),
+        ] {
+            queue.add(&note(p, s, i64::MAX));
+        }
+        let order: Vec<_> = queue
+            .dispatch(0, 1)
+            .sent
+            .iter()
+            .map(|n| (n.priority, n.seq))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (Priority::Critical, 9),
+                (Priority::High, 3),
+                (Priority::High, 5),
+                (Priority::Normal, 0),
+                (Priority::Normal, 2),
+                (Priority::Low, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn ignores_a_delivery_it_already_has() {
+        let mut queue = DeviceQueue::new(DevicePolicy::default());
+        let n = note(Priority::Normal, 1, i64::MAX);
+        assert!(queue.add(&n));
+        assert!(!queue.add(&n));
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue.dispatch(0, 1).sent.len(), 1);
+        assert!(queue.dispatch(0, 1).sent.is_empty());
+    }
+
+    #[test]
+    fn quiet_hours_hold_all_but_critical() {
+        let quiet = crate::model::QuietHours {
+            start: chrono::NaiveTime::MIN,
+            end: chrono::NaiveTime::from_hms_opt(23, 59, 59).unwrap(),
+            timezone: chrono_tz::UTC,
+        };
+        let mut queue = DeviceQueue::new(DevicePolicy {
+            quiet_hours: Some(quiet),
+            ..DevicePolicy::default()
+        });
+        queue.add(&note(Priority::Normal, 1, i64::MAX));
+        let critical = note(Priority::Critical, 2, i64::MAX);
+        queue.add(&critical);
+        let out = queue.dispatch(0, 1);
+        assert_eq!(out.sent.len(), 1);
+        assert_eq!(out.sent[0].id, critical.id);
+        assert!(queue.is_held());
+        queue.set_policy(DevicePolicy::default());
+        assert_eq!(queue.dispatch(0, 1).sent.len(), 1);
+        assert!(!queue.is_held());
+    }
+
+    /// One step of a device's life, as the queue actor drives it.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A new notification is committed for the device.
+        Push { priority: usize, ttl: i64 },
+        /// A notification it already holds is added again (a restore overlapping a commit).
+        PushAgain { pick: usize },
+        /// The device may receive what is ready.
+        Dispatch,
+        /// The device acknowledges one of the notifications it was ever given.
+        Ack { pick: usize },
+        /// Time passes; ack deadlines that passed fire, in send order.
+        Advance { ms: i64 },
+        /// The expiry sweep runs.
+        Sweep,
+        /// The device's last socket closes.
+        Offline,
+        /// The queue restarts and is rebuilt from what the store still holds.
+        Restore,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4usize, 1..400i64).prop_map(|(priority, ttl)| Op::Push { priority, ttl }),
+            1 => any::<usize>().prop_map(|pick| Op::PushAgain { pick }),
+            4 => Just(Op::Dispatch),
+            3 => any::<usize>().prop_map(|pick| Op::Ack { pick }),
+            2 => (1..120i64).prop_map(|ms| Op::Advance { ms }),
+            1 => Just(Op::Sweep),
+            1 => Just(Op::Offline),
+            1 => Just(Op::Restore),
+        ]
+    }
+
+    /// Where the model says a notification is.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Where {
+        Ready,
+        InFlight(i64),
+        Acked,
+        Expired,
+    }
+
+    const ACK_TIMEOUT: i64 = 50;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Across any interleaving of push, dispatch, ack, ack timeout, sweep, offline and
+        /// restore: deliveries leave in priority-then-sequence order, the window is never
+        /// exceeded, and every notification ends acknowledged or expired exactly once.
+        #[test]
+        fn no_delivery_is_lost_duplicated_or_out_of_order(
+            window in 1..6usize,
+            ops in proptest::collection::vec(op(), 1..120),
+        ) {
+            let mut queue = DeviceQueue::new(DevicePolicy::default()).with_window(window);
+            let mut now = 0i64;
+            let mut seq = 0i64;
+            let mut notes: Vec<Arc<QueuedNotification>> = Vec::new();
+            let mut state: HashMap<NotificationId, Where> = HashMap::new();
+            // Ack deadlines in send order, as the actor keeps them.
+            let mut deadlines: Vec<(i64, NotificationId)> = Vec::new();
+
+            for op in ops {
+                match op {
+                    Op::Push { priority, ttl } => {
+                        seq += 1;
+                        let n = note(Priority::ALL[priority], seq, now + ttl);
+                        prop_assert!(queue.add(&n));
+                        state.insert(n.id.clone(), Where::Ready);
+                        notes.push(n);
+                    }
+                    Op::PushAgain { pick } => {
+                        let held: Vec<_> = notes.iter()
+                            .filter(|n| matches!(state[&n.id], Where::Ready | Where::InFlight(_)))
+                            .collect();
+                        if let Some(n) = held.get(pick % held.len().max(1)) {
+                            prop_assert!(!queue.add(n), "a held delivery was added twice");
+                        }
+                    }
+                    Op::Dispatch => {
+                        let deadline = now + ACK_TIMEOUT;
+                        let out = queue.dispatch(now, deadline);
+                        for n in &out.expired {
+                            prop_assert_eq!(state[&n.id], Where::Ready);
+                            prop_assert!(n.expires_at <= now);
+                            state.insert(n.id.clone(), Where::Expired);
+                        }
+                        for pair in out.sent.windows(2) {
+                            prop_assert!(key(&pair[0]) > key(&pair[1]), "out of order");
+                        }
+                        for n in &out.sent {
+                            prop_assert_eq!(state[&n.id], Where::Ready, "sent while not ready");
+                            prop_assert!(n.expires_at > now, "sent after expiry");
+                            state.insert(n.id.clone(), Where::InFlight(deadline));
+                            deadlines.push((deadline, n.id.clone()));
+                        }
+                        // Nothing better was left behind, and the window was used.
+                        let left: Vec<_> = notes.iter()
+                            .filter(|n| state[&n.id] == Where::Ready && n.expires_at > now)
+                            .collect();
+                        if let Some(worst_sent) = out.sent.last() {
+                            for n in &left {
+                                prop_assert!(key(n) < key(worst_sent), "a better one was left");
+                            }
+                        }
+                        if !left.is_empty() {
+                            prop_assert_eq!(queue.in_flight(), window, "room left unused");
+                        }
+                    }
+                    Op::Ack { pick } => {
+                        if let Some(n) = notes.get(pick % notes.len().max(1)) {
+                            let held = matches!(state[&n.id], Where::Ready | Where::InFlight(_));
+                            let acked = queue.ack(&n.id);
+                            prop_assert_eq!(acked.is_some(), held);
+                            if held {
+                                state.insert(n.id.clone(), Where::Acked);
+                            }
+                        }
+                    }
+                    Op::Advance { ms } => {
+                        now += ms;
+                        let due: Vec<_> = deadlines.iter()
+                            .take_while(|(d, _)| *d <= now).cloned().collect();
+                        deadlines.drain(..due.len());
+                        for (deadline, id) in due {
+                            let expect = state[&id] == Where::InFlight(deadline);
+                            prop_assert_eq!(queue.ack_timeout(&id, deadline), expect);
+                            if expect {
+                                state.insert(id, Where::Ready);
+                            }
+                        }
+                    }
+                    Op::Sweep => {
+                        let swept: HashSet<_> =
+                            queue.sweep_expired(now).iter().map(|n| n.id.clone()).collect();
+                        let due: HashSet<_> = notes.iter()
+                            .filter(|n| matches!(state[&n.id], Where::Ready | Where::InFlight(_)))
+                            .filter(|n| n.expires_at <= now)
+                            .map(|n| n.id.clone())
+                            .collect();
+                        prop_assert_eq!(&swept, &due);
+                        for id in swept {
+                            state.insert(id, Where::Expired);
+                        }
+                    }
+                    Op::Offline => {
+                        queue.requeue_in_flight();
+                        for w in state.values_mut() {
+                            if matches!(w, Where::InFlight(_)) {
+                                *w = Where::Ready;
+                            }
+                        }
+                    }
+                    Op::Restore => {
+                        queue = DeviceQueue::new(DevicePolicy::default()).with_window(window);
+                        deadlines.clear();
+                        for n in &notes {
+                            match state[&n.id] {
+                                Where::Ready | Where::InFlight(_) => {
+                                    prop_assert!(queue.add(n));
+                                    state.insert(n.id.clone(), Where::Ready);
+                                }
+                                Where::Acked | Where::Expired => {}
+                            }
+                        }
+                    }
+                }
+                // After every step: the counts agree with the model and the window holds.
+                let in_flight = state.values().filter(|w| matches!(w, Where::InFlight(_))).count();
+                let held = state.values()
+                    .filter(|w| matches!(w, Where::Ready | Where::InFlight(_))).count();
+                prop_assert_eq!(queue.in_flight(), in_flight);
+                prop_assert_eq!(queue.len(), held);
+                prop_assert_eq!(queue.ready(), held - in_flight);
+                prop_assert!(queue.in_flight() <= window, "window exceeded");
+            }
+
+            // Drain: everything still held goes out once and is acknowledged once.
+            queue.requeue_in_flight();
+            for w in state.values_mut() {
+                if matches!(w, Where::InFlight(_)) {
+                    *w = Where::Ready;
+                }
+            }
+            loop {
+                let out = queue.dispatch(now, now + ACK_TIMEOUT);
+                for n in &out.expired {
+                    prop_assert_eq!(state.insert(n.id.clone(), Where::Expired), Some(Where::Ready));
+                }
+                if out.sent.is_empty() {
+                    break;
+                }
+                for n in &out.sent {
+                    prop_assert!(queue.ack(&n.id).is_some());
+                    prop_assert!(queue.ack(&n.id).is_none(), "acknowledged twice");
+                    state.insert(n.id.clone(), Where::Acked);
+                }
+            }
+            for n in queue.sweep_expired(i64::MAX) {
+                prop_assert_eq!(state.insert(n.id.clone(), Where::Expired), Some(Where::Ready));
+            }
+            prop_assert!(queue.is_empty());
+            for n in &notes {
+                prop_assert!(
+                    matches!(state[&n.id], Where::Acked | Where::Expired),
+                    "{:?} lost in {:?}", n.id, state[&n.id]
+                );
+            }
+        }
+    }
+}

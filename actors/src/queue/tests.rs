@@ -1,0 +1,427 @@
+//! The queue actor's tests, on an in-memory store and the manual clock.
+
+use super::*;
+use crate::model::Priority;
+
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use crate::clock::{Clock, ManualClock};
+use crate::ports::{CommitBatch, InsertOutcome, PendingDelivery, StoreError};
+
+/// An in-memory store: remembers what was committed and serves it back on load.
+#[derive(Default)]
+struct MemoryStore {
+    devices: Mutex<Vec<(DeviceId, DevicePolicy)>>,
+    rows: Mutex<Vec<(QueuedNotification, Vec<DeviceId>)>>,
+    acked: Mutex<Vec<(i64, DeviceId)>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl QueueStore for MemoryStore {
+    fn commit(&self, batch: &CommitBatch) -> Result<Vec<InsertOutcome>, StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError("disk full".into()));
+        }
+        let mut rows = self.rows.lock().unwrap();
+        let mut out = Vec::new();
+        for op in &batch.inserts {
+            let seq = rows.len() as i64 + 1;
+            rows.push((
+                QueuedNotification {
+                    id: op.record.id.clone(),
+                    seq,
+                    priority: op.record.priority,
+                    expires_at: op.record.expires_at,
+                    payload: op.record.device_json(),
+                },
+                op.devices.clone(),
+            ));
+            out.push(InsertOutcome::Inserted { seq });
+        }
+        self.acked
+            .lock()
+            .unwrap()
+            .extend(batch.acked.iter().map(|c| (c.seq, c.device.clone())));
+        Ok(out)
+    }
+
+    fn load(&self, _now_ms: i64) -> Result<QueueSnapshot, StoreError> {
+        let rows = self.rows.lock().unwrap();
+        let acked = self.acked.lock().unwrap();
+        let mut snapshot = QueueSnapshot {
+            devices: self.devices.lock().unwrap().clone(),
+            ..QueueSnapshot::default()
+        };
+        for (i, (note, devices)) in rows.iter().enumerate() {
+            snapshot.notifications.push(QueuedNotification {
+                id: note.id.clone(),
+                seq: note.seq,
+                priority: note.priority,
+                expires_at: note.expires_at,
+                payload: note.payload.clone(),
+            });
+            for device in devices {
+                if !acked.contains(&(note.seq, device.clone())) {
+                    snapshot.pending.push(PendingDelivery {
+                        device: device.clone(),
+                        notification: i,
+                    });
+                }
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+/// Forwards every `Deliver` to a channel.
+struct Recorder(mpsc::UnboundedSender<Deliver>);
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for Recorder {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
+        let _ = self.0.send(msg);
+    }
+}
+
+/// Answered in mailbox order, after every `Deliver` sent before it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct Ping;
+
+impl Handler<Ping> for Recorder {
+    type Result = ();
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
+}
+
+struct Harness {
+    queue: Addr<NotificationQueue>,
+    recorder: Addr<Recorder>,
+    delivered: mpsc::UnboundedReceiver<Deliver>,
+    clock: ManualClock,
+    store: Arc<MemoryStore>,
+    device: DeviceId,
+}
+
+fn harness_with(policy: DevicePolicy) -> Harness {
+    let device = DeviceId::generate();
+    let store = Arc::new(MemoryStore::default());
+    store.devices.lock().unwrap().push((device.clone(), policy));
+    let clock = ManualClock::new(1_000_000);
+    let (tx, delivered) = mpsc::unbounded_channel();
+    let recorder = Recorder(tx).start();
+    let deliver = recorder.clone().recipient();
+    let config = QueueConfig {
+        commit_window: Duration::ZERO,
+        ..QueueConfig::default()
+    };
+    let (s, c) = (store.clone(), clock.clone());
+    let queue = actix::Supervisor::start(move |_| {
+        NotificationQueue::new(
+            config,
+            s,
+            Arc::new(c),
+            deliver.clone(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+    });
+    Harness {
+        queue,
+        recorder,
+        delivered,
+        clock,
+        store,
+        device,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(DevicePolicy::default())
+}
+
+fn note(title: &str, priority: Priority, now: i64) -> NewNotification {
+    let record = NotificationRecord {
+        id: NotificationId::generate(),
+        title: title.into(),
+        body: String::new(),
+        app: "test".into(),
+        priority,
+        tags: vec![],
+        click_url: None,
+        created_at: now,
+        expires_at: now + 3_600_000,
+    };
+    NewNotification {
+        payload: record.device_json(),
+        record,
+        targets: Targets::All,
+        idempotency_key: None,
+    }
+}
+
+async fn publish(h: &Harness, title: &str, priority: Priority) -> NotificationId {
+    let outcome = h
+        .queue
+        .send(Enqueue {
+            items: vec![note(title, priority, h.clock.now_ms())],
+            publisher: "t".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome[0].targets, 1);
+    outcome[0].id.clone()
+}
+
+/// Returns once the queue has handled its clock tick and the recorder what the queue sent.
+///
+/// An actor handles its mailbox and then its streams within one poll, so a round trip to the
+/// queue after `advance` returns after the tick; the recorder's round trip then comes after any
+/// `Deliver` the tick produced. No time passes.
+async fn settle(h: &Harness) {
+    h.queue.send(GetQueueStats).await.unwrap();
+    h.recorder.send(Ping).await.unwrap();
+}
+
+/// The next frame's ids; the timeout only turns a hang into a failure (the queue runs on the
+/// manual clock and answers at once).
+async fn next(h: &mut Harness) -> Vec<NotificationId> {
+    let msg = tokio::time::timeout(Duration::from_secs(5), h.delivered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    msg.items.iter().map(|n| n.id.clone()).collect()
+}
+
+#[actix::test]
+async fn delivers_in_priority_order_once_online_and_not_before() {
+    let mut h = harness();
+    let low = publish(&h, "low", Priority::Low).await;
+    let high = publish(&h, "high", Priority::High).await;
+    assert!(
+        h.delivered.try_recv().is_err(),
+        "nothing goes to an offline device"
+    );
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut h).await, vec![high, low]);
+}
+
+#[actix::test]
+async fn unknown_targets_reject_the_whole_request() {
+    let h = harness();
+    let mut bad = note("x", Priority::Normal, 0);
+    bad.targets = Targets::Devices(vec![h.device.clone(), DeviceId::generate()]);
+    let err = h
+        .queue
+        .send(Enqueue {
+            items: vec![note("ok", Priority::Normal, 0), bad],
+            publisher: "t".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(err, Err(QueueError::UnknownTargets(ref u)) if u.len() == 1 && u[0].0 == 1));
+    assert!(h.store.rows.lock().unwrap().is_empty());
+}
+
+#[actix::test]
+async fn a_failed_commit_is_reported_to_the_publisher() {
+    let h = harness();
+    h.store
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let result = h
+        .queue
+        .send(Enqueue {
+            items: vec![note("x", Priority::Normal, 0)],
+            publisher: "t".into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(result, Err(QueueError::Store(_))));
+}
+
+#[actix::test]
+async fn ack_timeouts_and_disconnects_send_again() {
+    let mut h = harness();
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    let id = publish(&h, "n", Priority::Normal).await;
+    assert_eq!(next(&mut h).await, vec![id.clone()]);
+    h.clock.advance(Duration::from_secs(31));
+    assert_eq!(
+        next(&mut h).await,
+        vec![id.clone()],
+        "resent after the ack timeout"
+    );
+    h.queue
+        .send(DeviceOffline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut h).await, vec![id.clone()], "resent on reconnect");
+    h.queue
+        .send(Ack {
+            device: h.device.clone(),
+            ids: vec![id],
+        })
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(31));
+    let stats = h.queue.send(GetQueueStats).await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight), (0, 0));
+}
+
+#[actix::test]
+async fn the_in_flight_window_waits_for_acks() {
+    let device = DeviceId::generate();
+    let mut h = harness();
+    h.device = device.clone();
+    h.queue
+        .send(UpsertDevice {
+            device: device.clone(),
+            policy: DevicePolicy::default(),
+        })
+        .await
+        .unwrap();
+    // Two devices now; target only the new one with more than the window.
+    let window = QueueConfig::default().max_in_flight;
+    let items: Vec<_> = (0..window + 5)
+        .map(|i| {
+            let mut n = note(&format!("n{i}"), Priority::Normal, 0);
+            n.targets = Targets::Devices(vec![device.clone()]);
+            n
+        })
+        .collect();
+    h.queue
+        .send(Enqueue {
+            items,
+            publisher: "t".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    h.queue
+        .send(DeviceOnline {
+            device: device.clone(),
+        })
+        .await
+        .unwrap();
+    let first = next(&mut h).await;
+    assert_eq!(first.len(), window);
+    assert!(h.delivered.try_recv().is_err());
+    h.queue
+        .send(Ack {
+            device,
+            ids: first[..5].to_vec(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut h).await.len(), 5);
+}
+
+#[actix::test]
+async fn quiet_hours_hold_back_all_but_critical() {
+    let quiet = crate::model::QuietHours {
+        start: chrono::NaiveTime::MIN,
+        end: chrono::NaiveTime::from_hms_opt(23, 59, 59).unwrap(),
+        timezone: chrono_tz::UTC,
+    };
+    let mut h = harness_with(DevicePolicy {
+        quiet_hours: Some(quiet),
+        ..DevicePolicy::default()
+    });
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    let _normal = publish(&h, "normal", Priority::Normal).await;
+    let critical = publish(&h, "critical", Priority::Critical).await;
+    let mut got = next(&mut h).await;
+    if got.is_empty() {
+        got = next(&mut h).await;
+    }
+    assert_eq!(got, vec![critical]);
+    h.clock.advance(Duration::from_secs(2));
+    settle(&h).await;
+    assert!(h.delivered.try_recv().is_err(), "normal is held");
+}
+
+#[actix::test]
+async fn drain_commits_pending_acks_at_once() {
+    let mut h = harness();
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    let id = publish(&h, "n", Priority::Normal).await;
+    assert_eq!(next(&mut h).await, vec![id.clone()]);
+    h.queue
+        .send(Ack {
+            device: h.device.clone(),
+            ids: vec![id],
+        })
+        .await
+        .unwrap();
+    h.queue.send(Drain).await.unwrap();
+    assert_eq!(h.store.acked.lock().unwrap().len(), 1);
+    h.queue.send(Drain).await.unwrap(); // nothing pending: answers at once
+}
+
+#[actix::test]
+async fn min_priority_filters_at_enqueue() {
+    let h = harness_with(DevicePolicy {
+        min_priority: Priority::High,
+        ..DevicePolicy::default()
+    });
+    let outcome = h
+        .queue
+        .send(Enqueue {
+            items: vec![note("n", Priority::Normal, 0)],
+            publisher: "t".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome[0].targets, 0);
+}
+
+#[actix::test]
+async fn a_panic_restarts_the_queue_which_reloads_from_the_store() {
+    let mut h = harness();
+    let id = publish(&h, "kept", Priority::Normal).await;
+    let before = crate::guard::RESTARTS.load(std::sync::atomic::Ordering::Relaxed);
+    h.queue.do_send(InjectFault);
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut h).await, vec![id]);
+    assert!(crate::guard::RESTARTS.load(std::sync::atomic::Ordering::Relaxed) > before);
+}
