@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Public};
+use openssl::pkey::{PKey, Private, Public};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -131,7 +131,9 @@ pub struct JwkSet {
 /// and publishing.
 pub struct RingKey {
     kid: String,
-    encoding: EncodingKey,
+    /// The private key, parsed once, held by OpenSSL (which clears it when freed). Signing is
+    /// OpenSSL's RSASSA-PKCS1-v1_5: no private-key operation goes through the `rsa` crate.
+    signer: PKey<Private>,
     /// The public key, parsed once: RS256 signatures are checked with OpenSSL against it.
     verifier: PKey<Public>,
     jwk: Jwk,
@@ -154,6 +156,7 @@ impl RingKey {
     /// Parses an RSA private key in PEM (PKCS#1 or PKCS#8). RSA parsing is not free: call it on a
     /// blocking thread.
     pub fn from_private_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        crate::security::jwt_openssl::install();
         let rsa = openssl::rsa::Rsa::private_key_from_pem(pem).map_err(key_err)?;
         if rsa.size() < 256 {
             return Err(KeyError("signing keys must have at least 2048 bits".into()));
@@ -171,7 +174,7 @@ impl RingKey {
             e: b64.encode(rsa.e().to_vec()),
         };
         Ok(Self {
-            encoding: EncodingKey::from_rsa_pem(pem).map_err(key_err)?,
+            signer: PKey::from_rsa(rsa).map_err(key_err)?,
             verifier: PKey::public_key_from_der(&public_der).map_err(key_err)?,
             kid,
             jwk,
@@ -301,8 +304,18 @@ impl JwtKeys {
         };
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.current.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.current.encoding)
-            .map_err(|e| KeyError(e.to_string()))?;
+        // The JWS compact form, as jsonwebtoken::encode builds it: base64url(JSON header) "."
+        // base64url(JSON claims) "." base64url(RSASSA-PKCS1-v1_5-SHA256 signature).
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(serde_json::to_vec(&header).map_err(key_err)?);
+        let payload = b64.encode(serde_json::to_vec(&claims).map_err(key_err)?);
+        let message = format!("{header}.{payload}");
+        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &self.current.signer)
+            .map_err(key_err)?;
+        let signature = signer
+            .sign_oneshot_to_vec(message.as_bytes())
+            .map_err(key_err)?;
+        let token = format!("{message}.{}", b64.encode(signature));
         Ok((token, claims))
     }
 
@@ -617,6 +630,84 @@ mod tests {
     }
 
     #[test]
+    fn direct_signing_is_the_jws_jsonwebtoken_builds_through_openssl() {
+        let k = keys();
+        let device = DeviceId::generate();
+        let (token, claims) = k.sign_access(&device, now(), 600).unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(k.kid().to_owned());
+        // RSASSA-PKCS1-v1_5 is deterministic: the same input gives the same token.
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem(0)).unwrap();
+        assert_eq!(jsonwebtoken::encode(&header, &claims, &key).unwrap(), token);
+        // And jsonwebtoken's own verification (through the OpenSSL provider) accepts it.
+        let public = openssl::rsa::Rsa::private_key_from_pem(pem(0)).unwrap();
+        let decoding =
+            jsonwebtoken::DecodingKey::from_rsa_der(&public.public_key_to_der_pkcs1().unwrap());
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+        validation.set_audience(&["aud"]);
+        let data = jsonwebtoken::decode::<DeviceClaims>(&token, &decoding, &validation).unwrap();
+        assert_eq!(data.claims, claims);
+        let wrong = jsonwebtoken::DecodingKey::from_rsa_der(
+            &openssl::rsa::Rsa::private_key_from_pem(pem(1))
+                .unwrap()
+                .public_key_to_der_pkcs1()
+                .unwrap(),
+        );
+        assert!(jsonwebtoken::decode::<DeviceClaims>(&token, &wrong, &validation).is_err());
+    }
+
+    #[test]
+    fn the_openssl_provider_signs_and_verifies_hmac_and_pss_and_refuses_the_rest() {
+        crate::security::jwt_openssl::install();
+        let claims = json!({"sub": "x", "exp": now() + 600});
+        let mut validation = |alg| {
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.validate_aud = false;
+            v
+        };
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+            )
+            .unwrap();
+            let ok = jsonwebtoken::DecodingKey::from_secret(b"secret");
+            let bad = jsonwebtoken::DecodingKey::from_secret(b"secreT");
+            assert!(
+                jsonwebtoken::decode::<serde_json::Value>(&token, &ok, &validation(alg)).is_ok()
+            );
+            assert!(
+                jsonwebtoken::decode::<serde_json::Value>(&token, &bad, &validation(alg)).is_err()
+            );
+        }
+        let rsa = openssl::rsa::Rsa::private_key_from_pem(pem(0)).unwrap();
+        let (n, e) = (b64(&rsa.n().to_vec()), b64(&rsa.e().to_vec()));
+        for alg in [
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ] {
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_rsa_pem(pem(0)).unwrap(),
+            )
+            .unwrap();
+            let decoding = jsonwebtoken::DecodingKey::from_rsa_components(&n, &e).unwrap();
+            assert!(
+                jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation(alg))
+                    .is_ok(),
+                "{alg:?}"
+            );
+        }
+        let es = jsonwebtoken::EncodingKey::from_ec_der(b"not a key");
+        assert!(jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &es).is_err());
+    }
+
+    #[test]
     fn hmac_with_the_public_key_as_secret_is_refused() {
         let k = keys();
         let device = DeviceId::generate();
@@ -633,7 +724,7 @@ mod tests {
             let token = jsonwebtoken::encode(
                 &header,
                 &good_claims(&device),
-                &EncodingKey::from_secret(&secret),
+                &jsonwebtoken::EncodingKey::from_secret(&secret),
             )
             .unwrap();
             assert_eq!(k.verify_access(&token), Err(TokenRejection::Invalid));
