@@ -660,7 +660,7 @@ mod tests {
     fn the_openssl_provider_signs_and_verifies_hmac_and_pss_and_refuses_the_rest() {
         crate::security::jwt_openssl::install();
         let claims = json!({"sub": "x", "exp": now() + 600});
-        let mut validation = |alg| {
+        let validation = |alg| {
             let mut v = jsonwebtoken::Validation::new(alg);
             v.validate_aud = false;
             v
