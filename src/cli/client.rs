@@ -266,6 +266,9 @@ impl Relay {
     fn new(server: &str) -> Result<Self, ClientError> {
         let base = normalize_server(server)?;
         let client = awc::Client::builder()
+            // HTTP/1.1 only, so the client never speaks HTTP/2 even against a TLS server that
+            // offers it (the h2 crate is in the tree only through awc; see deny.toml).
+            .connector(awc::Connector::new().max_http_version(awc::http::Version::HTTP_11))
             .timeout(REQUEST_TIMEOUT)
             .add_default_header((
                 awc::http::header::USER_AGENT,

@@ -7,6 +7,7 @@ mod cli;
 mod delivery;
 mod devices;
 mod helpers;
+mod http2;
 mod identity;
 mod limits;
 mod openapi;
