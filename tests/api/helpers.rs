@@ -70,12 +70,65 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts a relay on an existing data directory (a restart).
 pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestApp {
-    let clock = ManualClock::starting_now();
     let log = if std::env::var_os("BEEP_TEST_LOG").is_some() {
         beepmyphone::logging::build(&settings.log)
     } else {
         beepmyphone::logging::discard()
     };
+    start_logging_to(data_dir, settings, log).await
+}
+
+/// Starts a relay with default test settings whose JSON log, down to debug, is captured.
+pub async fn spawn_app_with_log() -> (TestApp, CapturedLog) {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let settings = test_settings(data_dir.path());
+    let captured = CapturedLog::default();
+    let log = beepmyphone::logging::json_to(captured.clone(), slog::Level::Debug);
+    (start_logging_to(data_dir, settings, log).await, captured)
+}
+
+/// The relay's log in its JSON format, one object a line. Lines are written synchronously, so a
+/// line is here as soon as the code that logs it has run (no waiting for a drain).
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Every line so far, parsed (a line that is not JSON fails the test).
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .expect("UTF-8 log")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// The lines with this `msg`.
+    pub fn with_msg(&self, msg: &str) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["msg"] == msg)
+            .collect()
+    }
+}
+
+async fn start_logging_to(
+    data_dir: tempfile::TempDir,
+    settings: Settings,
+    log: slog::Logger,
+) -> TestApp {
+    let clock = ManualClock::starting_now();
     let app = Application::build(
         settings,
         Options {

@@ -9,6 +9,7 @@ mod devices;
 mod helpers;
 mod identity;
 mod limits;
+mod logs;
 mod openapi;
 mod socket;
 mod startup;
