@@ -408,10 +408,37 @@ impl WsClient {
     }
 }
 
+/// How long [`eventually`] keeps trying.
+pub const EVENTUALLY: Duration = Duration::from_secs(10);
+
+/// Retries `check` until it returns `Some`, for at most [`EVENTUALLY`], and panics with `what`
+/// after that. For state that another thread changes with no signal a test can await: a group
+/// commit on SQLite's blocking pool, a socket actor stopping on its arbiter, a file another
+/// process writes. It is a bounded retry, not a fixed wait: it returns as soon as the state is
+/// there (relay time stays on the manual clock; only the pause between tries is real time).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        // The one real-time pause of the retry helpers: the other thread gets to run.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `GET /notifications/{id}` until every delivery is in `status` (the store is updated by
-/// group commit, shortly after the ack).
+/// group commit, shortly after the ack: no signal reaches the test).
 pub async fn wait_for_delivery_status(app: &TestApp, id: &str, status: &str) -> Value {
-    for _ in 0..200 {
+    eventually(&format!("deliveries of {id} reach {status}"), || async {
         let (code, body) = app
             .get(
                 &format!("/api/v1/notifications/{id}"),
@@ -420,12 +447,9 @@ pub async fn wait_for_delivery_status(app: &TestApp, id: &str, status: &str) -> 
             .await;
         assert_eq!(code, 200, "{body}");
         let deliveries = body["deliveries"].as_array().unwrap();
-        if !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == status) {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("deliveries of {id} never reached {status}");
+        (!deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == status)).then_some(body)
+    })
+    .await
 }
 
 /// The relay binary running as a child process.
