@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the standard load benchmarks of TARGETS.md with `beepmyphone bench` against a fresh relay:
+# Runs the standard load benchmarks of docs/benchmarks.md (its Targets section) with `beepmyphone bench` against a fresh relay:
 # builds the release binary, starts a relay on a new temporary data directory, reads its initial
 # admin token, runs the scenarios, writes each one's JSON report and human summary into a results
 # directory (plus summary.txt for all of them), and stops the relay.

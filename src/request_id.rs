@@ -1,6 +1,7 @@
 //! The id of the request being handled on this task: set by the request middleware
 //! (`crate::api::middleware`) around each request, read by the problem documents of
-//! [`crate::error`]. It lives below both so that the error type does not import the middleware.
+//! [`crate::error`] and by [`crate::logging::request_scoped`] (so that sessions and rate limits can
+//! tag their lines with it). It lives below all of them so that none imports the middleware.
 
 use std::future::Future;
 

@@ -169,6 +169,9 @@ impl Handler<Deliver> for Batcher {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let log = self.log.clone();
         guarded("batcher", &log, ctx, |ctx| {
+            for n in &msg.items {
+                slog::debug!(log, "delivering"; "notification_id" => %n.id, "device_id" => msg.device.as_str());
+            }
             let items = msg.items.iter().map(|n| n.payload.clone());
             if self.config.window.is_zero() {
                 return self.send_chunked(&msg.device, items);

@@ -187,7 +187,9 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
 
 /// Records an API token's use in the background (at most once a minute per token).
 fn touch_api_token(state: &AppState, id: ApiTokenId, now: i64) {
-    let (store, log) = (state.store.clone(), state.log.clone());
+    let store = state.store.clone();
+    // The write outlives the request's task; its log line keeps the request's id.
+    let log = crate::logging::request_scoped(&state.log);
     actix_rt::spawn(async move {
         if let Err(e) = store
             .run(move |conn| Ok(tokens::touch_api(conn, id.as_str(), now)?))

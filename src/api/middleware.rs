@@ -3,7 +3,9 @@
 //!
 //! The id comes from a sane `X-Request-Id` header (1–64 of `A-Za-z0-9._-`) or is generated
 //! (`req_` and a ULID). It is kept in a task-local ([`crate::request_id`]) while the request runs,
-//! so problem documents can carry it without threading it through every handler.
+//! so problem documents can carry it without threading it through every handler, and code below
+//! the API can tag its lines with it ([`crate::logging::request_scoped`]). Handlers log through the
+//! [`RequestLog`] extractor.
 
 use std::time::Instant;
 
@@ -19,9 +21,42 @@ use crate::state::AppState;
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's logger, with its request id; handlers take it from the request extensions.
+/// The request's logger, carrying its `request_id`. Handlers take it as an argument (it is an
+/// extractor) and log their events through it, so every line about a request can be found by the
+/// id the client saw in `X-Request-Id`.
 #[derive(Clone)]
 pub struct RequestLog(pub slog::Logger);
+
+impl std::ops::Deref for RequestLog {
+    type Target = slog::Logger;
+
+    fn deref(&self) -> &slog::Logger {
+        &self.0
+    }
+}
+
+impl actix_web::FromRequest for RequestLog {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(request_log(req)))
+    }
+}
+
+/// The logger [`request_context`] stored for this request; outside the middleware (which every
+/// route runs behind) the application's logger with whatever request id this task carries.
+fn request_log(req: &actix_web::HttpRequest) -> RequestLog {
+    if let Some(log) = req.extensions().get::<RequestLog>() {
+        return log.clone();
+    }
+    let root = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.log.clone())
+        .unwrap_or_else(crate::logging::discard);
+    let id = request_id::current_request_id().unwrap_or_default();
+    RequestLog(root.new(slog::o!("request_id" => id)))
+}
 
 fn sane(id: &str) -> bool {
     (1..=64).contains(&id.len())

@@ -1,4 +1,4 @@
-//! `beepmyphone bench`: the load generator of `TARGETS.md`.
+//! `beepmyphone bench`: the load generator of the targets in `docs/benchmarks.md`.
 //!
 //! It pairs N devices through the public API with an admin token, holds their WebSockets (acking
 //! like a real device), publishes open-loop at a fixed rate or closed-loop as fast as possible,

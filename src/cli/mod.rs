@@ -47,7 +47,7 @@ pub enum Command {
     Send(client::SendArgs),
     /// Act as a device: pair once, then print notifications and acknowledge them.
     Listen(client::ListenArgs),
-    /// Load generator: pair devices, hold their sockets, publish, and measure (see TARGETS.md).
+    /// Load generator: pair devices, hold their sockets, publish, and measure (targets and results: docs/benchmarks.md).
     Bench(crate::bench::BenchArgs),
     /// Mint a pairing code (prints it and a QR code).
     PairingCode {

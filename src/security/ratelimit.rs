@@ -340,7 +340,7 @@ impl RateLimiter {
             offender.blocked_until_ms = now_ms + self.block_ms;
             offender.blocked_until_ms
         };
-        slog::warn!(self.log, "blocked an IP after repeated rate-limit violations"; "ip" => %ip, "seconds" => self.block_ms / 1_000);
+        slog::warn!(crate::logging::request_scoped(&self.log), "blocked an IP after repeated rate-limit violations"; "ip" => %ip, "seconds" => self.block_ms / 1_000);
         if let Some(redis) = &self.redis {
             match redis.add_block(&ip.to_string(), until, now_ms).await {
                 Ok(()) => {

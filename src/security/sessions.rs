@@ -609,7 +609,7 @@ impl SessionManager {
             )
             .await?;
         if !ended.is_empty() {
-            slog::info!(self.log, "session cap reached; ended the oldest"; "admin" => admin_id, "ended" => ended.len());
+            slog::info!(crate::logging::request_scoped(&self.log), "session cap reached; ended the oldest"; "admin" => admin_id, "ended" => ended.len());
         }
         Ok(NewSession {
             id,
@@ -636,7 +636,10 @@ impl SessionManager {
         if now - record.last_seen_at >= self.touch_every_ms() {
             record.last_seen_at = now;
             let stored = self.seal(&id_hash, &record)?;
-            let (writer, log) = (self.writer.clone(), self.log.clone());
+            let (writer, log) = (
+                self.writer.clone(),
+                crate::logging::request_scoped(&self.log),
+            );
             tokio::spawn(async move {
                 if let Err(e) = writer.replace(stored, now).await {
                     slog::warn!(log, "could not record session use"; "error" => %e);
@@ -647,7 +650,10 @@ impl SessionManager {
     }
 
     fn end_in_background(&self, id_hash: String, admin_id: String) {
-        let (writer, log) = (self.writer.clone(), self.log.clone());
+        let (writer, log) = (
+            self.writer.clone(),
+            crate::logging::request_scoped(&self.log),
+        );
         tokio::spawn(async move {
             if let Err(e) = writer.delete(&id_hash, &admin_id).await {
                 slog::warn!(log, "could not delete an ended session"; "error" => %e);

@@ -240,7 +240,7 @@ mod tests {
         value: String,
     }
 
-    /// Pool acquisition (TARGETS.md: ≤ 50 µs), with the check on checkout, idle pool:
+    /// Pool acquisition (target ≤ 50 µs, docs/benchmarks.md), with the check on checkout, idle pool:
     /// `cargo test --release --lib pool_acquisition_latency -- --ignored --nocapture`
     #[test]
     #[ignore = "a measurement, not a check"]

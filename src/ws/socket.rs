@@ -233,6 +233,7 @@ impl DeviceSocket {
             return;
         }
         self.phase = Phase::Closing;
+        slog::info!(self.handles.log, "socket closed"; "socket" => self.id, "device_id" => self.registered.as_ref().map(DeviceId::as_str), "code" => code, "reason" => reason);
         let reason = CloseReason {
             code: CloseCode::from(code),
             description: Some(reason.to_owned()),
@@ -259,6 +260,7 @@ impl DeviceSocket {
             (Ok((device, _jti, exp)), Phase::Unauthenticated) => {
                 self.token_exp = exp;
                 self.phase = Phase::Authenticated(device.clone());
+                slog::info!(self.handles.log, "socket opened"; "socket" => self.id, "device_id" => device.as_str());
                 let settings = &self.handles.websocket;
                 let hello = Hello {
                     kind: "hello",
@@ -345,6 +347,9 @@ impl DeviceSocket {
                             )
                         }
                     }
+                }
+                for id in &parsed {
+                    slog::debug!(self.handles.log, "ack received"; "notification_id" => %id, "device_id" => device.as_str(), "socket" => self.id);
                 }
                 self.handles.queue.do_send(Ack {
                     device,
@@ -456,6 +461,10 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.phase != Phase::Closing {
+            // The connection ended without a close frame (1006 is never sent, only reported).
+            slog::info!(self.handles.log, "socket closed"; "socket" => self.id, "device_id" => self.registered.as_ref().map(DeviceId::as_str), "code" => 1006, "reason" => "connection dropped");
+        }
         ctx.stop();
     }
 }

@@ -62,15 +62,12 @@ async fn run(mut cmd: Command) -> Run {
     finish(cmd.spawn().expect("start the binary")).await
 }
 
-/// Polls until `path` exists.
+/// Polls until `path` exists (another OS process writes it).
 async fn wait_for_file(path: &Path) {
-    for _ in 0..400 {
-        if path.exists() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} never appeared", path.display());
+    crate::helpers::eventually(&format!("{} appears", path.display()), || async {
+        path.exists().then_some(())
+    })
+    .await;
 }
 
 fn read_json(path: &Path) -> Value {
@@ -577,16 +574,12 @@ async fn listen_pairs_again_with_a_spare_code_after_a_revocation() {
     ])
     .spawn()
     .expect("start listen");
-    let mut new_id = None;
-    for _ in 0..400 {
+    // The `listen` process rewrites its credentials file: no signal reaches this process.
+    let new_id = crate::helpers::eventually("listen paired again", || async {
         let id = read_json(&credentials)["deviceId"].clone();
-        if id != device.id.as_str() {
-            new_id = Some(id);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let new_id = new_id.expect("paired again");
+        (id != device.id.as_str()).then_some(id)
+    })
+    .await;
     let published = app.publish(json!({"title": "welcome back"})).await;
     let run = finish(child).await;
 

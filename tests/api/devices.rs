@@ -76,24 +76,23 @@ fn as_set(ids: Vec<String>) -> HashSet<String> {
     ids.into_iter().collect()
 }
 
-/// Polls `GET /notifications/{id}` (admin) until `done` holds for it.
+/// Polls `GET /notifications/{id}` (admin) until `done` holds for it (the store changes by group
+/// commit, with no signal to the test).
 async fn wait_for_notification(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        let (code, body) = app
-            .get(
-                &format!("/api/v1/notifications/{id}"),
-                Some(&app.admin_token),
-            )
-            .await;
-        assert_eq!(code, 200, "{body}");
-        if done(&body) {
-            return body;
-        }
-        last = body;
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("notification {id} never reached the expected state: {last}");
+    crate::helpers::eventually(
+        &format!("notification {id} reaches the expected state"),
+        || async {
+            let (code, body) = app
+                .get(
+                    &format!("/api/v1/notifications/{id}"),
+                    Some(&app.admin_token),
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+            done(&body).then_some(body)
+        },
+    )
+    .await
 }
 
 /// The delivery to `device` in a notification's detail view.
@@ -597,6 +596,7 @@ async fn device_list_shows_presence_and_filters_by_status_and_platform() {
         if !seen.is_null() {
             break;
         }
+        // Bounded retry: last-seen is written by the group commit after the socket registered.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(millis(&seen), app.clock.now_ms());
@@ -617,6 +617,7 @@ async fn device_list_shows_presence_and_filters_by_status_and_platform() {
             last = body;
             break;
         }
+        // Bounded retry: the close reaches the queue by message and the store by group commit.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(

@@ -70,12 +70,65 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts a relay on an existing data directory (a restart).
 pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestApp {
-    let clock = ManualClock::starting_now();
     let log = if std::env::var_os("BEEP_TEST_LOG").is_some() {
         beepmyphone::logging::build(&settings.log)
     } else {
         beepmyphone::logging::discard()
     };
+    start_logging_to(data_dir, settings, log).await
+}
+
+/// Starts a relay with default test settings whose JSON log, down to debug, is captured.
+pub async fn spawn_app_with_log() -> (TestApp, CapturedLog) {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let settings = test_settings(data_dir.path());
+    let captured = CapturedLog::default();
+    let log = beepmyphone::logging::json_to(captured.clone(), slog::Level::Debug);
+    (start_logging_to(data_dir, settings, log).await, captured)
+}
+
+/// The relay's log in its JSON format, one object a line. Lines are written synchronously, so a
+/// line is here as soon as the code that logs it has run (no waiting for a drain).
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    /// Every line so far, parsed (a line that is not JSON fails the test).
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .expect("UTF-8 log")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// The lines with this `msg`.
+    pub fn with_msg(&self, msg: &str) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["msg"] == msg)
+            .collect()
+    }
+}
+
+async fn start_logging_to(
+    data_dir: tempfile::TempDir,
+    settings: Settings,
+    log: slog::Logger,
+) -> TestApp {
+    let clock = ManualClock::starting_now();
     let app = Application::build(
         settings,
         Options {
@@ -355,10 +408,37 @@ impl WsClient {
     }
 }
 
+/// How long [`eventually`] keeps trying.
+pub const EVENTUALLY: Duration = Duration::from_secs(10);
+
+/// Retries `check` until it returns `Some`, for at most [`EVENTUALLY`], and panics with `what`
+/// after that. For state that another thread changes with no signal a test can await: a group
+/// commit on SQLite's blocking pool, a socket actor stopping on its arbiter, a file another
+/// process writes. It is a bounded retry, not a fixed wait: it returns as soon as the state is
+/// there (relay time stays on the manual clock; only the pause between tries is real time).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        // The one real-time pause of the retry helpers: the other thread gets to run.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `GET /notifications/{id}` until every delivery is in `status` (the store is updated by
-/// group commit, shortly after the ack).
+/// group commit, shortly after the ack: no signal reaches the test).
 pub async fn wait_for_delivery_status(app: &TestApp, id: &str, status: &str) -> Value {
-    for _ in 0..200 {
+    eventually(&format!("deliveries of {id} reach {status}"), || async {
         let (code, body) = app
             .get(
                 &format!("/api/v1/notifications/{id}"),
@@ -367,12 +447,9 @@ pub async fn wait_for_delivery_status(app: &TestApp, id: &str, status: &str) -> 
             .await;
         assert_eq!(code, 200, "{body}");
         let deliveries = body["deliveries"].as_array().unwrap();
-        if !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == status) {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("deliveries of {id} never reached {status}");
+        (!deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == status)).then_some(body)
+    })
+    .await
 }
 
 /// The relay binary running as a child process.

@@ -1011,6 +1011,22 @@ async fn cookie_requests_that_change_state_need_the_csrf_token() {
     assert_eq!(res.status().as_u16(), 200);
 }
 
+/// Waits until the session's last use is stored as the relay's current time: the write runs in a
+/// spawned task, so the test retries the session list (bounded) until it shows it.
+async fn last_use_recorded(app: &TestApp, session: &Login) {
+    let now = beepmyphone_actors::clock::Clock::now_ms(&app.clock);
+    crate::helpers::eventually("the session's last use is recorded", || async {
+        let (status, body) = session_get(app, "/api/v1/auth/sessions", session).await;
+        assert_eq!(status, 200, "{body}");
+        let seen = body["items"][0]["lastSeenAt"].as_str()?;
+        let seen = chrono::DateTime::parse_from_rfc3339(seen)
+            .ok()?
+            .timestamp_millis();
+        (seen == now).then_some(())
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn sessions_end_after_the_idle_timeout() {
     let app = spawn_app_with(|s| {
@@ -1024,7 +1040,7 @@ async fn sessions_end_after_the_idle_timeout() {
     for _ in 0..4 {
         app.clock.advance(Duration::from_secs(500));
         assert_eq!(session_get(&app, "/api/v1/devices", &session).await.0, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await; // the last-use write lands
+        last_use_recorded(&app, &session).await;
     }
     let (_, body) = session_get(&app, "/api/v1/auth/sessions", &session).await;
     let last_seen = body["items"][0]["lastSeenAt"].as_str().unwrap().to_owned();
@@ -1048,7 +1064,7 @@ async fn sessions_end_after_the_absolute_timeout_however_busy() {
     for _ in 0..3 {
         app.clock.advance(Duration::from_secs(590));
         assert_eq!(session_get(&app, "/api/v1/devices", &session).await.0, 200);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        last_use_recorded(&app, &session).await;
     }
     app.clock.advance(Duration::from_secs(60)); // 1830 s after login, 60 s after the last use
     assert_eq!(session_get(&app, "/api/v1/devices", &session).await.0, 401);
@@ -1088,6 +1104,7 @@ async fn ended_sessions_and_expired_revocations_are_swept() {
         if count(&app).await == (0, 0) {
             return;
         }
+        // A bounded retry: the cleanup task deletes on the blocking pool after the clock tick.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("not swept: {:?}", count(&app).await);
@@ -1272,6 +1289,7 @@ impl PrivateRedis {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
+            // Waiting on another OS process (redis-server) to listen: bounded by the deadline.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -1358,6 +1376,8 @@ async fn redis_outage_fails_closed_then_recovers() {
             Instant::now() < deadline,
             "no recovery after Redis came back"
         );
+        // Real time on purpose: reconnecting to a restarted redis-server (another OS process)
+        // goes through the Redis client's own backoff, not the relay's clock. Bounded above.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let session = login(&app, "alice").await;

@@ -434,6 +434,7 @@ async fn socket_floods_are_refused_and_the_relay_keeps_serving() {
             flooding = Some(app.connect_device(&device).await);
             break;
         }
+        // Bounded retry: each closed socket releases its count in its actor's `stopped`.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut ws = flooding.expect("sockets were released");
@@ -538,6 +539,7 @@ async fn a_block_made_by_one_relay_holds_on_every_relay_sharing_redis() {
             break;
         }
         b.clock.advance(Duration::from_secs(1));
+        // The block sync runs on B's clock but reads Redis asynchronously: let it land.
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     let body = refused.expect("relay B enforces relay A's block");
@@ -565,6 +567,7 @@ async fn a_block_made_by_one_relay_holds_on_every_relay_sharing_redis() {
             break;
         }
         a.clock.advance(Duration::from_secs(1));
+        // As above, on A: the tick's Redis read is asynchronous.
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(lifted, "relay A lifts the block B lifted");

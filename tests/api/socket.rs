@@ -492,6 +492,7 @@ async fn no_pong_within_two_heartbeats_closes_the_socket() {
             offline = true;
             break;
         }
+        // Bounded retry: the socket actor unregisters by message after it stopped.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(

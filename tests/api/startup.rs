@@ -234,6 +234,7 @@ fn secrets_never_reach_the_log() {
         if log.contains("api token created") {
             break;
         }
+        // Waiting on another OS process's asynchronous log drain: bounded retry.
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(

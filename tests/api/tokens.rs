@@ -541,7 +541,8 @@ async fn wait_for_jwks(
     what: &str,
     ready: impl Fn(&[String]) -> bool,
 ) -> Vec<String> {
-    for _ in 0..200 {
+    // The key manager publishes its snapshot from its own actor after a clock tick.
+    crate::helpers::eventually(&format!("the JWK set shows {what}"), || async {
         let (status, jwks) = app.get("/.well-known/jwks.json", None).await;
         assert_eq!(status, 200);
         let kids: Vec<String> = jwks["keys"]
@@ -550,12 +551,9 @@ async fn wait_for_jwks(
             .iter()
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect();
-        if ready(&kids) {
-            return kids;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the JWK set never showed {what}");
+        ready(&kids).then_some(kids)
+    })
+    .await
 }
 
 fn mode(path: &Path) -> u32 {
@@ -638,6 +636,8 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_then_retires_the_old_
     app.clock.advance(Duration::from_millis(
         u64::try_from(retires_at - created_at - 5_000).unwrap(),
     ));
+    // Nothing must happen here, and absence has no signal: give the key manager a real-time
+    // moment to act on the advanced clock (if it wrongly retired now, the check below sees it).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         wait_for_jwks(&app, "both keys", |kids| kids.len() == 2).await,
@@ -648,13 +648,10 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_then_retires_the_old_
     let kids = wait_for_jwks(&app, "the old key retired", |kids| kids.len() == 1).await;
     assert_eq!(kids, vec![new_kid.clone()]);
     // The snapshot is published first, then the file goes.
-    for _ in 0..200 {
-        if !old_file.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!old_file.exists(), "the retired private key is deleted");
+    crate::helpers::eventually("the retired private key is deleted", || async {
+        (!old_file.exists()).then_some(())
+    })
+    .await;
     let retired: Vec<String> = std::fs::read_dir(keys_dir(&app).join("retired"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -18,6 +18,7 @@ use beepmyphone_actors::registry::Kick;
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
+use crate::api::middleware::RequestLog;
 use crate::api::schemas::{check, LoginRequest, Page};
 use crate::domain::AdminId;
 use crate::error::ApiError;
@@ -121,6 +122,7 @@ fn clear_cookie(response: &mut HttpResponseBuilder, req: &HttpRequest) -> Result
     responses((status = 200, description = "Logged in; sets the session cookie", body = LoginResponse)))]
 async fn login(
     state: web::Data<AppState>,
+    log: RequestLog,
     req: HttpRequest,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -138,7 +140,7 @@ async fn login(
         // Cannot be anyone's password (bcrypt's limit), whoever the user is.
         Err(PasswordError::TooLong) => false,
         Err(PasswordError::BadHash) => {
-            slog::error!(state.log, "an admin's stored password hash is malformed"; "admin" => &username);
+            slog::error!(log, "an admin's stored password hash is malformed"; "admin" => &username);
             false
         }
         Err(e) => return Err(ApiError::Internal(e.to_string())),
@@ -147,12 +149,12 @@ async fn login(
         Some(admin) if matches => admin,
         _ => {
             let tried: String = username.chars().take(64).collect();
-            slog::warn!(state.log, "admin login refused"; "username" => tried);
+            slog::warn!(log, "admin login refused"; "username" => tried);
             return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
         }
     };
     let new = state.sessions.create(&admin.id, &admin.username).await?;
-    slog::info!(state.log, "admin logged in"; "admin" => &admin.username, "session" => &new.session.public_id);
+    slog::info!(log, "admin logged in"; "admin" => &admin.username, "session" => &new.session.public_id);
     let max_age = state.sessions.absolute_ms() / 1_000;
     let mut response = HttpResponse::Ok();
     set_cookie(
@@ -172,6 +174,7 @@ async fn login(
     responses((status = 204, description = "The device token (and its refresh family) or the session is revoked")))]
 async fn logout(
     state: web::Data<AppState>,
+    log: RequestLog,
     req: HttpRequest,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
@@ -183,7 +186,7 @@ async fn logout(
                 code: close::UNAUTHORIZED,
                 reason: "logged out".into(),
             });
-            slog::info!(state.log, "device logged out; its token and refresh family are revoked"; "device" => %device);
+            slog::info!(log, "device logged out; its token and refresh family are revoked"; "device" => %device);
             Ok(HttpResponse::NoContent().finish())
         }
         Principal::Session {
@@ -193,7 +196,7 @@ async fn logout(
             ..
         } => {
             state.sessions.end(&id_hash, admin_id.as_str()).await?;
-            slog::info!(state.log, "admin logged out"; "admin" => &username);
+            slog::info!(log, "admin logged out"; "admin" => &username);
             let mut response = HttpResponse::NoContent();
             clear_cookie(&mut response, &req)?;
             Ok(response.finish())

@@ -12,6 +12,7 @@ use beepmyphone_actors::registry::{Kick, OnlineDevices};
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
+use crate::api::middleware::RequestLog;
 use crate::api::page_limit;
 use crate::api::schemas::{check, DeviceListQuery, Page, PatchDeviceRequest, QuietHoursBody};
 use crate::error::ApiError;
@@ -260,6 +261,7 @@ async fn patch_device(
     responses((status = 204, description = "Deleted; its tokens are revoked and its sockets closed")))]
 async fn delete_device(
     state: web::Data<AppState>,
+    log: RequestLog,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -281,6 +283,6 @@ async fn delete_device(
         code: CLOSE_REVOKED,
         reason: "device revoked".into(),
     });
-    slog::info!(state.log, "device deleted"; "device" => %device);
+    slog::info!(log, "device deleted"; "device" => %device);
     Ok(HttpResponse::NoContent().finish())
 }

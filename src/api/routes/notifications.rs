@@ -14,6 +14,7 @@ use beepmyphone_actors::queue::{Enqueue, EnqueueOutcome, NewNotification, QueueE
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
+use crate::api::middleware::RequestLog;
 use crate::api::schemas::{
     check, BatchRequest, BatchResponse, NotificationListQuery, Page, PublishRequest,
     PublishResponse, ValidPublish,
@@ -96,6 +97,7 @@ async fn enqueue(
         (status = 422, description = "Unknown target devices; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn publish(
     state: web::Data<AppState>,
+    log: RequestLog,
     principal: Principal,
     Json(request): Json<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -109,6 +111,7 @@ async fn publish(
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal("the queue answered nothing".into()))?;
+    slog::info!(log, "notification published"; "notification_id" => %outcome.id, "targets" => outcome.targets, "duplicate" => outcome.duplicate);
     Ok(HttpResponse::Accepted().json(PublishResponse {
         id: outcome.id.to_string(),
         status: "queued".into(),
@@ -121,6 +124,7 @@ async fn publish(
         (status = 422, description = "Unknown target devices; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn publish_batch(
     state: web::Data<AppState>,
+    log: RequestLog,
     principal: Principal,
     Json(request): Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -130,6 +134,9 @@ async fn publish_batch(
     let ttl = state.settings.delivery.default_ttl_seconds;
     let valid = request.into_valid(now, ttl)?;
     let outcomes = enqueue(&state, &principal, valid, true).await?;
+    for o in &outcomes {
+        slog::info!(log, "notification published"; "notification_id" => %o.id, "targets" => o.targets, "duplicate" => o.duplicate, "batch" => true);
+    }
     let items = outcomes
         .into_iter()
         .map(|o| PublishResponse {

@@ -15,6 +15,7 @@ use beepmyphone_actors::registry::Kick;
 
 use crate::api::auth::Principal;
 use crate::api::body::{Json, OptionalJson};
+use crate::api::middleware::RequestLog;
 use crate::api::schemas::{check, DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
 use crate::error::ApiError;
 use crate::security::jwt::JwtKeys;
@@ -152,6 +153,7 @@ impl From<diesel::result::Error> for ApiError {
         (status = 409, description = "The code is invalid, used or expired", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn pair_device(
     state: web::Data<AppState>,
+    log: RequestLog,
     Json(request): Json<PairRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check(&request)?;
@@ -197,7 +199,7 @@ async fn pair_device(
         device: device.clone(),
         policy,
     });
-    slog::info!(state.log, "device paired"; "device" => %device);
+    slog::info!(log, "device paired"; "device" => %device);
     Ok(HttpResponse::Created().json(tokens))
 }
 
@@ -206,6 +208,7 @@ async fn pair_device(
     responses((status = 200, description = "A new token pair; the presented refresh token is used up", body = DeviceTokens)))]
 async fn refresh_tokens(
     state: web::Data<AppState>,
+    log: RequestLog,
     Json(request): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check(&request)?;
@@ -238,7 +241,7 @@ async fn refresh_tokens(
             code: crate::ws::protocol::close::UNAUTHORIZED,
             reason: "tokens revoked".into(),
         });
-        slog::warn!(state.log, "refresh token reused; family and access tokens revoked"; "device" => &row.device_id);
+        slog::warn!(log, "refresh token reused; family and access tokens revoked"; "device" => &row.device_id);
         return Err(invalid());
     }
     let device = DeviceId::from_trusted(row.device_id.as_str());

@@ -9,6 +9,7 @@ use beepmyphone_actors::model::rfc3339;
 
 use crate::api::auth::Principal;
 use crate::api::body::Json;
+use crate::api::middleware::RequestLog;
 use crate::api::page_limit;
 use crate::api::schemas::{check, CreateTokenRequest, Page, TokenListQuery};
 use crate::domain::Scope;
@@ -87,6 +88,7 @@ struct CreatedToken {
     responses((status = 201, description = "The token; its secret is shown this once", body = CreatedToken)))]
 async fn create_token(
     state: web::Data<AppState>,
+    log: RequestLog,
     principal: Principal,
     Json(request): Json<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -100,7 +102,7 @@ async fn create_token(
         .store
         .run(move |conn| mint_api_token(conn, &name, scope, now))
         .await?;
-    slog::info!(state.log, "api token created"; "token_id" => &row.id, "scope" => scope.as_str());
+    slog::info!(log, "api token created"; "token_id" => &row.id, "scope" => scope.as_str());
     Ok(HttpResponse::Created().json(CreatedToken {
         view: row.into(),
         token: secret.expose().to_owned(),
@@ -133,6 +135,7 @@ async fn list_tokens(
     responses((status = 204, description = "Deleted; it stops working at once")))]
 async fn delete_token(
     state: web::Data<AppState>,
+    log: RequestLog,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -145,6 +148,6 @@ async fn delete_token(
         .await?;
     let hash = hash.ok_or_else(|| ApiError::NotFound(format!("no token {id}")))?;
     state.api_tokens.remove(&hash);
-    slog::info!(state.log, "api token deleted"; "token_id" => &id);
+    slog::info!(log, "api token deleted"; "token_id" => &id);
     Ok(HttpResponse::NoContent().finish())
 }
