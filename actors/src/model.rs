@@ -127,13 +127,15 @@ impl Priority {
         self as i16
     }
 
-    /// From the stored integer form; unknown values read as `Normal`.
-    pub fn from_i16(value: i16) -> Self {
+    /// From the stored integer form; `None` for a value [`Priority::as_i16`] never produces (a
+    /// corrupt row is the caller's error to report, never read as some default priority).
+    pub const fn from_i16(value: i16) -> Option<Self> {
         match value {
-            0 => Priority::Low,
-            2 => Priority::High,
-            3 => Priority::Critical,
-            _ => Priority::Normal,
+            0 => Some(Priority::Low),
+            1 => Some(Priority::Normal),
+            2 => Some(Priority::High),
+            3 => Some(Priority::Critical),
+            _ => None,
         }
     }
 }
@@ -301,7 +303,10 @@ mod tests {
         assert_eq!(Priority::parse("high"), Some(Priority::High));
         assert_eq!(Priority::parse("urgent"), None);
         for p in Priority::ALL {
-            assert_eq!(Priority::from_i16(p.as_i16()), p);
+            assert_eq!(Priority::from_i16(p.as_i16()), Some(p));
+        }
+        for unknown in [-1, 4, 9, i16::MAX, i16::MIN] {
+            assert_eq!(Priority::from_i16(unknown), None, "{unknown}");
         }
     }
 

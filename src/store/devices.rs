@@ -10,6 +10,7 @@ use diesel::SqliteConnection;
 use beepmyphone_actors::model::{DeviceId, DevicePolicy, Priority, QuietHours};
 
 use super::schema::{deliveries, devices};
+use super::StoreError;
 use crate::domain::DeliveryStatus;
 
 /// A device row.
@@ -48,25 +49,57 @@ impl DeviceRow {
         DeviceId::from_trusted(self.id.as_str())
     }
 
-    /// The quiet hours, if complete and valid.
-    pub fn quiet_hours(&self) -> Option<QuietHours> {
-        let start = NaiveTime::parse_from_str(self.quiet_start.as_deref()?, "%H:%M").ok()?;
-        let end = NaiveTime::parse_from_str(self.quiet_end.as_deref()?, "%H:%M").ok()?;
-        let timezone = self.quiet_tz.as_deref()?.parse().ok()?;
-        Some(QuietHours {
+    /// The quiet hours: `None` if none are set, [`StoreError::Corrupt`] if they are set only in
+    /// part or a value does not parse (the API only ever writes all three, valid, or none).
+    pub fn quiet_hours(&self) -> Result<Option<QuietHours>, StoreError> {
+        let (start, end, tz) = match (&self.quiet_start, &self.quiet_end, &self.quiet_tz) {
+            (None, None, None) => return Ok(None),
+            (Some(start), Some(end), Some(tz)) => (start, end, tz),
+            _ => {
+                return Err(self.corrupt(
+                    "quiet_start, quiet_end, quiet_tz",
+                    "quiet hours set only in part",
+                ))
+            }
+        };
+        let time = |column: &str, raw: &str| {
+            NaiveTime::parse_from_str(raw, "%H:%M")
+                .map_err(|e| self.corrupt(column, format_args!("{raw:?} is not HH:MM: {e}")))
+        };
+        let start = time("quiet_start", start)?;
+        let end = time("quiet_end", end)?;
+        let timezone = tz.parse().map_err(|_| {
+            self.corrupt("quiet_tz", format_args!("{tz:?} is not an IANA time zone"))
+        })?;
+        Ok(Some(QuietHours {
             start,
             end,
             timezone,
+        }))
+    }
+
+    /// The minimum priority; [`StoreError::Corrupt`] for a value no writer stores.
+    pub fn min_priority(&self) -> Result<Priority, StoreError> {
+        Priority::from_i16(self.min_priority).ok_or_else(|| {
+            self.corrupt(
+                "min_priority",
+                format_args!("unknown priority {}", self.min_priority),
+            )
         })
     }
 
-    /// The delivery policy the queue applies.
-    pub fn policy(&self) -> DevicePolicy {
-        DevicePolicy {
+    /// The delivery policy the queue applies; [`StoreError::Corrupt`] if the row's minimum priority
+    /// or quiet hours are.
+    pub fn policy(&self) -> Result<DevicePolicy, StoreError> {
+        Ok(DevicePolicy {
             enabled: self.enabled,
-            min_priority: Priority::from_i16(self.min_priority),
-            quiet_hours: self.quiet_hours(),
-        }
+            min_priority: self.min_priority()?,
+            quiet_hours: self.quiet_hours()?,
+        })
+    }
+
+    fn corrupt(&self, column: &str, what: impl std::fmt::Display) -> StoreError {
+        StoreError::corrupt("devices", column, &self.id, what)
     }
 }
 

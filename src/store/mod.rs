@@ -47,9 +47,25 @@ pub enum StoreError {
     /// The blocking task failed (panicked or was cancelled).
     #[error("blocking task: {0}")]
     Task(String),
+    /// A stored value no writer produces (an unknown priority, a time zone or tags that do not
+    /// parse): the row is corrupt, and it is reported, never read as a default.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
     /// Anything else (migrations, files).
     #[error("{0}")]
     Other(String),
+}
+
+impl StoreError {
+    /// A [`StoreError::Corrupt`] naming the table, column and row id, and what is wrong.
+    pub fn corrupt(
+        table: &str,
+        column: &str,
+        row: impl std::fmt::Display,
+        what: impl std::fmt::Display,
+    ) -> Self {
+        StoreError::Corrupt(format!("{table}.{column} of row {row}: {what}"))
+    }
 }
 
 /// A pooled connection.

@@ -7,6 +7,7 @@ use diesel::SqliteConnection;
 use beepmyphone_actors::model::{NotificationId, NotificationRecord, Priority};
 
 use super::schema::{deliveries, notifications};
+use super::StoreError;
 use crate::domain::DeliveryStatus;
 
 /// A notification row.
@@ -40,19 +41,36 @@ pub struct NotificationRow {
 }
 
 impl NotificationRow {
-    /// The domain record.
-    pub fn record(&self) -> NotificationRecord {
-        NotificationRecord {
+    /// The domain record; [`StoreError::Corrupt`] if the priority or the tags are not what the
+    /// store writes.
+    pub fn record(&self) -> Result<NotificationRecord, StoreError> {
+        let priority = Priority::from_i16(self.priority).ok_or_else(|| {
+            StoreError::corrupt(
+                "notifications",
+                "priority",
+                &self.id,
+                format_args!("unknown priority {}", self.priority),
+            )
+        })?;
+        let tags = serde_json::from_str(&self.tags).map_err(|e| {
+            StoreError::corrupt(
+                "notifications",
+                "tags",
+                &self.id,
+                format_args!("not a JSON array of strings: {e}"),
+            )
+        })?;
+        Ok(NotificationRecord {
             id: NotificationId::from_trusted(self.id.as_str()),
             title: self.title.clone(),
             body: self.body.clone(),
             app: self.app.clone(),
-            priority: Priority::from_i16(self.priority),
-            tags: serde_json::from_str(&self.tags).unwrap_or_default(),
+            priority,
+            tags,
             click_url: self.click_url.clone(),
             created_at: self.created_at,
             expires_at: self.expires_at,
-        }
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use beepmyphone_actors::ports::{
 
 use super::notifications::NotificationRow;
 use super::schema::{deliveries, devices as devices_table, notifications};
-use super::{devices, Store};
+use super::{devices, Store, StoreError};
 use crate::domain::DeliveryStatus;
 
 /// How long an idempotency key is remembered, in milliseconds.
@@ -275,7 +275,14 @@ pub fn commit_batch(
 }
 
 /// Marks expired deliveries and reads everything the queue needs.
-pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<QueueSnapshot> {
+///
+/// A corrupt device or notification row (see [`StoreError::Corrupt`]) is left out and named in
+/// [`QueueSnapshot::corrupt`] (the queue logs it as an error), never read with default values.
+/// Leaving it out rather than failing the load is deliberate: the queue retries a failed load
+/// forever and accepts nothing meanwhile, so one bad row would stop every delivery to every
+/// device. Left out, a corrupt device gets nothing until it is repaired, and a corrupt
+/// notification is not delivered; their delivery rows stay in the store as they are.
+pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnapshot, StoreError> {
     diesel::update(
         deliveries::table
             .filter(deliveries::status.lt(DeliveryStatus::Acked))
@@ -289,10 +296,14 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<Queue
     )
     .set(deliveries::status.eq(DeliveryStatus::Expired))
     .execute(conn)?;
-    let devices = devices::all(conn)?
-        .into_iter()
-        .map(|row| (row.device_id(), row.policy()))
-        .collect();
+    let mut corrupt = Vec::new();
+    let mut devices = Vec::new();
+    for row in devices::all(conn)? {
+        match row.policy() {
+            Ok(policy) => devices.push((row.device_id(), policy)),
+            Err(e) => corrupt.push(e.to_string()),
+        }
+    }
     let rows: Vec<NotificationRow> = notifications::table
         .filter(notifications::expires_at.gt(now))
         .filter(
@@ -307,9 +318,15 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<Queue
         .load(conn)?;
     let mut index = HashMap::with_capacity(rows.len());
     let mut notes = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        index.insert(row.seq, i);
-        let record = row.record();
+    for row in &rows {
+        let record = match row.record() {
+            Ok(record) => record,
+            Err(e) => {
+                corrupt.push(e.to_string());
+                continue;
+            }
+        };
+        index.insert(row.seq, notes.len());
         notes.push(QueuedNotification {
             payload: record.device_json(),
             id: record.id,
@@ -335,6 +352,7 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> QueryResult<Queue
         devices,
         notifications: notes,
         pending,
+        corrupt,
     })
 }
 

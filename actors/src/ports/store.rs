@@ -106,6 +106,10 @@ pub struct QueueSnapshot {
     pub notifications: Vec<QueuedNotification>,
     /// Deliveries not yet acknowledged nor expired.
     pub pending: Vec<PendingDelivery>,
+    /// Rows the store left out because they are corrupt (one description each, naming table,
+    /// column and row); the queue logs each as an error. Their deliveries stay in the store,
+    /// untouched, until the row is repaired and the queue reloads.
+    pub corrupt: Vec<String>,
 }
 
 /// The durable store behind the notification queue.

@@ -243,6 +243,9 @@ impl NotificationQueue {
     fn restore(&mut self, snapshot: QueueSnapshot) {
         self.devices.clear();
         self.deadlines.clear();
+        for problem in &snapshot.corrupt {
+            slog::error!(self.log, "a corrupt row is left out of the queue"; "error" => %problem);
+        }
         for (device, policy) in snapshot.devices {
             let queue = self.new_device_queue(policy);
             self.devices.insert(device, queue);

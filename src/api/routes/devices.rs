@@ -18,6 +18,7 @@ use crate::api::schemas::{check, DeviceListQuery, Page, PatchDeviceRequest, Quie
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::devices::{self, DeliveryCounts, DeviceChanges, DeviceRow};
+use crate::store::StoreError;
 
 /// WebSocket close code for a revoked device.
 pub const CLOSE_REVOKED: u16 = 4003;
@@ -60,22 +61,34 @@ struct SettingsView {
     quiet_hours: Option<QuietHoursBody>,
 }
 
-fn view(row: DeviceRow, online: bool, deliveries: DeliveryCounts) -> DeviceView {
-    let quiet_hours = match (&row.quiet_start, &row.quiet_end, &row.quiet_tz) {
-        (Some(start), Some(end), Some(timezone)) => Some(QuietHoursBody {
+/// The device as the API shows it; [`StoreError::Corrupt`] if its stored settings are (shown as
+/// they are stored once they parse, never replaced by defaults).
+fn view(
+    row: DeviceRow,
+    online: bool,
+    deliveries: DeliveryCounts,
+) -> Result<DeviceView, StoreError> {
+    let min_priority = row.min_priority()?;
+    let quiet_hours = match (
+        row.quiet_hours()?,
+        &row.quiet_start,
+        &row.quiet_end,
+        &row.quiet_tz,
+    ) {
+        (Some(_), Some(start), Some(end), Some(timezone)) => Some(QuietHoursBody {
             start: start.clone(),
             end: end.clone(),
             timezone: timezone.clone(),
         }),
         _ => None,
     };
-    DeviceView {
+    Ok(DeviceView {
         status: if online { "online" } else { "offline" },
         created_at: rfc3339(row.created_at),
         last_seen_at: row.last_seen_at.map(rfc3339),
         settings: SettingsView {
             enabled: row.enabled,
-            min_priority: Priority::from_i16(row.min_priority),
+            min_priority,
             quiet_hours,
         },
         deliveries,
@@ -83,7 +96,7 @@ fn view(row: DeviceRow, online: bool, deliveries: DeliveryCounts) -> DeviceView 
         name: row.name,
         platform: row.platform,
         app_version: row.app_version,
-    }
+    })
 }
 
 async fn online_devices(state: &AppState) -> Result<std::collections::HashSet<DeviceId>, ApiError> {
@@ -158,7 +171,7 @@ async fn list_devices(
             let counts = counts.get(&row.id).copied().unwrap_or_default();
             view(row, online, counts)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
@@ -175,7 +188,7 @@ async fn load_view(state: &AppState, device: &DeviceId) -> Result<DeviceView, Ap
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
     let online = online_devices(state).await?.contains(device);
     let counts = counts.get(&row.id).copied().unwrap_or_default();
-    Ok(view(row, online, counts))
+    Ok(view(row, online, counts)?)
 }
 
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "a device id (dev_…)")),
@@ -248,11 +261,12 @@ async fn patch_device(
         .run(move |conn| Ok(devices::update(conn, &id, &changes)?))
         .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
+    let policy = row.policy()?;
     // Queued before the answer goes out, so a publish that follows it finds the device; a
     // restarting queue processes it after reloading (the store has the device either way).
     state.graph.queue.do_send(UpsertDevice {
         device: device.clone(),
-        policy: row.policy(),
+        policy,
     });
     Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
 }

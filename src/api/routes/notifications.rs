@@ -24,6 +24,7 @@ use crate::domain::DeliveryStatus;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::store::notifications::{self, DeliveryRow, ListFilter, NotificationRow};
+use crate::store::StoreError;
 
 /// This module's operations in the OpenAPI document.
 #[derive(utoipa::OpenApi)]
@@ -207,7 +208,7 @@ fn notification_view(
     row: NotificationRow,
     deliveries: &[DeliveryRow],
     detail: bool,
-) -> NotificationView {
+) -> Result<NotificationView, StoreError> {
     let mut counts = Counts::default();
     for d in deliveries {
         match d.status {
@@ -217,8 +218,8 @@ fn notification_view(
             DeliveryStatus::Expired => counts.expired += 1,
         }
     }
-    let record = row.record();
-    NotificationView {
+    let record = row.record()?;
+    Ok(NotificationView {
         id: row.id,
         title: record.title,
         body: record.body,
@@ -243,7 +244,7 @@ fn notification_view(
                 })
                 .collect()
         }),
-    }
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications", params(NotificationListQuery),
@@ -332,7 +333,7 @@ async fn list_notifications(
             let deliveries = by_seq.remove(&row.seq).unwrap_or_default();
             notification_view(row, &deliveries, false)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
@@ -365,5 +366,5 @@ async fn get_notification(
     if principal.device().is_some() && deliveries.is_empty() {
         return Err(not_found());
     }
-    Ok(HttpResponse::Ok().json(notification_view(row, &deliveries, true)))
+    Ok(HttpResponse::Ok().json(notification_view(row, &deliveries, true)?))
 }

@@ -176,7 +176,7 @@ async fn pair_device(
         last_seen_at: None,
         tokens_valid_after: 0,
     };
-    let policy = row.policy();
+    let policy = row.policy()?;
     let family = ulid::Ulid::new().to_string();
     let tokens = issue_tokens(
         &state,
