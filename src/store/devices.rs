@@ -243,3 +243,85 @@ pub fn delivery_counts(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> DeviceRow {
+        DeviceRow {
+            id: "dev_corrupt".into(),
+            name: "d".into(),
+            platform: "linux".into(),
+            app_version: None,
+            enabled: true,
+            min_priority: Priority::High.as_i16(),
+            quiet_start: Some("22:00".into()),
+            quiet_end: Some("07:00".into()),
+            quiet_tz: Some("Europe/Berlin".into()),
+            created_at: 0,
+            last_seen_at: None,
+            tokens_valid_after: 0,
+        }
+    }
+
+    fn corrupt_message(result: Result<DevicePolicy, StoreError>) -> String {
+        match result {
+            Err(StoreError::Corrupt(message)) => message,
+            other => panic!("expected a corrupt-row error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_row_gives_its_policy() {
+        let policy = row().policy().unwrap();
+        assert_eq!(policy.min_priority, Priority::High);
+        let quiet = policy.quiet_hours.unwrap();
+        assert_eq!(quiet.timezone, chrono_tz::Europe::Berlin);
+        let none = DeviceRow {
+            quiet_start: None,
+            quiet_end: None,
+            quiet_tz: None,
+            ..row()
+        };
+        assert!(none.policy().unwrap().quiet_hours.is_none());
+    }
+
+    #[test]
+    fn an_unknown_priority_is_an_error_not_normal() {
+        let bad = DeviceRow {
+            min_priority: 9,
+            ..row()
+        };
+        let message = corrupt_message(bad.policy());
+        assert!(message.contains("devices.min_priority"), "{message}");
+        assert!(message.contains("dev_corrupt"), "{message}");
+        assert!(message.contains('9'), "{message}");
+    }
+
+    #[test]
+    fn a_time_zone_that_does_not_parse_is_an_error_not_no_quiet_hours() {
+        let bad = DeviceRow {
+            quiet_tz: Some("Mars/Olympus".into()),
+            ..row()
+        };
+        let message = corrupt_message(bad.policy());
+        assert!(message.contains("devices.quiet_tz"), "{message}");
+        assert!(message.contains("dev_corrupt"), "{message}");
+        assert!(matches!(bad.quiet_hours(), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn bad_or_partial_quiet_hours_are_errors() {
+        let bad_time = DeviceRow {
+            quiet_start: Some("25:00".into()),
+            ..row()
+        };
+        assert!(corrupt_message(bad_time.policy()).contains("devices.quiet_start"));
+        let partial = DeviceRow {
+            quiet_tz: None,
+            ..row()
+        };
+        assert!(corrupt_message(partial.policy()).contains("only in part"));
+    }
+}

@@ -196,3 +196,61 @@ pub fn deliveries_of(
     }
     query.load(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> NotificationRow {
+        NotificationRow {
+            seq: 1,
+            id: "ntf_corrupt".into(),
+            title: "t".into(),
+            body: String::new(),
+            app: "a".into(),
+            priority: Priority::Critical.as_i16(),
+            tags: r#"["x","y"]"#.into(),
+            click_url: None,
+            created_at: 1,
+            expires_at: 2,
+            publisher: "tok_1".into(),
+            idempotency_key: None,
+        }
+    }
+
+    fn corrupt_message(row: &NotificationRow) -> String {
+        match row.record() {
+            Err(StoreError::Corrupt(message)) => message,
+            other => panic!("expected a corrupt-row error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_row_gives_its_record() {
+        let record = row().record().unwrap();
+        assert_eq!(record.priority, Priority::Critical);
+        assert_eq!(record.tags, vec!["x".to_owned(), "y".to_owned()]);
+    }
+
+    #[test]
+    fn an_unknown_priority_is_an_error_not_normal() {
+        let message = corrupt_message(&NotificationRow {
+            priority: 9,
+            ..row()
+        });
+        assert!(message.contains("notifications.priority"), "{message}");
+        assert!(message.contains("ntf_corrupt"), "{message}");
+    }
+
+    #[test]
+    fn tags_that_are_not_a_json_array_of_strings_are_an_error_not_empty() {
+        for tags in ["not json", "{\"a\":1}", "[1,2]", ""] {
+            let message = corrupt_message(&NotificationRow {
+                tags: tags.into(),
+                ..row()
+            });
+            assert!(message.contains("notifications.tags"), "{tags}: {message}");
+            assert!(message.contains("ntf_corrupt"), "{tags}: {message}");
+        }
+    }
+}

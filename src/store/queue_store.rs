@@ -418,6 +418,74 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_rows_are_left_out_of_the_snapshot_and_named_never_defaulted() {
+        let (_dir, store, device) = store_with_device();
+        let other = DeviceId::generate();
+        let mut conn = store.conn().unwrap();
+        devices::insert(
+            &mut conn,
+            &DeviceRow {
+                id: other.to_string(),
+                name: "o".into(),
+                platform: "linux".into(),
+                app_version: None,
+                enabled: true,
+                min_priority: 0,
+                quiet_start: None,
+                quiet_end: None,
+                quiet_tz: None,
+                created_at: 0,
+                last_seen_at: None,
+                tokens_valid_after: 0,
+            },
+        )
+        .unwrap();
+        let batch = CommitBatch {
+            inserts: vec![op(&device, None), op(&device, None), op(&device, None)],
+            ..CommitBatch::default()
+        };
+        store.commit(&batch).unwrap();
+        diesel::update(devices_table::table.find(other.to_string()))
+            .set((
+                devices_table::quiet_start.eq(Some("22:00")),
+                devices_table::quiet_end.eq(Some("07:00")),
+                devices_table::quiet_tz.eq(Some("Mars/Olympus")),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+        diesel::update(notifications::table.find(1_i64))
+            .set(notifications::priority.eq(9_i16))
+            .execute(&mut conn)
+            .unwrap();
+        diesel::update(notifications::table.find(2_i64))
+            .set(notifications::tags.eq("not json"))
+            .execute(&mut conn)
+            .unwrap();
+        let snapshot = store.load(2_000).unwrap();
+        assert_eq!(snapshot.devices.len(), 1);
+        assert_eq!(snapshot.devices[0].0, device);
+        assert_eq!(snapshot.notifications.len(), 1);
+        assert_eq!(snapshot.notifications[0].seq, 3);
+        assert_eq!(snapshot.pending.len(), 1);
+        assert_eq!(snapshot.pending[0].notification, 0);
+        assert_eq!(snapshot.corrupt.len(), 3, "{:?}", snapshot.corrupt);
+        let all = snapshot.corrupt.join("\n");
+        assert!(
+            all.contains("devices.quiet_tz") && all.contains(&other.to_string()),
+            "{all}"
+        );
+        assert!(all.contains("notifications.priority"), "{all}");
+        assert!(all.contains("notifications.tags"), "{all}");
+        // Their deliveries are still queued in the store, for when the rows are repaired.
+        let queued: i64 = deliveries::table
+            .filter(deliveries::status.eq(DeliveryStatus::Queued))
+            .count()
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(queued, 3);
+    }
+
+    #[test]
     fn a_batch_inserts_in_order_and_resolves_repeated_keys_inside_it() {
         let (_dir, store, device) = store_with_device();
         let batch = CommitBatch {
