@@ -181,6 +181,7 @@ pub struct LimitSettings {
     /// WebSocket connection attempts per minute per IP (sliding window).
     pub ws_connects_per_minute: u32,
     /// Inbound WebSocket frames per second per socket (GCRA); above it the socket closes with 4008.
+    /// Acks of notifications sent on the socket and not yet acked are not counted.
     pub ws_frames_per_second: u32,
     /// Inbound frames allowed at once per socket (the GCRA burst).
     pub ws_frame_burst: u32,
