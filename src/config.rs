@@ -27,6 +27,8 @@ pub struct ServerSettings {
     pub public_url: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a client has to send the whole request body once the head arrived (408 after).
+    pub body_timeout_seconds: u64,
     /// Seconds to let open requests and sockets finish on shutdown.
     pub shutdown_timeout_seconds: u64,
     /// Concurrent connections per worker at most; more wait in the backlog.
@@ -181,6 +183,7 @@ pub struct LimitSettings {
     /// WebSocket connection attempts per minute per IP (sliding window).
     pub ws_connects_per_minute: u32,
     /// Inbound WebSocket frames per second per socket (GCRA); above it the socket closes with 4008.
+    /// Acks of notifications sent on the socket and not yet acked are not counted.
     pub ws_frames_per_second: u32,
     /// Inbound frames allowed at once per socket (the GCRA burst).
     pub ws_frame_burst: u32,
@@ -292,6 +295,7 @@ impl Default for ServerSettings {
             workers: 0,
             public_url: String::new(),
             max_body_bytes: 64 * 1024,
+            body_timeout_seconds: 10,
             shutdown_timeout_seconds: 10,
             max_connections: 25_000,
             client_request_timeout_ms: 5_000,
@@ -432,6 +436,9 @@ impl Settings {
         }
         if !self.server.public_url.is_empty() && url::Url::parse(&self.server.public_url).is_err() {
             return bad("server.public_url", "must be an absolute URL or empty");
+        }
+        if self.server.body_timeout_seconds == 0 {
+            return bad("server.body_timeout_seconds", "must be at least 1");
         }
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes", "must be at least 1024");

@@ -72,6 +72,12 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 408: the request body did not arrive within `server.body_timeout_seconds`.
+    #[error("the request body did not arrive within {seconds} s")]
+    RequestTimeout {
+        /// The timeout in seconds.
+        seconds: u64,
+    },
     /// 415: not JSON.
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
@@ -124,6 +130,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ApiError::RequestTimeout { .. } => "REQUEST_TIMEOUT",
             ApiError::UriTooLong { .. } => "URI_TOO_LONG",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Unavailable(_) => "UNAVAILABLE",
@@ -141,6 +148,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "Method not allowed",
             ApiError::Conflict(_) => "Conflict",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::RequestTimeout { .. } => "Request timeout",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::UriTooLong { .. } => "URI too long",
             ApiError::RateLimited { .. } => "Too many requests",
@@ -194,6 +202,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -233,6 +242,10 @@ impl ResponseError for ApiError {
         }
         if let ApiError::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        }
+        if matches!(self, ApiError::RequestTimeout { .. }) {
+            // The rest of the body is not read: the connection cannot carry another request.
+            response.insert_header((header::CONNECTION, HeaderValue::from_static("close")));
         }
         if matches!(self, ApiError::Unavailable(_)) {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));

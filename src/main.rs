@@ -91,6 +91,8 @@ fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
 }
 
 fn serve(settings: Settings) -> ExitCode {
+    // Everything the relay creates (database, -wal/-shm, keys, tokens) is owner-only.
+    beepmyphone::security::files::restrict_umask();
     let log = beepmyphone::logging::build(&settings.log);
     let system = actix_rt::System::new();
     let result = system.block_on(async {

@@ -216,9 +216,22 @@ impl Application {
         } = options;
         let settings = Arc::new(settings);
         let data_dir = settings.storage.data_dir.clone();
+        // The data directory holds notification contents, keys and tokens: owner only, also when
+        // an older relay or an operator left it 0755 with 0644 files (SQLite gives -wal/-shm the
+        // database's mode, so tighten before opening it), and again once start-up created files.
+        let restrict = |when: &str| -> Result<(), StartError> {
+            for dir in [data_dir.clone(), settings.keys_dir()] {
+                crate::security::files::restrict_tree(&dir).map_err(|e| {
+                    StartError::Io(format!("cannot restrict {} ({when}): {e}", dir.display()))
+                })?;
+            }
+            Ok(())
+        };
+        restrict("before opening")?;
         let store = Store::open(&data_dir, &settings.storage)?;
         let (keys, key_manager) = start_key_manager(&settings, &clock, &log).await?;
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
+        restrict("after start-up")?;
         // One Redis pool (when configured) for revocations, sessions and rate limits.
         let redis = if settings.redis.url.is_empty() {
             None

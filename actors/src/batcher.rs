@@ -69,7 +69,7 @@ pub fn encode_frame<'a>(items: impl IntoIterator<Item = &'a Bytes>, size_hint: u
 
 #[derive(Default)]
 struct Pending {
-    items: Vec<Bytes>,
+    items: Vec<Arc<QueuedNotification>>,
     bytes: usize,
 }
 
@@ -99,27 +99,32 @@ impl Batcher {
         }
     }
 
-    fn send(&self, device: &DeviceId, items: &[Bytes], bytes: usize) {
-        let frame = encode_frame(items, bytes + items.len());
+    fn send(&self, device: &DeviceId, items: &[Arc<QueuedNotification>], bytes: usize) {
+        let frame = encode_frame(items.iter().map(|n| &n.payload), bytes + items.len());
         self.dispatch.do_send(Dispatch {
             device: device.clone(),
             frame,
             items: items.len(),
+            ids: items.iter().map(|n| n.id.clone()).collect(),
         });
     }
 
     /// Sends `items` now, cut into frames by the item and byte limits.
-    fn send_chunked(&self, device: &DeviceId, items: impl IntoIterator<Item = Bytes>) {
+    fn send_chunked(
+        &self,
+        device: &DeviceId,
+        items: impl IntoIterator<Item = Arc<QueuedNotification>>,
+    ) {
         let (max_items, max_bytes) = (self.config.max_items.max(1), self.config.max_bytes);
         let mut frame = Pending::default();
         for item in items {
             if !frame.items.is_empty()
-                && (frame.items.len() >= max_items || frame.bytes + item.len() > max_bytes)
+                && (frame.items.len() >= max_items || frame.bytes + item.payload.len() > max_bytes)
             {
                 self.send(device, &frame.items, frame.bytes);
                 frame = Pending::default();
             }
-            frame.bytes += item.len();
+            frame.bytes += item.payload.len();
             frame.items.push(item);
         }
         if !frame.items.is_empty() {
@@ -172,7 +177,7 @@ impl Handler<Deliver> for Batcher {
             for n in &msg.items {
                 slog::debug!(log, "delivering"; "notification_id" => %n.id, "device_id" => msg.device.as_str());
             }
-            let items = msg.items.iter().map(|n| n.payload.clone());
+            let items = msg.items.iter().cloned();
             if self.config.window.is_zero() {
                 return self.send_chunked(&msg.device, items);
             }
@@ -181,7 +186,7 @@ impl Handler<Deliver> for Batcher {
                 // Inside the window: gather, and send early only what fills a frame.
                 Some(cooling) => {
                     for item in items {
-                        cooling.pending.bytes += item.len();
+                        cooling.pending.bytes += item.payload.len();
                         cooling.pending.items.push(item);
                     }
                     if cooling.pending.items.len() >= max_items

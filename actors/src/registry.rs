@@ -6,12 +6,13 @@
 //! tokens revoked). What a socket accepts is declared beside its contract, in [`crate::socket`].
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::guard::guarded;
-use crate::model::DeviceId;
+use crate::model::{DeviceId, NotificationId};
 use crate::queue::{DeviceOffline, DeviceOnline};
 use crate::socket::{CloseSocket, SendFrame};
 
@@ -49,6 +50,8 @@ pub struct Dispatch {
     pub frame: Bytes,
     /// How many notifications it carries.
     pub items: usize,
+    /// The notifications it carries, in order.
+    pub ids: Arc<[NotificationId]>,
 }
 
 /// Closes every socket of a device.
@@ -200,6 +203,7 @@ impl Handler<Dispatch> for SessionRegistry {
             for entry in entries {
                 entry.send.do_send(SendFrame {
                     frame: msg.frame.clone(),
+                    ids: msg.ids.clone(),
                 });
             }
             self.frames += 1;

@@ -4,8 +4,12 @@
 //! for each message here; the [`crate::registry::SessionRegistry`] holds one `Recipient` per
 //! message for every registered socket and is the usual sender.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use bytes::Bytes;
+
+use crate::model::NotificationId;
 
 /// A frame for one socket to write.
 #[derive(Message, Debug)]
@@ -13,6 +17,8 @@ use bytes::Bytes;
 pub struct SendFrame {
     /// A complete JSON text frame.
     pub frame: Bytes,
+    /// The notifications it carries (the socket expects their acks).
+    pub ids: Arc<[NotificationId]>,
 }
 
 /// Asks one socket to close with a WebSocket close code.

@@ -1,4 +1,6 @@
-//! Request bodies: the [`Json`] extractor reads at most `server.max_body_bytes` (413 beyond),
+//! Request bodies: the [`Json`] extractor reads at most `server.max_body_bytes` (413 beyond), within
+//! `server.body_timeout_seconds` of the handler asking for it (408 after, so a slow upload cannot
+//! hold a connection and a worker slot),
 //! insists on a JSON content type (415), and turns every parse failure into a 400 problem document
 //! that names the field (`priority: unknown variant …`, `items[3].title: invalid type …`).
 
@@ -227,15 +229,16 @@ fn read<T: DeserializeOwned + 'static>(
     payload: &mut Payload,
     empty: Option<fn() -> T>,
 ) -> Pin<Box<dyn Future<Output = Result<T, ApiError>>>> {
-    let (limit, max_depth) = req
+    let (limit, max_depth, timeout) = req
         .app_data::<web::Data<AppState>>()
         .map(|s| {
             (
                 s.settings.server.max_body_bytes,
                 s.settings.server.max_json_depth,
+                s.settings.server.body_timeout_seconds,
             )
         })
-        .unwrap_or((64 * 1024, 32));
+        .unwrap_or((64 * 1024, 32, 10));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -248,14 +251,21 @@ fn read<T: DeserializeOwned + 'static>(
             return Err(ApiError::PayloadTooLarge { limit });
         }
         let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-        while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::field("body", format!("could not be read: {e}")))?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
+        let receive = async {
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk
+                    .map_err(|e| ApiError::field("body", format!("could not be read: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
+            Ok(())
+        };
+        // One deadline for the whole body, not per chunk: a byte every few seconds still ends.
+        actix_rt::time::timeout(std::time::Duration::from_secs(timeout), receive)
+            .await
+            .map_err(|_| ApiError::RequestTimeout { seconds: timeout })??;
         if let Some(empty) = empty {
             // No body, or a JSON `null`, means "nothing to say": the defaults.
             if body.iter().all(u8::is_ascii_whitespace) || (json && body.trim_ascii() == b"null") {

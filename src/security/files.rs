@@ -1,4 +1,5 @@
-//! Secret files in the keys directory (signing keys, data keys).
+//! Secret files in the keys directory (signing keys, data keys), and owner-only modes for the
+//! data directory and everything in it.
 
 use std::fs;
 use std::io::{self, Write};
@@ -28,4 +29,51 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let _ = fs::remove_file(&tmp);
     written?;
     fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Makes files created from now on by this process owner-only (umask 0o077): the database, its
+/// `-wal`/`-shm` files, keys and the initial admin token are 0600, new directories 0700.
+pub fn restrict_umask() {
+    // SAFETY: umask only swaps the process's file-mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Tightens `dir` and everything under it that this process owns: directories to 0700, files to
+/// 0600 (a data directory created by an older relay or by hand is 0755 with 0644 files). Symbolic
+/// links are not followed. A missing `dir` is not an error.
+pub fn restrict_tree(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let restrict = |path: &Path, meta: &fs::Metadata, mode: u32| -> io::Result<()> {
+        if meta.uid() == me && meta.mode() & 0o777 != mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    };
+    if meta.is_file() {
+        return restrict(dir, &meta, 0o600);
+    }
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    restrict(dir, &meta, 0o700)?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            restrict_tree(&path)?;
+        } else if meta.is_file() {
+            restrict(&path, &meta, 0o600)?;
+        }
+    }
+    Ok(())
 }

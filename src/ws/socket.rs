@@ -1,7 +1,9 @@
 //! One actor per device WebSocket.
 //!
 //! The actor reads frames from the aggregated actix-ws stream, answers pings, parses `auth` and
-//! `ack` frames, and counts bad ones (an `error` frame each; the tenth closes with 1008). Outbound
+//! `ack` frames, and counts bad ones (an `error` frame each; the tenth closes with 1008). Every
+//! inbound frame takes a token of the frame limit (4008 when none is left) except an ack of a
+//! notification this socket sent and that is not acked yet ([`Outstanding`]). Outbound
 //! frames wait in a bounded [`Outbox`] and are written in order by a writer task that runs only
 //! while something waits: a device that stops reading fills the outbox and is dropped (its
 //! deliveries stay pending in the queue and are sent again when it comes back). An idle socket
@@ -11,7 +13,7 @@
 //! unregisters in `stopped`, whatever ended it. It sees only the [`SocketHandles`] it needs.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +37,52 @@ use crate::security::device_auth::{DeviceAuthError, DeviceTokens};
 use crate::security::limits::Limits;
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+/// Most notification ids a socket remembers as sent and not yet acked (the oldest are forgotten
+/// first; an ack of a forgotten id merely counts against the frame limit again).
+const MAX_OUTSTANDING: usize = 8_192;
+
+/// The notifications sent on one socket and not yet acked on it. An ack frame that acks at least
+/// one of them costs no inbound-frame token: such acks are bounded by what the relay itself sent,
+/// so a device that acks every frame it gets is never closed for it.
+#[derive(Default)]
+struct Outstanding {
+    ids: HashSet<NotificationId>,
+    /// The ids in the order they were sent (may still hold acked ones), for forgetting the oldest.
+    order: VecDeque<NotificationId>,
+}
+
+impl Outstanding {
+    /// Remembers ids just sent.
+    fn sent(&mut self, ids: &[NotificationId]) {
+        for id in ids {
+            if self.ids.insert(id.clone()) {
+                self.order.push_back(id.clone());
+            }
+        }
+        while self.ids.len() > MAX_OUTSTANDING || self.order.len() > 2 * MAX_OUTSTANDING {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.ids.remove(&old);
+        }
+        if self.ids.is_empty() {
+            self.order.clear();
+        }
+    }
+
+    /// Forgets acked ids; `true` if at least one of them was outstanding.
+    fn acked(&mut self, ids: &[NotificationId]) -> bool {
+        let mut any = false;
+        for id in ids {
+            any |= self.ids.remove(id);
+        }
+        if self.ids.is_empty() {
+            self.order.clear();
+        }
+        any
+    }
+}
 
 /// What a device socket uses of the relay, built once at start-up and shared by every socket
 /// (instead of the whole application state).
@@ -142,6 +190,8 @@ pub struct DeviceSocket {
     peer: Option<std::net::IpAddr>,
     /// The inbound-frame rate limit's state (GCRA theoretical arrival time, µs).
     frames_tat_us: i64,
+    /// Notifications sent on this socket and not yet acked (their acks are free of the frame limit).
+    outstanding: Outstanding,
     /// When the socket started: the frame rate runs on real time (a frozen test clock would make
     /// every frame of a long test one burst).
     started: std::time::Instant,
@@ -171,6 +221,7 @@ impl DeviceSocket {
             registered: None,
             peer: None,
             frames_tat_us: 0,
+            outstanding: Outstanding::default(),
             started: std::time::Instant::now(),
         }
     }
@@ -179,6 +230,22 @@ impl DeviceSocket {
     pub fn holding_socket_of(mut self, ip: std::net::IpAddr) -> Self {
         self.peer = Some(ip);
         self
+    }
+
+    /// Takes an inbound-frame token; closes the socket (4008) and returns `false` when none is left.
+    fn charge_frame(&mut self, ctx: &mut Context<Self>) -> bool {
+        let limits = &self.handles.limits;
+        if limits.enabled
+            && !crate::security::ratelimit::gcra_local(
+                &limits.rules.frames,
+                &mut self.frames_tat_us,
+                i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            )
+        {
+            self.close(ctx, close::RATE_LIMITED, "too many frames");
+            return false;
+        }
+        true
     }
 
     fn send_json(&mut self, ctx: &mut Context<Self>, value: &impl serde::Serialize) {
@@ -310,7 +377,11 @@ impl DeviceSocket {
     }
 
     fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
-        let frame = match serde_json::from_str::<Inbound>(text) {
+        let frame = serde_json::from_str::<Inbound>(text);
+        if !matches!(frame, Ok(Inbound::Ack { .. })) && !self.charge_frame(ctx) {
+            return;
+        }
+        let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
                 if self.phase == Phase::Unauthenticated {
@@ -329,25 +400,34 @@ impl DeviceSocket {
                 self.authenticate(ctx, token)
             }
             (Inbound::Ack { .. }, Phase::Unauthenticated) => {
-                self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth")
+                if self.charge_frame(ctx) {
+                    self.close(ctx, close::UNAUTHORIZED, "the first frame must be auth")
+                }
             }
             (Inbound::Ack { ids }, Phase::Authenticated(device)) => {
+                let parsed: Option<Vec<NotificationId>> = if ids.len() <= MAX_ACK_IDS {
+                    ids.iter().map(|id| NotificationId::parse(id)).collect()
+                } else {
+                    None
+                };
+                // Only a well-formed ack of something outstanding is free; other acks (of nothing
+                // outstanding, or bad ones) count against the frame limit like any other frame.
+                let free = parsed
+                    .as_deref()
+                    .is_some_and(|parsed| self.outstanding.acked(parsed));
+                if !free && !self.charge_frame(ctx) {
+                    return;
+                }
                 if ids.is_empty() || ids.len() > MAX_ACK_IDS {
                     return self.error_frame(ctx, "BAD_FRAME", "ack must carry 1 to 1000 ids");
                 }
-                let mut parsed = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    match NotificationId::parse(id) {
-                        Some(id) => parsed.push(id),
-                        None => {
-                            return self.error_frame(
-                                ctx,
-                                "BAD_FRAME",
-                                "ack ids must be notification ids (ntf_…)",
-                            )
-                        }
-                    }
-                }
+                let Some(parsed) = parsed else {
+                    return self.error_frame(
+                        ctx,
+                        "BAD_FRAME",
+                        "ack ids must be notification ids (ntf_…)",
+                    );
+                };
                 for id in &parsed {
                     slog::debug!(self.handles.log, "ack received"; "notification_id" => %id, "device_id" => device.as_str(), "socket" => self.id);
                 }
@@ -422,15 +502,9 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
         if self.phase == Phase::Closing {
             return;
         }
-        let limits = &self.handles.limits;
-        if limits.enabled
-            && !crate::security::ratelimit::gcra_local(
-                &limits.rules.frames,
-                &mut self.frames_tat_us,
-                i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
-            )
-        {
-            return self.close(ctx, close::RATE_LIMITED, "too many frames");
+        // A text frame is charged once parsed: an ack of outstanding notifications is free.
+        if !matches!(item, Ok(AggregatedMessage::Text(_))) && !self.charge_frame(ctx) {
+            return;
         }
         match item {
             Ok(AggregatedMessage::Text(text)) => self.on_text(ctx, &text),
@@ -473,6 +547,9 @@ impl Handler<SendFrame> for DeviceSocket {
     type Result = ();
 
     fn handle(&mut self, msg: SendFrame, ctx: &mut Self::Context) {
+        if self.phase != Phase::Closing {
+            self.outstanding.sent(&msg.ids);
+        }
         self.send_frame(ctx, msg.frame);
     }
 }

@@ -661,3 +661,39 @@ async fn decision_cost() {
     let per_redis_gcra = started.elapsed() / n;
     println!("redis (one round trip, sequential): sliding window {per_redis_window:?}/decision, GCRA {per_redis_gcra:?}/decision");
 }
+
+#[actix_rt::test]
+async fn a_slow_request_body_gets_408_when_the_body_timeout_passes() {
+    let app = spawn_app_with(|s| s.server.body_timeout_seconds = 1).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /api/v1/devices/pair HTTP/1.1\r\nHost: relay\r\n\
+              Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{",
+        )
+        .await
+        .expect("head");
+    // A real wait: actix's connection IO runs on the real tokio clock, not on the relay's manual
+    // clock, so the 1 s timeout is waited for (bounded by 10 s below).
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the relay answers a stalled body and closes the connection within 10 s");
+    read.expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("application/problem+json"), "{response}");
+    assert!(
+        response.contains(r#""code":"REQUEST_TIMEOUT""#),
+        "{response}"
+    );
+    assert!(
+        response.to_ascii_lowercase().contains("x-request-id:"),
+        "{response}"
+    );
+    // The relay still serves.
+    assert_eq!(app.get("/health/live", None).await.0, 200);
+}

@@ -572,3 +572,77 @@ async fn an_expired_session_is_closed_with_4001_on_the_next_tick() {
     app.clock.advance(Duration::from_secs(2_001));
     assert_eq!(ws.expect_close_now().await, Some(4001));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Acks and the inbound frame limit
+// ---------------------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn a_device_that_acks_every_notification_on_its_own_is_never_closed_for_it() {
+    // Default frame limit (50/s, burst 100); one frame per notification. 300 acks in their own
+    // frames arrive far faster than 50/s, but each acks something the relay sent and so is free.
+    let app = spawn_app_with(|s| s.delivery.batch_window_ms = 0).await;
+    let device = app.pair_device("phone").await;
+    let mut ws = RawWs::device(&app, &device).await;
+    let mut published = Vec::new();
+    for i in 0..300 {
+        let id = app
+            .publish(json!({"title": format!("n{i}"), "targets": [device.id]}))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        published.push(id);
+    }
+    let mut acked = Vec::new();
+    while acked.len() < published.len() {
+        let frame = match ws.next().await {
+            Got::Json(frame) => frame,
+            Got::Ping(payload) => {
+                ws.send(ws::Message::Pong(payload.into())).await;
+                continue;
+            }
+            other => panic!("after {} acks: {other:?}", acked.len()),
+        };
+        assert_eq!(frame["type"], "notifications", "{frame}");
+        for item in frame["items"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap().to_owned();
+            ws.json(&json!({"type": "ack", "ids": [id]})).await;
+            acked.push(id);
+        }
+    }
+    acked.sort();
+    let mut expected = published.clone();
+    expected.sort();
+    assert_eq!(acked, expected);
+    // Still open: nothing was closed, and the socket still delivers.
+    assert!(ws.sync().await.is_empty());
+    let id = app
+        .publish(json!({"title": "still here", "targets": [device.id]}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let frame = ws.next_json().await;
+    assert_eq!(frame["items"][0]["id"], id.as_str(), "{frame}");
+    for id in [&published[0], &published[150], &published[299]] {
+        crate::helpers::wait_for_delivery_status(&app, id, "acked").await;
+    }
+}
+
+#[actix_web::test]
+async fn acks_of_nothing_outstanding_count_against_the_frame_limit() {
+    let app = spawn_app_with(|s| {
+        s.limits.ws_frame_burst = 5;
+        s.limits.ws_frames_per_second = 1;
+    })
+    .await;
+    let device = app.pair_device("phone").await;
+    let mut ws = RawWs::device(&app, &device).await;
+    let bogus = json!({"type": "ack", "ids": [format!("ntf_{}", ulid::Ulid::new())]});
+    for _ in 0..7 {
+        ws.json(&bogus).await;
+    }
+    let (code, _) = ws.close_after().await;
+    assert_eq!(code, Some(4008));
+}

@@ -246,3 +246,58 @@ fn secrets_never_reach_the_log() {
         assert!(!log.contains(&secret), "a secret reached the log");
     }
 }
+
+/// Every directory and file under `dir` (not following links), with its permission bits.
+fn modes_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![(
+        dir.to_path_buf(),
+        std::fs::symlink_metadata(dir).unwrap().permissions().mode() & 0o777,
+    )];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            out.extend(modes_under(&path));
+        } else {
+            out.push((path, meta.permissions().mode() & 0o777));
+        }
+    }
+    out
+}
+
+fn assert_owner_only(dir: &std::path::Path) {
+    let modes = modes_under(dir);
+    assert!(modes.len() > 3, "{modes:?}");
+    for (path, mode) in modes {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+}
+
+#[actix_rt::test]
+async fn a_fresh_data_directory_is_owner_only() {
+    let app = crate::helpers::spawn_app().await;
+    let dir = app.data_dir.path().to_path_buf();
+    assert!(dir.join("beepmyphone.db").exists());
+    assert!(dir.join("initial-admin-token").exists());
+    assert_owner_only(&dir);
+}
+
+#[actix_rt::test]
+async fn a_loose_existing_data_directory_is_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().to_path_buf();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = data.join("beepmyphone.db");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let settings = crate::helpers::test_settings(&data);
+    let app = crate::helpers::start_in(root, settings).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    assert_owner_only(&data);
+    drop(app);
+}
