@@ -22,6 +22,7 @@ use beepmyphone_actors::registry::CloseAll;
 use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
 
 use crate::api;
+use crate::security::secrets::ExposeSecret;
 use crate::api::auth::authenticate_request;
 use crate::api::headers::security_headers;
 use crate::api::middleware::request_context;
@@ -126,7 +127,7 @@ fn ensure_initial_token(
         .mode(0o600)
         .open(&path)
         .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
-    writeln!(file, "{}", secret.expose()).map_err(|e| StartError::Io(e.to_string()))?;
+    writeln!(file, "{}", secret.expose_secret()).map_err(|e| StartError::Io(e.to_string()))?;
     slog::warn!(log, "first start: wrote an admin API token (mode 0600); keep it safe"; "path" => %path.display());
     Ok(())
 }
