@@ -22,7 +22,6 @@ use beepmyphone_actors::registry::CloseAll;
 use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
 
 use crate::api;
-use crate::security::secrets::ExposeSecret;
 use crate::api::auth::authenticate_request;
 use crate::api::headers::security_headers;
 use crate::api::middleware::request_context;
@@ -40,6 +39,7 @@ use crate::security::limits::Limits;
 use crate::security::passwords::{Bcrypt, PasswordManager};
 use crate::security::ratelimit::BLOCK_SYNC_INTERVAL;
 use crate::security::revocation::Revocations;
+use crate::security::secrets::ExposeSecret;
 use crate::security::sessions::SessionManager;
 use crate::state::{ApiTokenCache, AppState};
 use crate::store::{tokens, Store, StoreProbe};

@@ -112,9 +112,9 @@ pub fn remove(conn: &mut SqliteConnection, name: &str) -> Result<AdminRow, Admin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::secrets::secret_string;
     use crate::config::StorageSettings;
     use crate::security::passwords::Bcrypt;
+    use crate::security::secrets::secret_string;
     use crate::store::Store;
 
     #[test]

@@ -209,7 +209,10 @@ mod tests {
         let bytes = fs::read(dir.path().join("keys/data-1.key")).unwrap();
         let printed = format!("{keys:?} {keys:#?}");
         assert!(printed.contains("versions: [1]"), "{printed}");
-        assert!(!printed.contains(&format!("{:?}", &bytes[..4])), "{printed}");
+        assert!(
+            !printed.contains(&format!("{:?}", &bytes[..4])),
+            "{printed}"
+        );
         assert!(!printed.contains(&hex::encode(&bytes[..4])), "{printed}");
     }
 

@@ -774,7 +774,11 @@ mod tests {
         let m = manager(&f, redis);
         let new = m.create("adm_1", "alice").await.unwrap();
         assert!(new.id.expose_secret().starts_with("bms_"));
-        let s = m.authenticate(new.id.expose_secret()).await.unwrap().unwrap();
+        let s = m
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(s.username, "alice");
         assert!(s.public_id.starts_with("ses_"));
         assert!(constant_time_eq(
@@ -791,20 +795,36 @@ mod tests {
         // Idle: used within the idle timeout, it lives on; left alone past it, it ends.
         for _ in 0..5 {
             f.clock.advance(Duration::from_secs(500));
-            assert!(m.authenticate(new.id.expose_secret()).await.unwrap().is_some());
+            assert!(m
+                .authenticate(new.id.expose_secret())
+                .await
+                .unwrap()
+                .is_some());
             settle().await;
         }
         f.clock.advance(Duration::from_secs(601));
-        assert!(m.authenticate(new.id.expose_secret()).await.unwrap().is_none());
+        assert!(m
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
         // Absolute: ends after an hour however busy.
         let busy = m.create("adm_1", "alice").await.unwrap();
         for _ in 0..7 {
             f.clock.advance(Duration::from_secs(500));
-            assert!(m.authenticate(busy.id.expose_secret()).await.unwrap().is_some());
+            assert!(m
+                .authenticate(busy.id.expose_secret())
+                .await
+                .unwrap()
+                .is_some());
             settle().await;
         }
         f.clock.advance(Duration::from_secs(200));
-        assert!(m.authenticate(busy.id.expose_secret()).await.unwrap().is_none());
+        assert!(m
+            .authenticate(busy.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[actix_rt::test]
@@ -827,7 +847,10 @@ mod tests {
         }
         let other = m.create("adm_2", "bob").await.unwrap();
         assert!(
-            m.authenticate(ids[0].id.expose_secret()).await.unwrap().is_none(),
+            m.authenticate(ids[0].id.expose_secret())
+                .await
+                .unwrap()
+                .is_none(),
             "the fourth login ended the oldest"
         );
         let live = m.list("adm_1").await.unwrap();
@@ -842,7 +865,11 @@ mod tests {
         assert_eq!(m.list("adm_1").await.unwrap().len(), 2);
         assert_eq!(m.end_all("adm_1").await.unwrap(), 2);
         assert!(m.list("adm_1").await.unwrap().is_empty());
-        assert!(m.authenticate(other.id.expose_secret()).await.unwrap().is_some());
+        assert!(m
+            .authenticate(other.id.expose_secret())
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[actix_rt::test]
@@ -870,13 +897,25 @@ mod tests {
             .data
             .windows(10)
             .any(|w| w == &a.session.csrf_token.expose_secret().as_bytes()[..10]));
-        assert_ne!(row_a.id_hash, a.id.expose_secret(), "only the hash is stored");
+        assert_ne!(
+            row_a.id_hash,
+            a.id.expose_secret(),
+            "only the hash is stored"
+        );
         // Swap the records: neither opens under the other's id.
         admins::update_session(&mut conn, &b.session.id_hash, &row_a.data, row_a.expires_at)
             .unwrap();
         drop(conn);
-        assert!(m.authenticate(b.id.expose_secret()).await.unwrap().is_none());
-        assert!(m.authenticate(a.id.expose_secret()).await.unwrap().is_some());
+        assert!(m
+            .authenticate(b.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(m
+            .authenticate(a.id.expose_secret())
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[actix_rt::test]
@@ -895,11 +934,19 @@ mod tests {
             crate::logging::discard(),
         );
         let new = rotated.create("adm_1", "alice").await.unwrap();
-        assert!(old.authenticate(new.id.expose_secret()).await.unwrap().is_some());
+        assert!(old
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .is_some());
         assert_eq!(old.list("adm_1").await.unwrap().len(), 1);
         // Without a keys directory to re-read, such a record does not open.
         let stuck = manager(&f, None);
-        assert!(stuck.authenticate(new.id.expose_secret()).await.unwrap().is_none());
+        assert!(stuck
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[actix_rt::test]
@@ -943,13 +990,19 @@ mod tests {
             let m = manager(&f, redis);
             let new = m.create("adm_1", "alice").await.unwrap();
             for _ in 0..200 {
-                m.authenticate(new.id.expose_secret()).await.unwrap().unwrap();
+                m.authenticate(new.id.expose_secret())
+                    .await
+                    .unwrap()
+                    .unwrap();
             }
             let n = 5_000u32;
             let mut samples = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 let started = std::time::Instant::now();
-                m.authenticate(new.id.expose_secret()).await.unwrap().unwrap();
+                m.authenticate(new.id.expose_secret())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 samples.push(started.elapsed());
             }
             samples.sort();
