@@ -8,11 +8,11 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use beepmyphone::security::passwords::{Bcrypt, PasswordHasher};
-use beepmyphone::security::secrets::Secret;
+use beepmyphone::security::secrets::secret_string;
 
 fn passwords(c: &mut Criterion) {
     let bcrypt = Bcrypt::new(12, false).unwrap();
-    let password = Secret::new("correct horse battery staple".to_owned());
+    let password = secret_string("correct horse battery staple".to_owned());
     let hash = bcrypt.hash(&password).unwrap();
     let mut group = c.benchmark_group("bcrypt_cost_12");
     group.sample_size(10);

@@ -39,6 +39,7 @@ use crate::security::limits::Limits;
 use crate::security::passwords::{Bcrypt, PasswordManager};
 use crate::security::ratelimit::BLOCK_SYNC_INTERVAL;
 use crate::security::revocation::Revocations;
+use crate::security::secrets::ExposeSecret;
 use crate::security::sessions::SessionManager;
 use crate::state::{ApiTokenCache, AppState};
 use crate::store::{tokens, Store, StoreProbe};
@@ -126,7 +127,7 @@ fn ensure_initial_token(
         .mode(0o600)
         .open(&path)
         .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
-    writeln!(file, "{}", secret.expose()).map_err(|e| StartError::Io(e.to_string()))?;
+    writeln!(file, "{}", secret.expose_secret()).map_err(|e| StartError::Io(e.to_string()))?;
     slog::warn!(log, "first start: wrote an admin API token (mode 0600); keep it safe"; "path" => %path.display());
     Ok(())
 }

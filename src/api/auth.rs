@@ -25,7 +25,7 @@ use actix_web::http::Method;
 use crate::domain::{AdminId, ApiTokenId, Jti, Scope, SessionId};
 use crate::error::ApiError;
 use crate::security::device_auth::{verify_device_token, DeviceAuthError};
-use crate::security::secrets::{constant_time_eq, hash_secret, API_TOKEN_PREFIX};
+use crate::security::secrets::{constant_time_eq, hash_secret, ExposeSecret, API_TOKEN_PREFIX};
 use crate::security::sessions::{SessionError, SESSION_COOKIE};
 use crate::state::{AppState, CachedToken};
 use crate::store::tokens;
@@ -265,7 +265,7 @@ async fn authenticate_session(
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !constant_time_eq(sent, session.csrf_token.expose()) {
+        if !constant_time_eq(sent, session.csrf_token.expose_secret()) {
             return Err(ApiError::Forbidden(
                 "a cookie-authenticated request that changes state needs the session's X-CSRF-Token header".into(),
             ));

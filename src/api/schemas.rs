@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, FieldError};
+use crate::security::secrets::{ExposeSecret, SecretString};
 
 /// Most explicit targets in one notification.
 pub const MAX_TARGETS: usize = 1_000;
@@ -824,11 +825,14 @@ pub struct LoginRequest {
     pub username: String,
     /// The admin's password (bcrypt reads at most 72 bytes; longer ones never match).
     #[garde(custom(password_length))]
-    #[schema(min_length = 1, max_length = 1024, format = Password)]
-    pub password: String,
+    // Held as a `SecretString` from the moment it is parsed: wiped on drop, `[REDACTED]` in
+    // `Debug`. (A `//` comment: the `///` above is the document's description.)
+    #[schema(value_type = String, min_length = 1, max_length = 1024, format = Password)]
+    pub password: SecretString,
 }
 
-fn password_length(value: &str, (): &()) -> garde::Result {
+fn password_length(value: &SecretString, (): &()) -> garde::Result {
+    let value = value.expose_secret();
     if value.is_empty() || value.chars().count() > 1_024 {
         Err(garde::Error::new("must be 1 to 1024 characters long"))
     } else {

@@ -16,7 +16,9 @@ use crate::config::Settings;
 use crate::redis::Redis;
 use crate::security::admins::{self, AdminError};
 use crate::security::passwords::{Bcrypt, PasswordError, MAX_PASSWORD_BYTES, MIN_PASSWORD_LEN};
-use crate::security::secrets::{constant_time_eq, Secret};
+use crate::security::secrets::{
+    constant_time_eq, secret_string, ExposeSecret, SecretString, Zeroizing,
+};
 use crate::security::sessions::{RedisSessions, SessionWriter};
 use crate::store::{admins as admin_rows, Store};
 
@@ -199,37 +201,41 @@ fn bcrypt(settings: &Settings) -> Result<Bcrypt, LocalError> {
 
 /// Reads a new password: one line of stdin, or twice from the terminal without echo. Checks the
 /// length rules before any hashing.
-fn read_password(from_stdin: bool) -> Result<Secret, LocalError> {
+fn read_password(from_stdin: bool) -> Result<SecretString, LocalError> {
     let password = if from_stdin {
-        let mut line = String::new();
+        // The line buffer holds the password too: wiped when it goes.
+        let mut line = Zeroizing::new(String::new());
         std::io::stdin()
             .lock()
             .read_line(&mut line)
             .map_err(|e| failed(format!("cannot read the password from stdin: {e}")))?;
         let trimmed = line.strip_suffix('\n').unwrap_or(&line);
         let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-        Secret::new(trimmed.to_owned())
+        SecretString::from(trimmed)
     } else {
         if !std::io::stdin().is_terminal() {
             return Err(usage(
                 "stdin is not a terminal: pass --password-stdin and write the password to stdin",
             ));
         }
+        // rpassword hands back plain `String`s: wrapped at once.
         let first = rpassword::prompt_password("New password: ")
+            .map(secret_string)
             .map_err(|e| failed(format!("cannot read the password: {e}")))?;
         let second = rpassword::prompt_password("Repeat the password: ")
+            .map(secret_string)
             .map_err(|e| failed(format!("cannot read the password: {e}")))?;
-        if !constant_time_eq(&first, &second) {
+        if !constant_time_eq(first.expose_secret(), second.expose_secret()) {
             return Err(usage("the passwords do not match"));
         }
-        Secret::new(first)
+        first
     };
-    let length = password.expose().chars().count();
-    if password.expose().len() > MAX_PASSWORD_BYTES {
+    let length = password.expose_secret().chars().count();
+    if password.expose_secret().len() > MAX_PASSWORD_BYTES {
         return Err(usage(format!(
             "the password is {} bytes long; bcrypt uses at most {MAX_PASSWORD_BYTES}, and a longer one \
              would be silently cut, so it is refused",
-            password.expose().len()
+            password.expose_secret().len()
         )));
     }
     if length < MIN_PASSWORD_LEN {

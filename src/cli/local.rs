@@ -14,6 +14,7 @@ use crate::config::{Overrides, Settings};
 use crate::domain::Scope;
 use crate::security::crypto::DataKeys;
 use crate::security::keys::{DiskKeyRing, KEY_SCAN_INTERVAL};
+use crate::security::secrets::ExposeSecret;
 use crate::store::Store;
 
 use super::ConfigArgs;
@@ -106,13 +107,13 @@ pub fn pairing_code(
         None => public_url(&settings),
     };
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
-    writeln!(out, "Pairing code: {}", code.expose()).map_err(io)?;
+    writeln!(out, "Pairing code: {}", code.expose_secret()).map_err(io)?;
     writeln!(out, "Expires:      {}", rfc3339(expires_at)).map_err(io)?;
     writeln!(out, "Server:       {server}").map_err(io)?;
     writeln!(
         out,
         "On the device: beepmyphone listen --server {server} --code {}",
-        code.expose()
+        code.expose_secret()
     )
     .map_err(io)?;
     if !no_qr {
@@ -120,7 +121,7 @@ pub fn pairing_code(
             url::Url::parse("beepmyphone://pair").map_err(|e| LocalError::Failed(e.to_string()))?;
         link.query_pairs_mut()
             .append_pair("server", &server)
-            .append_pair("code", code.expose());
+            .append_pair("code", code.expose_secret());
         let qr =
             QrCode::new(link.as_str().as_bytes()).map_err(|e| LocalError::Failed(e.to_string()))?;
         let image = qr
@@ -156,7 +157,7 @@ pub fn token_create(
     let now = chrono::Utc::now().timestamp_millis();
     let (row, secret) = mint_api_token(&mut conn, name, scope, now)
         .map_err(|e| LocalError::Failed(e.to_string()))?;
-    writeln!(out, "{}", secret.expose()).map_err(|e| LocalError::Failed(e.to_string()))?;
+    writeln!(out, "{}", secret.expose_secret()).map_err(|e| LocalError::Failed(e.to_string()))?;
     eprintln!("created {} ({}, scope {})", row.id, row.name, row.scope);
     Ok(())
 }

@@ -7,7 +7,7 @@
 use diesel::SqliteConnection;
 
 use crate::security::passwords::{PasswordError, PasswordHasher};
-use crate::security::secrets::Secret;
+use crate::security::secrets::SecretString;
 use crate::store::admins::{self, AdminRow};
 use crate::store::StoreError;
 
@@ -60,7 +60,7 @@ pub fn add(
     conn: &mut SqliteConnection,
     hasher: &dyn PasswordHasher,
     name: &str,
-    password: &Secret,
+    password: &SecretString,
     now: i64,
 ) -> Result<AdminRow, AdminError> {
     check_name(name)?;
@@ -89,7 +89,7 @@ pub fn set_password(
     conn: &mut SqliteConnection,
     hasher: &dyn PasswordHasher,
     name: &str,
-    password: &Secret,
+    password: &SecretString,
     now: i64,
 ) -> Result<AdminRow, AdminError> {
     let row = admins::by_username(conn, name)?.ok_or_else(|| AdminError::NotFound(name.into()))?;
@@ -114,6 +114,7 @@ mod tests {
     use super::*;
     use crate::config::StorageSettings;
     use crate::security::passwords::Bcrypt;
+    use crate::security::secrets::secret_string;
     use crate::store::Store;
 
     #[test]
@@ -132,7 +133,7 @@ mod tests {
         let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
         let mut conn = store.conn().unwrap();
         let bcrypt = Bcrypt::new(4, true).unwrap();
-        let pw = Secret::new("a long enough password".into());
+        let pw = secret_string("a long enough password".into());
         let row = add(&mut conn, &bcrypt, "alice", &pw, 1).unwrap();
         assert!(row.id.starts_with(ADMIN_ID_PREFIX));
         assert!(bcrypt.verify(&pw, &row.password_hash).unwrap());
@@ -141,14 +142,14 @@ mod tests {
             Err(AdminError::Exists(_))
         ));
         assert!(matches!(
-            add(&mut conn, &bcrypt, "bob", &Secret::new("short".into()), 2),
+            add(&mut conn, &bcrypt, "bob", &secret_string("short".into()), 2),
             Err(AdminError::Password(PasswordError::TooShort))
         ));
         assert!(matches!(
-            add(&mut conn, &bcrypt, "bob", &Secret::new("x".repeat(73)), 2),
+            add(&mut conn, &bcrypt, "bob", &secret_string("x".repeat(73)), 2),
             Err(AdminError::Password(PasswordError::TooLong))
         ));
-        let new_pw = Secret::new("another long password".into());
+        let new_pw = secret_string("another long password".into());
         set_password(&mut conn, &bcrypt, "alice", &new_pw, 3).unwrap();
         let stored = admins::by_username(&mut conn, "alice").unwrap().unwrap();
         assert!(bcrypt.verify(&new_pw, &stored.password_hash).unwrap());

@@ -5,6 +5,10 @@
 //! seals; every version still on disk opens, so rotating the data key loses nothing. A sealed value
 //! is `[1][version: u32 BE][nonce: 12 bytes][ciphertext and tag]`; the caller's associated data
 //! (e.g. the session id hash) binds it to its row, so a sealed value copied elsewhere fails to open.
+//!
+//! Key bytes live in memory only as long as it takes to write or parse them, in [`KeyBytes`] /
+//! [`Zeroizing`] buffers that are wiped on drop; the ciphers (aes-gcm's `zeroize` feature) wipe
+//! their key schedules when dropped. [`DataKeys`] prints only its versions.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,6 +18,8 @@ use std::path::Path;
 use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
+
+use crate::security::secrets::{ExposeSecret, KeyBytes, Zeroizing};
 
 const FORMAT: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -37,6 +43,15 @@ pub struct DataKeys {
     keys: BTreeMap<u32, Aes256Gcm>,
 }
 
+impl std::fmt::Debug for DataKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKeys")
+            .field("current", &self.current)
+            .field("versions", &self.versions())
+            .finish_non_exhaustive()
+    }
+}
+
 fn key_path(dir: &Path, version: u32) -> std::path::PathBuf {
     dir.join(format!("data-{version}.key"))
 }
@@ -44,10 +59,9 @@ fn key_path(dir: &Path, version: u32) -> std::path::PathBuf {
 /// Writes a new key file through [`crate::security::files::write_new`], so that a relay sharing the
 /// directory never reads a half-written key, and an existing version is never overwritten.
 fn write_new_key(dir: &Path, version: u32) -> Result<(), CryptoError> {
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
+    let key = KeyBytes::init_with_mut(|key| rand::rngs::OsRng.fill_bytes(key));
     let path = key_path(dir, version);
-    crate::security::files::write_new(&path, &key)
+    crate::security::files::write_new(&path, key.expose_secret())
         .map_err(|e| CryptoError::Keys(format!("cannot write {}: {e}", path.display())))
 }
 
@@ -97,7 +111,9 @@ impl DataKeys {
             else {
                 continue;
             };
-            let bytes = fs::read(entry.path()).map_err(|e| CryptoError::Keys(e.to_string()))?;
+            let bytes = Zeroizing::new(
+                fs::read(entry.path()).map_err(|e| CryptoError::Keys(e.to_string()))?,
+            );
             let cipher = Aes256Gcm::new_from_slice(&bytes)
                 .map_err(|_| CryptoError::Keys(format!("{name} is not a 32-byte key")))?;
             keys.insert(version, cipher);
@@ -180,6 +196,25 @@ impl DataKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_wiped_on_drop_and_never_printed() {
+        // Compiles only while aes-gcm's `zeroize` feature is on: the ciphers wipe their keys.
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Aes256Gcm>();
+        wiped_on_drop::<KeyBytes>();
+
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DataKeys::load_or_create(dir.path()).unwrap();
+        let bytes = fs::read(dir.path().join("keys/data-1.key")).unwrap();
+        let printed = format!("{keys:?} {keys:#?}");
+        assert!(printed.contains("versions: [1]"), "{printed}");
+        assert!(
+            !printed.contains(&format!("{:?}", &bytes[..4])),
+            "{printed}"
+        );
+        assert!(!printed.contains(&hex::encode(&bytes[..4])), "{printed}");
+    }
 
     #[test]
     fn seals_and_opens_and_binds_to_its_associated_data() {

@@ -408,6 +408,17 @@ mod tests {
         JwtKeys::from_private_pem(pem(0), "iss", "aud").unwrap()
     }
 
+    #[test]
+    fn a_ring_key_prints_only_its_kid() {
+        let key = RingKey::from_private_pem(pem(0)).unwrap();
+        let printed = format!("{key:?} {key:#?}");
+        assert!(printed.contains(key.kid()), "{printed}");
+        let rsa = openssl::rsa::Rsa::private_key_from_pem(pem(0)).unwrap();
+        let d = hex::encode(rsa.d().to_vec());
+        assert!(!printed.to_lowercase().contains(&d[..16]), "{printed}");
+        assert!(!printed.contains("PRIVATE"), "{printed}");
+    }
+
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
     }

@@ -34,6 +34,7 @@ use beepmyphone_actors::keys::{
 
 use crate::config::AuthSettings;
 use crate::security::jwt::{is_kid, kid_of, JwtKeys, RingKey, LEEWAY_SECONDS};
+use crate::security::secrets::Zeroizing;
 
 /// How often the key manager rescans the keys directory (and so the longest a key added by the
 /// CLI waits before the running relay signs with it).
@@ -255,8 +256,11 @@ impl Disk {
             slog::warn!(self.log, "a signing key was readable by others; restricted it to its owner (consider rotating)";
                 "kid" => &file.kid);
         }
-        let pem = fs::read(&file.path)
-            .map_err(|e| ring_err(format!("cannot read {}: {e}", file.path.display())))?;
+        // The private key's PEM: wiped once parsed (OpenSSL holds and clears the parsed key).
+        let pem = Zeroizing::new(
+            fs::read(&file.path)
+                .map_err(|e| ring_err(format!("cannot read {}: {e}", file.path.display())))?,
+        );
         let key = RingKey::from_private_pem(&pem)
             .map_err(|e| ring_err(format!("{}: {e}", file.path.display())))?;
         if key.kid() != file.kid {
@@ -305,7 +309,7 @@ impl Disk {
 
     fn create(&self, created_ms: i64) -> Result<KeyInfo, KeyRingError> {
         let rsa = openssl::rsa::Rsa::generate(RSA_BITS).map_err(ring_err)?;
-        let pem = rsa.private_key_to_pem().map_err(ring_err)?;
+        let pem = Zeroizing::new(rsa.private_key_to_pem().map_err(ring_err)?);
         let kid = kid_of(&rsa.public_key_to_der().map_err(ring_err)?);
         let key = RingKey::from_private_pem(&pem).map_err(ring_err)?;
         let created_ms = created_ms.max(0);

@@ -1,5 +1,5 @@
 //! Security primitives: random secrets and their hashes ([`secrets`]), device access tokens
-//! ([`jwt`], jsonwebtoken's OpenSSL backend in [`jwt_openssl`]) and the ring of keys that signs them ([`keys`]), admin passwords ([`passwords`]) and accounts ([`admins`]), admin sessions ([`sessions`]), rate limits ([`ratelimit`]) and the limits in force ([`limits`]), revocation of device tokens ([`revocation`]) and their check ([`device_auth`]) and the sweep of what expired ([`cleanup`]), and encryption at rest ([`crypto`]). Nothing here logs a secret; secrets are wrapped in [`secrets::Secret`], which does not print.
+//! ([`jwt`], jsonwebtoken's OpenSSL backend in [`jwt_openssl`]) and the ring of keys that signs them ([`keys`]), admin passwords ([`passwords`]) and accounts ([`admins`]), admin sessions ([`sessions`]), rate limits ([`ratelimit`]) and the limits in force ([`limits`]), revocation of device tokens ([`revocation`]) and their check ([`device_auth`]) and the sweep of what expired ([`cleanup`]), and encryption at rest ([`crypto`]). Nothing here logs a secret; secrets are wrapped in [`secrets::SecretString`], which does not print.
 
 pub mod admins;
 pub mod cleanup;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::security::secrets::Secret;
+use crate::security::secrets::{secret_string, ExposeSecret, SecretString};
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -42,9 +42,9 @@ pub enum PasswordError {
 /// Hashes and verifies passwords. Implementations are blocking (CPU-bound).
 pub trait PasswordHasher: Send + Sync + 'static {
     /// A new salted hash of `password`.
-    fn hash(&self, password: &Secret) -> Result<String, PasswordError>;
+    fn hash(&self, password: &SecretString) -> Result<String, PasswordError>;
     /// Whether `password` matches `hash` (compared in constant time by the implementation).
-    fn verify(&self, password: &Secret, hash: &str) -> Result<bool, PasswordError>;
+    fn verify(&self, password: &SecretString, hash: &str) -> Result<bool, PasswordError>;
 }
 
 /// bcrypt with a fixed cost.
@@ -63,26 +63,26 @@ impl Bcrypt {
     }
 }
 
-fn check_length(password: &Secret) -> Result<(), PasswordError> {
-    if password.expose().len() > MAX_PASSWORD_BYTES {
+fn check_length(password: &SecretString) -> Result<(), PasswordError> {
+    if password.expose_secret().len() > MAX_PASSWORD_BYTES {
         return Err(PasswordError::TooLong);
     }
     Ok(())
 }
 
 impl PasswordHasher for Bcrypt {
-    fn hash(&self, password: &Secret) -> Result<String, PasswordError> {
+    fn hash(&self, password: &SecretString) -> Result<String, PasswordError> {
         check_length(password)?;
-        if password.expose().chars().count() < MIN_PASSWORD_LEN {
+        if password.expose_secret().chars().count() < MIN_PASSWORD_LEN {
             return Err(PasswordError::TooShort);
         }
-        bcrypt::non_truncating_hash(password.expose(), self.cost)
+        bcrypt::non_truncating_hash(password.expose_secret(), self.cost)
             .map_err(|e| PasswordError::Failed(e.to_string()))
     }
 
-    fn verify(&self, password: &Secret, hash: &str) -> Result<bool, PasswordError> {
+    fn verify(&self, password: &SecretString, hash: &str) -> Result<bool, PasswordError> {
         check_length(password)?;
-        match bcrypt::non_truncating_verify(password.expose(), hash) {
+        match bcrypt::non_truncating_verify(password.expose_secret(), hash) {
             Ok(matches) => Ok(matches),
             Err(bcrypt::BcryptError::Truncation(_)) => Err(PasswordError::TooLong),
             Err(_) => Err(PasswordError::BadHash),
@@ -101,7 +101,7 @@ pub struct PasswordManager {
 impl PasswordManager {
     /// A manager allowing `concurrency` hashes at once. Computes the dummy hash once (blocking).
     pub fn new(hasher: Arc<dyn PasswordHasher>, concurrency: usize) -> Result<Self, PasswordError> {
-        let dummy = hasher.hash(&Secret::new("not-a-real-password-for-timing".to_owned()))?;
+        let dummy = hasher.hash(&secret_string("not-a-real-password-for-timing".to_owned()))?;
         Ok(Self {
             hasher,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -125,7 +125,7 @@ impl PasswordManager {
     }
 
     /// Hashes a new password.
-    pub async fn hash(&self, password: Secret) -> Result<String, PasswordError> {
+    pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
         self.run(move |h| h.hash(&password)).await
     }
 
@@ -133,7 +133,7 @@ impl PasswordManager {
     /// that both take the same time; `false` for no user.
     pub async fn verify(
         &self,
-        password: Secret,
+        password: SecretString,
         hash: Option<String>,
     ) -> Result<bool, PasswordError> {
         let exists = hash.is_some();
@@ -151,8 +151,8 @@ impl PasswordManager {
 mod tests {
     use super::*;
 
-    fn secret(s: &str) -> Secret {
-        Secret::new(s.to_owned())
+    fn secret(s: &str) -> SecretString {
+        secret_string(s.to_owned())
     }
 
     #[test]

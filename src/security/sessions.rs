@@ -30,7 +30,9 @@ use beepmyphone_actors::clock::SharedClock;
 use crate::config::SessionSettings;
 use crate::redis::{Redis, RedisError};
 use crate::security::crypto::DataKeys;
-use crate::security::secrets::{hash_secret, new_csrf_token, new_session_id, Secret};
+use crate::security::secrets::{
+    hash_secret, new_csrf_token, new_session_id, secret_string, ExposeSecret, SecretString,
+};
 use crate::store::admins::{self, SessionRow};
 use crate::store::{Store, StoreError};
 
@@ -351,7 +353,7 @@ struct Record {
 }
 
 /// A live session.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Session {
     /// Hex SHA-256 of the session id: the storage key.
     pub id_hash: String,
@@ -362,7 +364,7 @@ pub struct Session {
     /// The admin's login name.
     pub username: String,
     /// The CSRF token state-changing requests must echo in `X-CSRF-Token`.
-    pub csrf_token: Secret,
+    pub csrf_token: SecretString,
     /// Login time, epoch ms.
     pub created_at: i64,
     /// Last use, epoch ms (to the touch granularity).
@@ -388,7 +390,7 @@ impl std::fmt::Debug for Session {
 #[derive(Debug)]
 pub struct NewSession {
     /// The session id: the cookie value, shown once.
-    pub id: Secret,
+    pub id: SecretString,
     /// The session.
     pub session: Session,
 }
@@ -578,7 +580,7 @@ impl SessionManager {
             public_id: record.id,
             admin_id: record.admin_id,
             username: record.username,
-            csrf_token: Secret::new(record.csrf),
+            csrf_token: secret_string(record.csrf),
             created_at: record.created_at,
             last_seen_at: record.last_seen_at,
         }
@@ -589,12 +591,12 @@ impl SessionManager {
     pub async fn create(&self, admin_id: &str, username: &str) -> Result<NewSession, SessionError> {
         let now = self.clock.now_ms();
         let id = new_session_id();
-        let id_hash = hash_secret(id.expose());
+        let id_hash = hash_secret(id.expose_secret());
         let record = Record {
             id: format!("{PUBLIC_ID_PREFIX}{}", ulid::Ulid::new()),
             admin_id: admin_id.to_owned(),
             username: username.to_owned(),
-            csrf: new_csrf_token().expose().to_owned(),
+            csrf: new_csrf_token().expose_secret().to_owned(),
             created_at: now,
             last_seen_at: now,
         };
@@ -771,32 +773,58 @@ mod tests {
         let f = fixture();
         let m = manager(&f, redis);
         let new = m.create("adm_1", "alice").await.unwrap();
-        assert!(new.id.expose().starts_with("bms_"));
-        let s = m.authenticate(new.id.expose()).await.unwrap().unwrap();
+        assert!(new.id.expose_secret().starts_with("bms_"));
+        let s = m
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(s.username, "alice");
         assert!(s.public_id.starts_with("ses_"));
         assert!(constant_time_eq(
-            s.csrf_token.expose(),
-            new.session.csrf_token.expose()
+            s.csrf_token.expose_secret(),
+            new.session.csrf_token.expose_secret()
         ));
+        // Neither the session id nor the CSRF token is ever printed.
+        let printed = format!("{new:?} {new:#?} {s:?}");
+        assert!(printed.contains("ses_") && printed.contains("REDACTED"));
+        assert!(!printed.contains(new.id.expose_secret()), "{printed}");
+        assert!(!printed.contains(s.csrf_token.expose_secret()), "{printed}");
+        assert!(!printed.contains(&s.id_hash), "{printed}");
         assert!(m.authenticate("bms_nope").await.unwrap().is_none());
         // Idle: used within the idle timeout, it lives on; left alone past it, it ends.
         for _ in 0..5 {
             f.clock.advance(Duration::from_secs(500));
-            assert!(m.authenticate(new.id.expose()).await.unwrap().is_some());
+            assert!(m
+                .authenticate(new.id.expose_secret())
+                .await
+                .unwrap()
+                .is_some());
             settle().await;
         }
         f.clock.advance(Duration::from_secs(601));
-        assert!(m.authenticate(new.id.expose()).await.unwrap().is_none());
+        assert!(m
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
         // Absolute: ends after an hour however busy.
         let busy = m.create("adm_1", "alice").await.unwrap();
         for _ in 0..7 {
             f.clock.advance(Duration::from_secs(500));
-            assert!(m.authenticate(busy.id.expose()).await.unwrap().is_some());
+            assert!(m
+                .authenticate(busy.id.expose_secret())
+                .await
+                .unwrap()
+                .is_some());
             settle().await;
         }
         f.clock.advance(Duration::from_secs(200));
-        assert!(m.authenticate(busy.id.expose()).await.unwrap().is_none());
+        assert!(m
+            .authenticate(busy.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[actix_rt::test]
@@ -819,7 +847,10 @@ mod tests {
         }
         let other = m.create("adm_2", "bob").await.unwrap();
         assert!(
-            m.authenticate(ids[0].id.expose()).await.unwrap().is_none(),
+            m.authenticate(ids[0].id.expose_secret())
+                .await
+                .unwrap()
+                .is_none(),
             "the fourth login ended the oldest"
         );
         let live = m.list("adm_1").await.unwrap();
@@ -834,7 +865,11 @@ mod tests {
         assert_eq!(m.list("adm_1").await.unwrap().len(), 2);
         assert_eq!(m.end_all("adm_1").await.unwrap(), 2);
         assert!(m.list("adm_1").await.unwrap().is_empty());
-        assert!(m.authenticate(other.id.expose()).await.unwrap().is_some());
+        assert!(m
+            .authenticate(other.id.expose_secret())
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[actix_rt::test]
@@ -861,14 +896,26 @@ mod tests {
         assert!(!row_a
             .data
             .windows(10)
-            .any(|w| w == &a.session.csrf_token.expose().as_bytes()[..10]));
-        assert_ne!(row_a.id_hash, a.id.expose(), "only the hash is stored");
+            .any(|w| w == &a.session.csrf_token.expose_secret().as_bytes()[..10]));
+        assert_ne!(
+            row_a.id_hash,
+            a.id.expose_secret(),
+            "only the hash is stored"
+        );
         // Swap the records: neither opens under the other's id.
         admins::update_session(&mut conn, &b.session.id_hash, &row_a.data, row_a.expires_at)
             .unwrap();
         drop(conn);
-        assert!(m.authenticate(b.id.expose()).await.unwrap().is_none());
-        assert!(m.authenticate(a.id.expose()).await.unwrap().is_some());
+        assert!(m
+            .authenticate(b.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(m
+            .authenticate(a.id.expose_secret())
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[actix_rt::test]
@@ -887,11 +934,19 @@ mod tests {
             crate::logging::discard(),
         );
         let new = rotated.create("adm_1", "alice").await.unwrap();
-        assert!(old.authenticate(new.id.expose()).await.unwrap().is_some());
+        assert!(old
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .is_some());
         assert_eq!(old.list("adm_1").await.unwrap().len(), 1);
         // Without a keys directory to re-read, such a record does not open.
         let stuck = manager(&f, None);
-        assert!(stuck.authenticate(new.id.expose()).await.unwrap().is_none());
+        assert!(stuck
+            .authenticate(new.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[actix_rt::test]
@@ -935,13 +990,19 @@ mod tests {
             let m = manager(&f, redis);
             let new = m.create("adm_1", "alice").await.unwrap();
             for _ in 0..200 {
-                m.authenticate(new.id.expose()).await.unwrap().unwrap();
+                m.authenticate(new.id.expose_secret())
+                    .await
+                    .unwrap()
+                    .unwrap();
             }
             let n = 5_000u32;
             let mut samples = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 let started = std::time::Instant::now();
-                m.authenticate(new.id.expose()).await.unwrap().unwrap();
+                m.authenticate(new.id.expose_secret())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 samples.push(started.elapsed());
             }
             samples.sort();

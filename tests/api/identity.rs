@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use beepmyphone::config::Settings;
 use beepmyphone::security::admins;
 use beepmyphone::security::passwords::Bcrypt;
-use beepmyphone::security::secrets::Secret;
+use beepmyphone::security::secrets::secret_string;
 use beepmyphone::startup::{Application, Options};
 
 use crate::helpers::{
@@ -61,7 +61,7 @@ async fn create_admin(app: &TestApp, name: &str) {
             &mut conn,
             &bcrypt,
             &name,
-            &Secret::new(PASSWORD.into()),
+            &secret_string(PASSWORD.into()),
             chrono::Utc::now().timestamp_millis(),
         )
         .unwrap();
@@ -768,7 +768,7 @@ async fn wrong_password_and_unknown_user_take_the_same_time() {
             &mut conn,
             &bcrypt,
             "alice",
-            &Secret::new(PASSWORD.into()),
+            &secret_string(PASSWORD.into()),
             0,
         )
         .unwrap();

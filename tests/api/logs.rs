@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use beepmyphone::security::admins;
 use beepmyphone::security::passwords::Bcrypt;
-use beepmyphone::security::secrets::Secret;
+use beepmyphone::security::secrets::secret_string;
 
 use crate::helpers::{spawn_app_with_log, wait_for_delivery_status, CapturedLog, TestApp};
 
@@ -77,7 +77,7 @@ async fn handler_events_carry_the_request_id() {
             &mut conn,
             &bcrypt,
             "alice",
-            &Secret::new("correct horse battery staple".into()),
+            &secret_string("correct horse battery staple".into()),
             chrono::Utc::now().timestamp_millis(),
         )
         .unwrap();

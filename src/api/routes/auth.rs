@@ -24,7 +24,7 @@ use crate::domain::AdminId;
 use crate::error::ApiError;
 use crate::security::passwords::PasswordError;
 use crate::security::revocation::RevocationError;
-use crate::security::secrets::Secret;
+use crate::security::secrets::ExposeSecret;
 use crate::security::sessions::{SessionError, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::store::admins;
@@ -135,7 +135,7 @@ async fn login(
         .await?;
     // Unknown names are verified against the dummy hash: same work, same answer.
     let hash = admin.as_ref().map(|a| a.password_hash.clone());
-    let matches = match state.passwords.verify(Secret::new(password), hash).await {
+    let matches = match state.passwords.verify(password, hash).await {
         Ok(matches) => matches,
         // Cannot be anyone's password (bcrypt's limit), whoever the user is.
         Err(PasswordError::TooLong) => false,
@@ -159,13 +159,13 @@ async fn login(
     let mut response = HttpResponse::Ok();
     set_cookie(
         &mut response,
-        new.id.expose(),
+        new.id.expose_secret(),
         &cookie_attributes(&req, max_age),
     )?;
     response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     Ok(response.json(LoginResponse {
         username: new.session.username.clone(),
-        csrf_token: new.session.csrf_token.expose().to_owned(),
+        csrf_token: new.session.csrf_token.expose_secret().to_owned(),
         expires_at: rfc3339(new.session.expires_at),
     }))
 }

@@ -20,7 +20,8 @@ use crate::api::schemas::{check, DeviceTokens, PairRequest, PairingCodeRequest, 
 use crate::error::ApiError;
 use crate::security::jwt::JwtKeys;
 use crate::security::secrets::{
-    hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, Secret,
+    hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, ExposeSecret,
+    SecretString,
 };
 use crate::state::AppState;
 use crate::store::devices::DeviceRow;
@@ -54,9 +55,9 @@ pub fn mint_pairing_code(
     conn: &mut diesel::SqliteConnection,
     now_ms: i64,
     ttl_seconds: u64,
-) -> Result<(Secret, i64), StoreError> {
+) -> Result<(SecretString, i64), StoreError> {
     let code = new_pairing_code();
-    let normal = normalize_pairing_code(code.expose())
+    let normal = normalize_pairing_code(code.expose_secret())
         .ok_or_else(|| StoreError::Other("generated a bad code".into()))?;
     let expires_at = now_ms + i64::try_from(ttl_seconds).unwrap_or(0) * 1_000;
     pairing::insert(conn, &hash_secret(&normal), now_ms, expires_at)?;
@@ -85,7 +86,7 @@ async fn create_pairing_code(
         })
         .await?;
     Ok(HttpResponse::Created().json(PairingCodeResponse {
-        code: code.expose().to_owned(),
+        code: code.expose_secret().to_owned(),
         expires_at: rfc3339(expires_at),
     }))
 }
@@ -106,7 +107,7 @@ async fn issue_tokens(
         id: ulid::Ulid::new().to_string(),
         device_id: device.to_string(),
         family_id: family,
-        token_hash: hash_secret(refresh.expose()),
+        token_hash: hash_secret(refresh.expose_secret()),
         created_at: now,
         expires_at: now + i64::try_from(settings.refresh_token_ttl_seconds).unwrap_or(0) * 1_000,
         used_at: None,
@@ -134,7 +135,7 @@ async fn issue_tokens(
     Ok(DeviceTokens {
         device_id: device.to_string(),
         access_token: access,
-        refresh_token: refresh.expose().to_owned(),
+        refresh_token: refresh.expose_secret().to_owned(),
         token_type: "Bearer".into(),
         expires_in: settings.access_token_ttl_seconds,
         refresh_expires_in: settings.refresh_token_ttl_seconds,

@@ -14,7 +14,7 @@ use crate::api::page_limit;
 use crate::api::schemas::{check, CreateTokenRequest, Page, TokenListQuery};
 use crate::domain::Scope;
 use crate::error::ApiError;
-use crate::security::secrets::{hash_secret, new_api_token, Secret};
+use crate::security::secrets::{hash_secret, new_api_token, ExposeSecret, SecretString};
 use crate::state::AppState;
 use crate::store::tokens::{self, ApiTokenRow};
 use crate::store::StoreError;
@@ -37,13 +37,13 @@ pub fn mint_api_token(
     name: &str,
     scope: Scope,
     now_ms: i64,
-) -> Result<(ApiTokenRow, Secret), StoreError> {
+) -> Result<(ApiTokenRow, SecretString), StoreError> {
     let secret = new_api_token();
     let row = ApiTokenRow {
         id: format!("tok_{}", ulid::Ulid::new()),
         name: name.to_owned(),
         scope: scope.as_str().to_owned(),
-        token_hash: hash_secret(secret.expose()),
+        token_hash: hash_secret(secret.expose_secret()),
         created_at: now_ms,
         last_used_at: None,
     };
@@ -105,7 +105,7 @@ async fn create_token(
     slog::info!(log, "api token created"; "token_id" => &row.id, "scope" => scope.as_str());
     Ok(HttpResponse::Created().json(CreatedToken {
         view: row.into(),
-        token: secret.expose().to_owned(),
+        token: secret.expose_secret().to_owned(),
     }))
 }
 
