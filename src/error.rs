@@ -178,7 +178,7 @@ pub struct Problem<'a> {
     title: &'static str,
     /// The HTTP status.
     status: u16,
-    /// A stable machine-readable code (`VALIDATION_FAILED`, `RATE_LIMITED`, …).
+    /// A stable machine-readable code (`VALIDATION_ERROR`, `RATE_LIMITED`, …).
     code: &'static str,
     /// What went wrong, for people.
     detail: String,
