@@ -1479,3 +1479,98 @@ async fn quiet_hours_take_exactly_the_documented_time_zones() {
         }
     }
 }
+
+/// The probe's routing findings: a trailing slash names no resource (404, not a 405 that invites
+/// the listed methods), a method an existing item path does not support is a 405 whose `Allow`
+/// lists what it does (with `HEAD` wherever `GET` is), and `HEAD` answers wherever `GET` does:
+/// same status and headers, no body.
+#[actix_web::test]
+async fn trailing_slashes_item_paths_and_head_are_answered_as_documented() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let item = format!("/api/v1/devices/{}", device.id);
+    for path in [
+        format!("{item}/"),
+        "/api/v1/devices/".into(),
+        "/health/".into(),
+    ] {
+        let reply = get(&app, &path, Some(&app.admin_token)).await;
+        assert_problem(&reply, 404, "NOT_FOUND");
+    }
+    let reply = get(
+        &app,
+        "/api/v1/tokens/tok_01J00000000000000000000000",
+        Some(&app.admin_token),
+    )
+    .await;
+    assert_problem(&reply, 405, "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.header("allow"), Some("DELETE"));
+    let reply = raw(
+        &app,
+        Method::PUT,
+        &item,
+        Some(&app.admin_token),
+        None,
+        &[],
+        "",
+    )
+    .await;
+    assert_problem(&reply, 405, "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, PATCH, DELETE"));
+    for path in [
+        item.as_str(),
+        "/api/v1/devices",
+        "/health/live",
+        "/.well-known/jwks.json",
+    ] {
+        let got = get(&app, path, Some(&app.admin_token)).await;
+        let head = raw(
+            &app,
+            Method::HEAD,
+            path,
+            Some(&app.admin_token),
+            None,
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(head.status, got.status, "HEAD {path}");
+        assert_eq!(head.body, Value::Null, "HEAD {path} has no body");
+        assert_eq!(
+            head.header("content-type"),
+            got.header("content-type"),
+            "{path}"
+        );
+    }
+    // HEAD on what has no GET is a 405 too; HEAD on nothing is a 404.
+    let head = raw(
+        &app,
+        Method::HEAD,
+        "/api/v1/pairing-codes",
+        Some(&app.admin_token),
+        None,
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(head.status, 405);
+    assert_eq!(head.header("allow"), Some("POST"));
+    let head = raw(
+        &app,
+        Method::HEAD,
+        "/api/v1/nope",
+        Some(&app.admin_token),
+        None,
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(head.status, 404);
+    // The WebSocket path without upgrade headers is a 400 problem document.
+    let reply = get(&app, "/api/v1/ws", None).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json")
+    );
+}
