@@ -24,7 +24,7 @@ use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
 use crate::api;
 use crate::api::auth::authenticate_request;
 use crate::api::headers::security_headers;
-use crate::api::middleware::request_context;
+use crate::api::middleware::{head_as_get, request_context};
 use crate::api::ratelimit::{limit_ip, limit_principal};
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::Settings;
@@ -332,6 +332,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(api::path_error))
                 // Outermost last: security headers wrap everything; the request context (request
                 // id, logger) wraps the limits, which wrap authentication.
+                .wrap(from_fn(head_as_get))
                 .wrap(from_fn(limit_principal))
                 .wrap(from_fn(authenticate_request))
                 .wrap(from_fn(limit_ip))

@@ -65,6 +65,19 @@ fn sane(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Answers `HEAD` wherever `GET` works (RFC 9110 §9.3.2): the request is routed as a `GET`, and
+/// the HTTP/1 codec, which saw the `HEAD`, sends the headers (with the `GET`'s `Content-Length`)
+/// and no body. Runs innermost, so the request's log line still names `HEAD`.
+pub async fn head_as_get(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
+}
+
 /// The request-id and access-log middleware (`actix_web::middleware::from_fn`).
 pub async fn request_context(
     req: ServiceRequest,

@@ -69,7 +69,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 fn template_matches(template: &str, path: &str) -> bool {
-    let (mut t, mut p) = (template.split('/'), path.trim_end_matches('/').split('/'));
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
     loop {
         match (t.next(), p.next()) {
             (None, None) => return true,
@@ -80,8 +80,9 @@ fn template_matches(template: &str, path: &str) -> bool {
 }
 
 /// The methods a path supports, if it is a route at all (an exact route wins over a template).
+/// A path with a trailing slash is another path, which does not exist. Where `GET` is allowed,
+/// so is `HEAD` (see [`middleware::head_as_get`]); the `Allow` header says so.
 pub fn allowed_methods(path: &str) -> Option<&'static str> {
-    let path = path.trim_end_matches('/');
     ROUTES
         .iter()
         .find(|(t, _)| *t == path)
@@ -90,7 +91,22 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
                 .iter()
                 .find(|(t, _)| t.contains('{') && template_matches(t, path))
         })
-        .map(|(_, methods)| *methods)
+        .map(|(_, methods)| with_head(methods))
+}
+
+/// `methods` with `HEAD` after `GET`, where there is a `GET`.
+fn with_head(methods: &'static str) -> &'static str {
+    static WITH_HEAD: std::sync::LazyLock<Vec<(&'static str, String)>> =
+        std::sync::LazyLock::new(|| {
+            ROUTES
+                .iter()
+                .map(|(_, m)| (*m, m.replacen("GET", "GET, HEAD", 1)))
+                .collect()
+        });
+    WITH_HEAD
+        .iter()
+        .find(|(m, _)| *m == methods)
+        .map_or(methods, |(_, with)| with.as_str())
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -152,13 +168,15 @@ mod tests {
 
     #[test]
     fn allowed_methods_match_routes_and_templates() {
-        assert_eq!(allowed_methods("/api/v1/devices"), Some("GET"));
+        assert_eq!(allowed_methods("/api/v1/devices"), Some("GET, HEAD"));
         assert_eq!(allowed_methods("/api/v1/devices/pair"), Some("POST"));
         assert_eq!(
             allowed_methods("/api/v1/devices/dev_1"),
-            Some("GET, PATCH, DELETE")
+            Some("GET, HEAD, PATCH, DELETE")
         );
-        assert_eq!(allowed_methods("/api/v1/tokens/tok_1/"), Some("DELETE"));
+        assert_eq!(allowed_methods("/api/v1/tokens/tok_1"), Some("DELETE"));
+        assert_eq!(allowed_methods("/api/v1/tokens/tok_1/"), None);
+        assert_eq!(allowed_methods("/api/v1/devices/"), None);
         assert_eq!(allowed_methods("/api/v1/devices/dev_1/extra"), None);
         assert_eq!(allowed_methods("/nope"), None);
     }

@@ -6,11 +6,13 @@
 //! Every operation also gets the problem documents any request can meet (400, 401, 403, 404, 413,
 //! 415, 429, 503 and a `default`), added here rather than repeated on each handler. The WebSocket
 //! (`GET /api/v1/ws`) is described in `docs/api.md`, not here: OpenAPI cannot describe it.
+//! Quiet hours get a `not` keyword stating that `end` differs from `start`, so the document
+//! describes every rule the validators apply.
 
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, ResponseBuilder};
+use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::auth::Principal;
@@ -123,6 +125,14 @@ fn add_shared(operation: &mut Operation) {
 impl Modify for Shared {
     fn modify(&self, doc: &mut Document) {
         let components = doc.components.get_or_insert_with(Default::default);
+        // utoipa has no `not`; the keyword goes in as an extension, which is serialised inline.
+        if let Some(RefOr::T(Schema::Object(quiet))) = components.schemas.get_mut("QuietHoursBody")
+        {
+            quiet
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("not".to_owned(), crate::api::schemas::quiet_hours_differ());
+        }
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(

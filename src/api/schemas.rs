@@ -37,6 +37,25 @@ pub const DEVICE_ID: &str = "^dev_[0-7][0-9A-HJKMNP-TV-Z]{25}$";
 pub const HHMM: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
 /// Schema pattern of printable ASCII.
 pub const PRINTABLE_ASCII: &str = "^[!-~]*$";
+/// Schema pattern of a `clickUrl`, and the whole of its rule (with `maxLength` 2048): `http` or
+/// `https`, a host, an optional path. The host is a dotted IPv4 address or DNS labels of letters,
+/// digits and single inner hyphens whose last label starts with a letter; no credentials, no port.
+/// Every string it matches is a URL the WHATWG parser (the `url` crate, browsers) accepts as it is:
+/// hosts it would read as a number (`https://09`) or as punycode (`xn--…`) are outside it.
+pub const CLICK_URL: &str = concat!(
+    "^https?://",
+    "(([A-Za-z0-9]+(-[A-Za-z0-9]+)*\\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*",
+    "|(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})",
+    "(/[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]*)?$"
+);
+/// Longest `clickUrl`, in characters (all ASCII, so also bytes).
+pub const CLICK_URL_MAX: usize = 2_048;
+
+/// The IANA time zone names a `quietHours.timezone` may be: those chrono-tz knows (the schema's
+/// `enum` and the rule both read this list).
+pub fn time_zone_names() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
 
 /// Validates `value` with its garde rules, turning the report into one 400 that lists every invalid
 /// field by its JSON path, ordered by path.
@@ -241,27 +260,49 @@ fn differs_from(start: &str) -> impl FnOnce(&str, &()) -> garde::Result + '_ {
 }
 
 fn time_zone(value: &str, (): &()) -> garde::Result {
-    value
-        .parse::<chrono_tz::Tz>()
-        .map(|_| ())
-        .map_err(|_| garde::Error::new("must be an IANA time zone such as Europe/Berlin"))
+    static NAMES: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+        std::sync::LazyLock::new(|| time_zone_names().collect());
+    if NAMES.contains(value) {
+        Ok(())
+    } else {
+        Err(garde::Error::new(
+            "must be an IANA time zone such as Europe/Berlin",
+        ))
+    }
+}
+
+/// The schema of `quietHours.timezone`: an `enum` of [`time_zone_names`].
+fn time_zone_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(time_zone_names()))
+        .description(Some("An IANA time zone such as `Europe/Berlin`"))
+        .examples(["Europe/Berlin"])
+        .build()
+}
+
+/// The schema keyword that states `end` ≠ `start` on quiet hours, as a `not`: equal times share
+/// an hour and a minute, so "not (some hour both start with, and some minute both end with)".
+/// Exact for `HH:MM` values, which both fields must be anyway.
+pub fn quiet_hours_differ() -> serde_json::Value {
+    let both = |pattern: String| serde_json::json!({"properties": {"start": {"pattern": pattern}, "end": {"pattern": pattern}}});
+    let hours: Vec<_> = (0..24).map(|h| both(format!("^{h:02}:"))).collect();
+    let minutes: Vec<_> = (0..60).map(|m| both(format!(":{m:02}$"))).collect();
+    serde_json::json!({"allOf": [{"anyOf": hours}, {"anyOf": minutes}]})
 }
 
 fn http_url(value: &Option<String>, (): &()) -> garde::Result {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(CLICK_URL).expect("CLICK_URL is a valid regex")
+    });
     let Some(url) = value else { return Ok(()) };
-    match url::Url::parse(url) {
-        Ok(parsed)
-            if matches!(parsed.scheme(), "http" | "https")
-                && url.len() <= 2_048
-                && parsed.host().is_some()
-                && !url.chars().any(char::is_control) =>
-        {
-            Ok(())
-        }
-        Ok(_) => Err(garde::Error::new(
-            "must be an http or https URL of at most 2048 characters",
-        )),
-        Err(_) => Err(garde::Error::new("must be an absolute http or https URL")),
+    if url.len() > CLICK_URL_MAX {
+        Err(garde::Error::new("must be at most 2048 characters long"))
+    } else if !PATTERN.is_match(url) {
+        Err(garde::Error::new("must be an absolute http or https URL"))
+    } else {
+        Ok(())
     }
 }
 
@@ -429,10 +470,7 @@ pub struct PublishRequest {
     pub tags: Vec<String>,
     /// An absolute http(s) URL of at most 2048 characters, opened when the notification is tapped.
     #[garde(custom(http_url))]
-    #[schema(
-        max_length = 2048,
-        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(/[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]*)?$"
-    )]
+    #[schema(schema_with = click_url_schema)]
     pub click_url: Option<String>,
     /// Lifetime in seconds, 60..2592000; default `delivery.default_ttl_seconds`.
     #[serde(default, deserialize_with = "whole_number")]
@@ -443,6 +481,19 @@ pub struct PublishRequest {
     #[garde(custom(idempotency_key_rule))]
     #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     pub idempotency_key: Option<String>,
+}
+
+fn click_url_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(CLICK_URL_MAX))
+        .pattern(Some(CLICK_URL))
+        .description(Some(
+            "An absolute http(s) URL of at most 2048 characters, opened when the notification is \
+             tapped: a DNS name or IPv4 address, no port, no credentials, an optional path",
+        ))
+        .build()
 }
 
 fn tags_schema() -> utoipa::openapi::schema::Array {
@@ -730,13 +781,14 @@ pub struct QuietHoursBody {
     #[garde(custom(hhmm))]
     #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "22:00")]
     pub start: String,
-    /// `HH:MM`, 24-hour, different from `start` (may be earlier: the window wraps midnight).
+    /// `HH:MM`, 24-hour, different from `start` (may be earlier: the window wraps midnight); the
+    /// object's `not` states the difference.
     #[garde(custom(hhmm), custom(differs_from(&self.start)))]
     #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "07:00")]
     pub end: String,
     /// An IANA time zone such as `Europe/Berlin`.
     #[garde(custom(time_zone))]
-    #[schema(example = "Europe/Berlin", max_length = 64)]
+    #[schema(schema_with = time_zone_schema)]
     pub timezone: String,
 }
 
@@ -962,6 +1014,68 @@ pub struct Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whatever the documented `clickUrl` pattern allows, the WHATWG URL parser takes as it
+        /// is (same host, http or https): the pattern never promises a URL a device cannot open.
+        #[test]
+        fn every_url_the_pattern_allows_parses(url in proptest::string::string_regex(&CLICK_URL[1..CLICK_URL.len() - 1]).unwrap()) {
+            proptest::prop_assume!(url.len() <= CLICK_URL_MAX);
+            let parsed = url::Url::parse(&url).unwrap();
+            proptest::prop_assert!(matches!(parsed.scheme(), "http" | "https"));
+            let host = parsed.host_str().unwrap();
+            proptest::prop_assert!(url.to_ascii_lowercase().contains(host), "{url} -> {host}");
+            proptest::prop_assert!(http_url(&Some(url.clone()), &()).is_ok());
+        }
+    }
+
+    /// The quiet hours' `not` is true exactly when `end` equals `start`.
+    #[test]
+    fn the_documented_not_states_end_differs_from_start() {
+        let not = quiet_hours_differ();
+        let groups: Vec<Vec<regex::Regex>> = not["allOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|group| {
+                group["anyOf"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|alt| {
+                        let start = alt["properties"]["start"]["pattern"].as_str().unwrap();
+                        assert_eq!(start, alt["properties"]["end"]["pattern"]);
+                        regex::Regex::new(start).unwrap()
+                    })
+                    .collect()
+            })
+            .collect();
+        let excluded = |start: &str, end: &str| {
+            groups
+                .iter()
+                .all(|alts| alts.iter().any(|re| re.is_match(start) && re.is_match(end)))
+        };
+        let times: Vec<String> = (0..1440)
+            .map(|m| format!("{:02}:{:02}", m / 60, m % 60))
+            .collect();
+        for (i, start) in times.iter().enumerate() {
+            assert!(excluded(start, start), "{start}");
+            // Every end that shares the hour or the minute, and a spread of others.
+            for end in times.iter().skip(i % 7).step_by(7) {
+                assert_eq!(excluded(start, end), start == end, "{start} {end}");
+            }
+        }
+    }
+
+    /// The schema's time zones are the ones the rule takes.
+    #[test]
+    fn every_documented_time_zone_is_accepted() {
+        for zone in time_zone_names() {
+            assert!(time_zone(zone, &()).is_ok(), "{zone}");
+            assert!(zone.parse::<chrono_tz::Tz>().is_ok(), "{zone}");
+        }
+        assert!(time_zone("Mars/Olympus", &()).is_err());
+    }
 
     fn request(json: &str) -> PublishRequest {
         serde_json::from_str(json).unwrap()

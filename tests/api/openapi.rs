@@ -132,6 +132,15 @@ fn request_bodies_refuse_unknown_fields_and_state_their_limits() {
     let quiet = &schemas["QuietHoursBody"]["properties"];
     assert_eq!(quiet["start"]["pattern"], HHMM);
     assert_eq!(quiet["end"]["pattern"], HHMM);
+    // Every rule is in the document: the URL's whole rule, the zone names, end ≠ start.
+    use beepmyphone::api::schemas::{
+        quiet_hours_differ, time_zone_names, CLICK_URL, CLICK_URL_MAX,
+    };
+    assert_eq!(publish["clickUrl"]["pattern"], CLICK_URL);
+    assert_eq!(publish["clickUrl"]["maxLength"], CLICK_URL_MAX);
+    let zones: Vec<&str> = time_zone_names().collect();
+    assert_eq!(quiet["timezone"]["enum"], json!(zones));
+    assert_eq!(schemas["QuietHoursBody"]["not"], quiet_hours_differ());
     let pair = &schemas["PairRequest"]["properties"];
     assert_eq!(pair["name"]["pattern"], SINGLE_LINE);
     let device_list = &doc["paths"]["/api/v1/devices"]["get"]["parameters"];

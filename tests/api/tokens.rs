@@ -438,7 +438,7 @@ async fn jwks_is_public_and_holds_only_public_parts() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 405);
-    assert_eq!(res.headers().get("allow").unwrap(), "GET");
+    assert_eq!(res.headers().get("allow").unwrap(), "GET, HEAD");
 }
 
 #[actix_web::test]

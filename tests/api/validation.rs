@@ -1405,3 +1405,172 @@ async fn every_endpoint_lists_every_invalid_field() {
         assert_eq!(fields(&reply.body), expected, "{path}: {}", reply.body);
     }
 }
+
+/// The schemathesis probe's disagreements between the document and the rules: `http://v0*` fits
+/// no documented pattern and was accepted; `https://09` fits the old pattern but not the URL
+/// parser and was refused. Now the rule is the documented pattern, single and batch alike.
+#[actix_rt::test]
+async fn click_urls_are_accepted_exactly_as_the_document_says() {
+    let app = spawn_app().await;
+    app.pair_device("phone").await;
+    for (url, accepted) in [
+        ("http://v0*", false),
+        ("https://09", false),
+        ("https://1.2.3.4.5/", false),
+        ("https://xn--a/", false),
+        ("http://example.com:8080/", false),
+        ("https://user:pw@example.com/", false),
+        ("https://v0", true),
+        ("https://192.168.1.20/x?y=1#z", true),
+        ("https://ci.example-host.org/build/123", true),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/notifications",
+                Some(&app.admin_token),
+                &json!({"title": "t", "clickUrl": url}),
+            )
+            .await;
+        let (batch, batch_body) = app
+            .post(
+                "/api/v1/notifications/batch",
+                Some(&app.admin_token),
+                &json!({"items": [{"title": "t", "clickUrl": url}]}),
+            )
+            .await;
+        if accepted {
+            assert_eq!(status, 202, "{url}: {body}");
+            assert!((200..300).contains(&batch), "{url}: {batch_body}");
+        } else {
+            assert_eq!(status, 400, "{url}: {body}");
+            assert_eq!(fields(&body), ["clickUrl"], "{url}: {body}");
+            assert_eq!(batch, 400, "{url}: {batch_body}");
+            assert_eq!(fields(&batch_body), ["items[0].clickUrl"], "{url}");
+        }
+    }
+}
+
+/// `quietHours.timezone` is one of the documented `enum` (chrono-tz's names), nothing else.
+#[actix_rt::test]
+async fn quiet_hours_take_exactly_the_documented_time_zones() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let path = format!("/api/v1/devices/{}", device.id);
+    for (zone, accepted) in [
+        ("Europe/Berlin", true),
+        ("America/Argentina/Buenos_Aires", true),
+        ("Etc/GMT+5", true),
+        ("europe/berlin", false),
+        ("Mars/Olympus", false),
+        ("", false),
+    ] {
+        let (status, body) = app
+            .patch(
+                &path,
+                Some(&app.admin_token),
+                &json!({"settings": {"quietHours": {"start": "22:00", "end": "07:00", "timezone": zone}}}),
+            )
+            .await;
+        if accepted {
+            assert_eq!(status, 200, "{zone}: {body}");
+        } else {
+            assert_eq!(status, 400, "{zone}: {body}");
+            assert_eq!(fields(&body), ["settings.quietHours.timezone"], "{zone}");
+        }
+    }
+}
+
+/// The probe's routing findings: a trailing slash names no resource (404, not a 405 that invites
+/// the listed methods), a method an existing item path does not support is a 405 whose `Allow`
+/// lists what it does (with `HEAD` wherever `GET` is), and `HEAD` answers wherever `GET` does:
+/// same status and headers, no body.
+#[actix_web::test]
+async fn trailing_slashes_item_paths_and_head_are_answered_as_documented() {
+    let app = spawn_app().await;
+    let device = app.pair_device("phone").await;
+    let item = format!("/api/v1/devices/{}", device.id);
+    for path in [
+        format!("{item}/"),
+        "/api/v1/devices/".into(),
+        "/health/".into(),
+    ] {
+        let reply = get(&app, &path, Some(&app.admin_token)).await;
+        assert_problem(&reply, 404, "NOT_FOUND");
+    }
+    let reply = get(
+        &app,
+        "/api/v1/tokens/tok_01J00000000000000000000000",
+        Some(&app.admin_token),
+    )
+    .await;
+    assert_problem(&reply, 405, "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.header("allow"), Some("DELETE"));
+    let reply = raw(
+        &app,
+        Method::PUT,
+        &item,
+        Some(&app.admin_token),
+        None,
+        &[],
+        "",
+    )
+    .await;
+    assert_problem(&reply, 405, "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, PATCH, DELETE"));
+    for path in [
+        item.as_str(),
+        "/api/v1/devices",
+        "/health/live",
+        "/.well-known/jwks.json",
+    ] {
+        let got = get(&app, path, Some(&app.admin_token)).await;
+        let head = raw(
+            &app,
+            Method::HEAD,
+            path,
+            Some(&app.admin_token),
+            None,
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(head.status, got.status, "HEAD {path}");
+        assert_eq!(head.body, Value::Null, "HEAD {path} has no body");
+        assert_eq!(
+            head.header("content-type"),
+            got.header("content-type"),
+            "{path}"
+        );
+    }
+    // HEAD on what has no GET is a 405 too; HEAD on nothing is a 404.
+    let head = raw(
+        &app,
+        Method::HEAD,
+        "/api/v1/pairing-codes",
+        Some(&app.admin_token),
+        None,
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(head.status, 405);
+    assert_eq!(head.header("allow"), Some("POST"));
+    let head = raw(
+        &app,
+        Method::HEAD,
+        "/api/v1/nope",
+        Some(&app.admin_token),
+        None,
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(head.status, 404);
+    // The WebSocket path without upgrade headers is a 400 problem document.
+    let reply = get(&app, "/api/v1/ws", None).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json")
+    );
+}
