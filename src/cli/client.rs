@@ -28,7 +28,7 @@ use awc::ws;
 use base64::Engine;
 use clap::Args;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use rand::Rng;
+use rand::RngExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -612,7 +612,7 @@ impl Backoff {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+        Duration::from_millis(rand::rng().random_range(0..=millis))
     }
 
     /// Back to the first step (after a successful connection).

@@ -17,9 +17,9 @@ use std::path::Path;
 
 use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use rand::RngCore;
+use rand::Rng;
 
-use crate::security::secrets::{ExposeSecret, KeyBytes, Zeroizing};
+use crate::security::secrets::{os_random, ExposeSecret, KeyBytes, Zeroizing};
 
 const FORMAT: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -59,7 +59,7 @@ fn key_path(dir: &Path, version: u32) -> std::path::PathBuf {
 /// Writes a new key file through [`crate::security::files::write_new`], so that a relay sharing the
 /// directory never reads a half-written key, and an existing version is never overwritten.
 fn write_new_key(dir: &Path, version: u32) -> Result<(), CryptoError> {
-    let key = KeyBytes::init_with_mut(|key| rand::rngs::OsRng.fill_bytes(key));
+    let key = KeyBytes::init_with_mut(|key| os_random(key));
     let path = key_path(dir, version);
     crate::security::files::write_new(&path, key.expose_secret())
         .map_err(|e| CryptoError::Keys(format!("cannot write {}: {e}", path.display())))
@@ -159,7 +159,7 @@ impl DataKeys {
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let cipher = self.keys.get(&self.current).ok_or(CryptoError::Open)?;
         let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        rand::rng().fill_bytes(&mut nonce);
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         out.push(FORMAT);
         out.extend_from_slice(&self.current.to_be_bytes());

@@ -6,7 +6,9 @@
 //! single use and expire within the hour.
 
 use base64::Engine;
-use rand::RngCore;
+use rand::rand_core::UnwrapErr;
+use rand::rngs::SysRng;
+use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -36,9 +38,15 @@ pub fn secret_string(value: String) -> SecretString {
     SecretString::from(value.as_str())
 }
 
+/// Fills `bytes` from the operating system's random source. A failing OS source is not something
+/// the relay can go on without, so it panics, as rand's `OsRng` always did.
+pub(crate) fn os_random(bytes: &mut [u8]) {
+    UnwrapErr(SysRng).fill_bytes(bytes);
+}
+
 fn random_token(prefix: &str) -> SecretString {
     let mut bytes = Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+    os_random(bytes.as_mut());
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     // Built at its final size, so that turning it into the secret does not reallocate.
     let mut token = String::with_capacity(prefix.len() + 43);
@@ -74,7 +82,7 @@ const CODE_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub fn new_pairing_code() -> SecretString {
     let mut code = String::with_capacity(9);
     let mut bytes = Zeroizing::new([0u8; 8]);
-    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+    os_random(bytes.as_mut());
     for (i, b) in bytes.iter().enumerate() {
         if i == 4 {
             code.push('-');
