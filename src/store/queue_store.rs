@@ -380,9 +380,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
         let device = DeviceId::generate();
-        let row = DeviceRow {
-            id: device.to_string(),
-            name: "d".into(),
+        devices::insert(&mut store.conn().unwrap(), &device_row(&device, "d")).unwrap();
+        (dir, store, device)
+    }
+
+    /// A plain enabled device row.
+    fn device_row(id: &DeviceId, name: &str) -> DeviceRow {
+        DeviceRow {
+            id: id.to_string(),
+            name: name.into(),
             platform: "linux".into(),
             app_version: None,
             enabled: true,
@@ -393,9 +399,7 @@ mod tests {
             created_at: 0,
             last_seen_at: None,
             tokens_valid_after: 0,
-        };
-        devices::insert(&mut store.conn().unwrap(), &row).unwrap();
-        (dir, store, device)
+        }
     }
 
     fn op(device: &DeviceId, key: Option<&str>) -> InsertOp {
@@ -422,24 +426,7 @@ mod tests {
         let (_dir, store, device) = store_with_device();
         let other = DeviceId::generate();
         let mut conn = store.conn().unwrap();
-        devices::insert(
-            &mut conn,
-            &DeviceRow {
-                id: other.to_string(),
-                name: "o".into(),
-                platform: "linux".into(),
-                app_version: None,
-                enabled: true,
-                min_priority: 0,
-                quiet_start: None,
-                quiet_end: None,
-                quiet_tz: None,
-                created_at: 0,
-                last_seen_at: None,
-                tokens_valid_after: 0,
-            },
-        )
-        .unwrap();
+        devices::insert(&mut conn, &device_row(&other, "o")).unwrap();
         let batch = CommitBatch {
             inserts: vec![op(&device, None), op(&device, None), op(&device, None)],
             ..CommitBatch::default()
