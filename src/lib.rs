@@ -29,3 +29,9 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod ws;
+
+/// The git commit this binary was built from (`unknown` outside a git checkout).
+pub const GIT_COMMIT: &str = match option_env!("BEEP_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use beepmyphone_actors::batcher::BatcherConfig;
 use beepmyphone_actors::clock::{SharedClock, SystemClock};
 use beepmyphone_actors::keys::{KeyManager, Rescan};
+use beepmyphone_actors::metrics::Metrics;
 use beepmyphone_actors::queue::{Drain, QueueConfig};
 use beepmyphone_actors::registry::CloseAll;
 use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
@@ -280,6 +281,7 @@ impl Application {
                 limits_probe,
             ],
             clock.clone(),
+            Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT)),
             &log,
         );
         let addr = settings.listen_addr()?;

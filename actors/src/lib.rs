@@ -27,6 +27,7 @@ pub mod batcher;
 pub mod clock;
 pub mod guard;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod queue;

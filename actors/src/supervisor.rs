@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::batcher::{Batcher, BatcherConfig};
 use crate::clock::SharedClock;
 use crate::guard::RESTARTS;
+use crate::metrics::Metrics;
 use crate::ports::QueueStore;
 pub use crate::ports::{Probe, Status};
 use crate::queue::{GetQueueStats, NotificationQueue, QueueConfig, QueueStats};
@@ -178,6 +179,8 @@ pub struct ActorGraph {
     pub batcher: Addr<Batcher>,
     /// The health supervisor.
     pub health: Addr<HealthSupervisor>,
+    /// The metrics every actor records into.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Starts the graph on the current arbiter, each actor under supervision.
@@ -186,6 +189,7 @@ pub fn start_graph(
     store: Arc<dyn QueueStore>,
     probes: Vec<Arc<dyn Probe>>,
     clock: SharedClock,
+    metrics: Arc<Metrics>,
     log: &slog::Logger,
 ) -> ActorGraph {
     // The queue, batcher and registry form a cycle (queue → batcher → registry → queue); the
@@ -238,5 +242,6 @@ pub fn start_graph(
         registry,
         batcher,
         health,
+        metrics,
     }
 }
