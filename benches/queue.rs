@@ -34,6 +34,7 @@ fn notes(n: usize) -> Vec<Arc<QueuedNotification>> {
                 seq: seq as i64,
                 priority: Priority::ALL[(x % 4) as usize],
                 expires_at: i64::MAX,
+                created_at: 0,
                 payload: Bytes::from_static(b"{}"),
             })
         })
@@ -43,7 +44,7 @@ fn notes(n: usize) -> Vec<Arc<QueuedNotification>> {
 fn drain(queue: &mut DeviceQueue) -> usize {
     let mut sent = 0;
     while queue.peek_ready().is_some() {
-        black_box(queue.send_next(1));
+        black_box(queue.send_next(0, 1));
         sent += 1;
     }
     sent
@@ -108,7 +109,7 @@ fn queue(c: &mut Criterion) {
             let note = next.next().unwrap();
             queue.add(note);
             queue.peek_ready().unwrap();
-            let sent = queue.send_next(1).unwrap();
+            let (sent, _) = queue.send_next(0, 1).unwrap();
             queue.ack(&sent.id).unwrap()
         });
         assert_eq!(queue.len(), 64);

@@ -253,6 +253,7 @@ mod tests {
             seq: i as i64,
             priority: Priority::Normal,
             expires_at: i64::MAX,
+            created_at: 0,
             payload: Bytes::from(format!(r#"{{"n":{i}}}"#)),
         })
     }

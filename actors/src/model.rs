@@ -217,6 +217,8 @@ pub struct QueuedNotification {
     pub priority: Priority,
     /// Expiry instant, epoch milliseconds.
     pub expires_at: i64,
+    /// When it was published, epoch milliseconds (for the publish-to-deliver latency).
+    pub created_at: i64,
     /// The pre-serialised device view (a JSON object).
     pub payload: Bytes,
 }

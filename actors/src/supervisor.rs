@@ -197,7 +197,7 @@ pub fn start_graph(
     let others = Rc::new(RefCell::new(None));
     let slot = others.clone();
     let queue = {
-        let (clock, log) = (clock.clone(), log.clone());
+        let (clock, log, queue_metrics) = (clock.clone(), log.clone(), metrics.clone());
         Supervisor::start(move |ctx: &mut Context<NotificationQueue>| {
             let queue_addr = ctx.address();
             let registry_log = log.new(slog::o!("actor" => "registry"));
@@ -218,6 +218,7 @@ pub fn start_graph(
                 store,
                 clock,
                 batcher.clone().recipient(),
+                queue_metrics,
                 log.new(slog::o!("actor" => "queue")),
             );
             *slot.borrow_mut() = Some((registry, batcher));

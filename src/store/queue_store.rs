@@ -333,6 +333,7 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnaps
             seq: row.seq,
             priority: record.priority,
             expires_at: record.expires_at,
+            created_at: record.created_at,
         });
     }
     let pending_rows: Vec<(i64, String)> = deliveries::table

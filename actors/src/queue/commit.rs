@@ -226,6 +226,11 @@ impl Answers {
 }
 
 impl Flush {
+    /// Rows this flush writes.
+    pub(super) fn rows(&self) -> usize {
+        self.batch.len()
+    }
+
     /// Writes the batch in one transaction. Blocks: call it on a blocking thread.
     pub(super) fn write(self, store: &dyn QueueStore, log: &slog::Logger) -> Written {
         let Flush {
@@ -245,6 +250,7 @@ impl Flush {
                             seq: *seq,
                             priority: op.record.priority,
                             expires_at: op.record.expires_at,
+                            created_at: op.record.created_at,
                             payload,
                         };
                         inserted.push((Arc::new(note), op.devices));

@@ -39,12 +39,14 @@ impl Ord for ReadyEntry {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum SlotState {
     Ready,
-    InFlight { deadline: i64 },
+    InFlight { deadline: i64, sent_at: i64 },
 }
 
 struct Slot {
     note: Arc<QueuedNotification>,
     state: SlotState,
+    /// Whether it was sent before (it is a redelivery when sent again).
+    sent_before: bool,
 }
 
 /// What one [`DeviceQueue::dispatch`] took out of the queue.
@@ -54,6 +56,18 @@ pub struct Dispatched {
     pub sent: Vec<Arc<QueuedNotification>>,
     /// Expired before they could be sent; dropped from the queue.
     pub expired: Vec<Arc<QueuedNotification>>,
+    /// Indices into `sent` of the deliveries this queue had sent before (ack timeout, reconnect),
+    /// ascending; empty (no allocation) in the common case.
+    pub resent: Vec<usize>,
+}
+
+/// A delivery [`DeviceQueue::ack`] ended.
+#[derive(Debug)]
+pub struct Acked {
+    /// Its notification.
+    pub note: Arc<QueuedNotification>,
+    /// When it was last sent, if it was in flight (epoch milliseconds).
+    pub sent_at: Option<i64>,
 }
 
 /// One device's deliveries: a `BinaryHeap` of ready ones (priority, then store sequence), a slot
@@ -67,6 +81,8 @@ pub struct DeviceQueue {
     ready: BinaryHeap<ReadyEntry>,
     slots: HashMap<NotificationId, Slot>,
     in_flight: usize,
+    /// Ready deliveries by priority (indexed by `Priority as usize`); they sum to `ready()`.
+    ready_by_priority: [usize; 4],
     window: usize,
     held: bool,
 }
@@ -80,6 +96,7 @@ impl DeviceQueue {
             ready: BinaryHeap::new(),
             slots: HashMap::new(),
             in_flight: 0,
+            ready_by_priority: [0; 4],
             window: usize::MAX,
             held: false,
         }
@@ -111,9 +128,11 @@ impl DeviceQueue {
             Slot {
                 note: note.clone(),
                 state: SlotState::Ready,
+                sent_before: false,
             },
         );
         self.ready.push(ReadyEntry(note.clone()));
+        self.ready_by_priority[note.priority as usize] += 1;
         true
     }
 
@@ -133,8 +152,13 @@ impl DeviceQueue {
     }
 
     /// Takes the next ready delivery (the one [`peek_ready`](Self::peek_ready) shows) and marks it
-    /// in flight until `deadline`; `None` when nothing is ready or the window is full.
-    pub fn send_next(&mut self, deadline: i64) -> Option<Arc<QueuedNotification>> {
+    /// in flight from `now` until `deadline`; `None` when nothing is ready or the window is full.
+    /// The flag says whether it had been sent before.
+    pub fn send_next(
+        &mut self,
+        now: i64,
+        deadline: i64,
+    ) -> Option<(Arc<QueuedNotification>, bool)> {
         if self.in_flight >= self.window {
             return None;
         }
@@ -142,9 +166,14 @@ impl DeviceQueue {
         let ReadyEntry(note) = self.ready.pop()?;
         // peek_ready left a fresh entry on top: its slot exists and is ready.
         let slot = self.slots.get_mut(&note.id)?;
-        slot.state = SlotState::InFlight { deadline };
+        slot.state = SlotState::InFlight {
+            deadline,
+            sent_at: now,
+        };
+        let again = std::mem::replace(&mut slot.sent_before, true);
         self.in_flight += 1;
-        Some(note)
+        self.ready_by_priority[note.priority as usize] -= 1;
+        Some((note, again))
     }
 
     /// Drops the next ready delivery (it expired).
@@ -152,6 +181,7 @@ impl DeviceQueue {
         self.peek_ready()?;
         let ReadyEntry(note) = self.ready.pop()?;
         self.slots.remove(&note.id);
+        self.ready_by_priority[note.priority as usize] -= 1;
         Some(note)
     }
 
@@ -175,8 +205,13 @@ impl DeviceQueue {
                 self.held = true;
                 break;
             }
-            match self.send_next(deadline) {
-                Some(note) => out.sent.push(note),
+            match self.send_next(now, deadline) {
+                Some((note, again)) => {
+                    if again {
+                        out.resent.push(out.sent.len());
+                    }
+                    out.sent.push(note);
+                }
                 None => break,
             }
         }
@@ -188,13 +223,23 @@ impl DeviceQueue {
         self.held
     }
 
-    /// Ends the delivery of `id` (acknowledged); returns its notification if the device had it.
-    pub fn ack(&mut self, id: &NotificationId) -> Option<Arc<QueuedNotification>> {
+    /// Ends the delivery of `id` (acknowledged); returns it if the device had it.
+    pub fn ack(&mut self, id: &NotificationId) -> Option<Acked> {
         let slot = self.slots.remove(id)?;
-        if matches!(slot.state, SlotState::InFlight { .. }) {
-            self.in_flight -= 1;
-        }
-        Some(slot.note)
+        let sent_at = match slot.state {
+            SlotState::InFlight { sent_at, .. } => {
+                self.in_flight -= 1;
+                Some(sent_at)
+            }
+            SlotState::Ready => {
+                self.ready_by_priority[slot.note.priority as usize] -= 1;
+                None
+            }
+        };
+        Some(Acked {
+            note: slot.note,
+            sent_at,
+        })
     }
 
     /// The ack deadline `deadline` of `id` passed: if it is still in flight under that deadline
@@ -203,11 +248,12 @@ impl DeviceQueue {
         let Some(slot) = self.slots.get_mut(id) else {
             return false;
         };
-        if slot.state != (SlotState::InFlight { deadline }) {
+        if !matches!(slot.state, SlotState::InFlight { deadline: d, .. } if d == deadline) {
             return false;
         }
         slot.state = SlotState::Ready;
         self.in_flight -= 1;
+        self.ready_by_priority[slot.note.priority as usize] += 1;
         self.ready.push(ReadyEntry(slot.note.clone()));
         true
     }
@@ -218,6 +264,7 @@ impl DeviceQueue {
         for slot in self.slots.values_mut() {
             if matches!(slot.state, SlotState::InFlight { .. }) {
                 slot.state = SlotState::Ready;
+                self.ready_by_priority[slot.note.priority as usize] += 1;
                 self.ready.push(ReadyEntry(slot.note.clone()));
             }
         }
@@ -229,12 +276,14 @@ impl DeviceQueue {
     pub fn sweep_expired(&mut self, now: i64) -> Vec<Arc<QueuedNotification>> {
         let mut expired = Vec::new();
         let mut dropped_in_flight = 0;
+        let ready_by_priority = &mut self.ready_by_priority;
         self.slots.retain(|_, slot| {
             if slot.note.expires_at > now {
                 return true;
             }
-            if matches!(slot.state, SlotState::InFlight { .. }) {
-                dropped_in_flight += 1;
+            match slot.state {
+                SlotState::InFlight { .. } => dropped_in_flight += 1,
+                SlotState::Ready => ready_by_priority[slot.note.priority as usize] -= 1,
             }
             expired.push(slot.note.clone());
             false
@@ -251,6 +300,11 @@ impl DeviceQueue {
     /// Deliveries waiting to be sent.
     pub fn ready(&self) -> usize {
         self.slots.len() - self.in_flight
+    }
+
+    /// Deliveries waiting to be sent, by priority (indexed by `Priority as usize`).
+    pub fn ready_by_priority(&self) -> [usize; 4] {
+        self.ready_by_priority
     }
 
     /// Deliveries held (ready or in flight).
@@ -280,6 +334,7 @@ mod tests {
             seq,
             priority,
             expires_at,
+            created_at: 0,
             payload: Bytes::new(),
         })
     }
@@ -470,6 +525,10 @@ mod tests {
                             let held = matches!(state[&n.id], Where::Ready | Where::InFlight(_));
                             let acked = queue.ack(&n.id);
                             prop_assert_eq!(acked.is_some(), held);
+                            if let Some(acked) = &acked {
+                                let in_flight = matches!(state[&n.id], Where::InFlight(_));
+                                prop_assert_eq!(acked.sent_at.is_some(), in_flight);
+                            }
                             if held {
                                 state.insert(n.id.clone(), Where::Acked);
                             }
@@ -530,6 +589,13 @@ mod tests {
                 prop_assert_eq!(queue.in_flight(), in_flight);
                 prop_assert_eq!(queue.len(), held);
                 prop_assert_eq!(queue.ready(), held - in_flight);
+                let mut ready_by_priority = [0usize; 4];
+                for n in &notes {
+                    if matches!(state[&n.id], Where::Ready) {
+                        ready_by_priority[n.priority as usize] += 1;
+                    }
+                }
+                prop_assert_eq!(queue.ready_by_priority(), ready_by_priority);
                 prop_assert!(queue.in_flight() <= window, "window exceeded");
             }
 

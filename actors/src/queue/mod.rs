@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use crate::batcher::Deliver;
 use crate::clock::SharedClock;
 use crate::guard::guarded;
+use crate::metrics::{seconds_between, Metrics};
 use crate::model::{
     DeviceId, DevicePolicy, NotificationId, NotificationRecord, QueuedNotification,
 };
@@ -36,7 +37,7 @@ pub mod device;
 
 pub use commit::{EnqueueOutcome, QueueError};
 use commit::{GroupCommit, Plan, Written};
-pub use device::DeviceQueue;
+pub use device::{Acked, DeviceQueue};
 
 /// Which devices a notification goes to.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +134,9 @@ pub struct QueueStats {
     pub in_flight: usize,
     /// Rows waiting for the next group commit.
     pub uncommitted: usize,
+    /// `ready` by priority, indexed by `Priority as usize` (lowest first).
+    #[serde(skip)]
+    pub ready_by_priority: [usize; 4],
 }
 
 /// Commits everything pending now and answers once the store has it (used at shutdown, so that
@@ -196,6 +200,7 @@ pub struct NotificationQueue {
     /// The rows waiting for, or in, the next group commit.
     commit: GroupCommit,
     last_sweep: i64,
+    metrics: Arc<Metrics>,
 }
 
 impl NotificationQueue {
@@ -205,9 +210,11 @@ impl NotificationQueue {
         store: Arc<dyn QueueStore>,
         clock: SharedClock,
         deliver: Recipient<Deliver>,
+        metrics: Arc<Metrics>,
         log: slog::Logger,
     ) -> Self {
         Self {
+            metrics,
             config,
             store,
             clock,
@@ -284,7 +291,19 @@ impl NotificationQueue {
         let now = self.clock.now_ms();
         let deadline = now + i64::try_from(self.config.ack_timeout.as_millis()).unwrap_or(i64::MAX);
         let out = queue.dispatch(now, deadline);
+        let mut resent = out.resent.iter().peekable();
+        for (index, note) in out.sent.iter().enumerate() {
+            if resent.next_if_eq(&&index).is_some() {
+                self.metrics.redelivered.of(note.priority).inc();
+            } else {
+                self.metrics.delivered.of(note.priority).inc();
+                self.metrics
+                    .publish_to_deliver
+                    .observe(seconds_between(note.created_at, now));
+            }
+        }
         for note in &out.expired {
+            self.metrics.expired.of(note.priority).inc();
             self.commit.expired(DeliveryChange {
                 seq: note.seq,
                 device: device.clone(),
@@ -336,10 +355,16 @@ impl NotificationQueue {
         let store = self.store.clone();
         let addr = ctx.address();
         let log = self.log.clone();
+        let metrics = self.metrics.clone();
         // The writer reports back by message, not through a future tied to this actor's context:
         // a restart in the meantime loses neither the answer to the publishers nor the rows.
         tokio::task::spawn_blocking(move || {
+            // Row counts are far below 2^52: exact in f64.
+            #[allow(clippy::cast_precision_loss)]
+            metrics.group_commit_rows.observe(flush.rows() as f64);
+            let timer = metrics.group_commit_seconds.start_timer();
             let written = flush.write(&*store, &log);
+            timer.observe_duration();
             addr.do_send(Committed { written });
         });
     }
@@ -383,6 +408,7 @@ impl NotificationQueue {
     fn sweep_expired(&mut self, now: i64) {
         for (device, queue) in &mut self.devices {
             for note in queue.sweep_expired(now) {
+                self.metrics.expired.of(note.priority).inc();
                 self.commit.expired(DeliveryChange {
                     seq: note.seq,
                     device: device.clone(),
@@ -509,6 +535,7 @@ impl Handler<Committed> for NotificationQueue {
         guarded("queue", &log, ctx, |ctx| {
             let mut touched = HashSet::new();
             for (note, devices) in inserted {
+                self.metrics.published.of(note.priority).inc();
                 for device in devices {
                     if let Some(queue) = self.devices.get_mut(&device) {
                         if queue.add(&note) && self.online.contains(&device) {
@@ -541,7 +568,13 @@ impl Handler<Ack> for NotificationQueue {
                 return;
             };
             for id in msg.ids {
-                if let Some(note) = queue.ack(&id) {
+                if let Some(Acked { note, sent_at }) = queue.ack(&id) {
+                    self.metrics.acked.of(note.priority).inc();
+                    if let Some(sent_at) = sent_at {
+                        self.metrics
+                            .deliver_to_ack
+                            .observe(seconds_between(sent_at, now));
+                    }
                     self.commit.acked(DeliveryChange {
                         seq: note.seq,
                         device: msg.device.clone(),
@@ -621,16 +654,21 @@ impl Handler<GetQueueStats> for NotificationQueue {
     type Result = MessageResult<GetQueueStats>;
 
     fn handle(&mut self, _msg: GetQueueStats, _ctx: &mut Self::Context) -> Self::Result {
-        let (ready, in_flight) = self
-            .devices
-            .values()
-            .fold((0, 0), |(r, f), q| (r + q.ready(), f + q.in_flight()));
+        let mut ready_by_priority = [0usize; 4];
+        let mut in_flight = 0;
+        for queue in self.devices.values() {
+            for (sum, count) in ready_by_priority.iter_mut().zip(queue.ready_by_priority()) {
+                *sum += count;
+            }
+            in_flight += queue.in_flight();
+        }
         MessageResult(QueueStats {
             devices: self.devices.len(),
             online: self.online.len(),
-            ready,
+            ready: ready_by_priority.iter().sum(),
             in_flight,
             uncommitted: self.commit.uncommitted(),
+            ready_by_priority,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The queue actor's tests, on an in-memory store and the manual clock.
 
 use super::*;
+use crate::metrics::Metrics;
 use crate::model::Priority;
 
 use std::sync::Mutex;
@@ -34,6 +35,7 @@ impl QueueStore for MemoryStore {
                     seq,
                     priority: op.record.priority,
                     expires_at: op.record.expires_at,
+                    created_at: op.record.created_at,
                     payload: op.record.device_json(),
                 },
                 op.devices.clone(),
@@ -60,6 +62,7 @@ impl QueueStore for MemoryStore {
                 seq: note.seq,
                 priority: note.priority,
                 expires_at: note.expires_at,
+                created_at: note.created_at,
                 payload: note.payload.clone(),
             });
             for device in devices {
@@ -106,6 +109,7 @@ struct Harness {
     clock: ManualClock,
     store: Arc<MemoryStore>,
     device: DeviceId,
+    metrics: Arc<Metrics>,
 }
 
 fn harness_with(policy: DevicePolicy) -> Harness {
@@ -121,12 +125,15 @@ fn harness_with(policy: DevicePolicy) -> Harness {
         ..QueueConfig::default()
     };
     let (s, c) = (store.clone(), clock.clone());
+    let metrics = Arc::new(Metrics::new("test", "test"));
+    let m = metrics.clone();
     let queue = actix::Supervisor::start(move |_| {
         NotificationQueue::new(
             config,
             s,
             Arc::new(c),
             deliver.clone(),
+            m,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
     });
@@ -136,6 +143,7 @@ fn harness_with(policy: DevicePolicy) -> Harness {
         delivered,
         clock,
         store,
+        metrics,
         device,
     }
 }
@@ -290,6 +298,42 @@ async fn ack_timeouts_and_disconnects_send_again() {
     h.clock.advance(Duration::from_secs(31));
     let stats = h.queue.send(GetQueueStats).await.unwrap();
     assert_eq!((stats.ready, stats.in_flight), (0, 0));
+    // One notification, sent three times: one delivery, two redeliveries, one ack.
+    let m = &h.metrics;
+    assert_eq!(m.published.of(Priority::Normal).get(), 1);
+    assert_eq!(m.delivered.of(Priority::Normal).get(), 1);
+    assert_eq!(m.redelivered.of(Priority::Normal).get(), 2);
+    assert_eq!(m.acked.of(Priority::Normal).get(), 1);
+    assert_eq!(m.publish_to_deliver.get_sample_count(), 1);
+    assert_eq!(m.deliver_to_ack.get_sample_count(), 1);
+    assert!(m.group_commit_rows.get_sample_count() >= 1);
+}
+
+#[actix::test]
+async fn stats_count_ready_deliveries_by_priority_and_latency_on_the_clock() {
+    let mut h = harness();
+    publish(&h, "low", Priority::Low).await;
+    publish(&h, "crit", Priority::Critical).await;
+    publish(&h, "crit2", Priority::Critical).await;
+    let stats = h.queue.send(GetQueueStats).await.unwrap();
+    assert_eq!(stats.ready_by_priority, [1, 0, 0, 2]);
+    assert_eq!(stats.ready, 3);
+    // Published at t0, delivered 2.5 s of clock later.
+    h.clock.advance(Duration::from_millis(2_500));
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut h).await.len(), 3);
+    let stats = h.queue.send(GetQueueStats).await.unwrap();
+    assert_eq!((stats.ready_by_priority, stats.in_flight), ([0; 4], 3));
+    let latency = &h.metrics.publish_to_deliver;
+    assert_eq!(latency.get_sample_count(), 3);
+    assert!((latency.get_sample_sum() - 7.5).abs() < 1e-9);
+    assert_eq!(h.metrics.delivered.of(Priority::Critical).get(), 2);
+    assert_eq!(h.metrics.redelivered.of(Priority::Critical).get(), 0);
 }
 
 #[actix::test]
