@@ -264,6 +264,28 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Response headers and CORS.
     pub security: SecuritySettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: Prometheus metrics (docs/operations.md lists them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Whether requests are counted and timed and `GET /metrics` answers (404 when off).
+    pub enabled: bool,
+    /// A second address serving `GET /metrics` without a token, for a scraper on the same host
+    /// (e.g. `127.0.0.1:9464`); empty: none.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: String::new(),
+        }
+    }
 }
 
 impl Default for SessionSettings {
@@ -432,6 +454,12 @@ impl Settings {
             return bad(
                 "server.listen",
                 "must be an address and port such as 0.0.0.0:8080",
+            );
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "metrics.listen",
+                "must be an address and port such as 127.0.0.1:9464, or empty",
             );
         }
         if !self.server.public_url.is_empty() && url::Url::parse(&self.server.public_url).is_err() {

@@ -22,6 +22,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod logging;
+pub mod monitoring;
 pub mod redis;
 pub mod request_id;
 pub mod security;

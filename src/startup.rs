@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 use futures_util::StreamExt;
 
@@ -28,6 +28,7 @@ use crate::api::headers::security_headers;
 use crate::api::middleware::{head_as_get, request_context};
 use crate::api::ratelimit::{limit_ip, limit_principal};
 use crate::api::routes::tokens::mint_api_token;
+use crate::api::timing::record_request;
 use crate::config::Settings;
 use crate::domain::Scope;
 use crate::redis::Redis;
@@ -101,6 +102,8 @@ impl Default for Options {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The token-free metrics listener (`metrics.listen`), with its port.
+    metrics_server: Option<(u16, Server)>,
     state: web::Data<AppState>,
     shutdown_timeout: Duration,
 }
@@ -231,6 +234,8 @@ impl Application {
         };
         restrict("before opening")?;
         let store = Store::open(&data_dir, &settings.storage)?;
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT));
+        store.observe_waits_in(metrics.db_pool_wait_seconds.clone());
         let (keys, key_manager) = start_key_manager(&settings, &clock, &log).await?;
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
         restrict("after start-up")?;
@@ -281,7 +286,7 @@ impl Application {
                 limits_probe,
             ],
             clock.clone(),
-            Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT)),
+            metrics,
             &log,
         );
         let addr = settings.listen_addr()?;
@@ -302,8 +307,10 @@ impl Application {
             devices: DeviceTokens {
                 keys: keys.clone(),
                 revocations: revocations.clone(),
+                metrics: graph.metrics.clone(),
             },
             limits: limits.clone(),
+            metrics: graph.metrics.clone(),
         });
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -325,6 +332,24 @@ impl Application {
                 .unwrap_or(2),
             n => n,
         };
+        let metrics_server = match settings.metrics.listen.as_str() {
+            "" => None,
+            listen => {
+                let bind_error = |source| StartError::Bind {
+                    addr: listen.to_owned(),
+                    source,
+                };
+                let listener = TcpListener::bind(listen).map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                slog::info!(log, "serving metrics without a token"; "addr" => %bound);
+                Some((
+                    bound.port(),
+                    crate::monitoring::metrics::listen(listener, state.clone())
+                        .map_err(bind_error)?,
+                ))
+            }
+        };
+        let record_requests = settings.metrics.enabled;
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -340,6 +365,7 @@ impl Application {
                 .wrap(from_fn(limit_ip))
                 .wrap(from_fn(request_context))
                 .wrap(from_fn(security_headers))
+                .wrap(Condition::new(record_requests, from_fn(record_request)))
                 .configure(api::configure)
         })
         .workers(workers)
@@ -364,6 +390,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            metrics_server,
             state,
             shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_seconds),
         })
@@ -372,6 +399,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the token-free metrics listener, when `metrics.listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     /// The shared state (tests reach the actor graph through it).
@@ -408,7 +440,15 @@ impl Application {
             self.state.log.new(slog::o!("component" => "cleanup")),
         );
         let block_sync = spawn_block_sync(self.state.clone().into_inner());
+        let metrics_server = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, actix_rt::spawn(server))
+        });
         let result = self.server.await;
+        if let Some((handle, task)) = metrics_server {
+            handle.stop(true).await;
+            let _ = task.await; // its own outcome does not change the relay's
+        }
         cleanup.abort();
         block_sync.abort();
         // Commit sent and acked marks still waiting for the commit window.

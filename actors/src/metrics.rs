@@ -45,6 +45,23 @@ const KNOWN_CLOSE_CODES: &[u16] = &[
     1000, 1001, 1002, 1003, 1006, 1007, 1008, 1009, 1011, 1012, 4001, 4003, 4008, 4009, 4029,
 ];
 
+/// The supervised actors, by the name their restarts are counted under.
+pub const SUPERVISED_ACTORS: &[&str] = &["queue", "registry", "batcher", "keys"];
+
+/// The `rule` label values of `beepmyphone_ratelimit_rejections_total`: the rate-limit rules by
+/// name, `sockets` (too many open sockets from one IP) and `blocked` (a blocked IP).
+pub const RATE_LIMIT_RULES: &[&str] = &[
+    "ip",
+    "principal",
+    "admin",
+    "auth",
+    "publish",
+    "ws",
+    "frames",
+    "sockets",
+    "blocked",
+];
+
 /// One counter per priority, indexed by `Priority as usize`.
 #[derive(Clone)]
 pub struct PerPriority([IntCounter; 4]);
@@ -185,6 +202,32 @@ impl Metrics {
             ),
         );
         build_info.with_label_values(&[version, commit]).set(1);
+        let ws_closed = counters(
+            "beepmyphone_ws_closed_total",
+            "Device sockets closed, by close code (other: a code the relay does not use).",
+            &["code"],
+        );
+        let actor_restarts = counters(
+            "beepmyphone_actor_restarts_total",
+            "Supervised actors restarted, by actor.",
+            &["actor"],
+        );
+        // Known label values start at zero, so `rate()` and `increase()` see the first event.
+        for code in KNOWN_CLOSE_CODES {
+            ws_closed.with_label_values(&[&code.to_string()]);
+        }
+        ws_closed.with_label_values(&["other"]);
+        for actor in SUPERVISED_ACTORS {
+            actor_restarts.with_label_values(&[actor]);
+        }
+        let ratelimit_rejections = counters(
+            "beepmyphone_ratelimit_rejections_total",
+            "Requests and sockets refused by a rate limit, by rule.",
+            &["rule"],
+        );
+        for rule in RATE_LIMIT_RULES {
+            ratelimit_rejections.with_label_values(&[rule]);
+        }
         #[cfg(target_os = "linux")]
         {
             // expect: the collector's names are fixed and registered once.
@@ -263,11 +306,7 @@ impl Metrics {
                 "beepmyphone_ws_bytes_sent_total",
                 "Bytes of the WebSocket frames sent to devices.",
             ),
-            ws_closed: counters(
-                "beepmyphone_ws_closed_total",
-                "Device sockets closed, by close code (other: a code the relay does not use).",
-                &["code"],
-            ),
+            ws_closed,
             http_requests: counters(
                 "beepmyphone_http_requests_total",
                 "HTTP requests answered, by route pattern, method and status.",
@@ -294,19 +333,11 @@ impl Metrics {
                 "Time spent waiting for a store connection.",
                 LATENCY_BUCKETS,
             ),
-            ratelimit_rejections: counters(
-                "beepmyphone_ratelimit_rejections_total",
-                "Requests and sockets refused by a rate limit, by rule.",
-                &["rule"],
-            ),
+            ratelimit_rejections,
             ip_blocks_active: gauge("beepmyphone_ip_blocks_active", "IP addresses blocked now."),
             verifications: Verification::ALL
                 .map(|v| verification_family.with_label_values(&[v.as_str()])),
-            actor_restarts: counters(
-                "beepmyphone_actor_restarts_total",
-                "Supervised actors restarted, by actor.",
-                &["actor"],
-            ),
+            actor_restarts,
             component_healthy: gauges(
                 "beepmyphone_component_healthy",
                 "1 when a component is healthy, 0 when degraded or unhealthy.",

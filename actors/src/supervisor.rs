@@ -69,6 +69,7 @@ pub struct HealthSupervisor {
     clock: SharedClock,
     cache_for: Duration,
     cached: Option<HealthReport>,
+    metrics: Arc<Metrics>,
 }
 
 impl Actor for HealthSupervisor {
@@ -138,6 +139,12 @@ impl Handler<Check> for HealthSupervisor {
                         queue,
                         sockets,
                     };
+                    for component in &report.components {
+                        act.metrics
+                            .component_healthy
+                            .with_label_values(&[&component.name])
+                            .set(i64::from(component.status == Status::Healthy));
+                    }
                     act.cached = Some(report.clone());
                     report
                 }),
@@ -236,6 +243,7 @@ pub fn start_graph(
         clock,
         cache_for: settings.health_cache,
         cached: None,
+        metrics: metrics.clone(),
     }
     .start();
     ActorGraph {

@@ -24,7 +24,7 @@ use actix_web::http::Method;
 
 use crate::domain::{AdminId, ApiTokenId, Jti, Scope, SessionId};
 use crate::error::ApiError;
-use crate::security::device_auth::{verify_device_token, DeviceAuthError};
+use crate::security::device_auth::{count_verification, verify_device_token, DeviceAuthError};
 use crate::security::secrets::{constant_time_eq, hash_secret, ExposeSecret, API_TOKEN_PREFIX};
 use crate::security::sessions::{SessionError, SESSION_COOKIE};
 use crate::state::{AppState, CachedToken};
@@ -81,9 +81,28 @@ impl Principal {
     /// Fails unless the caller may publish.
     pub fn require_publisher(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Token { .. } | Principal::Session { .. } => Ok(()),
-            Principal::Device { .. } => Err(ApiError::Forbidden(
+            Principal::Token {
+                scope: Scope::Admin | Scope::Publish,
+                ..
+            }
+            | Principal::Session { .. } => Ok(()),
+            _ => Err(ApiError::Forbidden(
                 "this call needs a publish or admin token".into(),
+            )),
+        }
+    }
+
+    /// Fails unless the caller may read the metrics (a token of scope `metrics` or `admin`, or an
+    /// admin session).
+    pub fn require_metrics_reader(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Token {
+                scope: Scope::Admin | Scope::Metrics,
+                ..
+            }
+            | Principal::Session { .. } => Ok(()),
+            _ => Err(ApiError::Forbidden(
+                "this call needs a metrics or admin token".into(),
             )),
         }
     }
@@ -219,7 +238,9 @@ pub async fn authenticate_device(
     state: &AppState,
     token: &str,
 ) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
-    verify_device_token(&state.keys, &state.revocations, token).await
+    let result = verify_device_token(&state.keys, &state.revocations, token).await;
+    count_verification(&state.graph.metrics, &result);
+    result
 }
 
 /// The value of the admin session cookie, if the request carries one.

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod schemas;
+pub mod timing;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -36,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/ws", web::get().to(routes::socket::connect)),
     )
     .configure(routes::health::configure)
+    .configure(routes::metrics::configure)
     .configure(routes::keys::configure_well_known)
     .default_service(web::to(not_found));
 }
@@ -65,6 +67,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/health", "GET"),
     ("/health/live", "GET"),
     ("/health/ready", "GET"),
+    ("/metrics", "GET"),
     ("/.well-known/jwks.json", "GET"),
 ];
 

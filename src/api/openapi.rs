@@ -41,6 +41,7 @@ use crate::error::{ApiError, FieldError, Problem};
         (name = "keys", description = "Signing keys"),
         (name = "limits", description = "Rate-limit blocks"),
         (name = "health", description = "Probes"),
+        (name = "monitoring", description = "Prometheus metrics"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -58,6 +59,7 @@ pub fn document() -> Document {
         routes::keys::Api::openapi(),
         routes::blocks::Api::openapi(),
         routes::health::Api::openapi(),
+        routes::metrics::Api::openapi(),
     ] {
         doc.merge(part);
     }

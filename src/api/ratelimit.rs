@@ -90,6 +90,12 @@ async fn denied<B>(
     now: i64,
 ) -> ServiceResponse<EitherBody<B>> {
     state.limits.limiter.violation(ip, now).await;
+    state
+        .graph
+        .metrics
+        .ratelimit_rejections
+        .with_label_values(&[rule.name])
+        .inc();
     let detail = format!(
         "rate limit \"{}\" exceeded ({} requests per {} s); retry after {} s",
         rule.name,
@@ -132,6 +138,12 @@ pub async fn limit_ip(
         let secs = ((until - now).max(0) as u64).div_ceil(1_000).max(1);
         let detail =
             format!("this address is blocked for {secs} s after repeated rate-limit violations");
+        state
+            .graph
+            .metrics
+            .ratelimit_rejections
+            .with_label_values(&["blocked"])
+            .inc();
         return Ok(too_many(req, secs, detail, None));
     }
     let credentialed =

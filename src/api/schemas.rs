@@ -847,7 +847,10 @@ pub struct CreateTokenRequest {
     )]
     pub name: String,
     /// What the token may do.
-    #[garde(custom(one_of(&["admin", "publish"], "must be admin or publish")))]
+    #[garde(custom(one_of(
+        &["admin", "publish", "metrics"],
+        "must be admin, publish or metrics"
+    )))]
     #[schema(value_type = ScopeName)]
     pub scope: String,
 }
@@ -861,6 +864,8 @@ pub enum ScopeName {
     Admin,
     /// Publishing notifications only.
     Publish,
+    /// Reading `/metrics` only.
+    Metrics,
 }
 
 /// `POST /auth/login`.

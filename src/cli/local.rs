@@ -143,7 +143,7 @@ pub fn token_create(
 ) -> Result<(), LocalError> {
     let settings = settings(args)?;
     let scope = Scope::parse(scope)
-        .ok_or_else(|| LocalError::Usage("--scope must be publish or admin".into()))?;
+        .ok_or_else(|| LocalError::Usage("--scope must be publish, admin or metrics".into()))?;
     let length = name.chars().count();
     if !(1..=64).contains(&length) || name.chars().any(char::is_control) {
         return Err(LocalError::Usage(

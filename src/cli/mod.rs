@@ -96,7 +96,7 @@ pub enum TokenCommand {
         #[command(flatten)]
         config: ConfigArgs,
         /// `publish` (send notifications) or `admin` (everything).
-        #[arg(long, value_parser = ["publish", "admin"])]
+        #[arg(long, value_parser = ["publish", "admin", "metrics"])]
         scope: String,
         /// A name to recognise it by.
         #[arg(long)]

@@ -9,6 +9,8 @@ pub enum Scope {
     Admin,
     /// Publish notifications only.
     Publish,
+    /// Read `/metrics` only (for a Prometheus scraper).
+    Metrics,
 }
 
 impl Scope {
@@ -17,6 +19,7 @@ impl Scope {
         match self {
             Scope::Admin => "admin",
             Scope::Publish => "publish",
+            Scope::Metrics => "metrics",
         }
     }
 
@@ -25,6 +28,7 @@ impl Scope {
         match raw {
             "admin" => Some(Scope::Admin),
             "publish" => Some(Scope::Publish),
+            "metrics" => Some(Scope::Metrics),
             _ => None,
         }
     }
@@ -36,7 +40,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for scope in [Scope::Admin, Scope::Publish] {
+        for scope in [Scope::Admin, Scope::Publish, Scope::Metrics] {
             assert_eq!(Scope::parse(scope.as_str()), Some(scope));
             let json = serde_json::to_string(&scope).unwrap();
             assert_eq!(json, format!("\"{}\"", scope.as_str()));

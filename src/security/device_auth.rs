@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use beepmyphone_actors::metrics::{Metrics, Verification};
 use beepmyphone_actors::model::DeviceId;
 
 use crate::domain::Jti;
@@ -34,14 +35,38 @@ pub struct DeviceTokens {
     pub keys: Arc<ArcSwap<JwtKeys>>,
     /// The deny-list and device revocation times.
     pub revocations: Revocations,
+    /// Where each verification's result is counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl DeviceTokens {
-    /// Verifies a device access token (see [`verify_device_token`]).
+    /// Verifies a device access token (see [`verify_device_token`]) and counts the result in
+    /// `beepmyphone_token_verifications_total`.
     pub async fn authenticate(&self, token: &str) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
-        verify_device_token(&self.keys, &self.revocations, token).await
+        let result = verify_device_token(&self.keys, &self.revocations, token).await;
+        count_verification(&self.metrics, &result);
+        result
     }
 }
+
+/// Counts a verification's result in `beepmyphone_token_verifications_total`.
+pub fn count_verification(
+    metrics: &Metrics,
+    result: &Result<(DeviceId, Jti, i64), DeviceAuthError>,
+) {
+    let outcome = match result {
+        Ok(_) => Verification::Ok,
+        Err(DeviceAuthError::Invalid(EXPIRED)) => Verification::Expired,
+        Err(DeviceAuthError::Invalid(REVOKED) | DeviceAuthError::Gone) => Verification::Revoked,
+        Err(DeviceAuthError::Invalid(_)) => Verification::Invalid,
+        // Not a verdict on the token: the store or the deny-list could not answer.
+        Err(DeviceAuthError::Store(_) | DeviceAuthError::Unavailable(_)) => return,
+    };
+    metrics.verification(outcome).inc();
+}
+
+const EXPIRED: &str = "the token has expired";
+const REVOKED: &str = "the token has been revoked";
 
 /// Verifies a device access token and that its device still accepts it. Returns the device, the
 /// token id and the token's expiry (seconds since the epoch).
@@ -51,7 +76,7 @@ pub async fn verify_device_token(
     token: &str,
 ) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
     let verified = keys.load().verify_access(token).map_err(|e| match e {
-        TokenRejection::Expired => DeviceAuthError::Invalid("the token has expired"),
+        TokenRejection::Expired => DeviceAuthError::Invalid(EXPIRED),
         TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
     })?;
     let status = revocations
@@ -67,7 +92,7 @@ pub async fn verify_device_token(
             Jti::from_trusted(verified.jti),
             verified.exp,
         )),
-        TokenStatus::Revoked => Err(DeviceAuthError::Invalid("the token has been revoked")),
+        TokenStatus::Revoked => Err(DeviceAuthError::Invalid(REVOKED)),
         TokenStatus::DeviceGone => Err(DeviceAuthError::Gone),
     }
 }

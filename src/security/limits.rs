@@ -114,3 +114,28 @@ impl Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_a_rejection_label() {
+        let rules = Rules::from_settings(&Settings::default());
+        for rule in [
+            &rules.ip,
+            &rules.principal,
+            &rules.admin,
+            &rules.auth,
+            &rules.publish,
+            &rules.ws,
+            &rules.frames,
+        ] {
+            assert!(
+                beepmyphone_actors::metrics::RATE_LIMIT_RULES.contains(&rule.name),
+                "{} has no pre-created rejection counter",
+                rule.name
+            );
+        }
+    }
+}

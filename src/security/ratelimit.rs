@@ -6,7 +6,7 @@
 //! Keys are client IPs or principal ids (`tok_…`, `dev_…`, `adm_…`), never secrets. Times come from
 //! the injected clock, in milliseconds, so tests advance time instead of sleeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -394,6 +394,27 @@ impl RateLimiter {
             *shared = fresh;
         }
         Ok(())
+    }
+
+    /// How many IPs this relay knows to be blocked at `now_ms` (its own blocks and the shared
+    /// ones of its last sync; no Redis round trip, for metrics).
+    pub fn active_blocks(&self, now_ms: i64) -> usize {
+        let mut ips: HashSet<IpAddr> = HashSet::new();
+        if let Ok(map) = self.offenders.lock() {
+            ips.extend(
+                map.iter()
+                    .filter(|(_, o)| o.blocked_until_ms > now_ms)
+                    .map(|(ip, _)| *ip),
+            );
+        }
+        if let Ok(map) = self.shared.lock() {
+            ips.extend(
+                map.iter()
+                    .filter(|(_, until)| **until > now_ms)
+                    .map(|(ip, _)| *ip),
+            );
+        }
+        ips.len()
     }
 
     /// The IPs blocked now: this relay's blocks and, with Redis, every relay's.

@@ -82,6 +82,8 @@ pub struct PoolCounters {
     pub acquire_micros: AtomicU64,
     /// Acquisitions that failed.
     pub failed: AtomicU64,
+    /// Where acquisition times are also observed, once metrics are attached.
+    pub wait_seconds: std::sync::OnceLock<prometheus::Histogram>,
 }
 
 /// A snapshot of the pool.
@@ -164,7 +166,11 @@ impl Store {
     pub fn conn(&self) -> Result<Conn, StoreError> {
         let started = Instant::now();
         let result = self.pool.get();
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        if let Some(histogram) = self.counters.wait_seconds.get() {
+            histogram.observe(elapsed.as_secs_f64());
+        }
         match result {
             Ok(conn) => {
                 self.counters.acquired.fetch_add(1, Ordering::Relaxed);
@@ -181,6 +187,12 @@ impl Store {
                 Err(StoreError::Pool(e.to_string()))
             }
         }
+    }
+
+    /// Observes every later connection acquisition in `histogram` as well (the relay's
+    /// `beepmyphone_db_pool_wait_seconds`); the first call wins.
+    pub fn observe_waits_in(&self, histogram: prometheus::Histogram) {
+        let _ = self.counters.wait_seconds.set(histogram);
     }
 
     /// Runs `f` with a pooled connection on a blocking thread.

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use beepmyphone_actors::clock::SharedClock;
+use beepmyphone_actors::metrics::Metrics;
 use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
 use beepmyphone_actors::queue::{Ack, NotificationQueue};
 use beepmyphone_actors::registry::{Register, SessionRegistry, Unregister};
@@ -101,6 +102,8 @@ pub struct SocketHandles {
     pub devices: DeviceTokens,
     /// The inbound-frame rule and the open-socket count a socket releases when it stops.
     pub limits: Arc<Limits>,
+    /// Frames, bytes and close codes are counted here.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What waits to be written.
@@ -129,6 +132,8 @@ struct Outbox {
     idle_writer: Option<Session>,
     /// Set when the socket closes: the writer sends this close frame after what waits, and ends.
     close: Option<CloseReason>,
+    /// Where written frames are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// The writer task: writes what waits in `outbox`, in order, then returns the write half to it
@@ -141,7 +146,16 @@ async fn write_out(outbox: Rc<RefCell<Outbox>>, mut writer: Session, socket: Add
         let sent = match message {
             // The frames are JSON built from UTF-8 strings.
             Outbound::Text(bytes) => match ByteString::try_from(bytes) {
-                Ok(text) => writer.text(text).await,
+                Ok(text) => {
+                    let metrics = outbox.borrow().metrics.clone();
+                    let len = text.len() as u64;
+                    let sent = writer.text(text).await;
+                    if sent.is_ok() {
+                        metrics.ws_frames_sent.inc();
+                        metrics.ws_bytes_sent.inc_by(len);
+                    }
+                    sent
+                }
                 Err(_) => Ok(()),
             },
             Outbound::Ping => writer.ping(b"").await,
@@ -204,6 +218,7 @@ impl DeviceSocket {
         session: Session,
         pre_auth: Option<Result<(DeviceId, Jti, i64), DeviceAuthError>>,
     ) -> Self {
+        let metrics = handles.metrics.clone();
         Self {
             id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
             last_seen: handles.clock.now_ms(),
@@ -212,6 +227,7 @@ impl DeviceSocket {
                 frames: VecDeque::new(),
                 idle_writer: Some(session.clone()),
                 close: None,
+                metrics,
             })),
             session,
             pending_auth: pre_auth,
@@ -242,6 +258,11 @@ impl DeviceSocket {
                 i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
             )
         {
+            self.handles
+                .metrics
+                .ratelimit_rejections
+                .with_label_values(&[self.handles.limits.rules.frames.name])
+                .inc();
             self.close(ctx, close::RATE_LIMITED, "too many frames");
             return false;
         }
@@ -294,12 +315,24 @@ impl DeviceSocket {
         }
     }
 
+    /// The connection ended without a close frame: logged and counted as 1006 (which is never
+    /// sent, only reported), then the actor stops.
+    fn dropped(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Closing {
+            self.phase = Phase::Closing;
+            self.handles.metrics.ws_closed(1006);
+            slog::info!(self.handles.log, "socket closed"; "socket" => self.id, "device_id" => self.registered.as_ref().map(DeviceId::as_str), "code" => 1006, "reason" => "connection dropped");
+        }
+        ctx.stop();
+    }
+
     /// Sends a close frame (best effort) and stops.
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &str) {
         if self.phase == Phase::Closing {
             return;
         }
         self.phase = Phase::Closing;
+        self.handles.metrics.ws_closed(code);
         slog::info!(self.handles.log, "socket closed"; "socket" => self.id, "device_id" => self.registered.as_ref().map(DeviceId::as_str), "code" => code, "reason" => reason);
         let reason = CloseReason {
             code: CloseCode::from(code),
@@ -527,6 +560,12 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
             Err(ProtocolError::Io(e)) if e.to_string().contains("maximum continuation size") => {
                 self.close(ctx, close::TOO_BIG, "message too large")
             }
+            // The transport failed (e.g. EOF inside a frame): the connection is gone, there is
+            // nobody to send a close frame to.
+            Err(ProtocolError::Io(e)) => {
+                slog::debug!(self.handles.log, "socket read failed"; "socket" => self.id, "error" => %e);
+                self.dropped(ctx);
+            }
             Err(e) => {
                 slog::debug!(self.handles.log, "socket protocol error"; "socket" => self.id, "error" => %e);
                 self.close(ctx, close::POLICY, "protocol error");
@@ -535,11 +574,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for DeviceSocket {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        if self.phase != Phase::Closing {
-            // The connection ended without a close frame (1006 is never sent, only reported).
-            slog::info!(self.handles.log, "socket closed"; "socket" => self.id, "device_id" => self.registered.as_ref().map(DeviceId::as_str), "code" => 1006, "reason" => "connection dropped");
-        }
-        ctx.stop();
+        self.dropped(ctx);
     }
 }
 

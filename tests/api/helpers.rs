@@ -34,6 +34,8 @@ pub struct TestApp {
     pub state: web::Data<AppState>,
     /// An HTTP client.
     pub client: awc::Client,
+    /// The token-free metrics listener's port, when `metrics.listen` is set.
+    pub metrics_port: Option<u16>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -141,6 +143,7 @@ async fn start_logging_to(
     .await
     .expect("relay starts");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let state = app.state();
     let handle = app.handle();
     actix_rt::spawn(app.run_until_stopped());
@@ -159,6 +162,7 @@ async fn start_logging_to(
         clock,
         state,
         client,
+        metrics_port,
         handle,
     }
 }

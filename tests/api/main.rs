@@ -11,6 +11,7 @@ mod http2;
 mod identity;
 mod limits;
 mod logs;
+mod metrics;
 mod openapi;
 mod socket;
 mod startup;

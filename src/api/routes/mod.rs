@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod devices;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod notifications;
 pub mod pairing;
 pub mod socket;

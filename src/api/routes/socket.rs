@@ -27,6 +27,11 @@ pub async fn connect(
     let ip = handles.limits.client_ip(&req);
     if let Some(ip) = ip {
         if !handles.limits.open_socket(ip) {
+            handles
+                .metrics
+                .ratelimit_rejections
+                .with_label_values(&["sockets"])
+                .inc();
             return Err(crate::error::ApiError::RateLimited {
                 retry_after_secs: 60,
                 detail: "too many open sockets from this address".into(),

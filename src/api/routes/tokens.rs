@@ -95,7 +95,7 @@ async fn create_token(
     principal.require_admin()?;
     check(&request)?;
     let scope = Scope::parse(&request.scope)
-        .ok_or_else(|| ApiError::field("scope", "must be admin or publish"))?;
+        .ok_or_else(|| ApiError::field("scope", "must be admin, publish or metrics"))?;
     let now = state.clock.now_ms();
     let name = request.name;
     let (row, secret) = state
