@@ -12,6 +12,7 @@
 //! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
 //! - [`ws`]: the per-connection device socket actor;
 //! - [`startup`]: [`startup::Application`], which wires it all together;
+//! - [`monitoring`]: health probes (and, later, metrics);
 //! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands);
 //! - [`bench`]: `beepmyphone bench`, the load generator.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod logging;
+pub mod monitoring;
 pub mod redis;
 pub mod request_id;
 pub mod security;

@@ -133,6 +133,9 @@ pub struct QueueStats {
     pub in_flight: usize,
     /// Rows waiting for the next group commit.
     pub uncommitted: usize,
+    /// Creation instant (epoch ms) of the oldest delivery waiting to be sent to an online device
+    /// that quiet hours do not hold; `None` when there is none. Its age is the queue lag.
+    pub oldest_ready_ms: Option<i64>,
 }
 
 /// Commits everything pending now and answers once the store has it (used at shutdown, so that
@@ -196,6 +199,8 @@ pub struct NotificationQueue {
     /// The rows waiting for, or in, the next group commit.
     commit: GroupCommit,
     last_sweep: i64,
+    /// Counts restarts, when set ([`NotificationQueue::with_restarts`]).
+    restarts: Option<prometheus::IntCounter>,
 }
 
 impl NotificationQueue {
@@ -218,7 +223,14 @@ impl NotificationQueue {
             deadlines: VecDeque::new(),
             commit: GroupCommit::default(),
             last_sweep: 0,
+            restarts: None,
         }
+    }
+
+    /// Counts this actor's restarts into `counter` (`beepmyphone_actor_restarts_total{actor}`).
+    pub fn with_restarts(mut self, counter: prometheus::IntCounter) -> Self {
+        self.restarts = Some(counter);
+        self
     }
 
     /// Reloads devices and pending deliveries; the mailbox waits until it is done.
@@ -406,6 +418,9 @@ impl Actor for NotificationQueue {
 
 impl Supervised for NotificationQueue {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if let Some(counter) = &self.restarts {
+            counter.inc();
+        }
         slog::warn!(
             self.log,
             "notification queue restarting; reloading from the store"
@@ -631,6 +646,14 @@ impl Handler<GetQueueStats> for NotificationQueue {
             ready,
             in_flight,
             uncommitted: self.commit.uncommitted(),
+            oldest_ready_ms: self
+                .online
+                .iter()
+                .filter_map(|device| self.devices.get(device))
+                .filter(|queue| !queue.is_held())
+                .filter_map(|queue| queue.oldest_ready())
+                .filter_map(NotificationId::created_ms)
+                .min(),
         })
     }
 }
