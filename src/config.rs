@@ -737,6 +737,26 @@ mod tests {
     }
 
     #[test]
+    fn health_thresholds_must_be_ordered() {
+        let check = |tweak: fn(&mut HealthSettings)| {
+            let mut settings = Settings::default();
+            tweak(&mut settings.health);
+            settings.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(check(|_| {}), None);
+        let err = check(|h| h.disk_unhealthy_percent = 20).unwrap();
+        assert!(err.contains("health.disk_unhealthy_percent"), "{err}");
+        let err = check(|h| h.disk_unhealthy_mib = 2_048).unwrap();
+        assert!(err.contains("health.disk_unhealthy_mib"), "{err}");
+        let err = check(|h| h.queue_lag_unhealthy_seconds = 10).unwrap();
+        assert!(err.contains("health.queue_lag_unhealthy_seconds"), "{err}");
+        let err = check(|h| h.probe_timeout_ms = 0).unwrap();
+        assert!(err.contains("health.probe_timeout_ms"), "{err}");
+        let err = check(|h| h.interval_seconds = 0).unwrap();
+        assert!(err.contains("health.interval_seconds"), "{err}");
+    }
+
+    #[test]
     fn the_keys_dir_defaults_to_the_data_dir() {
         let mut settings = Settings::default();
         settings.storage.data_dir = "/srv/beep".into();
