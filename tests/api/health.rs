@@ -274,3 +274,115 @@ async fn a_queue_panic_is_counted_as_a_restart_of_the_queue() {
         "{scraped}"
     );
 }
+
+/// A TCP proxy in front of the test Redis that the test can cut (open connections drop, new ones
+/// are refused) and restore: a real outage without stopping the shared Redis.
+struct RedisProxy {
+    url: String,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+async fn redis_proxy() -> RedisProxy {
+    let target =
+        std::env::var("BEEP_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let target = url::Url::parse(&target).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        target.host_str().unwrap(),
+        target.port_or_known_default().unwrap_or(6379)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (up, watch) = tokio::sync::watch::channel(true);
+    actix_rt::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut watch = watch.clone();
+            if !*watch.borrow() {
+                continue; // dropped: the client sees the connection close
+            }
+            let upstream = upstream.clone();
+            actix_rt::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = watch.wait_for(|up| !*up) => {}
+                }
+            });
+        }
+    });
+    RedisProxy {
+        url: format!("redis://127.0.0.1:{port}"),
+        up,
+    }
+}
+
+#[actix_rt::test]
+async fn a_redis_outage_fails_over_is_logged_once_and_recovers_on_its_own() {
+    let proxy = redis_proxy().await;
+    let (app, log) = spawn_app_with_log_and(|s| {
+        s.redis.url = proxy.url.clone();
+        s.redis.key_prefix = format!("beeptest:health:{}:", ulid::Ulid::new());
+        s.redis.timeout_ms = 300;
+    })
+    .await;
+    let (status, health) = admin_health(&app).await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(component(&health, "redis")["status"], "healthy", "{health}");
+    assert_eq!(health["rateLimit"]["backend"], "redis");
+    assert_eq!(gauge(&app, "redis"), 1);
+    let device = app.pair_device("phone").await;
+    let own = format!("/api/v1/devices/{}", device.id);
+
+    // Redis goes away.
+    proxy.up.send_replace(false);
+    app.clock.advance(PERIOD);
+    let (status, health) = admin_health(&app).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(
+        component(&health, "redis")["status"],
+        "unhealthy",
+        "{health}"
+    );
+    assert_eq!(gauge(&app, "redis"), 0);
+    // Rate limits fall back to this process; the deny-list fails closed; the relay stays ready.
+    assert_eq!(
+        app.get("/api/v1/devices", Some(&app.admin_token)).await.0,
+        200
+    );
+    assert!(app.state.limits.limiter.degraded());
+    let (_, health) = admin_health(&app).await;
+    assert_eq!(component(&health, "ratelimit")["status"], "degraded");
+    assert_eq!(app.get(&own, Some(&device.access_token)).await.0, 503);
+    assert_eq!(app.get("/health/ready", None).await.0, 200);
+    app.clock.advance(PERIOD);
+    admin_health(&app).await;
+    assert_eq!(transitions(&log, "redis").len(), 1);
+
+    // Redis is back: nothing to restart.
+    proxy.up.send_replace(true);
+    app.clock.advance(PERIOD);
+    let (_, health) = admin_health(&app).await;
+    assert_eq!(component(&health, "redis")["status"], "healthy", "{health}");
+    assert_eq!(
+        app.get("/api/v1/devices", Some(&app.admin_token)).await.0,
+        200
+    );
+    assert!(!app.state.limits.limiter.degraded());
+    assert_eq!(app.get(&own, Some(&device.access_token)).await.0, 200);
+    let (status, health) = admin_health(&app).await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(gauge(&app, "redis"), 1);
+    let lines = transitions(&log, "redis");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["level"], &lines[0]["to"]),
+        (&json!("WARN"), &json!("unhealthy"))
+    );
+    assert_eq!(
+        (&lines[1]["level"], &lines[1]["to"]),
+        (&json!("INFO"), &json!("healthy"))
+    );
+}
