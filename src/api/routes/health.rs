@@ -231,3 +231,49 @@ async fn detail(
     };
     Ok(response.json(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(states: &[(&str, Status)]) -> HealthReport {
+        let components: Vec<ComponentHealth> = states
+            .iter()
+            .map(|(name, status)| ComponentHealth {
+                name: (*name).to_owned(),
+                status: *status,
+                reason: String::new(),
+            })
+            .collect();
+        HealthReport {
+            status: HealthReport::worst(&components),
+            components,
+            restarts: 0,
+            checked_at: 0,
+            queue: None,
+            sockets: None,
+        }
+    }
+
+    #[test]
+    fn only_the_store_and_the_queue_decide_readiness() {
+        use Status::{Degraded, Healthy, Unhealthy};
+        let others_down = report(&[
+            ("queue", Healthy),
+            ("store", Degraded),
+            ("redis", Unhealthy),
+            ("disk", Unhealthy),
+            ("queue_lag", Unhealthy),
+            ("keys", Unhealthy),
+        ]);
+        assert_eq!(not_ready(&others_down), None);
+        assert_eq!(
+            not_ready(&report(&[("queue", Healthy), ("store", Unhealthy)])),
+            Some("not ready: the store is not writable")
+        );
+        assert_eq!(
+            not_ready(&report(&[("queue", Unhealthy), ("store", Healthy)])),
+            Some("not ready: the queue is not answering")
+        );
+    }
+}
