@@ -6,7 +6,8 @@
 //! lag (the oldest delivery waiting for an online device, [`queue_lag`]) must stay under its
 //! thresholds, and every external [`Probe`] (store, Redis, disk, keys: the binary implements them)
 //! must answer. Each of those waits at most [`HealthConfig::probe_timeout`]; one that does not
-//! answer in time is unhealthy. Probes run concurrently, so a round takes at most one timeout.
+//! answer in time (or panics) is unhealthy. Probes run concurrently, so a round takes at most one
+//! timeout.
 //!
 //! After a round it sets `beepmyphone_component_healthy{component}` and logs each transition once
 //! (`component health changed`: warn when a component got worse, info when it recovered; a
@@ -18,11 +19,13 @@
 //! round restarts it; it keeps the last states, so a restart does not log transitions again.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
+use futures_util::FutureExt;
 use serde::Serialize;
 
 use crate::batcher::Batcher;
@@ -231,20 +234,7 @@ impl HealthSupervisor {
             )
             .await;
             let (queue, sockets) = (queue.ok(), sockets.ok());
-            let findings = join_all(probes.iter().map(|probe| {
-                let check = probe.check();
-                async move {
-                    tokio::time::timeout(timeout, check)
-                        .await
-                        .unwrap_or_else(|_| {
-                            Finding::new(
-                                Status::Unhealthy,
-                                format!("no answer within {} ms", timeout.as_millis()),
-                            )
-                        })
-                }
-            }))
-            .await;
+            let findings = join_all(probes.iter().map(|probe| run_probe(&**probe, timeout))).await;
             let mut components = vec![
                 actor_health("queue", queue.is_some(), timeout),
                 actor_health("registry", sockets.is_some(), timeout),
@@ -304,6 +294,28 @@ impl HealthSupervisor {
         (0..millis(self.config.every))
             .contains(&age)
             .then_some(cached)
+    }
+}
+
+/// Runs one probe under `timeout`; a probe that panics is unhealthy (and the round goes on).
+fn run_probe(
+    probe: &dyn Probe,
+    timeout: Duration,
+) -> impl std::future::Future<Output = Finding> + 'static {
+    let panicked = || Finding::new(Status::Unhealthy, "the probe panicked");
+    let check = catch_unwind(AssertUnwindSafe(|| probe.check()));
+    async move {
+        let Ok(check) = check else {
+            return panicked();
+        };
+        match tokio::time::timeout(timeout, AssertUnwindSafe(check).catch_unwind()).await {
+            Ok(Ok(finding)) => finding,
+            Ok(Err(_)) => panicked(),
+            Err(_) => Finding::new(
+                Status::Unhealthy,
+                format!("no answer within {} ms", timeout.as_millis()),
+            ),
+        }
     }
 }
 
@@ -590,6 +602,44 @@ mod tests {
                 .get(),
             0
         );
+    }
+
+    struct PanickingProbe;
+
+    impl Probe for PanickingProbe {
+        fn name(&self) -> &str {
+            "panicky"
+        }
+        fn check(&self) -> crate::ports::ProbeFuture {
+            Box::pin(async { panic!("probe bug") })
+        }
+    }
+
+    #[actix::test]
+    async fn a_panicking_probe_is_unhealthy_and_the_others_are_still_reported() {
+        let probe = FakeProbe::new();
+        let graph = start_graph(
+            GraphSettings {
+                queue: QueueConfig::default(),
+                batcher: BatcherConfig::default(),
+                health: HealthConfig::default(),
+            },
+            Arc::new(EmptyStore),
+            vec![
+                Arc::new(PanickingProbe) as Arc<dyn Probe>,
+                Arc::new(probe.clone()),
+            ],
+            Arc::new(ManualClock::starting_now()),
+            Arc::new(Metrics::new("test", "test")),
+            &slog::Logger::root(slog::Discard, slog::o!()),
+        );
+        let report = graph.health.send(Check { fresh: true }).await.unwrap();
+        let panicky = report.component("panicky").unwrap();
+        assert_eq!(panicky.status, Status::Unhealthy);
+        assert_eq!(panicky.reason, "the probe panicked");
+        assert_eq!(status_of(&report, "fake"), Status::Healthy);
+        // The supervisor itself did not go down.
+        assert!(graph.health.send(Check { fresh: false }).await.is_ok());
     }
 
     #[actix::test]
