@@ -12,6 +12,7 @@
 //! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
 //! - [`ws`]: the per-connection device socket actor;
 //! - [`startup`]: [`startup::Application`], which wires it all together;
+//! - [`monitoring`]: health probes (and, later, metrics);
 //! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands);
 //! - [`bench`]: `beepmyphone bench`, the load generator.
 

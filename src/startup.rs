@@ -16,11 +16,12 @@ use futures_util::StreamExt;
 
 use beepmyphone_actors::batcher::BatcherConfig;
 use beepmyphone_actors::clock::{SharedClock, SystemClock};
-use beepmyphone_actors::keys::{KeyManager, Rescan};
+use beepmyphone_actors::health::Probe;
+use beepmyphone_actors::keys::{KeyManager, KeyRing, Rescan};
 use beepmyphone_actors::metrics::Metrics;
 use beepmyphone_actors::queue::{Drain, QueueConfig};
 use beepmyphone_actors::registry::CloseAll;
-use beepmyphone_actors::supervisor::{start_graph, GraphSettings, Probe};
+use beepmyphone_actors::supervisor::{start_graph, GraphSettings};
 
 use crate::api;
 use crate::api::auth::authenticate_request;
@@ -31,6 +32,7 @@ use crate::api::routes::tokens::mint_api_token;
 use crate::api::timing::record_request;
 use crate::config::Settings;
 use crate::domain::Scope;
+use crate::monitoring::health::{DiskProbe, KeysProbe, RedisProbe, StoreProbe};
 use crate::redis::Redis;
 use crate::security::cleanup;
 use crate::security::crypto::DataKeys;
@@ -44,7 +46,7 @@ use crate::security::revocation::Revocations;
 use crate::security::secrets::ExposeSecret;
 use crate::security::sessions::SessionManager;
 use crate::state::{ApiTokenCache, AppState};
-use crate::store::{tokens, Store, StoreProbe};
+use crate::store::{tokens, Store};
 use crate::ws::protocol::close;
 use crate::ws::SocketHandles;
 
@@ -136,14 +138,23 @@ fn ensure_initial_token(
     Ok(())
 }
 
+/// What [`start_key_manager`] started: the snapshot handlers read, the ring (for the health
+/// probe) and the manager's address.
+type KeyParts = (
+    Arc<arc_swap::ArcSwap<JwtKeys>>,
+    Arc<dyn KeyRing>,
+    actix::Addr<KeyManager>,
+);
+
 /// Opens the signing-key ring (creating the first key on first start) and starts the key manager
-/// under supervision; returns the snapshot handlers read and the manager's address. The manager's
-/// first step (retiring what is due) is done before this returns.
+/// under supervision, counting its restarts into `metrics`. The manager's first step (retiring
+/// what is due) is done before this returns.
 async fn start_key_manager(
     settings: &Settings,
     clock: &SharedClock,
+    metrics: &Metrics,
     log: &slog::Logger,
-) -> Result<(Arc<arc_swap::ArcSwap<JwtKeys>>, actix::Addr<KeyManager>), StartError> {
+) -> Result<KeyParts, StartError> {
     let policy = crate::security::keys::policy(&settings.auth);
     let ring = {
         let (dir, auth, policy) = (settings.keys_dir(), settings.auth.clone(), policy.clone());
@@ -156,19 +167,21 @@ async fn start_key_manager(
         .map_err(|e| KeyError(e.to_string()))?
     };
     let keys = ring.snapshot();
+    let ring: Arc<dyn KeyRing> = Arc::new(ring);
     let manager = KeyManager::new(
-        Arc::new(ring),
+        ring.clone(),
         policy,
         clock.clone(),
         log.new(slog::o!("actor" => "keys")),
     )
+    .with_restarts(metrics.actor_restarts.with_label_values(&["keys"]))
     .start_supervised();
     manager
         .send(Rescan)
         .await
         .map_err(|e| StartError::Io(e.to_string()))?
         .map_err(|e| KeyError(e.to_string()))?;
-    Ok((keys, manager))
+    Ok((keys, ring, manager))
 }
 
 /// What identity needs: Redis (when configured), the data keys, the password manager, the
@@ -236,7 +249,8 @@ impl Application {
         let store = Store::open(&data_dir, &settings.storage)?;
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT));
         store.observe_waits_in(metrics.db_pool_wait_seconds.clone());
-        let (keys, key_manager) = start_key_manager(&settings, &clock, &log).await?;
+        let (keys, ring, key_manager) =
+            start_key_manager(&settings, &clock, &metrics, &log).await?;
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
         restrict("after start-up")?;
         // One Redis pool (when configured) for revocations, sessions and rate limits.
@@ -249,6 +263,25 @@ impl Application {
                     .map_err(|e| StartError::Io(e.to_string()))?,
             )
         };
+        let mut probes: Vec<Arc<dyn Probe>> = vec![
+            Arc::new(StoreProbe(store.clone())),
+            Arc::new(DiskProbe {
+                dir: data_dir.clone(),
+                settings: settings.health.clone(),
+            }),
+            Arc::new(KeysProbe {
+                ring,
+                manager: key_manager.clone(),
+                rotate_every: crate::security::keys::policy(&settings.auth).rotate_every,
+                grace: Duration::from_secs(
+                    settings.health.key_age_grace_hours.saturating_mul(3_600),
+                ),
+                clock: clock.clone(),
+            }),
+        ];
+        if let Some(redis) = &redis {
+            probes.push(Arc::new(RedisProbe(redis.clone())));
+        }
         let (revocations, sessions, passwords) = start_identity(
             &settings,
             &store,
@@ -263,7 +296,7 @@ impl Application {
             redis,
             log.new(slog::o!("component" => "ratelimit")),
         ));
-        let limits_probe = Arc::new(limits.limiter.probe()) as Arc<dyn Probe>;
+        probes.push(Arc::new(limits.limiter.probe()));
         let graph = start_graph(
             GraphSettings {
                 queue: QueueConfig {
@@ -278,13 +311,10 @@ impl Application {
                     max_items: settings.delivery.batch_max_items,
                     ..BatcherConfig::default()
                 },
-                health_cache: Duration::from_secs(30),
+                health: settings.health_config(),
             },
             Arc::new(store.clone()),
-            vec![
-                Arc::new(StoreProbe(store.clone())) as Arc<dyn Probe>,
-                limits_probe,
-            ],
+            probes,
             clock.clone(),
             metrics,
             &log,

@@ -86,6 +86,8 @@ pub struct Batcher {
     /// Devices inside their batching window.
     cooling: HashMap<DeviceId, Cooling>,
     log: slog::Logger,
+    /// Counts restarts, when set ([`Batcher::with_restarts`]).
+    restarts: Option<prometheus::IntCounter>,
 }
 
 impl Batcher {
@@ -96,7 +98,14 @@ impl Batcher {
             dispatch,
             cooling: HashMap::new(),
             log,
+            restarts: None,
         }
+    }
+
+    /// Counts this actor's restarts into `counter` (`beepmyphone_actor_restarts_total{actor}`).
+    pub fn with_restarts(mut self, counter: prometheus::IntCounter) -> Self {
+        self.restarts = Some(counter);
+        self
     }
 
     fn send(&self, device: &DeviceId, items: &[Arc<QueuedNotification>], bytes: usize) {
@@ -163,6 +172,9 @@ impl Actor for Batcher {
 
 impl Supervised for Batcher {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if let Some(counter) = &self.restarts {
+            counter.inc();
+        }
         // Anything gathered here is in flight for the queue, which resends it on ack timeout.
         self.cooling.clear();
     }

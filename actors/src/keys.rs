@@ -274,6 +274,8 @@ pub struct KeyManager {
     published: Option<Vec<KeyStatus>>,
     /// When the last on-demand rotation was made, for [`MIN_ROTATION_INTERVAL`].
     last_rotation_ms: Option<i64>,
+    /// Counts restarts, when set ([`KeyManager::with_restarts`]).
+    restarts: Option<prometheus::IntCounter>,
 }
 
 impl KeyManager {
@@ -291,7 +293,14 @@ impl KeyManager {
             log,
             published: None,
             last_rotation_ms: None,
+            restarts: None,
         }
+    }
+
+    /// Counts this actor's restarts into `counter` (`beepmyphone_actor_restarts_total{actor}`).
+    pub fn with_restarts(mut self, counter: prometheus::IntCounter) -> Self {
+        self.restarts = Some(counter);
+        self
     }
 
     /// Starts it under an actix `Supervisor` (restarted with the same address if it stops).
@@ -374,6 +383,9 @@ impl Actor for KeyManager {
 
 impl Supervised for KeyManager {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if let Some(counter) = &self.restarts {
+            counter.inc();
+        }
         slog::warn!(self.log, "key manager restarting; rescanning the ring");
         // Publish again whatever the ring holds.
         self.published = None;

@@ -6,7 +6,8 @@
 //! - [`queue::NotificationQueue`]: per-device priority heaps, in-flight deliveries, ack timeouts and
 //!   the group-committed durable store behind them;
 //! - [`batcher::Batcher`]: coalesces what goes to one device within a short window into one frame;
-//! - [`supervisor::HealthSupervisor`]: starts the others under supervision and answers health checks;
+//! - [`health::HealthSupervisor`]: probes every component on its own, logs transitions, sets the
+//!   component gauges and answers health checks from its cache;
 //! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot.
 //!
 //! Beside them:
@@ -21,11 +22,12 @@
 //!
 //! Actors depend on ports and on `Recipient<M>`s, never on each other's concrete types; the only
 //! import circle is the runtime ring queue → batcher → registry → queue.
-//! [`supervisor::start_graph`] builds the whole graph once at start-up.
+//! [`supervisor::start_graph`] builds the whole graph once at start-up, each actor supervised.
 
 pub mod batcher;
 pub mod clock;
 pub mod guard;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod model;

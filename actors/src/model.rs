@@ -54,6 +54,14 @@ macro_rules! prefixed_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// When the id was generated (its ULID's time), epoch milliseconds; `None` if its
+            /// body is not a ULID (a value from an older store).
+            pub fn created_ms(&self) -> Option<i64> {
+                let body = self.0.strip_prefix($prefix)?;
+                let ulid = ulid::Ulid::from_string(body).ok()?;
+                i64::try_from(ulid.timestamp_ms()).ok()
+            }
         }
 
         impl fmt::Display for $name {

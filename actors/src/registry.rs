@@ -114,6 +114,8 @@ pub struct SessionRegistry {
     frames: u64,
     items: u64,
     log: slog::Logger,
+    /// Counts restarts, when set ([`SessionRegistry::with_restarts`]).
+    restarts: Option<prometheus::IntCounter>,
 }
 
 impl SessionRegistry {
@@ -130,7 +132,14 @@ impl SessionRegistry {
             frames: 0,
             items: 0,
             log,
+            restarts: None,
         }
+    }
+
+    /// Counts this actor's restarts into `counter` (`beepmyphone_actor_restarts_total{actor}`).
+    pub fn with_restarts(mut self, counter: prometheus::IntCounter) -> Self {
+        self.restarts = Some(counter);
+        self
     }
 }
 
@@ -144,6 +153,9 @@ impl Actor for SessionRegistry {
 
 impl Supervised for SessionRegistry {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if let Some(counter) = &self.restarts {
+            counter.inc();
+        }
         // The socket table is plain data that each socket keeps true through Register and
         // Unregister; drop entries whose socket is already gone and keep the rest.
         self.sockets.retain(|_, entries| {

@@ -1,4 +1,8 @@
-//! Watching the relay: Prometheus metrics ([`metrics`]): the scrape and the optional listener
-//! that serves it without a token.
+//! Monitoring: what the relay says about itself.
+//!
+//! - [`metrics`]: the Prometheus scrape and the optional listener that serves it without a token;
+//! - [`health`]: the binary's health probes (store, Redis, disk, keys) that the actors' health
+//!   supervisor runs.
 
+pub mod health;
 pub mod metrics;

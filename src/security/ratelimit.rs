@@ -480,23 +480,21 @@ pub struct LimiterProbe {
     redis: bool,
 }
 
-impl beepmyphone_actors::supervisor::Probe for LimiterProbe {
+impl beepmyphone_actors::health::Probe for LimiterProbe {
     fn name(&self) -> &str {
         "ratelimit"
     }
 
-    fn check(&self) -> (beepmyphone_actors::supervisor::Status, String) {
-        use beepmyphone_actors::supervisor::Status;
-        if self.degraded.load(Ordering::Relaxed) {
-            (
-                Status::Degraded,
-                "Redis is failing; limits are per process".into(),
-            )
+    fn check(&self) -> beepmyphone_actors::ports::ProbeFuture {
+        use beepmyphone_actors::health::{Finding, Status};
+        let finding = if self.degraded.load(Ordering::Relaxed) {
+            Finding::new(Status::Degraded, "Redis is failing; limits are per process")
         } else if self.redis {
-            (Status::Healthy, "redis".into())
+            Finding::new(Status::Healthy, "redis")
         } else {
-            (Status::Healthy, "embedded".into())
-        }
+            Finding::new(Status::Healthy, "embedded")
+        };
+        Box::pin(std::future::ready(finding))
     }
 }
 

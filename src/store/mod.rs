@@ -228,35 +228,6 @@ impl Store {
     }
 }
 
-/// The store as a health probe: a round trip through the pool.
-pub struct StoreProbe(pub Store);
-
-impl beepmyphone_actors::supervisor::Probe for StoreProbe {
-    fn name(&self) -> &str {
-        "store"
-    }
-
-    fn check(&self) -> (beepmyphone_actors::supervisor::Status, String) {
-        use beepmyphone_actors::supervisor::Status;
-        use diesel::RunQueryDsl;
-        let result = self.0.conn().and_then(|mut conn| {
-            diesel::sql_query("SELECT 1")
-                .execute(&mut conn)
-                .map_err(StoreError::from)
-        });
-        match result {
-            Ok(_) => {
-                let stats = self.0.stats();
-                (
-                    Status::Healthy,
-                    format!("pool {}/{} in use", stats.in_use, stats.max_size),
-                )
-            }
-            Err(e) => (Status::Unhealthy, e.to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,7 +139,7 @@ async fn a_panicking_queue_is_restarted_and_delivery_goes_on() {
     let items = ws.receive(2).await;
     let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [pending.as_str(), after.as_str()]);
-    let (_, health) = app.get("/health", None).await;
+    let (_, health) = app.get("/health", Some(&app.admin_token)).await;
     assert!(health["restarts"].as_u64().unwrap() >= 1, "{health}");
 }
 

@@ -54,6 +54,12 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.server.workers = 2;
     settings.storage.data_dir = data_dir.to_path_buf();
     settings.storage.pool_min_idle = 1;
+    // The machine's free space is not the test's business: tests that need the disk component
+    // set their own thresholds.
+    settings.health.disk_degraded_percent = 0;
+    settings.health.disk_degraded_mib = 0;
+    settings.health.disk_unhealthy_percent = 0;
+    settings.health.disk_unhealthy_mib = 0;
     settings
 }
 
@@ -82,8 +88,14 @@ pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
 
 /// Starts a relay with default test settings whose JSON log, down to debug, is captured.
 pub async fn spawn_app_with_log() -> (TestApp, CapturedLog) {
+    spawn_app_with_log_and(|_| {}).await
+}
+
+/// [`spawn_app_with_log`] after `tweak` adjusted the settings.
+pub async fn spawn_app_with_log_and(tweak: impl FnOnce(&mut Settings)) -> (TestApp, CapturedLog) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let settings = test_settings(data_dir.path());
+    let mut settings = test_settings(data_dir.path());
+    tweak(&mut settings);
     let captured = CapturedLog::default();
     let log = beepmyphone::logging::json_to(captured.clone(), slog::Level::Debug);
     (start_logging_to(data_dir, settings, log).await, captured)

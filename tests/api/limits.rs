@@ -469,7 +469,7 @@ async fn redis_limits_per_ip_and_principal() {
         let (status, _, body) = get_with(&app, &path, Some(&device.access_token), &[]).await;
         assert_eq!(status, expected, "{body}");
     }
-    let (status, health) = app.get("/health", None).await;
+    let (status, health) = app.get("/health", Some(&app.admin_token)).await;
     assert_eq!(status, 200);
     assert_eq!(health["rateLimit"]["backend"], "redis");
     assert_eq!(health["rateLimit"]["status"], "healthy");
@@ -589,10 +589,25 @@ async fn an_unreachable_redis_falls_back_to_embedded_limits_and_reports_degraded
     let (status, _, body) = get_with(&app, ANON, None, &[]).await;
     assert_eq!(status, 429, "embedded limits still hold: {body}");
     assert!(app.state.limits.limiter.degraded());
-    let (status, health) = app.get("/health", None).await;
-    assert_eq!(status, 200, "{health}");
-    assert_eq!(health["status"], "degraded", "{health}");
+    // Redis itself is unhealthy (so is the relay as a whole), the limiter is degraded, and the
+    // relay stays ready: only an unwritable store takes it out.
+    let (status, health) = app.get("/health", Some(&app.admin_token)).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    let component = |name: &str| {
+        health["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {health}"))
+            .clone()
+    };
+    assert_eq!(component("redis")["status"], "unhealthy", "{health}");
+    assert_eq!(component("ratelimit")["status"], "degraded", "{health}");
+    assert_eq!(component("store")["status"], "healthy", "{health}");
     assert_eq!(health["rateLimit"]["status"], "degraded", "{health}");
+    assert_eq!(app.get("/health/ready", None).await.0, 200);
     // A 5xx (the deny-list cannot be checked without Redis) still carries the headers.
     let device = app.pair_device("phone").await;
     let (status, headers, body) = get_with(

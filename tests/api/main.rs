@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod delivery;
 mod devices;
+mod health;
 mod helpers;
 mod http2;
 mod identity;

@@ -15,7 +15,7 @@ pub mod keys;
 pub mod store;
 
 pub use clock::{Clock, SharedClock, Ticks};
-pub use health::{Probe, Status};
+pub use health::{blocking, Finding, Probe, ProbeFuture, Status};
 pub use keys::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
 pub use store::{
     CommitBatch, DeliveryChange, InsertOp, InsertOutcome, PendingDelivery, QueueSnapshot,

@@ -307,6 +307,16 @@ impl DeviceQueue {
         self.ready_by_priority
     }
 
+    /// The oldest ready delivery (ids are ULIDs: their order is their creation order). Walks every
+    /// slot, so it is for health checks, not for the hot path.
+    pub fn oldest_ready(&self) -> Option<&NotificationId> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| slot.state == SlotState::Ready)
+            .map(|(id, _)| id)
+            .min_by(|a, b| a.as_str().cmp(b.as_str()))
+    }
+
     /// Deliveries held (ready or in flight).
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -337,6 +347,28 @@ mod tests {
             created_at: 0,
             payload: Bytes::new(),
         })
+    }
+
+    #[test]
+    fn oldest_ready_is_the_oldest_not_in_flight() {
+        let mut queue = DeviceQueue::new(DevicePolicy::default());
+        assert!(queue.oldest_ready().is_none());
+        let (old, newer) = (
+            note(Priority::Low, 1, i64::MAX),
+            note(Priority::Normal, 2, i64::MAX),
+        );
+        let critical = note(Priority::Critical, 3, i64::MAX);
+        for n in [&old, &newer, &critical] {
+            queue.add(n);
+        }
+        assert_eq!(queue.oldest_ready(), Some(&old.id));
+        // Priority order sends the critical one first; then the normal one, then the old one.
+        queue.send_next(0, 10);
+        assert_eq!(queue.oldest_ready(), Some(&old.id));
+        queue.send_next(0, 10);
+        queue.send_next(0, 10);
+        assert!(queue.oldest_ready().is_none(), "all in flight");
+        assert!(old.id.created_ms().is_some());
     }
 
     fn key(n: &QueuedNotification) -> (Priority, Reverse<i64>) {

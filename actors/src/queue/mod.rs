@@ -137,6 +137,9 @@ pub struct QueueStats {
     /// `ready` by priority, indexed by `Priority as usize` (lowest first).
     #[serde(skip)]
     pub ready_by_priority: [usize; 4],
+    /// Creation instant (epoch ms) of the oldest delivery waiting to be sent to an online device
+    /// that quiet hours do not hold; `None` when there is none. Its age is the queue lag.
+    pub oldest_ready_ms: Option<i64>,
 }
 
 /// Commits everything pending now and answers once the store has it (used at shutdown, so that
@@ -201,6 +204,8 @@ pub struct NotificationQueue {
     commit: GroupCommit,
     last_sweep: i64,
     metrics: Arc<Metrics>,
+    /// Counts restarts, when set ([`NotificationQueue::with_restarts`]).
+    restarts: Option<prometheus::IntCounter>,
 }
 
 impl NotificationQueue {
@@ -225,7 +230,14 @@ impl NotificationQueue {
             deadlines: VecDeque::new(),
             commit: GroupCommit::default(),
             last_sweep: 0,
+            restarts: None,
         }
+    }
+
+    /// Counts this actor's restarts into `counter` (`beepmyphone_actor_restarts_total{actor}`).
+    pub fn with_restarts(mut self, counter: prometheus::IntCounter) -> Self {
+        self.restarts = Some(counter);
+        self
     }
 
     /// Reloads devices and pending deliveries; the mailbox waits until it is done.
@@ -432,6 +444,9 @@ impl Actor for NotificationQueue {
 
 impl Supervised for NotificationQueue {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if let Some(counter) = &self.restarts {
+            counter.inc();
+        }
         slog::warn!(
             self.log,
             "notification queue restarting; reloading from the store"
@@ -669,6 +684,14 @@ impl Handler<GetQueueStats> for NotificationQueue {
             in_flight,
             uncommitted: self.commit.uncommitted(),
             ready_by_priority,
+            oldest_ready_ms: self
+                .online
+                .iter()
+                .filter_map(|device| self.devices.get(device))
+                .filter(|queue| !queue.is_held())
+                .filter_map(|queue| queue.oldest_ready())
+                .filter_map(NotificationId::created_ms)
+                .min(),
         })
     }
 }

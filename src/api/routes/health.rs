@@ -1,11 +1,15 @@
-//! Health probes: `GET /health/live` (the process answers), `GET /health/ready` (the store and the
-//! queue answer), `GET /health` (per-component detail, cached by the health supervisor).
+//! Health probes: `GET /health/live` (the process answers), `GET /health/ready` (the store is
+//! writable and the queue answers), `GET /health` (every component, from the health supervisor's
+//! report of at most `health.interval_seconds` ago; the details only for admins).
 
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
-use beepmyphone_actors::supervisor::{Check, HealthReport, Status};
+use beepmyphone_actors::health::{Check, ComponentHealth, HealthReport, Status};
 
+use crate::api::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -22,10 +26,87 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A probe's answer.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct Probe {
     /// `ok` (live) or `ready`.
     status: &'static str,
+}
+
+/// A component's or the relay's state.
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum HealthStatus {
+    /// Working.
+    Healthy,
+    /// Working, with reduced capacity or a fallback.
+    Degraded,
+    /// Not working.
+    Unhealthy,
+}
+
+impl From<Status> for HealthStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Healthy => HealthStatus::Healthy,
+            Status::Degraded => HealthStatus::Degraded,
+            Status::Unhealthy => HealthStatus::Unhealthy,
+        }
+    }
+}
+
+/// One component (docs/operations.md lists them all).
+#[derive(Serialize, ToSchema)]
+struct ComponentBody {
+    /// `queue`, `registry`, `batcher`, `queue_lag`, `store`, `disk`, `keys`, `redis` (when
+    /// configured), `ratelimit`.
+    name: String,
+    /// Its state.
+    status: HealthStatus,
+    /// Why (admins only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The rate limiter's backend.
+#[derive(Serialize, ToSchema)]
+struct RateLimitBody {
+    /// `redis` or `embedded`.
+    backend: &'static str,
+    /// `degraded` while Redis fails and limits are per process.
+    status: HealthStatus,
+}
+
+/// The relay's health. Anonymous callers get `status` and each component's `name` and `status`;
+/// admins also get the reasons and the other fields.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct HealthBody {
+    /// The worst component state.
+    status: HealthStatus,
+    /// Per component.
+    components: Vec<ComponentBody>,
+    /// Admins only: restarts of the supervised actors since start (up to date, not cached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restarts: Option<u64>,
+    /// Admins only: when the components were probed (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checked_at: Option<String>,
+    /// Admins only: the queue's counts (`devices`, `online`, `ready`, `inFlight`, `uncommitted`,
+    /// `oldestReadyMs`), when the queue answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    queue: Option<serde_json::Value>,
+    /// Admins only: `devices` online and open `sockets`, when the registry answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    sockets: Option<serde_json::Value>,
+    /// Admins only: the store's connection pool now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pool: Option<serde_json::Value>,
+    /// Admins only: the rate limiter's backend now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimitBody>,
 }
 
 #[utoipa::path(get, path = "/health/live", tag = "health", security(()),
@@ -44,46 +125,155 @@ async fn report(state: &AppState) -> Result<HealthReport, ApiError> {
         .map_err(|_| ApiError::Unavailable("the health supervisor is not answering".into()))
 }
 
+/// Why the relay cannot take traffic: the store is not writable or the queue does not answer.
+/// Everything else (Redis, disk space, keys, lag) degrades the relay without taking it out.
+fn not_ready(report: &HealthReport) -> Option<&'static str> {
+    let unhealthy = |name| {
+        report
+            .component(name)
+            .is_some_and(|c| c.status == Status::Unhealthy)
+    };
+    if unhealthy("store") {
+        Some("not ready: the store is not writable")
+    } else if unhealthy("queue") {
+        Some("not ready: the queue is not answering")
+    } else {
+        None
+    }
+}
+
 #[utoipa::path(get, path = "/health/ready", tag = "health", security(()),
-    responses((status = 200, description = "The store and the queue answer", body = Probe),
-        (status = 503, description = "A component is unhealthy", body = crate::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The store is writable and the queue answers", body = Probe),
+        (status = 503, description = "The store is not writable or the queue does not answer", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let report = report(&state).await?;
-    if report.status == Status::Unhealthy {
-        return Err(ApiError::Unavailable(
-            "not ready: a component is unhealthy".into(),
-        ));
+    if let Some(why) = not_ready(&report) {
+        return Err(ApiError::Unavailable(why.into()));
     }
     Ok(HttpResponse::Ok().json(Probe { status: "ready" }))
 }
 
 #[utoipa::path(get, path = "/health", tag = "health", security(()),
-    responses((status = 200, description = "Healthy or degraded, per component", body = Object),
-        (status = 503, description = "A component is unhealthy (same body)", body = Object)))]
-async fn detail(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    responses((status = 200, description = "Healthy or degraded; details for admins only", body = HealthBody),
+        (status = 503, description = "A component is unhealthy (same body)", body = HealthBody)))]
+async fn detail(
+    state: web::Data<AppState>,
+    principal: Option<Principal>,
+) -> Result<HttpResponse, ApiError> {
     let report = report(&state).await?;
-    let mut response = if report.status == Status::Unhealthy {
+    let limits = &state.limits.limiter;
+    // The limiter notices a failing Redis on every call: read its state now, not from the report.
+    let limiter_status = if limits.degraded() {
+        Status::Degraded
+    } else {
+        Status::Healthy
+    };
+    let components: Vec<ComponentHealth> = report
+        .components
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if c.name == "ratelimit" && c.status != limiter_status {
+                c.status = limiter_status;
+                c.reason = match limiter_status {
+                    Status::Degraded => "Redis is failing; limits are per process".into(),
+                    _ => limits.backend_name().into(),
+                };
+            }
+            c
+        })
+        .collect();
+    let status = HealthReport::worst(&components);
+    let admin = principal.is_some_and(|p| p.is_admin());
+    let body = HealthBody {
+        status: status.into(),
+        components: components
+            .into_iter()
+            .map(|c| ComponentBody {
+                name: c.name,
+                status: c.status.into(),
+                reason: admin.then_some(c.reason),
+            })
+            .collect(),
+        // Counted as they happen, not as of the report.
+        restarts: admin.then(|| beepmyphone_actors::health::restarts(&state.graph.metrics)),
+        checked_at: admin.then(|| beepmyphone_actors::model::rfc3339(report.checked_at)),
+        queue: if admin {
+            report
+                .queue
+                .as_ref()
+                .and_then(|q| serde_json::to_value(q).ok())
+        } else {
+            None
+        },
+        sockets: if admin {
+            report
+                .sockets
+                .as_ref()
+                .map(|s| json!({"devices": s.devices, "sockets": s.sockets}))
+        } else {
+            None
+        },
+        pool: if admin {
+            serde_json::to_value(state.store.stats()).ok()
+        } else {
+            None
+        },
+        rate_limit: admin.then(|| RateLimitBody {
+            backend: limits.backend_name(),
+            status: limiter_status.into(),
+        }),
+    };
+    let mut response = if status == Status::Unhealthy {
         HttpResponse::ServiceUnavailable()
     } else {
         HttpResponse::Ok()
     };
-    let limits = &state.limits.limiter;
-    let status = if limits.degraded() && report.status == Status::Healthy {
-        Status::Degraded
-    } else {
-        report.status
-    };
-    Ok(response.json(json!({
-        "status": status,
-        "components": report.components,
-        "restarts": report.restarts,
-        "checkedAt": beepmyphone_actors::model::rfc3339(report.checked_at),
-        "queue": report.queue,
-        "sockets": report.sockets.map(|s| json!({"devices": s.devices, "sockets": s.sockets})),
-        "pool": state.store.stats(),
-        "rateLimit": {
-            "backend": limits.backend_name(),
-            "status": if limits.degraded() { Status::Degraded } else { Status::Healthy },
-        },
-    })))
+    Ok(response.json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(states: &[(&str, Status)]) -> HealthReport {
+        let components: Vec<ComponentHealth> = states
+            .iter()
+            .map(|(name, status)| ComponentHealth {
+                name: (*name).to_owned(),
+                status: *status,
+                reason: String::new(),
+            })
+            .collect();
+        HealthReport {
+            status: HealthReport::worst(&components),
+            components,
+            restarts: 0,
+            checked_at: 0,
+            queue: None,
+            sockets: None,
+        }
+    }
+
+    #[test]
+    fn only_the_store_and_the_queue_decide_readiness() {
+        use Status::{Degraded, Healthy, Unhealthy};
+        let others_down = report(&[
+            ("queue", Healthy),
+            ("store", Degraded),
+            ("redis", Unhealthy),
+            ("disk", Unhealthy),
+            ("queue_lag", Unhealthy),
+            ("keys", Unhealthy),
+        ]);
+        assert_eq!(not_ready(&others_down), None);
+        assert_eq!(
+            not_ready(&report(&[("queue", Healthy), ("store", Unhealthy)])),
+            Some("not ready: the store is not writable")
+        );
+        assert_eq!(
+            not_ready(&report(&[("queue", Unhealthy), ("store", Healthy)])),
+            Some("not ready: the queue is not answering")
+        );
+    }
 }
