@@ -71,7 +71,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts a relay on an existing data directory (a restart).
 pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestApp {
     let log = if std::env::var_os("BEEP_TEST_LOG").is_some() {
-        beepmyphone::logging::build(&settings.log)
+        beepmyphone::logging::build(&settings.log).expect("the log opens")
     } else {
         beepmyphone::logging::discard()
     };
