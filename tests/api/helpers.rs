@@ -80,10 +80,15 @@ pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
 
 /// Starts a relay with default test settings whose JSON log, down to debug, is captured.
 pub async fn spawn_app_with_log() -> (TestApp, CapturedLog) {
+    spawn_app_with_log_at(slog::Level::Debug).await
+}
+
+/// Starts a relay with default test settings whose JSON log, down to `level`, is captured.
+pub async fn spawn_app_with_log_at(level: slog::Level) -> (TestApp, CapturedLog) {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let settings = test_settings(data_dir.path());
     let captured = CapturedLog::default();
-    let log = beepmyphone::logging::json_to(captured.clone(), slog::Level::Debug);
+    let log = beepmyphone::logging::json_to(captured.clone(), level);
     (start_logging_to(data_dir, settings, log).await, captured)
 }
 
@@ -112,6 +117,11 @@ impl CapturedLog {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
+    }
+
+    /// Everything logged so far, as written.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("UTF-8 log")
     }
 
     /// The lines with this `msg`.

@@ -10,6 +10,7 @@ mod helpers;
 mod http2;
 mod identity;
 mod limits;
+mod log_secrets;
 mod logs;
 mod openapi;
 mod socket;
