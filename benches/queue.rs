@@ -35,6 +35,7 @@ fn notes(n: usize) -> Vec<Arc<QueuedNotification>> {
                 priority: Priority::ALL[(x % 4) as usize],
                 expires_at: i64::MAX,
                 payload: Bytes::from_static(b"{}"),
+                trace_id: None,
             })
         })
         .collect()

@@ -315,12 +315,15 @@ pub fn discard() -> Logger {
     Logger::root(slog::Discard, slog::o!())
 }
 
-/// `log` with the `request_id` of the request this task is serving, if it serves one. Code that
-/// logs about a request but only holds a component's logger calls this; it is cheap enough for
-/// the rare lines it is used for (each call builds a child logger).
+/// `log` with the `request_id` and `trace_id` of the request this task is serving, if it serves
+/// one. Code that logs about a request but only holds a component's logger calls this; it is cheap
+/// enough for the rare lines it is used for (each call builds a child logger).
 pub fn request_scoped(log: &Logger) -> Logger {
     match crate::request_id::current_request_id() {
-        Some(id) => log.new(slog::o!("request_id" => id)),
+        Some(id) => log.new(slog::o!(
+            "request_id" => id,
+            "trace_id" => crate::request_id::current_trace_id(),
+        )),
         None => log.clone(),
     }
 }

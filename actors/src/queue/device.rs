@@ -281,6 +281,7 @@ mod tests {
             priority,
             expires_at,
             payload: Bytes::new(),
+            trace_id: None,
         })
     }
 

@@ -35,6 +35,7 @@ impl QueueStore for MemoryStore {
                     priority: op.record.priority,
                     expires_at: op.record.expires_at,
                     payload: op.record.device_json(),
+                    trace_id: op.record.trace_id,
                 },
                 op.devices.clone(),
             ));
@@ -61,6 +62,7 @@ impl QueueStore for MemoryStore {
                 priority: note.priority,
                 expires_at: note.expires_at,
                 payload: note.payload.clone(),
+                trace_id: note.trace_id,
             });
             for device in devices {
                 if !acked.contains(&(note.seq, device.clone())) {
@@ -155,6 +157,7 @@ fn note(title: &str, priority: Priority, now: i64) -> NewNotification {
         click_url: None,
         created_at: now,
         expires_at: now + 3_600_000,
+        trace_id: None,
     };
     NewNotification {
         payload: record.device_json(),
