@@ -92,6 +92,16 @@ pub async fn spawn_app_with_log_at(level: slog::Level) -> (TestApp, CapturedLog)
     (start_logging_to(data_dir, settings, log).await, captured)
 }
 
+/// Restarts a relay on an existing data directory with its JSON log, down to debug, captured.
+pub async fn start_in_with_log(
+    data_dir: tempfile::TempDir,
+    settings: Settings,
+) -> (TestApp, CapturedLog) {
+    let captured = CapturedLog::default();
+    let log = beepmyphone::logging::json_to(captured.clone(), slog::Level::Debug);
+    (start_logging_to(data_dir, settings, log).await, captured)
+}
+
 /// The relay's log in its JSON format, one object a line. Lines are written synchronously, so a
 /// line is here as soon as the code that logs it has run (no waiting for a drain).
 #[derive(Clone, Default)]

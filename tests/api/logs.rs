@@ -9,7 +9,10 @@ use beepmyphone::security::admins;
 use beepmyphone::security::passwords::Bcrypt;
 use beepmyphone::security::secrets::secret_string;
 
-use crate::helpers::{spawn_app_with_log, wait_for_delivery_status, CapturedLog, TestApp};
+use crate::helpers::{
+    spawn_app_with_log, start_in_with_log, test_settings, wait_for_delivery_status, CapturedLog,
+    TestApp,
+};
 
 /// POSTs JSON with our own `X-Request-Id`; returns status and body.
 async fn post_traced(
@@ -403,4 +406,29 @@ async fn without_a_valid_traceparent_the_request_starts_its_own_trace() {
             .any(|l| l["trace_id"] == trace && l["status"] == 401),
         "{answer}"
     );
+}
+
+#[actix_rt::test]
+async fn a_redelivery_after_a_restart_keeps_the_trace_id() {
+    let (app, _) = spawn_app_with_log().await;
+    let device = app.pair_device("phone").await;
+    let (status, _, published) =
+        publish_traced(&app, Some(&format!("00-{TRACE}-00f067aa0ba902b7-01"))).await;
+    assert_eq!(status, 202, "{published}");
+    let id = published["id"].as_str().unwrap().to_owned();
+
+    let dir = app.stop().await;
+    let settings = test_settings(dir.path());
+    let (app, log) = start_in_with_log(dir, settings).await;
+    let mut ws = app.connect_device(&device).await;
+    assert_eq!(ws.receive(1).await[0]["id"], id.as_str());
+    let delivering = only(&log, "delivering");
+    assert_eq!(delivering["notification_id"], id.as_str(), "{delivering}");
+    assert_eq!(
+        delivering["trace_id"], TRACE,
+        "read back from the store: {delivering}"
+    );
+    ws.ack(&[&id]).await;
+    wait_for_delivery_status(&app, &id, "acked").await;
+    assert_eq!(only(&log, "ack received")["trace_id"], TRACE);
 }
