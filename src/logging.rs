@@ -4,7 +4,7 @@
 //! [`build`] makes the root logger from `[log]`: a threshold per module ([`ModuleLevels`], the
 //! longest matching prefix of the line's module path wins), then an async drain writing to stdout
 //! and, if `log.file` is set, in JSON to a file that `file-rotate` rotates by size and the
-//! [`RotatingFile`] writer here by UTC hour or day, keeping the newest `file_keep` rotated files
+//! [`RotatingFile`] writer here by UTC hour or day, naming rotated files by the UTC time, keeping the newest `file_keep` rotated files
 //! and none older than `file_max_age_days`.
 //!
 //! Code below the API (sessions, rate limits) that logs about a request but only holds a
@@ -17,7 +17,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use file_rotate::suffix::{AppendTimestamp, FileLimit, SuffixScheme, TimestampSuffix};
+use file_rotate::suffix::{
+    AppendTimestamp, FileLimit, Representation, SuffixScheme, TimestampSuffix,
+};
 use file_rotate::{compression::Compression, ContentLimit, FileRotate};
 use slog::{Drain, Level, Logger};
 
@@ -135,12 +137,14 @@ impl<D: Drain<Ok = ()>> Drain for ModuleLevels<D> {
     }
 }
 
-/// The rotated files' suffix: the local time of the rotation (file-rotate's clock), a `.N`
-/// counter after it when several rotations fall in one second.
+/// The rotated files' suffix: the UTC time of the rotation, a `.N` counter after it when the name
+/// is taken (several rotations in one second, or a clock set back).
 const SUFFIX_FORMAT: &str = "%Y%m%dT%H%M%S";
 
-/// file-rotate's timestamp suffixes, retained by count and by age together.
+/// file-rotate's timestamp suffixes, named in UTC (file-rotate's own use local time, which repeats
+/// an hour when daylight saving time ends) and retained by count and by age together.
 struct Retention {
+    /// Parses the suffixes of existing files.
     timestamps: AppendTimestamp,
     keep: usize,
     max_age: Option<chrono::Duration>,
@@ -155,7 +159,24 @@ impl SuffixScheme for Retention {
         newest_suffix: Option<&TimestampSuffix>,
         suffix: &Option<TimestampSuffix>,
     ) -> std::io::Result<TimestampSuffix> {
-        self.timestamps.rotate_file(basepath, newest_suffix, suffix)
+        if suffix.is_some() {
+            // file-rotate asks this only to move a file out of the way of a taken name, and the
+            // names below are never taken.
+            return Err(std::io::Error::other("a rotated log file's name is taken"));
+        }
+        let timestamp = Utc::now().format(SUFFIX_FORMAT).to_string();
+        let number = newest_suffix
+            .filter(|newest| newest.timestamp == timestamp)
+            .map(|newest| newest.number.unwrap_or(0) + 1);
+        let mut next = TimestampSuffix { timestamp, number };
+        let taken = |s: &TimestampSuffix| {
+            let path = s.to_path(basepath);
+            path.exists() || PathBuf::from(format!("{}.gz", path.display())).exists()
+        };
+        while taken(&next) {
+            next.number = Some(next.number.map_or(1, |n| n + 1));
+        }
+        Ok(next)
     }
 
     fn parse(&self, suffix: &str) -> Option<TimestampSuffix> {
@@ -165,10 +186,7 @@ impl SuffixScheme for Retention {
     fn too_old(&self, suffix: &TimestampSuffix, file_number: usize) -> bool {
         file_number >= self.keep
             || self.max_age.is_some_and(|age| {
-                suffix.timestamp
-                    < (chrono::Local::now() - age)
-                        .format(SUFFIX_FORMAT)
-                        .to_string()
+                suffix.timestamp < (Utc::now() - age).format(SUFFIX_FORMAT).to_string()
             })
     }
 }
@@ -557,7 +575,7 @@ mod tests {
         std::fs::write(&old, "{\"msg\":\"old\"}\n").unwrap();
         let recent = format!(
             "relay.log.{}",
-            (chrono::Local::now() - chrono::Duration::hours(1)).format(SUFFIX_FORMAT)
+            (Utc::now() - chrono::Duration::hours(1)).format(SUFFIX_FORMAT)
         );
         std::fs::write(
             dir.path().join("logs").join(&recent),
@@ -600,6 +618,35 @@ mod tests {
         };
         assert_eq!(msgs(1), ["today", "still today"]);
         assert_eq!(msgs(2), ["tomorrow"]);
+    }
+
+    #[test]
+    fn a_rotated_name_that_is_taken_is_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("relay.log");
+        let mut retention = Retention {
+            timestamps: AppendTimestamp::with_format(
+                SUFFIX_FORMAT,
+                FileLimit::Unlimited,
+                file_rotate::suffix::DateFrom::Now,
+            ),
+            keep: 10,
+            max_age: None,
+        };
+        let stamp = Utc::now().format(SUFFIX_FORMAT).to_string();
+        // Files of this second that file-rotate does not know as the newest (a clock set back).
+        for name in [format!("relay.log.{stamp}"), format!("relay.log.{stamp}.1")] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let next = retention.rotate_file(&base, None, &None).unwrap();
+        if next.timestamp == stamp {
+            assert_eq!(next.number, Some(2), "{next}");
+        } else {
+            assert_eq!(next.number, None, "the second ticked: {next}");
+        }
+        assert!(!next.to_path(&base).exists());
+        // A request to move a file out of the way is refused, not a panic.
+        assert!(retention.rotate_file(&base, None, &Some(next)).is_err());
     }
 
     #[test]
