@@ -85,8 +85,17 @@ pub async fn spawn_app_with_log() -> (TestApp, CapturedLog) {
 
 /// Starts a relay with default test settings whose JSON log, down to `level`, is captured.
 pub async fn spawn_app_with_log_at(level: slog::Level) -> (TestApp, CapturedLog) {
+    spawn_app_with_log_at_with(level, |_| {}).await
+}
+
+/// Starts a relay after `tweak` adjusted its settings; its JSON log, down to `level`, is captured.
+pub async fn spawn_app_with_log_at_with(
+    level: slog::Level,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, CapturedLog) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let settings = test_settings(data_dir.path());
+    let mut settings = test_settings(data_dir.path());
+    tweak(&mut settings);
     let captured = CapturedLog::default();
     let log = beepmyphone::logging::json_to(captured.clone(), level);
     (start_logging_to(data_dir, settings, log).await, captured)
