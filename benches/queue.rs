@@ -36,6 +36,7 @@ fn notes(n: usize) -> Vec<Arc<QueuedNotification>> {
                 expires_at: i64::MAX,
                 created_at: 0,
                 payload: Bytes::from_static(b"{}"),
+                trace_id: None,
             })
         })
         .collect()

@@ -2,6 +2,7 @@
 //! then command-line flags. Every setting, its default and its meaning is listed in the repository's
 //! `config.toml`; [`Settings::load`] names the offending key when a value is wrong.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -158,6 +159,22 @@ pub struct LogSettings {
     pub level: String,
     /// `auto` (text on a terminal, JSON otherwise), `json` or `text`.
     pub format: String,
+    /// Levels for parts of the relay: a module path (`beepmyphone_actors::queue`) or a prefix of
+    /// one (`beepmyphone::api`) → a level name; a line's module takes the level of the longest
+    /// matching prefix, else `level`.
+    pub modules: BTreeMap<String, String>,
+    /// Whether lines go to stdout (in `format`).
+    pub stdout: bool,
+    /// A file that gets every line as well, in JSON; empty for none.
+    pub file: String,
+    /// Rotate the file before a line once it holds more than this many bytes; 0 for no size limit.
+    pub file_max_bytes: u64,
+    /// Rotate the file when the UTC hour or day changes: `hourly`, `daily` or `never`.
+    pub file_rotate_every: String,
+    /// Rotated files kept (the newest ones; at least 1).
+    pub file_keep: usize,
+    /// Rotated files older than this many days are deleted when the file rotates; 0 for no age limit.
+    pub file_max_age_days: u32,
 }
 
 /// `[limits]`: rate limits and blocking (see docs/security.md).
@@ -432,6 +449,13 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: "auto".into(),
+            modules: BTreeMap::new(),
+            stdout: true,
+            file: String::new(),
+            file_max_bytes: 100 * 1024 * 1024,
+            file_rotate_every: "daily".into(),
+            file_keep: 10,
+            file_max_age_days: 30,
         }
     }
 }
@@ -666,6 +690,28 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "auto" | "json" | "text") {
             return bad("log.format", "must be one of auto, json, text");
         }
+        for (module, level) in &self.log.modules {
+            if module.is_empty() || crate::domain::log_level::parse_level(level).is_none() {
+                return Err(ConfigError(format!(
+                    "log.modules.{module:?}: must map a module path to one of trace, debug, info, warning, error, critical"
+                )));
+            }
+        }
+        if !self.log.stdout && self.log.file.is_empty() {
+            return bad("log.stdout", "can only be false when log.file is set");
+        }
+        if !matches!(
+            self.log.file_rotate_every.as_str(),
+            "hourly" | "daily" | "never"
+        ) {
+            return bad(
+                "log.file_rotate_every",
+                "must be one of hourly, daily, never",
+            );
+        }
+        if self.log.file_keep == 0 {
+            return bad("log.file_keep", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -782,6 +828,36 @@ mod tests {
         assert!(err.contains("health.probe_timeout_ms"), "{err}");
         let err = check(|h| h.interval_seconds = 0).unwrap();
         assert!(err.contains("health.interval_seconds"), "{err}");
+    }
+
+    #[test]
+    fn log_settings_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                "[log]\nmodules = { \"beepmyphone::api\" = \"loud\" }\n",
+            )?;
+            let overrides = Overrides {
+                config: Some("bad.toml".into()),
+                ..Overrides::default()
+            };
+            let err = Settings::load(&overrides).unwrap_err().to_string();
+            assert!(err.contains("log.modules.\"beepmyphone::api\""), "{err}");
+            for (key, value) in [
+                ("BEEP__LOG__STDOUT", "false"),
+                ("BEEP__LOG__FILE_KEEP", "0"),
+                ("BEEP__LOG__FILE_ROTATE_EVERY", "weekly"),
+            ] {
+                jail.clear_env();
+                jail.set_env(key, value);
+                let err = Settings::load(&Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                let name = key.trim_start_matches("BEEP__LOG__").to_lowercase();
+                assert!(err.contains(&format!("log.{name}")), "{err}");
+            }
+            Ok(())
+        });
     }
 
     #[test]

@@ -93,7 +93,13 @@ fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
 fn serve(settings: Settings) -> ExitCode {
     // Everything the relay creates (database, -wal/-shm, keys, tokens) is owner-only.
     beepmyphone::security::files::restrict_umask();
-    let log = beepmyphone::logging::build(&settings.log);
+    let log = match beepmyphone::logging::build(&settings.log) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("beepmyphone: {e}");
+            return exit(2);
+        }
+    };
     let system = actix_rt::System::new();
     let result = system.block_on(async {
         let app = Application::build(

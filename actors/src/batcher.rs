@@ -18,6 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::guard::guarded;
 use crate::model::{DeviceId, QueuedNotification};
 use crate::registry::Dispatch;
+use crate::socket::FrameItem;
 
 /// Notifications for one device, in the order they should arrive.
 #[derive(Message, Debug)]
@@ -114,7 +115,13 @@ impl Batcher {
             device: device.clone(),
             frame,
             items: items.len(),
-            ids: items.iter().map(|n| n.id.clone()).collect(),
+            ids: items
+                .iter()
+                .map(|n| FrameItem {
+                    id: n.id.clone(),
+                    trace_id: n.trace_id,
+                })
+                .collect(),
         });
     }
 
@@ -187,7 +194,7 @@ impl Handler<Deliver> for Batcher {
         let log = self.log.clone();
         guarded("batcher", &log, ctx, |ctx| {
             for n in &msg.items {
-                slog::debug!(log, "delivering"; "notification_id" => %n.id, "device_id" => msg.device.as_str());
+                slog::debug!(log, "delivering"; "notification_id" => %n.id, "trace_id" => n.trace_id, "device_id" => msg.device.as_str());
             }
             let items = msg.items.iter().cloned();
             if self.config.window.is_zero() {
@@ -267,6 +274,7 @@ mod tests {
             expires_at: i64::MAX,
             created_at: 0,
             payload: Bytes::from(format!(r#"{{"n":{i}}}"#)),
+            trace_id: None,
         })
     }
 

@@ -15,7 +15,8 @@
 //! - [`socket`]: the messages a device socket accepts (the socket actor itself is in the binary);
 //! - [`ports`]: every trait the actors need from outside ([`ports::QueueStore`], [`ports::Clock`],
 //!   [`ports::KeyRing`], [`ports::Probe`]); [`clock`] holds the two clocks that implement one;
-//! - [`model`]: ids, priorities, notifications and device policies; [`guard`]: panic containment.
+//! - [`model`]: ids, priorities, notifications and device policies; [`guard`]: panic containment;
+//! - [`trace`]: the W3C trace id a notification carries from its publish request to its ack.
 //!
 //! The queue is a folder: [`queue`] (the actor and its messages), [`queue::device`] (the
 //! per-device heap and in-flight window, [`queue::DeviceQueue`]) and the group commit.
@@ -36,6 +37,7 @@ pub mod queue;
 pub mod registry;
 pub mod socket;
 pub mod supervisor;
+pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use model::{DeviceId, NotificationId, Priority};

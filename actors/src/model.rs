@@ -8,6 +8,8 @@ use bytes::Bytes;
 use chrono::{NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::trace::TraceId;
+
 /// A monotonic ULID: ids made in the same millisecond still sort in creation order.
 fn next_ulid() -> ulid::Ulid {
     static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
@@ -169,6 +171,8 @@ pub struct NotificationRecord {
     pub created_at: i64,
     /// After this instant the notification is no longer delivered.
     pub expires_at: i64,
+    /// The trace of the request that published it (W3C `traceparent`), for the log.
+    pub trace_id: Option<TraceId>,
 }
 
 /// The device's view of a notification, as serialised into `notifications` frames.
@@ -229,6 +233,8 @@ pub struct QueuedNotification {
     pub created_at: i64,
     /// The pre-serialised device view (a JSON object).
     pub payload: Bytes,
+    /// The trace of the request that published it, for the delivery and ack log lines.
+    pub trace_id: Option<TraceId>,
 }
 
 /// Quiet hours: a daily local-time window in which only critical notifications are delivered.
@@ -359,6 +365,7 @@ mod tests {
             click_url: Some("https://example.com".into()),
             created_at: 0,
             expires_at: 1_000,
+            trace_id: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&record.device_json()).unwrap();
         assert_eq!(v["clickUrl"], "https://example.com");

@@ -12,9 +12,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::guard::guarded;
-use crate::model::{DeviceId, NotificationId};
+use crate::model::DeviceId;
 use crate::queue::{DeviceOffline, DeviceOnline};
-use crate::socket::{CloseSocket, SendFrame};
+use crate::socket::{CloseSocket, FrameItem, SendFrame};
 
 /// A socket authenticated as `device`.
 #[derive(Message, Debug)]
@@ -51,7 +51,7 @@ pub struct Dispatch {
     /// How many notifications it carries.
     pub items: usize,
     /// The notifications it carries, in order.
-    pub ids: Arc<[NotificationId]>,
+    pub ids: Arc<[FrameItem]>,
 }
 
 /// Closes every socket of a device.

@@ -10,6 +10,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::model::NotificationId;
+use crate::trace::TraceId;
 
 /// A frame for one socket to write.
 #[derive(Message, Debug)]
@@ -18,7 +19,16 @@ pub struct SendFrame {
     /// A complete JSON text frame.
     pub frame: Bytes,
     /// The notifications it carries (the socket expects their acks).
-    pub ids: Arc<[NotificationId]>,
+    pub ids: Arc<[FrameItem]>,
+}
+
+/// A notification in a frame, as the socket remembers it until the device acks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameItem {
+    /// Its id.
+    pub id: NotificationId,
+    /// The trace of the request that published it, for the ack's log line.
+    pub trace_id: Option<TraceId>,
 }
 
 /// Asks one socket to close with a WebSocket close code.

@@ -1,5 +1,10 @@
-//! The request middleware: a request id on every request and response, a child logger carrying it
-//! for every log line of the request, and one log line per request (with the cause of any 500).
+//! The request middleware: a request id and a W3C trace on every request and response, a child
+//! logger carrying both (`request_id`, `trace_id`) for every log line of the request, and one log
+//! line per request (with the cause of any 500).
+//!
+//! The trace comes from a valid `traceparent` header or is started here (a random trace id); the
+//! answer's `traceparent` carries the trace id and a new span id for the relay's part. The trace id
+//! is kept in a task-local too, so publish handlers can give it to the queue with the notification.
 //!
 //! The id comes from a sane `X-Request-Id` header (1–64 of `A-Za-z0-9._-`) or is generated
 //! (`req_` and a ULID). It is kept in a task-local ([`crate::request_id`]) while the request runs,
@@ -20,6 +25,9 @@ use crate::state::AppState;
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The W3C Trace Context header, read on requests and written on answers.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The request's logger, carrying its `request_id`. Handlers take it as an argument (it is an
 /// extractor) and log their events through it, so every line about a request can be found by the
@@ -55,7 +63,8 @@ fn request_log(req: &actix_web::HttpRequest) -> RequestLog {
         .map(|s| s.log.clone())
         .unwrap_or_else(crate::logging::discard);
     let id = request_id::current_request_id().unwrap_or_default();
-    RequestLog(root.new(slog::o!("request_id" => id)))
+    let trace_id = request_id::current_trace_id();
+    RequestLog(root.new(slog::o!("request_id" => id, "trace_id" => trace_id)))
 }
 
 fn sane(id: &str) -> bool {
@@ -94,13 +103,25 @@ pub async fn request_context(
         .app_data::<web::Data<AppState>>()
         .map(|s| s.log.clone())
         .unwrap_or_else(crate::logging::discard);
-    let log = root.new(slog::o!("request_id" => id.clone()));
+    // A valid `traceparent` continues the caller's trace; without one (or with an invalid one)
+    // the request starts a trace of its own.
+    let trace = req
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(request_id::TraceContext::parse)
+        .unwrap_or_else(request_id::TraceContext::generate);
+    let log = root.new(slog::o!("request_id" => id.clone(), "trace_id" => trace.trace_id));
     req.extensions_mut().insert(RequestLog(log.clone()));
     let method = req.method().to_string();
     // The path only: query strings are never logged.
     let path = req.path().to_owned();
     let started = Instant::now();
-    let result = request_id::scoped(id.clone(), next.call(req)).await;
+    let result = request_id::scoped(
+        id.clone(),
+        request_id::trace_scoped(trace.trace_id, next.call(req)),
+    )
+    .await;
     let micros = started.elapsed().as_micros() as u64;
     match result {
         Ok(mut res) => {
@@ -116,6 +137,9 @@ pub async fn request_context(
             }
             if let Ok(value) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(REQUEST_ID, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(&trace.child(request_id::new_span_id())) {
+                res.headers_mut().insert(TRACEPARENT, value);
             }
             Ok(res)
         }

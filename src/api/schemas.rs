@@ -563,6 +563,7 @@ impl PublishRequest {
                 click_url: self.click_url,
                 created_at: now_ms,
                 expires_at: now_ms + ttl_ms,
+                trace_id: None,
             },
             targets: self.targets.map_or(Targets::All, TargetsBody::into_targets),
             idempotency_key: self.idempotency_key,

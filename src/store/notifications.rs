@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::SqliteConnection;
 
 use beepmyphone_actors::model::{NotificationId, NotificationRecord, Priority};
+use beepmyphone_actors::trace::TraceId;
 
 use super::schema::{deliveries, notifications};
 use super::StoreError;
@@ -38,6 +39,8 @@ pub struct NotificationRow {
     pub publisher: String,
     /// Its idempotency key.
     pub idempotency_key: Option<String>,
+    /// The publish request's W3C trace id (16 bytes).
+    pub trace_id: Option<Vec<u8>>,
 }
 
 impl NotificationRow {
@@ -70,6 +73,8 @@ impl NotificationRow {
             click_url: self.click_url.clone(),
             created_at: self.created_at,
             expires_at: self.expires_at,
+            // Only for the log: a value of another length is ignored rather than refused.
+            trace_id: self.trace_id.as_deref().and_then(TraceId::from_slice),
         })
     }
 }
@@ -215,6 +220,7 @@ mod tests {
             expires_at: 2,
             publisher: "tok_1".into(),
             idempotency_key: None,
+            trace_id: None,
         }
     }
 

@@ -49,6 +49,7 @@ struct NewRow<'a> {
     expires_at: i64,
     publisher: &'a str,
     idempotency_key: Option<&'a str>,
+    trace_id: Option<&'a [u8]>,
 }
 
 /// A delivery row as inserted.
@@ -179,6 +180,7 @@ pub fn commit_batch(
                     expires_at: record.expires_at,
                     publisher: &op.publisher,
                     idempotency_key: op.idempotency_key.as_deref(),
+                    trace_id: record.trace_id.as_ref().map(|t| t.as_bytes().as_slice()),
                 });
                 new_deliveries.extend(op.devices.iter().map(|device| NewDelivery {
                     notification_seq: seq,
@@ -334,6 +336,7 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnaps
             priority: record.priority,
             expires_at: record.expires_at,
             created_at: record.created_at,
+            trace_id: record.trace_id,
         });
     }
     let pending_rows: Vec<(i64, String)> = deliveries::table
@@ -415,6 +418,7 @@ mod tests {
                 click_url: None,
                 created_at: 1_000,
                 expires_at: i64::MAX / 2,
+                trace_id: None,
             },
             devices: vec![device.clone()],
             publisher: "tok_1".into(),
@@ -511,6 +515,22 @@ mod tests {
         let snapshot = store.load(2_000).unwrap();
         assert_eq!(snapshot.notifications.len(), 3);
         assert_eq!(snapshot.pending.len(), 3);
+    }
+
+    #[test]
+    fn the_trace_id_is_stored_and_restored() {
+        let (_dir, store, device) = store_with_device();
+        let trace = beepmyphone_actors::trace::TraceId::from_bytes([7; 16]);
+        let mut traced = op(&device, None);
+        traced.record.trace_id = trace;
+        let batch = CommitBatch {
+            inserts: vec![traced, op(&device, None)],
+            ..CommitBatch::default()
+        };
+        store.commit(&batch).unwrap();
+        let snapshot = store.load(2_000).unwrap();
+        let traces: Vec<_> = snapshot.notifications.iter().map(|n| n.trace_id).collect();
+        assert_eq!(traces, [trace, None]);
     }
 
     #[test]

@@ -64,6 +64,7 @@ diesel::table! {
         expires_at -> BigInt,
         publisher -> Text,
         idempotency_key -> Nullable<Text>,
+        trace_id -> Nullable<Binary>,
     }
 }
 

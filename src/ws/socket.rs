@@ -13,7 +13,7 @@
 //! unregisters in `stopped`, whatever ended it. It sees only the [`SocketHandles`] it needs.
 
 use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,8 @@ use beepmyphone_actors::metrics::Metrics;
 use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationId};
 use beepmyphone_actors::queue::{Ack, NotificationQueue};
 use beepmyphone_actors::registry::{Register, SessionRegistry, Unregister};
-use beepmyphone_actors::socket::{CloseSocket, SendFrame};
+use beepmyphone_actors::socket::{CloseSocket, FrameItem, SendFrame};
+use beepmyphone_actors::trace::TraceId;
 
 use super::protocol::{close, ErrorFrame, Hello, Inbound, MAX_ACK_IDS};
 use crate::config::WebSocketSettings;
@@ -48,17 +49,21 @@ const MAX_OUTSTANDING: usize = 8_192;
 /// so a device that acks every frame it gets is never closed for it.
 #[derive(Default)]
 struct Outstanding {
-    ids: HashSet<NotificationId>,
+    /// Each with the trace of the request that published it, for the ack's log line.
+    ids: HashMap<NotificationId, Option<TraceId>>,
     /// The ids in the order they were sent (may still hold acked ones), for forgetting the oldest.
     order: VecDeque<NotificationId>,
+    /// The traces of the ids of the last [`Outstanding::acked`] call, in its order (`None` for
+    /// one that was not outstanding); reused from ack to ack.
+    acked_traces: Vec<Option<TraceId>>,
 }
 
 impl Outstanding {
-    /// Remembers ids just sent.
-    fn sent(&mut self, ids: &[NotificationId]) {
-        for id in ids {
-            if self.ids.insert(id.clone()) {
-                self.order.push_back(id.clone());
+    /// Remembers notifications just sent.
+    fn sent(&mut self, items: &[FrameItem]) {
+        for item in items {
+            if self.ids.insert(item.id.clone(), item.trace_id).is_none() {
+                self.order.push_back(item.id.clone());
             }
         }
         while self.ids.len() > MAX_OUTSTANDING || self.order.len() > 2 * MAX_OUTSTANDING {
@@ -72,11 +77,15 @@ impl Outstanding {
         }
     }
 
-    /// Forgets acked ids; `true` if at least one of them was outstanding.
+    /// Forgets acked ids, keeping their traces in `acked_traces`; `true` if at least one of them
+    /// was outstanding.
     fn acked(&mut self, ids: &[NotificationId]) -> bool {
         let mut any = false;
+        self.acked_traces.clear();
         for id in ids {
-            any |= self.ids.remove(id);
+            let removed = self.ids.remove(id);
+            any |= removed.is_some();
+            self.acked_traces.push(removed.flatten());
         }
         if self.ids.is_empty() {
             self.order.clear();
@@ -461,8 +470,10 @@ impl DeviceSocket {
                         "ack ids must be notification ids (ntf_…)",
                     );
                 };
-                for id in &parsed {
-                    slog::debug!(self.handles.log, "ack received"; "notification_id" => %id, "device_id" => device.as_str(), "socket" => self.id);
+                // `acked` above saw these very ids and kept their traces, in order.
+                let traces = &self.outstanding.acked_traces;
+                for (i, id) in parsed.iter().enumerate() {
+                    slog::debug!(self.handles.log, "ack received"; "notification_id" => %id, "trace_id" => traces.get(i).copied().flatten(), "device_id" => device.as_str(), "socket" => self.id);
                 }
                 self.handles.queue.do_send(Ack {
                     device,

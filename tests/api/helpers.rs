@@ -79,7 +79,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts a relay on an existing data directory (a restart).
 pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestApp {
     let log = if std::env::var_os("BEEP_TEST_LOG").is_some() {
-        beepmyphone::logging::build(&settings.log)
+        beepmyphone::logging::build(&settings.log).expect("the log opens")
     } else {
         beepmyphone::logging::discard()
     };
@@ -88,14 +88,37 @@ pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
 
 /// Starts a relay with default test settings whose JSON log, down to debug, is captured.
 pub async fn spawn_app_with_log() -> (TestApp, CapturedLog) {
-    spawn_app_with_log_and(|_| {}).await
+    spawn_app_with_log_at(slog::Level::Debug).await
+}
+
+/// Starts a relay with default test settings whose JSON log, down to `level`, is captured.
+pub async fn spawn_app_with_log_at(level: slog::Level) -> (TestApp, CapturedLog) {
+    spawn_app_with_log_at_with(level, |_| {}).await
+}
+
+/// Starts a relay after `tweak` adjusted its settings; its JSON log, down to `level`, is captured.
+pub async fn spawn_app_with_log_at_with(
+    level: slog::Level,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, CapturedLog) {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(data_dir.path());
+    tweak(&mut settings);
+    let captured = CapturedLog::default();
+    let log = beepmyphone::logging::json_to(captured.clone(), level);
+    (start_logging_to(data_dir, settings, log).await, captured)
 }
 
 /// [`spawn_app_with_log`] after `tweak` adjusted the settings.
 pub async fn spawn_app_with_log_and(tweak: impl FnOnce(&mut Settings)) -> (TestApp, CapturedLog) {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = test_settings(data_dir.path());
-    tweak(&mut settings);
+    spawn_app_with_log_at_with(slog::Level::Debug, tweak).await
+}
+
+/// Restarts a relay on an existing data directory with its JSON log, down to debug, captured.
+pub async fn start_in_with_log(
+    data_dir: tempfile::TempDir,
+    settings: Settings,
+) -> (TestApp, CapturedLog) {
     let captured = CapturedLog::default();
     let log = beepmyphone::logging::json_to(captured.clone(), slog::Level::Debug);
     (start_logging_to(data_dir, settings, log).await, captured)
@@ -126,6 +149,11 @@ impl CapturedLog {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
+    }
+
+    /// Everything logged so far, as written.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("UTF-8 log")
     }
 
     /// The lines with this `msg`.

@@ -9,7 +9,10 @@ use beepmyphone::security::admins;
 use beepmyphone::security::passwords::Bcrypt;
 use beepmyphone::security::secrets::secret_string;
 
-use crate::helpers::{spawn_app_with_log, wait_for_delivery_status, CapturedLog, TestApp};
+use crate::helpers::{
+    spawn_app_with_log, start_in_with_log, test_settings, wait_for_delivery_status, CapturedLog,
+    TestApp,
+};
 
 /// POSTs JSON with our own `X-Request-Id`; returns status and body.
 async fn post_traced(
@@ -228,7 +231,12 @@ async fn one_notification_is_followed_from_publish_to_ack_by_its_id() {
     msgs.sort_unstable();
     assert_eq!(
         msgs,
-        ["ack received", "delivering", "notification published"],
+        [
+            "ack received",
+            "delivering",
+            "notification committed",
+            "notification published"
+        ],
         "{trail:?}"
     );
     let line = |msg: &str| trail.iter().find(|l| l["msg"] == msg).unwrap();
@@ -247,4 +255,180 @@ async fn one_notification_is_followed_from_publish_to_ack_by_its_id() {
         position("delivering") < position("ack received"),
         "{trail:?}"
     );
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// POSTs a notification with a `traceparent` header (if any); returns the status, the answer's
+/// `traceparent` and the body.
+async fn publish_traced(app: &TestApp, traceparent: Option<&str>) -> (u16, String, Value) {
+    let mut req = app.request(
+        Method::POST,
+        "/api/v1/notifications",
+        Some(&app.admin_token),
+    );
+    if let Some(traceparent) = traceparent {
+        req = req.insert_header(("traceparent", traceparent));
+    }
+    let mut res = req
+        .send_json(&json!({"title": "Build", "body": "green"}))
+        .await
+        .expect("request");
+    let answer = res
+        .headers()
+        .get("traceparent")
+        .expect("a traceparent answer")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let bytes = res.body().await.expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (res.status().as_u16(), answer, body)
+}
+
+#[actix_rt::test]
+async fn one_trace_id_follows_a_notification_from_publish_to_ack() {
+    let (app, log) = spawn_app_with_log().await;
+    let device = app.pair_device("phone").await;
+    let mut ws = app.connect_device(&device).await;
+
+    let incoming = format!("00-{TRACE}-00f067aa0ba902b7-01");
+    let (status, answer, published) = publish_traced(&app, Some(&incoming)).await;
+    assert_eq!(status, 202, "{published}");
+    // The answer continues the trace with the relay's own span, sampled as it came.
+    let parts: Vec<&str> = answer.split('-').collect();
+    assert_eq!(parts.len(), 4, "{answer}");
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", TRACE, "01"),
+        "{answer}"
+    );
+    assert_eq!(parts[2].len(), 16, "{answer}");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a new span id: {answer}");
+
+    let id = published["id"].as_str().unwrap().to_owned();
+    let items = ws.receive(1).await;
+    assert_eq!(items[0]["id"], id.as_str());
+    ws.ack(&[&id]).await;
+    wait_for_delivery_status(&app, &id, "acked").await;
+
+    let traced: Vec<Value> = log
+        .lines()
+        .into_iter()
+        .filter(|l| l["trace_id"] == TRACE)
+        .collect();
+    let mut msgs: Vec<&str> = traced.iter().map(|l| l["msg"].as_str().unwrap()).collect();
+    msgs.sort_unstable();
+    assert_eq!(
+        msgs,
+        [
+            "ack received",
+            "delivering",
+            "notification committed",
+            "notification published",
+            "request"
+        ],
+        "{traced:?}"
+    );
+    for line in &traced {
+        let msg = line["msg"].as_str().unwrap();
+        if msg != "request" {
+            assert_eq!(line["notification_id"], id.as_str(), "{line}");
+        }
+    }
+    // The publish request's lines carry both ids; nothing else is on this trace.
+    let request_id = traced
+        .iter()
+        .find(|l| l["msg"] == "request")
+        .and_then(|l| l["request_id"].as_str())
+        .unwrap();
+    assert_eq!(
+        only(&log, "notification published")["request_id"],
+        request_id
+    );
+}
+
+#[actix_rt::test]
+async fn without_a_valid_traceparent_the_request_starts_its_own_trace() {
+    let (app, log) = spawn_app_with_log().await;
+    let mut traces = Vec::new();
+    for header in [
+        None,
+        Some(format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32))),
+        Some(format!("00-{}-00f067aa0ba902b7-01", TRACE.to_uppercase())),
+        Some("garbage".to_owned()),
+    ] {
+        let (status, answer, _) = publish_traced(&app, header.as_deref()).await;
+        assert_eq!(status, 202);
+        let parts: Vec<&str> = answer.split('-').collect();
+        assert_eq!(parts.len(), 4, "{answer}");
+        assert_eq!((parts[0], parts[3]), ("00", "00"), "not sampled: {answer}");
+        let trace = parts[1].to_owned();
+        assert_eq!(trace.len(), 32);
+        assert!(trace
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(trace, TRACE.to_lowercase());
+        assert_ne!(trace, "0".repeat(32));
+        traces.push(trace);
+    }
+    let published = log.with_msg("notification published");
+    let logged: Vec<&str> = published
+        .iter()
+        .map(|l| l["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        logged, traces,
+        "each publish line carries its answer's trace"
+    );
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), 4, "a new trace each time");
+    // Errors carry it too: a rejected request's line has the trace of its answer.
+    let mut res = app
+        .request(Method::GET, "/api/v1/devices", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let answer = res
+        .headers()
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = res.body().await;
+    let trace = answer.split('-').nth(1).unwrap();
+    assert!(
+        log.lines()
+            .iter()
+            .any(|l| l["trace_id"] == trace && l["status"] == 401),
+        "{answer}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_redelivery_after_a_restart_keeps_the_trace_id() {
+    let (app, _) = spawn_app_with_log().await;
+    let device = app.pair_device("phone").await;
+    let (status, _, published) =
+        publish_traced(&app, Some(&format!("00-{TRACE}-00f067aa0ba902b7-01"))).await;
+    assert_eq!(status, 202, "{published}");
+    let id = published["id"].as_str().unwrap().to_owned();
+
+    let dir = app.stop().await;
+    let settings = test_settings(dir.path());
+    let (app, log) = start_in_with_log(dir, settings).await;
+    let mut ws = app.connect_device(&device).await;
+    assert_eq!(ws.receive(1).await[0]["id"], id.as_str());
+    let delivering = only(&log, "delivering");
+    assert_eq!(delivering["notification_id"], id.as_str(), "{delivering}");
+    assert_eq!(
+        delivering["trace_id"], TRACE,
+        "read back from the store: {delivering}"
+    );
+    ws.ack(&[&id]).await;
+    wait_for_delivery_status(&app, &id, "acked").await;
+    assert_eq!(only(&log, "ack received")["trace_id"], TRACE);
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod http2;
 mod identity;
 mod limits;
+mod log_secrets;
 mod logs;
 mod metrics;
 mod openapi;

@@ -245,6 +245,7 @@ impl Flush {
                     batch.inserts.into_iter().zip(outcomes.iter().zip(payloads))
                 {
                     if let InsertOutcome::Inserted { seq } = outcome {
+                        slog::debug!(log, "notification committed"; "notification_id" => %op.record.id, "trace_id" => op.record.trace_id, "seq" => *seq, "devices" => op.devices.len());
                         let note = QueuedNotification {
                             id: op.record.id,
                             seq: *seq,
@@ -252,6 +253,7 @@ impl Flush {
                             expires_at: op.record.expires_at,
                             created_at: op.record.created_at,
                             payload,
+                            trace_id: op.record.trace_id,
                         };
                         inserted.push((Arc::new(note), op.devices));
                     }

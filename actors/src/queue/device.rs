@@ -346,6 +346,7 @@ mod tests {
             expires_at,
             created_at: 0,
             payload: Bytes::new(),
+            trace_id: None,
         })
     }
 

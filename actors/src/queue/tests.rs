@@ -37,6 +37,7 @@ impl QueueStore for MemoryStore {
                     expires_at: op.record.expires_at,
                     created_at: op.record.created_at,
                     payload: op.record.device_json(),
+                    trace_id: op.record.trace_id,
                 },
                 op.devices.clone(),
             ));
@@ -64,6 +65,7 @@ impl QueueStore for MemoryStore {
                 expires_at: note.expires_at,
                 created_at: note.created_at,
                 payload: note.payload.clone(),
+                trace_id: note.trace_id,
             });
             for device in devices {
                 if !acked.contains(&(note.seq, device.clone())) {
@@ -163,6 +165,7 @@ fn note(title: &str, priority: Priority, now: i64) -> NewNotification {
         click_url: None,
         created_at: now,
         expires_at: now + 3_600_000,
+        trace_id: None,
     };
     NewNotification {
         payload: record.device_json(),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
+use beepmyphone_actors::model::{rfc3339, DeviceId, NotificationRecord, Priority};
 use beepmyphone_actors::queue::{Enqueue, EnqueueOutcome, NewNotification, QueueError};
 
 use crate::api::auth::Principal;
@@ -45,11 +45,16 @@ async fn enqueue(
     items: Vec<ValidPublish>,
     batch: bool,
 ) -> Result<Vec<EnqueueOutcome>, ApiError> {
+    // The request's trace goes with each notification, to its commit, delivery and ack lines.
+    let trace_id = crate::request_id::current_trace_id();
     let items = items
         .into_iter()
         .map(|v| NewNotification {
             payload: v.record.device_json(),
-            record: v.record,
+            record: NotificationRecord {
+                trace_id,
+                ..v.record
+            },
             targets: v.targets,
             idempotency_key: v.idempotency_key,
         })
