@@ -157,7 +157,7 @@ pub struct WebSocketSettings {
 pub struct LogSettings {
     /// `trace`, `debug`, `info`, `warning`, `error` or `critical`.
     pub level: String,
-    /// `auto` (text on a terminal, JSON otherwise), `json` or `text`.
+    /// `json` (the default), `text`, or `auto` (text on a terminal, JSON otherwise).
     pub format: String,
     /// Levels for parts of the relay: a module path (`beepmyphone_actors::queue`) or a prefix of
     /// one (`beepmyphone::api`) → a level name; a line's module takes the level of the longest
@@ -448,7 +448,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         Self {
             level: "info".into(),
-            format: "auto".into(),
+            format: "json".into(),
             modules: BTreeMap::new(),
             stdout: true,
             file: String::new(),
