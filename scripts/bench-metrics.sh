@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# What metrics cost, measured against the release binary (docs/benchmarks.md, "Metrics"):
+#
+# 1. throughput with metrics on and off, in one run: two fresh relays (metrics.enabled true and
+#    false), `bench throughput` against each in turn, ROUNDS times, interleaved so that the
+#    machine's other load falls on both alike;
+# 2. the scrape time with SOCKETS device sockets open: `bench connections` holds them on the
+#    metrics-on relay while `curl` scrapes /metrics SCRAPES times (time_total of each).
+#
+#   scripts/bench-metrics.sh                    # ROUNDS=2 SOCKETS=19000 SCRAPES=50
+#   ROUNDS=1 SOCKETS=2000 scripts/bench-metrics.sh
+#
+# Relays run as scripts/bench.sh starts them (log level warning, per-IP socket and frame limits
+# lifted) on ports 38091 (metrics on) and 38092 (off). Needs curl and a built target/release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN="$ROOT/target/release/beepmyphone"
+ROUNDS=${ROUNDS:-2}
+SOCKETS=${SOCKETS:-19000}
+SCRAPES=${SCRAPES:-50}
+DURATION=${DURATION:-10}
+WORK=$(mktemp -d)
+trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+[[ -x $BIN ]] || { echo "build it first: cargo build --release" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)"
+
+start() { # name port enabled
+    local dir="$WORK/$1"
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        exec env BEEP__LOG__LEVEL=warning BEEP__SERVER__MAX_BODY_BYTES=1048576 \
+            BEEP__LIMITS__MAX_SOCKETS_PER_IP=0 BEEP__LIMITS__WS_CONNECTS_PER_MINUTE=10000000 \
+            BEEP__LIMITS__WS_FRAMES_PER_SECOND=1000000 BEEP__LIMITS__WS_FRAME_BURST=1000000 \
+            BEEP__METRICS__ENABLED="$3" \
+            "$BIN" serve --listen "127.0.0.1:$2" --data-dir "$dir" >>"$dir/relay.log" 2>&1
+    ) &
+    echo $! >"$WORK/$1.pid"
+    for _ in $(seq 1 200); do
+        curl -fsS "http://127.0.0.1:$2/health/live" >/dev/null 2>&1 && return 0
+        sleep 0.1 # waiting for another process to listen
+    done
+    echo "the $1 relay did not start:" >&2
+    cat "$dir/relay.log" >&2
+    return 1
+}
+
+start on 38091 true
+start off 38092 false
+token() { tr -d '\n' <"$WORK/$1/initial-admin-token"; }
+
+echo "== throughput, metrics on vs off (${DURATION} s each, ${ROUNDS} rounds)"
+for round in $(seq 1 "$ROUNDS"); do
+    for name in on off; do
+        port=$([[ $name == on ]] && echo 38091 || echo 38092)
+        "$BIN" bench throughput --server "http://127.0.0.1:$port" --token "$(token "$name")" \
+            --devices 100 --publishers 4 --concurrency 16 --duration "$DURATION" \
+            --pid "$(cat "$WORK/$name.pid")" --json "$WORK/$name-$round.json" >/dev/null
+        python3 - "$WORK/$name-$round.json" "$name" "$round" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t, c = r["throughput"], r["counts"]
+print(f"round {sys.argv[3]} metrics {sys.argv[2]:>3}: {t['delivered_per_second']:,.0f} delivered/s, "
+      f"{t['accepted_per_second']:,.0f} accepted/s, ok={r['ok']}")
+EOF
+    done
+done
+
+echo "== scrape time with $SOCKETS sockets open (metrics on)"
+"$BIN" bench connections --server http://127.0.0.1:38091 --token "$(token on)" \
+    --devices "$SOCKETS" --duration 3600 --pid "$(cat "$WORK/on.pid")" >"$WORK/connections.log" 2>&1 &
+echo $! >"$WORK/bench.pid"
+for _ in $(seq 1 1200); do
+    open=$(curl -fsS -H "Authorization: Bearer $(token on)" http://127.0.0.1:38091/metrics |
+        awk '$1 == "beepmyphone_sockets_open" {print $2}')
+    [[ ${open:-0} -ge $SOCKETS ]] && break
+    sleep 0.5 # waiting for the load generator to connect them all
+done
+echo "sockets open: $open"
+for _ in $(seq 1 "$SCRAPES"); do
+    curl -fsS -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $(token on)" \
+        http://127.0.0.1:38091/metrics
+done | sort -n | awk '{t[NR] = $1 * 1000} END {
+    printf "scrape ms over %d: min %.2f, p50 %.2f, p90 %.2f, max %.2f\n", NR, t[1], t[int(NR*0.5)+1], t[int(NR*0.9)], t[NR]
+}'
+curl -fsS -H "Authorization: Bearer $(token on)" http://127.0.0.1:38091/metrics | wc -c |
+    awk '{print "scrape size: " $1 " bytes"}'
