@@ -7,13 +7,15 @@
 //!   the group-committed durable store behind them;
 //! - [`batcher::Batcher`]: coalesces what goes to one device within a short window into one frame;
 //! - [`supervisor::HealthSupervisor`]: starts the others under supervision and answers health checks;
-//! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot.
+//! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot;
+//! - [`memory::MemoryMonitor`]: samples the process's memory and flags sustained growth;
+//! - [`alerts::AlertManager`]: evaluates the alert rules and sends transitions to its channels.
 //!
 //! Beside them:
 //!
 //! - [`socket`]: the messages a device socket accepts (the socket actor itself is in the binary);
 //! - [`ports`]: every trait the actors need from outside ([`ports::QueueStore`], [`ports::Clock`],
-//!   [`ports::KeyRing`], [`ports::Probe`]); [`clock`] holds the two clocks that implement one;
+//!   [`ports::KeyRing`], [`ports::Probe`], [`ports::MemorySampler`], [`ports::AlertChannel`]); [`clock`] holds the two clocks that implement one;
 //! - [`model`]: ids, priorities, notifications and device policies; [`guard`]: panic containment.
 //!
 //! The queue is a folder: [`queue`] (the actor and its messages), [`queue::device`] (the
@@ -23,10 +25,12 @@
 //! import circle is the runtime ring queue → batcher → registry → queue.
 //! [`supervisor::start_graph`] builds the whole graph once at start-up.
 
+pub mod alerts;
 pub mod batcher;
 pub mod clock;
 pub mod guard;
 pub mod keys;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod ports;
