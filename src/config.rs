@@ -264,6 +264,10 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Response headers and CORS.
     pub security: SecuritySettings,
+    /// Alert rules and channels.
+    pub alerts: crate::monitoring::alerts::AlertSettings,
+    /// The memory monitor.
+    pub memory: crate::monitoring::memory::MemorySettings,
 }
 
 impl Default for SessionSettings {
@@ -552,6 +556,8 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "auto" | "json" | "text") {
             return bad("log.format", "must be one of auto, json, text");
         }
+        self.alerts.validate()?;
+        self.memory.validate()?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! - [`security`]: secrets, hashes and device access tokens;
 //! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
 //! - [`ws`]: the per-connection device socket actor;
+//! - [`monitoring`]: the memory sampler and the alert channels (webhook, the relay itself);
 //! - [`startup`]: [`startup::Application`], which wires it all together;
 //! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands);
 //! - [`bench`]: `beepmyphone bench`, the load generator.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod logging;
+pub mod monitoring;
 pub mod redis;
 pub mod request_id;
 pub mod security;

@@ -284,6 +284,15 @@ impl Application {
             Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT)),
             &log,
         );
+        let alerts = crate::monitoring::alerts::start(&settings.alerts, &graph, &clock, &log);
+        let memory_alerts = alerts.map(actix::Addr::recipient);
+        crate::monitoring::memory::start(
+            &settings.memory,
+            &graph.metrics,
+            &clock,
+            memory_alerts,
+            &log,
+        );
         let addr = settings.listen_addr()?;
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
             addr: addr.to_string(),

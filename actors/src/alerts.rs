@@ -287,13 +287,15 @@ impl AlertManager {
         for rule in RULES {
             metrics.alerts_firing.with_label_values(&[rule]).set(0);
         }
+        // The first snapshot is the baseline of the first window.
+        let history = VecDeque::from([HttpSnapshot::take(&metrics, clock.now_ms())]);
         Self {
             config,
             metrics,
             health,
             clock,
             channels: all,
-            history: VecDeque::new(),
+            history,
             states: [RuleState::default(); RULES.len()],
             memory: None,
             evaluating: false,
@@ -533,9 +535,6 @@ impl Actor for AlertManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // The first snapshot is the baseline of the first window.
-        self.history
-            .push_back(HttpSnapshot::take(&self.metrics, self.clock.now_ms()));
         ctx.add_stream(self.clock.interval(self.config.evaluation_interval));
     }
 }
