@@ -2,7 +2,7 @@
 //! to its channels.
 //!
 //! Messages first ([`Evaluate`], [`GetFiring`]; the memory monitor's
-//! [`MemoryTrend`](crate::memory::MemoryTrend) is handled here too), then the rules
+//! [`MemoryTrend`] is handled here too), then the rules
 //! ([`AlertConfig`], the rule names), the inputs ([`HttpSnapshot`], taken from the metrics), the
 //! per-rule state machine ([`RuleState`]) and the [`AlertManager`] actor.
 //!

@@ -4,7 +4,7 @@
 //! Messages first ([`MemoryTrend`], sent to the alert manager; [`GetMemoryStatus`]), then the
 //! tunables ([`MemoryConfig`], [`LeakRule`]), the detection ([`assess`], a pure function over the
 //! last samples) and the [`MemoryMonitor`] actor. The figures come from a
-//! [`MemorySampler`](crate::ports::MemorySampler) port.
+//! [`MemorySampler`] port.
 //!
 //! **Sustained growth** of one series (RSS, and the allocator's `allocated` bytes when known) over
 //! the sliding window of the last [`LeakRule::window_samples`] samples means all of:
