@@ -919,6 +919,69 @@ mod tests {
         assert_eq!(fired, [(COMPONENT_UNHEALTHY, Firing, false)]);
     }
 
+    /// RSS flat at 20 MiB for `flat` samples, then growing by 2 MiB per sample.
+    struct Leaking {
+        calls: std::sync::atomic::AtomicU64,
+        flat: u64,
+    }
+
+    impl crate::ports::MemorySampler for Leaking {
+        fn sample(&self) -> Result<crate::ports::MemorySample, String> {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(crate::ports::MemorySample {
+                rss_bytes: (20 << 20) + n.saturating_sub(self.flat) * (2 << 20),
+                allocated_bytes: None,
+                resident_bytes: None,
+            })
+        }
+    }
+
+    #[actix::test]
+    async fn a_leak_seen_by_the_memory_monitor_fires_memory_growth_within_30_s() {
+        use crate::memory::{GetMemoryStatus, MemoryConfig, MemoryMonitor};
+        let h = start();
+        let monitor = MemoryMonitor::new(
+            MemoryConfig::default(),
+            Arc::new(Leaking {
+                calls: 0.into(),
+                flat: 4,
+            }),
+            Arc::new(h.clock.clone()),
+            &h.metrics,
+            Some(h.manager.clone().recipient()),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start();
+        monitor.send(GetMemoryStatus).await.unwrap();
+        // Samples at 0, 5, 10, 15 s are flat; growth starts with the sample at 20 s.
+        let mut fired_at = None;
+        for second in (5..=60).step_by(5) {
+            h.clock.advance(Duration::from_secs(5));
+            monitor.send(GetMemoryStatus).await.unwrap();
+            if h.manager
+                .send(GetFiring)
+                .await
+                .unwrap()
+                .contains(&MEMORY_GROWTH)
+            {
+                fired_at = Some(second);
+                break;
+            }
+        }
+        let fired_at = fired_at.expect("memory_growth fired");
+        assert!(
+            fired_at - 15 <= 30,
+            "fired {} s after the leak began",
+            fired_at - 15
+        );
+        assert_eq!(h.firing_gauge(MEMORY_GROWTH), 1);
+        let events = h.recorder.take();
+        assert!(
+            events.contains(&(MEMORY_GROWTH, Firing, false)),
+            "{events:?}"
+        );
+    }
+
     #[test]
     fn p99_is_the_bound_of_the_bucket_that_crosses_99_percent() {
         let metrics = Metrics::new("0", "x");
