@@ -11,6 +11,7 @@
 //! - [`security`]: secrets, hashes and device access tokens;
 //! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
 //! - [`ws`]: the per-connection device socket actor;
+//! - [`monitoring`]: the memory sampler and the alert channels (webhook, the relay itself);
 //! - [`startup`]: [`startup::Application`], which wires it all together;
 //! - [`monitoring`]: health probes (and, later, metrics);
 //! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands);

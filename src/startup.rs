@@ -311,12 +311,21 @@ impl Application {
                     max_items: settings.delivery.batch_max_items,
                     ..BatcherConfig::default()
                 },
-                health: settings.health_config(),
+                health: settings.health.config(),
             },
             Arc::new(store.clone()),
             probes,
             clock.clone(),
             metrics,
+            &log,
+        );
+        let alerts = crate::monitoring::alerts::start(&settings.alerts, &graph, &clock, &log);
+        let memory_alerts = alerts.map(actix::Addr::recipient);
+        crate::monitoring::memory::start(
+            &settings.memory,
+            &graph.metrics,
+            &clock,
+            memory_alerts,
             &log,
         );
         let addr = settings.listen_addr()?;

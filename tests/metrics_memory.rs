@@ -35,7 +35,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
 const STATUSES: &[&str] = &[
     "200", "201", "202", "204", "301", "304", "400", "401", "403", "404", "405", "408", "409",
     "413", "415", "422", "429", "431", "500", "503",
@@ -61,15 +63,36 @@ fn the_registry_stays_under_five_megabytes_at_its_worst() {
         metrics.ws_closed(code);
     }
     for rule in RATE_LIMIT_RULES {
-        metrics.ratelimit_rejections.with_label_values(&[rule]).inc();
+        metrics
+            .ratelimit_rejections
+            .with_label_values(&[rule])
+            .inc();
     }
     for actor in SUPERVISED_ACTORS {
         metrics.actor_restarts.with_label_values(&[actor]).inc();
     }
-    for component in ["queue", "registry", "batcher", "store", "disk", "keys", "redis", "queue_lag"] {
-        metrics.component_healthy.with_label_values(&[component]).set(1);
+    for component in [
+        "queue",
+        "registry",
+        "batcher",
+        "store",
+        "disk",
+        "keys",
+        "redis",
+        "queue_lag",
+    ] {
+        metrics
+            .component_healthy
+            .with_label_values(&[component])
+            .set(1);
     }
-    for alert in ["p99_latency", "error_rate", "queue_lag", "memory_growth", "component_unhealthy"] {
+    for alert in [
+        "p99_latency",
+        "error_rate",
+        "queue_lag",
+        "memory_growth",
+        "component_unhealthy",
+    ] {
         metrics.alerts_firing.with_label_values(&[alert]).set(0);
     }
     for priority in Priority::ALL {
@@ -87,7 +110,10 @@ fn the_registry_stays_under_five_megabytes_at_its_worst() {
         held as f64 / 1_048_576.0,
         scrape.len()
     );
-    assert!(series > routes.len() * METHODS.len() * STATUSES.len(), "{series}");
+    assert!(
+        series > routes.len() * METHODS.len() * STATUSES.len(),
+        "{series}"
+    );
     assert!(held > 0);
     assert!(held < 5_000_000, "the registry holds {held} bytes");
     drop(metrics);

@@ -8,13 +8,16 @@
 //! - [`batcher::Batcher`]: coalesces what goes to one device within a short window into one frame;
 //! - [`health::HealthSupervisor`]: probes every component on its own, logs transitions, sets the
 //!   component gauges and answers health checks from its cache;
-//! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot.
+//! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot;
+//! - [`memory::MemoryMonitor`]: samples the process's memory and flags sustained growth;
+//! - [`alerts::AlertManager`]: evaluates the alert rules and sends transitions to its channels.
 //!
 //! Beside them:
 //!
 //! - [`socket`]: the messages a device socket accepts (the socket actor itself is in the binary);
 //! - [`ports`]: every trait the actors need from outside ([`ports::QueueStore`], [`ports::Clock`],
-//!   [`ports::KeyRing`], [`ports::Probe`]); [`clock`] holds the two clocks that implement one;
+//!   [`ports::KeyRing`], [`ports::Probe`], [`ports::MemorySampler`], [`ports::AlertChannel`]);
+//!   [`clock`] holds the two clocks that implement one;
 //! - [`model`]: ids, priorities, notifications and device policies; [`guard`]: panic containment;
 //! - [`trace`]: the W3C trace id a notification carries from its publish request to its ack.
 //!
@@ -25,11 +28,13 @@
 //! import circle is the runtime ring queue → batcher → registry → queue.
 //! [`supervisor::start_graph`] builds the whole graph once at start-up, each actor supervised.
 
+pub mod alerts;
 pub mod batcher;
 pub mod clock;
 pub mod guard;
 pub mod health;
 pub mod keys;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod ports;

@@ -2,7 +2,11 @@
 //!
 //! - [`metrics`]: the Prometheus scrape and the optional listener that serves it without a token;
 //! - [`health`]: the binary's health probes (store, Redis, disk, keys) that the actors' health
-//!   supervisor runs.
+//!   supervisor runs;
+//! - [`memory`] and [`alerts`]: the memory sampler and the alert channels (webhook, relay) the
+//!   binary provides to the actors, each with its settings and its start-up helper.
 
+pub mod alerts;
 pub mod health;
+pub mod memory;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! HTTP and WebSocket to it. One binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alerts;
 mod bench;
 mod cli;
 mod delivery;

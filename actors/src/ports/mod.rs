@@ -5,18 +5,24 @@
 //! - [`QueueStore`] ([`store`]): the notification queue's durable store;
 //! - [`Clock`] ([`clock`]): "now" and periodic ticks;
 //! - [`KeyRing`] ([`keys`]): the token-signing keys on disk and the published snapshot;
-//! - [`Probe`] ([`health`]): a health check of an external dependency.
+//! - [`Probe`] ([`health`]): a health check of an external dependency;
+//! - [`MemorySampler`] ([`memory`]): the process's memory figures;
+//! - [`AlertChannel`] ([`alerts`]): a destination for alerts.
 //!
 //! Ports depend only on [`crate::model`], never on an actor, so every actor can use them.
 
+pub mod alerts;
 pub mod clock;
 pub mod health;
 pub mod keys;
+pub mod memory;
 pub mod store;
 
+pub use alerts::{AlertChannel, AlertEvent, AlertState};
 pub use clock::{Clock, SharedClock, Ticks};
 pub use health::{blocking, Finding, Probe, ProbeFuture, Status};
 pub use keys::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
+pub use memory::{MemorySample, MemorySampler};
 pub use store::{
     CommitBatch, DeliveryChange, InsertOp, InsertOutcome, PendingDelivery, QueueSnapshot,
     QueueStore, StoreError,

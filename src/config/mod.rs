@@ -11,6 +11,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod monitoring;
+
+pub use monitoring::{AlertSettings, HealthSettings, MemorySettings, MetricsSettings};
+
 /// A setting that could not be used; start-up fails with exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -257,48 +261,6 @@ impl Default for SecuritySettings {
     }
 }
 
-/// `[health]`: what `GET /health` probes, how often, and when a component counts as degraded or
-/// unhealthy (docs/operations.md explains each component).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthSettings {
-    /// Seconds between two probe rounds; a report is reused for as long.
-    pub interval_seconds: u64,
-    /// Milliseconds one probe may take before its component counts as unhealthy.
-    pub probe_timeout_ms: u64,
-    /// Free space of the data directory's file system, in percent, below which it is degraded.
-    pub disk_degraded_percent: u8,
-    /// Free space, in MiB, below which it is degraded (whichever of the two is reached first).
-    pub disk_degraded_mib: u64,
-    /// Free space, in percent, below which it is unhealthy.
-    pub disk_unhealthy_percent: u8,
-    /// Free space, in MiB, below which it is unhealthy.
-    pub disk_unhealthy_mib: u64,
-    /// Seconds the oldest delivery for an online device may wait before the queue is degraded.
-    pub queue_lag_degraded_seconds: u64,
-    /// Seconds it may wait before the queue is unhealthy.
-    pub queue_lag_unhealthy_seconds: u64,
-    /// Hours past `auth.key_rotation_days` after which a newest signing key not yet replaced
-    /// makes the keys degraded.
-    pub key_age_grace_hours: u64,
-}
-
-impl Default for HealthSettings {
-    fn default() -> Self {
-        Self {
-            interval_seconds: 30,
-            probe_timeout_ms: 5_000,
-            disk_degraded_percent: 10,
-            disk_degraded_mib: 1_024,
-            disk_unhealthy_percent: 1,
-            disk_unhealthy_mib: 100,
-            queue_lag_degraded_seconds: 30,
-            queue_lag_unhealthy_seconds: 300,
-            key_age_grace_hours: 24,
-        }
-    }
-}
-
 /// Every setting of the relay.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -327,26 +289,10 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Health probes and their thresholds.
     pub health: HealthSettings,
-}
-
-/// `[metrics]`: Prometheus metrics (docs/operations.md lists them).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsSettings {
-    /// Whether requests are counted and timed and `GET /metrics` answers (404 when off).
-    pub enabled: bool,
-    /// A second address serving `GET /metrics` without a token, for a scraper on the same host
-    /// (e.g. `127.0.0.1:9464`); empty: none.
-    pub listen: String,
-}
-
-impl Default for MetricsSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: String::new(),
-        }
-    }
+    /// Alert rules and channels.
+    pub alerts: AlertSettings,
+    /// The memory monitor.
+    pub memory: MemorySettings,
 }
 
 impl Default for SessionSettings {
@@ -503,47 +449,6 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The `[health]` part of [`Settings::validate`].
-    fn validate_health(&self) -> Result<(), ConfigError> {
-        let h = &self.health;
-        let bad = |key: &str, why: &str| Err(ConfigError(format!("health.{key}: {why}")));
-        if !(1..=3_600).contains(&h.interval_seconds) {
-            return bad("interval_seconds", "must be between 1 and 3600");
-        }
-        if !(100..=60_000).contains(&h.probe_timeout_ms) {
-            return bad("probe_timeout_ms", "must be between 100 and 60000");
-        }
-        if h.disk_degraded_percent > 100 || h.disk_unhealthy_percent > h.disk_degraded_percent {
-            return bad(
-                "disk_unhealthy_percent",
-                "must not exceed disk_degraded_percent, which must not exceed 100",
-            );
-        }
-        if h.disk_unhealthy_mib > h.disk_degraded_mib {
-            return bad("disk_unhealthy_mib", "must not exceed disk_degraded_mib");
-        }
-        if h.queue_lag_degraded_seconds == 0
-            || h.queue_lag_unhealthy_seconds < h.queue_lag_degraded_seconds
-        {
-            return bad(
-                "queue_lag_unhealthy_seconds",
-                "must be at least queue_lag_degraded_seconds, which must be at least 1",
-            );
-        }
-        Ok(())
-    }
-
-    /// The health supervisor's tunables.
-    pub fn health_config(&self) -> beepmyphone_actors::health::HealthConfig {
-        let h = &self.health;
-        beepmyphone_actors::health::HealthConfig {
-            every: Duration::from_secs(h.interval_seconds),
-            probe_timeout: Duration::from_millis(h.probe_timeout_ms),
-            queue_lag_degraded: Duration::from_secs(h.queue_lag_degraded_seconds),
-            queue_lag_unhealthy: Duration::from_secs(h.queue_lag_unhealthy_seconds),
-        }
-    }
-
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &str, why: &str) -> Result<(), ConfigError> {
@@ -643,7 +548,7 @@ impl Settings {
         {
             return bad("redis.url", "must be empty or a redis:// URL");
         }
-        self.validate_health()?;
+        self.health.validate()?;
         if self.redis.pool_max_size == 0 {
             return bad("redis.pool_max_size", "must be at least 1");
         }
@@ -712,6 +617,8 @@ impl Settings {
         if self.log.file_keep == 0 {
             return bad("log.file_keep", "must be at least 1");
         }
+        self.alerts.validate()?;
+        self.memory.validate()?;
         Ok(())
     }
 

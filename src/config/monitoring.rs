@@ -1,0 +1,311 @@
+//! The monitoring sections of the settings: `[metrics]`, `[health]`, `[alerts]` and `[memory]`,
+//! with their checks and their conversion into the actors' tunables.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use beepmyphone_actors::alerts::AlertConfig;
+use beepmyphone_actors::memory::{LeakRule, MemoryConfig};
+use beepmyphone_actors::model::DeviceId;
+
+use super::ConfigError;
+
+/// `[metrics]`: Prometheus metrics (docs/operations.md lists them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Whether requests are counted and timed and `GET /metrics` answers (404 when off).
+    pub enabled: bool,
+    /// A second address serving `GET /metrics` without a token, for a scraper on the same host
+    /// (e.g. `127.0.0.1:9464`); empty: none.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: String::new(),
+        }
+    }
+}
+
+/// `[health]`: what `GET /health` probes, how often, and when a component counts as degraded or
+/// unhealthy (docs/operations.md explains each component).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Seconds between two probe rounds; a report is reused for as long.
+    pub interval_seconds: u64,
+    /// Milliseconds one probe may take before its component counts as unhealthy.
+    pub probe_timeout_ms: u64,
+    /// Free space of the data directory's file system, in percent, below which it is degraded.
+    pub disk_degraded_percent: u8,
+    /// Free space, in MiB, below which it is degraded (whichever of the two is reached first).
+    pub disk_degraded_mib: u64,
+    /// Free space, in percent, below which it is unhealthy.
+    pub disk_unhealthy_percent: u8,
+    /// Free space, in MiB, below which it is unhealthy.
+    pub disk_unhealthy_mib: u64,
+    /// Seconds the oldest delivery for an online device may wait before the queue is degraded.
+    pub queue_lag_degraded_seconds: u64,
+    /// Seconds it may wait before the queue is unhealthy.
+    pub queue_lag_unhealthy_seconds: u64,
+    /// Hours past `auth.key_rotation_days` after which a newest signing key not yet replaced
+    /// makes the keys degraded.
+    pub key_age_grace_hours: u64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 30,
+            probe_timeout_ms: 5_000,
+            disk_degraded_percent: 10,
+            disk_degraded_mib: 1_024,
+            disk_unhealthy_percent: 1,
+            disk_unhealthy_mib: 100,
+            queue_lag_degraded_seconds: 30,
+            queue_lag_unhealthy_seconds: 300,
+            key_age_grace_hours: 24,
+        }
+    }
+}
+
+impl HealthSettings {
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let h = self;
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("health.{key}: {why}")));
+        if !(1..=3_600).contains(&h.interval_seconds) {
+            return bad("interval_seconds", "must be between 1 and 3600");
+        }
+        if !(100..=60_000).contains(&h.probe_timeout_ms) {
+            return bad("probe_timeout_ms", "must be between 100 and 60000");
+        }
+        if h.disk_degraded_percent > 100 || h.disk_unhealthy_percent > h.disk_degraded_percent {
+            return bad(
+                "disk_unhealthy_percent",
+                "must not exceed disk_degraded_percent, which must not exceed 100",
+            );
+        }
+        if h.disk_unhealthy_mib > h.disk_degraded_mib {
+            return bad("disk_unhealthy_mib", "must not exceed disk_degraded_mib");
+        }
+        if h.queue_lag_degraded_seconds == 0
+            || h.queue_lag_unhealthy_seconds < h.queue_lag_degraded_seconds
+        {
+            return bad(
+                "queue_lag_unhealthy_seconds",
+                "must be at least queue_lag_degraded_seconds, which must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
+    /// The health supervisor's tunables.
+    pub fn config(&self) -> beepmyphone_actors::health::HealthConfig {
+        let h = self;
+        beepmyphone_actors::health::HealthConfig {
+            every: Duration::from_secs(h.interval_seconds),
+            probe_timeout: Duration::from_millis(h.probe_timeout_ms),
+            queue_lag_degraded: Duration::from_secs(h.queue_lag_degraded_seconds),
+            queue_lag_unhealthy: Duration::from_secs(h.queue_lag_unhealthy_seconds),
+        }
+    }
+}
+
+/// `[alerts]`: the alert rules and where alerts go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Evaluate the rules at all.
+    pub enabled: bool,
+    /// Seconds between evaluations.
+    pub evaluation_interval_seconds: u64,
+    /// Minutes between two notices of one alert while it holds.
+    pub repeat_interval_minutes: u64,
+    /// Seconds the HTTP rules look back over.
+    pub window_seconds: u64,
+    /// p99 response time above which `http_p99_latency` fires, ms; 0 turns the rule off.
+    pub p99_threshold_ms: u64,
+    /// Share of 5xx answers (0–1) above which `http_error_rate` fires; 0 turns the rule off.
+    pub error_rate_threshold: f64,
+    /// Least requests in the window before the HTTP rules judge.
+    pub min_requests: u64,
+    /// Seconds the oldest delivery an online device waits for may be old before `queue_lag`
+    /// fires; 0 turns the rule off.
+    pub queue_lag_seconds: u64,
+    /// Alert on sustained memory growth (the `[memory]` monitor's verdict).
+    pub memory_growth: bool,
+    /// Alert when a component reports unhealthy.
+    pub component_unhealthy: bool,
+    /// An http(s) URL that receives each alert as a JSON POST; empty turns the webhook off.
+    pub webhook_url: String,
+    /// Milliseconds one webhook attempt may take.
+    pub webhook_timeout_ms: u64,
+    /// Attempts after the first failed one, at most.
+    pub webhook_retries: u32,
+    /// Milliseconds before the first retry; doubled for each further one.
+    pub webhook_backoff_ms: u64,
+    /// Devices (`dev_…`) that receive each alert as a notification; empty: none.
+    pub notify_devices: Vec<String>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        let rules = AlertConfig::default();
+        Self {
+            enabled: true,
+            evaluation_interval_seconds: rules.evaluation_interval.as_secs(),
+            repeat_interval_minutes: rules.repeat_interval.as_secs() / 60,
+            window_seconds: rules.window.as_secs(),
+            p99_threshold_ms: 500,
+            error_rate_threshold: rules.error_rate_threshold,
+            min_requests: rules.min_requests,
+            queue_lag_seconds: rules.queue_lag_threshold.as_secs(),
+            memory_growth: rules.memory_growth,
+            component_unhealthy: rules.component_unhealthy,
+            webhook_url: String::new(),
+            webhook_timeout_ms: 5_000,
+            webhook_retries: 3,
+            webhook_backoff_ms: 1_000,
+            notify_devices: Vec::new(),
+        }
+    }
+}
+
+impl AlertSettings {
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("alerts.{key}: {why}")));
+        if self.evaluation_interval_seconds == 0 {
+            return bad("evaluation_interval_seconds", "must be at least 1");
+        }
+        if self.repeat_interval_minutes == 0 {
+            return bad("repeat_interval_minutes", "must be at least 1");
+        }
+        if self.window_seconds < self.evaluation_interval_seconds {
+            return bad(
+                "window_seconds",
+                "must not be shorter than alerts.evaluation_interval_seconds",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.error_rate_threshold) {
+            return bad("error_rate_threshold", "must be between 0 and 1");
+        }
+        if !self.webhook_url.is_empty()
+            && !url::Url::parse(&self.webhook_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        {
+            return bad("webhook_url", "must be empty or an http(s) URL");
+        }
+        if self.webhook_timeout_ms == 0 {
+            return bad("webhook_timeout_ms", "must be at least 1");
+        }
+        if self.webhook_retries > 10 {
+            return bad("webhook_retries", "must be at most 10");
+        }
+        if let Some(device) = self
+            .notify_devices
+            .iter()
+            .find(|d| DeviceId::parse(d).is_none())
+        {
+            return Err(ConfigError(format!(
+                "alerts.notify_devices: {device:?} is not a device id (dev_…)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The rules, for the actor.
+    pub fn rules(&self) -> AlertConfig {
+        AlertConfig {
+            evaluation_interval: Duration::from_secs(self.evaluation_interval_seconds),
+            repeat_interval: Duration::from_secs(self.repeat_interval_minutes * 60),
+            window: Duration::from_secs(self.window_seconds),
+            p99_threshold: Duration::from_millis(self.p99_threshold_ms),
+            min_requests: self.min_requests,
+            error_rate_threshold: self.error_rate_threshold,
+            queue_lag_threshold: Duration::from_secs(self.queue_lag_seconds),
+            memory_growth: self.memory_growth,
+            component_unhealthy: self.component_unhealthy,
+        }
+    }
+}
+
+/// `[memory]`: the memory monitor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemorySettings {
+    /// Sample and export the process's memory.
+    pub enabled: bool,
+    /// Seconds between samples.
+    pub sample_interval_seconds: u64,
+    /// Samples in the sliding window that judges growth.
+    pub window_samples: usize,
+    /// Least growth over the window, MiB.
+    pub min_growth_mib: u64,
+    /// Least growth over the window, percent of its first sample.
+    pub min_growth_percent: f64,
+    /// Least steps of the window that went up.
+    pub min_rising_steps: usize,
+    /// Largest share of the growth one step may carry, percent (a one-off step is not a leak).
+    pub max_step_share_percent: f64,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        let rule = LeakRule::default();
+        Self {
+            enabled: true,
+            sample_interval_seconds: 5,
+            window_samples: rule.window_samples,
+            min_growth_mib: rule.min_growth_bytes >> 20,
+            min_growth_percent: rule.min_growth_percent,
+            min_rising_steps: rule.min_rising_steps,
+            max_step_share_percent: rule.max_step_share_percent,
+        }
+    }
+}
+
+impl MemorySettings {
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("memory.{key}: {why}")));
+        if self.sample_interval_seconds == 0 {
+            return bad("sample_interval_seconds", "must be at least 1");
+        }
+        if !(3..=1_000).contains(&self.window_samples) {
+            return bad("window_samples", "must be between 3 and 1000");
+        }
+        if self.min_rising_steps == 0 || self.min_rising_steps >= self.window_samples {
+            return bad(
+                "min_rising_steps",
+                "must be at least 1 and below memory.window_samples",
+            );
+        }
+        if !(self.min_growth_percent >= 0.0 && self.min_growth_percent.is_finite()) {
+            return bad("min_growth_percent", "must be 0 or more");
+        }
+        if !(self.max_step_share_percent > 0.0 && self.max_step_share_percent <= 100.0) {
+            return bad("max_step_share_percent", "must be above 0 and at most 100");
+        }
+        Ok(())
+    }
+
+    /// The actor's tunables.
+    pub fn config(&self) -> MemoryConfig {
+        MemoryConfig {
+            interval: Duration::from_secs(self.sample_interval_seconds),
+            rule: LeakRule {
+                window_samples: self.window_samples,
+                min_growth_bytes: self.min_growth_mib << 20,
+                min_growth_percent: self.min_growth_percent,
+                min_rising_steps: self.min_rising_steps,
+                max_step_share_percent: self.max_step_share_percent,
+            },
+        }
+    }
+}
