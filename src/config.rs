@@ -327,6 +327,100 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Health probes and their thresholds.
     pub health: HealthSettings,
+    /// Optional OTLP export of spans and metrics.
+    pub otlp: OtlpSettings,
+}
+
+/// `[otlp]`: optional export of request spans and the Prometheus figures over OTLP/HTTP
+/// (protobuf) to a collector, DataDog or New Relic (docs/operations.md, "OTLP export").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpSettings {
+    /// The collector's base URL (`http://127.0.0.1:4318`); `/v1/traces` and `/v1/metrics` are
+    /// appended. Empty: no export at all.
+    pub endpoint: String,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Milliseconds between two exports (queued spans, and a snapshot of every metric).
+    pub export_interval_ms: u64,
+    /// Milliseconds one export request may take.
+    pub timeout_ms: u64,
+    /// Extra request headers, `name=value,name2=value2` (an API key); never logged. Also from
+    /// the environment as `BEEP__OTLP__HEADERS`.
+    pub headers: OtlpHeaders,
+    /// Spans held for the next export; beyond it new spans are dropped (and counted).
+    pub max_queued_spans: usize,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            service_name: "beepmyphone".into(),
+            export_interval_ms: 10_000,
+            timeout_ms: 5_000,
+            headers: OtlpHeaders::default(),
+            max_queued_spans: 2_048,
+        }
+    }
+}
+
+/// `otlp.headers`: held as a secret (it usually carries an API key), `[REDACTED]` in `Debug`
+/// and when the settings are serialized.
+#[derive(Clone)]
+pub struct OtlpHeaders(pub crate::security::secrets::SecretString);
+
+impl Default for OtlpHeaders {
+    fn default() -> Self {
+        Self("".into())
+    }
+}
+
+impl OtlpHeaders {
+    /// The `(name, value)` pairs, or why the value does not parse.
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, String> {
+        use crate::security::secrets::ExposeSecret;
+        let raw = self.0.expose_secret();
+        let mut pairs = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, value)) = part.split_once('=') else {
+                return Err("each header must be name=value".into());
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || actix_web::http::header::HeaderValue::from_str(value).is_err()
+            {
+                // The value is not repeated: it is usually a key.
+                return Err(format!("header {name:?} is not a valid HTTP header"));
+            }
+            pairs.push((name.to_ascii_lowercase(), value.to_owned()));
+        }
+        Ok(pairs)
+    }
+}
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Serialize for OtlpHeaders {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::security::secrets::ExposeSecret;
+        s.serialize_str(if self.0.expose_secret().is_empty() {
+            ""
+        } else {
+            "[REDACTED]"
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Ok(Self(crate::security::secrets::secret_string(raw)))
+    }
 }
 
 /// `[metrics]`: Prometheus metrics (docs/operations.md lists them).
@@ -544,11 +638,51 @@ impl Settings {
         }
     }
 
+    /// The `[otlp]` part of [`Settings::validate`].
+    fn validate_otlp(&self) -> Result<(), ConfigError> {
+        let o = &self.otlp;
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("otlp.{key}: {why}")));
+        if !o.endpoint.is_empty() {
+            match url::Url::parse(&o.endpoint) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host().is_some()
+                        && url.username().is_empty()
+                        && url.password().is_none()
+                        && url.query().is_none() => {}
+                _ => {
+                    return bad(
+                        "endpoint",
+                        "must be an http(s) URL such as http://127.0.0.1:4318 (no credentials or \
+                         query: put keys in otlp.headers), or empty",
+                    )
+                }
+            }
+        }
+        if o.service_name.is_empty() {
+            return bad("service_name", "must not be empty");
+        }
+        if !(100..=3_600_000).contains(&o.export_interval_ms) {
+            return bad("export_interval_ms", "must be between 100 and 3600000");
+        }
+        if !(100..=60_000).contains(&o.timeout_ms) {
+            return bad("timeout_ms", "must be between 100 and 60000");
+        }
+        if o.max_queued_spans == 0 {
+            return bad("max_queued_spans", "must be at least 1");
+        }
+        if let Err(why) = o.headers.pairs() {
+            return bad("headers", &why);
+        }
+        Ok(())
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &str, why: &str) -> Result<(), ConfigError> {
             Err(ConfigError(format!("{key}: {why}")))
         }
+        self.validate_otlp()?;
         if let Some(bad_proxy) = self
             .limits
             .trusted_proxies
@@ -828,6 +962,56 @@ mod tests {
         assert!(err.contains("health.probe_timeout_ms"), "{err}");
         let err = check(|h| h.interval_seconds = 0).unwrap();
         assert!(err.contains("health.interval_seconds"), "{err}");
+    }
+
+    #[test]
+    fn otlp_settings_are_checked_and_the_headers_kept_secret() {
+        let check = |tweak: &dyn Fn(&mut OtlpSettings)| {
+            let mut settings = Settings::default();
+            tweak(&mut settings.otlp);
+            settings.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(check(&|_| {}), None);
+        assert_eq!(
+            check(&|o| o.endpoint = "https://otlp.nr-data.net".into()),
+            None
+        );
+        for bad in [
+            "otlp.example",
+            "ftp://x",
+            "http://user:pw@x:4318",
+            "http://x?key=1",
+        ] {
+            let err = check(&|o| o.endpoint = bad.into()).unwrap();
+            assert!(err.contains("otlp.endpoint"), "{bad}: {err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+        let err = check(&|o| o.export_interval_ms = 10).unwrap();
+        assert!(err.contains("otlp.export_interval_ms"), "{err}");
+        let err = check(&|o| o.timeout_ms = 0).unwrap();
+        assert!(err.contains("otlp.timeout_ms"), "{err}");
+        let err = check(&|o| o.max_queued_spans = 0).unwrap();
+        assert!(err.contains("otlp.max_queued_spans"), "{err}");
+        let err = check(&|o| o.headers = OtlpHeaders("api-key".into())).unwrap();
+        assert!(err.contains("otlp.headers"), "{err}");
+        let err = check(&|o| o.headers = OtlpHeaders("api-key=s3cret\u{1}x".into())).unwrap();
+        assert!(!err.contains("s3cret"), "{err}");
+
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BEEP__OTLP__HEADERS", "api-key=s3cret, DD-API-KEY = other");
+            let settings = Settings::load(&Overrides::default()).unwrap();
+            assert_eq!(
+                settings.otlp.headers.pairs().unwrap(),
+                vec![
+                    ("api-key".to_owned(), "s3cret".to_owned()),
+                    ("dd-api-key".to_owned(), "other".to_owned())
+                ]
+            );
+            assert!(!format!("{settings:?}").contains("s3cret"));
+            let json = serde_json::to_string(&settings).unwrap();
+            assert!(!json.contains("s3cret"), "{json}");
+            Ok(())
+        });
     }
 
     #[test]

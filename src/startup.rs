@@ -345,6 +345,8 @@ impl Application {
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             store,
+            otlp: crate::monitoring::otlp::start(&settings.otlp, &graph.metrics, &log)
+                .map_err(|e| StartError::Io(e.to_string()))?,
             graph,
             keys,
             key_manager,
