@@ -354,6 +354,8 @@ impl Application {
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             store,
+            otlp: crate::monitoring::otlp::start(&settings.otlp, &graph.metrics, &log)
+                .map_err(|e| StartError::Io(e.to_string()))?,
             graph,
             keys,
             key_manager,
@@ -383,8 +385,16 @@ impl Application {
                 slog::info!(log, "serving metrics without a token"; "addr" => %bound);
                 Some((
                     bound.port(),
-                    crate::monitoring::metrics::listen(listener, state.clone())
-                        .map_err(bind_error)?,
+                    crate::monitoring::metrics::listen(
+                        listener,
+                        crate::monitoring::metrics::Scrape {
+                            graph: state.graph.clone(),
+                            store: state.store.clone(),
+                            limits: state.limits.clone(),
+                            clock: state.clock.clone(),
+                        },
+                    )
+                    .map_err(bind_error)?,
                 ))
             }
         };

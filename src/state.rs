@@ -107,4 +107,6 @@ pub struct AppState {
     pub passwords: PasswordManager,
     /// Rate limits, blocked IPs and open sockets per IP ([`crate::security::limits`]).
     pub limits: Arc<Limits>,
+    /// The OTLP export (`[otlp]`), `None` when it is off.
+    pub otlp: Option<Arc<crate::monitoring::otlp::Otlp>>,
 }

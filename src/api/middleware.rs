@@ -5,6 +5,8 @@
 //! The trace comes from a valid `traceparent` header or is started here (a random trace id); the
 //! answer's `traceparent` carries the trace id and a new span id for the relay's part. The trace id
 //! is kept in a task-local too, so publish handlers can give it to the queue with the notification.
+//! With OTLP export on (`[otlp]`), the finished request is handed to
+//! [`crate::monitoring::otlp::Otlp::record_request`] as a server span under that span id.
 //!
 //! The id comes from a sane `X-Request-Id` header (1–64 of `A-Za-z0-9._-`) or is generated
 //! (`req_` and a ULID). It is kept in a task-local ([`crate::request_id`]) while the request runs,
@@ -20,6 +22,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage};
 
+use crate::monitoring::otlp::RequestSpan;
 use crate::request_id;
 use crate::state::AppState;
 
@@ -99,10 +102,12 @@ pub async fn request_context(
         .filter(|v| sane(v))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()));
-    let root = req
-        .app_data::<web::Data<AppState>>()
+    let state = req.app_data::<web::Data<AppState>>();
+    let root = state
         .map(|s| s.log.clone())
         .unwrap_or_else(crate::logging::discard);
+    // The OTLP export, when on (an `Arc` clone per request then; nothing when off).
+    let otlp = state.and_then(|s| s.otlp.clone());
     // A valid `traceparent` continues the caller's trace; without one (or with an invalid one)
     // the request starts a trace of its own.
     let trace = req
@@ -122,7 +127,24 @@ pub async fn request_context(
         request_id::trace_scoped(trace.trace_id, next.call(req)),
     )
     .await;
-    let micros = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let micros = elapsed.as_micros() as u64;
+    // The relay's span for this request: in the answer's `traceparent` and the exported span.
+    let span_id = request_id::new_span_id();
+    if let Some(otlp) = &otlp {
+        let (route, status) = match &result {
+            Ok(res) => (res.request().match_pattern(), res.status()),
+            Err(e) => (None, e.as_response_error().status_code()),
+        };
+        otlp.record_request(RequestSpan {
+            trace: &trace,
+            span_id,
+            method: &method,
+            route: route.as_deref(),
+            status: status.as_u16(),
+            elapsed,
+        });
+    }
     match result {
         Ok(mut res) => {
             let status = res.status().as_u16();
@@ -138,7 +160,7 @@ pub async fn request_context(
             if let Ok(value) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(REQUEST_ID, value);
             }
-            if let Ok(value) = HeaderValue::from_str(&trace.child(request_id::new_span_id())) {
+            if let Ok(value) = HeaderValue::from_str(&trace.child(span_id)) {
                 res.headers_mut().insert(TRACEPARENT, value);
             }
             Ok(res)

@@ -18,8 +18,7 @@ use beepmyphone_actors::metrics::Metrics;
 
 use crate::state::AppState;
 
-/// The route label of a request the router matched to no route.
-pub const UNMATCHED: &str = "unmatched";
+pub use crate::monitoring::metrics::UNMATCHED_ROUTE as UNMATCHED;
 
 /// Counts and times the request (`actix_web::middleware::from_fn`).
 pub async fn record_request(

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 mod monitoring;
 
-pub use monitoring::{AlertSettings, HealthSettings, MemorySettings, MetricsSettings};
+pub use monitoring::{
+    AlertSettings, HealthSettings, MemorySettings, MetricsSettings, OtlpHeaders, OtlpSettings,
+};
 
 /// A setting that could not be used; start-up fails with exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +295,8 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// The memory monitor.
     pub memory: MemorySettings,
+    /// Optional OTLP export of spans and metrics.
+    pub otlp: OtlpSettings,
 }
 
 impl Default for SessionSettings {
@@ -454,6 +458,7 @@ impl Settings {
         fn bad(key: &str, why: &str) -> Result<(), ConfigError> {
             Err(ConfigError(format!("{key}: {why}")))
         }
+        self.otlp.validate()?;
         if let Some(bad_proxy) = self
             .limits
             .trusted_proxies
@@ -735,6 +740,56 @@ mod tests {
         assert!(err.contains("health.probe_timeout_ms"), "{err}");
         let err = check(|h| h.interval_seconds = 0).unwrap();
         assert!(err.contains("health.interval_seconds"), "{err}");
+    }
+
+    #[test]
+    fn otlp_settings_are_checked_and_the_headers_kept_secret() {
+        let check = |tweak: &dyn Fn(&mut OtlpSettings)| {
+            let mut settings = Settings::default();
+            tweak(&mut settings.otlp);
+            settings.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(check(&|_| {}), None);
+        assert_eq!(
+            check(&|o| o.endpoint = "https://otlp.nr-data.net".into()),
+            None
+        );
+        for bad in [
+            "otlp.example",
+            "ftp://x",
+            "http://user:pw@x:4318",
+            "http://x?key=1",
+        ] {
+            let err = check(&|o| o.endpoint = bad.into()).unwrap();
+            assert!(err.contains("otlp.endpoint"), "{bad}: {err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+        let err = check(&|o| o.export_interval_ms = 10).unwrap();
+        assert!(err.contains("otlp.export_interval_ms"), "{err}");
+        let err = check(&|o| o.timeout_ms = 0).unwrap();
+        assert!(err.contains("otlp.timeout_ms"), "{err}");
+        let err = check(&|o| o.max_queued_spans = 0).unwrap();
+        assert!(err.contains("otlp.max_queued_spans"), "{err}");
+        let err = check(&|o| o.headers = OtlpHeaders("api-key".into())).unwrap();
+        assert!(err.contains("otlp.headers"), "{err}");
+        let err = check(&|o| o.headers = OtlpHeaders("api-key=s3cret\u{1}x".into())).unwrap();
+        assert!(!err.contains("s3cret"), "{err}");
+
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BEEP__OTLP__HEADERS", "api-key=s3cret, DD-API-KEY = other");
+            let settings = Settings::load(&Overrides::default()).unwrap();
+            assert_eq!(
+                settings.otlp.headers.pairs().unwrap(),
+                vec![
+                    ("api-key".to_owned(), "s3cret".to_owned()),
+                    ("dd-api-key".to_owned(), "other".to_owned())
+                ]
+            );
+            assert!(!format!("{settings:?}").contains("s3cret"));
+            let json = serde_json::to_string(&settings).unwrap();
+            assert!(!json.contains("s3cret"), "{json}");
+            Ok(())
+        });
     }
 
     #[test]

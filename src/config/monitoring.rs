@@ -309,3 +309,136 @@ impl MemorySettings {
         }
     }
 }
+
+/// `[otlp]`: optional export of request spans and the Prometheus figures over OTLP/HTTP
+/// (protobuf) to a collector, DataDog or New Relic (docs/operations.md, "OTLP export").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpSettings {
+    /// The collector's base URL (`http://127.0.0.1:4318`); `/v1/traces` and `/v1/metrics` are
+    /// appended. Empty: no export at all.
+    pub endpoint: String,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Milliseconds between two exports (queued spans, and a snapshot of every metric).
+    pub export_interval_ms: u64,
+    /// Milliseconds one export request may take.
+    pub timeout_ms: u64,
+    /// Extra request headers, `name=value,name2=value2` (an API key); never logged. Also from
+    /// the environment as `BEEP__OTLP__HEADERS`.
+    pub headers: OtlpHeaders,
+    /// Spans held for the next export; beyond it new spans are dropped (and counted).
+    pub max_queued_spans: usize,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            service_name: "beepmyphone".into(),
+            export_interval_ms: 10_000,
+            timeout_ms: 5_000,
+            headers: OtlpHeaders::default(),
+            max_queued_spans: 2_048,
+        }
+    }
+}
+
+/// `otlp.headers`: held as a secret (it usually carries an API key), `[REDACTED]` in `Debug`
+/// and when the settings are serialized.
+#[derive(Clone)]
+pub struct OtlpHeaders(pub secrecy::SecretString);
+
+impl Default for OtlpHeaders {
+    fn default() -> Self {
+        Self("".into())
+    }
+}
+
+impl OtlpHeaders {
+    /// The `(name, value)` pairs, or why the value does not parse.
+    pub fn pairs(&self) -> Result<Vec<(String, String)>, String> {
+        use secrecy::ExposeSecret;
+        let raw = self.0.expose_secret();
+        let mut pairs = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, value)) = part.split_once('=') else {
+                return Err("each header must be name=value".into());
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || actix_web::http::header::HeaderValue::from_str(value).is_err()
+            {
+                // The value is not repeated: it is usually a key.
+                return Err(format!("header {name:?} is not a valid HTTP header"));
+            }
+            pairs.push((name.to_ascii_lowercase(), value.to_owned()));
+        }
+        Ok(pairs)
+    }
+}
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Serialize for OtlpHeaders {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use secrecy::ExposeSecret;
+        s.serialize_str(if self.0.expose_secret().is_empty() {
+            ""
+        } else {
+            "[REDACTED]"
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Ok(Self(secrecy::SecretString::from(raw)))
+    }
+}
+
+impl OtlpSettings {
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let o = self;
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("otlp.{key}: {why}")));
+        if !o.endpoint.is_empty() {
+            match url::Url::parse(&o.endpoint) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host().is_some()
+                        && url.username().is_empty()
+                        && url.password().is_none()
+                        && url.query().is_none() => {}
+                _ => {
+                    return bad(
+                        "endpoint",
+                        "must be an http(s) URL such as http://127.0.0.1:4318 (no credentials or \
+                         query: put keys in otlp.headers), or empty",
+                    )
+                }
+            }
+        }
+        if o.service_name.is_empty() {
+            return bad("service_name", "must not be empty");
+        }
+        if !(100..=3_600_000).contains(&o.export_interval_ms) {
+            return bad("export_interval_ms", "must be between 100 and 3600000");
+        }
+        if !(100..=60_000).contains(&o.timeout_ms) {
+            return bad("timeout_ms", "must be between 100 and 60000");
+        }
+        if o.max_queued_spans == 0 {
+            return bad("max_queued_spans", "must be at least 1");
+        }
+        if let Err(why) = o.headers.pairs() {
+            return bad("headers", &why);
+        }
+        Ok(())
+    }
+}

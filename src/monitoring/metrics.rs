@@ -4,73 +4,96 @@
 //! `metrics.listen` serves it without one on a second address for a local scraper ([`listen`]).
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+use beepmyphone_actors::clock::SharedClock;
 use beepmyphone_actors::queue::GetQueueStats;
 use beepmyphone_actors::registry::GetRegistryStats;
+use beepmyphone_actors::supervisor::ActorGraph;
 
-use crate::state::AppState;
+use crate::security::limits::Limits;
+use crate::store::Store;
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `route` label of a request the router matched to no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// How long a scrape waits for the queue and the registry; a busy actor leaves its gauges at
 /// their last values rather than holding the scraper.
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Refreshes the state gauges and encodes everything.
-pub async fn scrape(state: &AppState) -> Vec<u8> {
-    let metrics = &state.graph.metrics;
-    if let Ok(Ok(stats)) =
-        tokio::time::timeout(ACTOR_TIMEOUT, state.graph.queue.send(GetQueueStats)).await
-    {
-        metrics.set_queue(stats.ready_by_priority, stats.in_flight);
+/// What a scrape reads besides the metrics themselves.
+#[derive(Clone)]
+pub struct Scrape {
+    /// The actor graph (its metrics, the queue and the registry).
+    pub graph: ActorGraph,
+    /// The store, for the pool gauges.
+    pub store: Store,
+    /// The limits, for the active IP blocks.
+    pub limits: Arc<Limits>,
+    /// The clock blocks are judged on.
+    pub clock: SharedClock,
+}
+
+impl Scrape {
+    /// Refreshes the state gauges and encodes everything.
+    pub async fn encode(&self) -> Vec<u8> {
+        let metrics = &self.graph.metrics;
+        if let Ok(Ok(stats)) =
+            tokio::time::timeout(ACTOR_TIMEOUT, self.graph.queue.send(GetQueueStats)).await
+        {
+            metrics.set_queue(stats.ready_by_priority, stats.in_flight);
+        }
+        if let Ok(Ok(stats)) =
+            tokio::time::timeout(ACTOR_TIMEOUT, self.graph.registry.send(GetRegistryStats)).await
+        {
+            metrics.sockets_open.set(gauge(stats.sockets));
+            metrics.devices_online.set(gauge(stats.devices));
+        }
+        let pool = self.store.stats();
+        let pool_gauge = &metrics.db_pool_connections;
+        pool_gauge
+            .with_label_values(&["idle"])
+            .set(gauge(pool.idle as usize));
+        pool_gauge
+            .with_label_values(&["in_use"])
+            .set(gauge(pool.in_use as usize));
+        metrics.ip_blocks_active.set(gauge(
+            self.limits.limiter.active_blocks(self.clock.now_ms()),
+        ));
+        metrics.encode()
     }
-    if let Ok(Ok(stats)) =
-        tokio::time::timeout(ACTOR_TIMEOUT, state.graph.registry.send(GetRegistryStats)).await
-    {
-        metrics.sockets_open.set(gauge(stats.sockets));
-        metrics.devices_online.set(gauge(stats.devices));
+
+    /// The response to a scrape.
+    pub async fn response(&self) -> HttpResponse {
+        HttpResponse::Ok()
+            .content_type(CONTENT_TYPE)
+            .body(self.encode().await)
     }
-    let pool = state.store.stats();
-    let pool_gauge = &metrics.db_pool_connections;
-    pool_gauge
-        .with_label_values(&["idle"])
-        .set(gauge(pool.idle as usize));
-    pool_gauge
-        .with_label_values(&["in_use"])
-        .set(gauge(pool.in_use as usize));
-    metrics.ip_blocks_active.set(gauge(
-        state.limits.limiter.active_blocks(state.clock.now_ms()),
-    ));
-    metrics.encode()
 }
 
 fn gauge(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// The response to a scrape.
-pub async fn response(state: &AppState) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(CONTENT_TYPE)
-        .body(scrape(state).await)
-}
-
-async fn plain(state: web::Data<AppState>) -> HttpResponse {
-    response(&state).await
+async fn plain(scrape: web::Data<Scrape>) -> HttpResponse {
+    scrape.response().await
 }
 
 /// Serves `GET /metrics` (and nothing else) without a token on `listener`: for a scraper on the
 /// same host, bound to a loopback address by the operator (`metrics.listen`). One worker; it
 /// stops with the relay.
-pub fn listen(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+pub fn listen(listener: TcpListener, scrape: Scrape) -> std::io::Result<Server> {
+    let scrape = web::Data::new(scrape);
     Ok(HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(scrape.clone())
             .route("/metrics", web::get().to(plain))
             .default_service(web::to(HttpResponse::NotFound))
     })

@@ -16,6 +16,7 @@ mod log_secrets;
 mod logs;
 mod metrics;
 mod openapi;
+mod otlp;
 mod socket;
 mod startup;
 mod tokens;

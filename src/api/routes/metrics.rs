@@ -32,5 +32,11 @@ async fn scrape(
         ));
     }
     principal.require_metrics_reader()?;
-    Ok(metrics::response(&state).await)
+    let scrape = metrics::Scrape {
+        graph: state.graph.clone(),
+        store: state.store.clone(),
+        limits: state.limits.clone(),
+        clock: state.clock.clone(),
+    };
+    Ok(scrape.response().await)
 }
