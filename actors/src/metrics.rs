@@ -233,9 +233,7 @@ impl Metrics {
             // expect: the collector's names are fixed and registered once.
             #[allow(clippy::expect_used)]
             registry
-                .register(Box::new(
-                    prometheus::process_collector::ProcessCollector::for_self(),
-                ))
+                .register(Box::new(Sampled::process()))
                 .expect("the process collector registers once");
         }
         Self {
@@ -390,6 +388,60 @@ impl Metrics {
         // the definitions above, caught by the tests that scrape.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// How often the process collector is read. Reading it counts the open file descriptors by
+/// listing `/proc/self/fd`, which takes tens of milliseconds with tens of thousands of sockets
+/// open; a scrape must not wait for that, so a thread samples it and scrapes read the sample.
+#[cfg(target_os = "linux")]
+const PROCESS_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A collector read on a thread of its own every [`PROCESS_SAMPLE_EVERY`]; `collect` returns
+/// the latest sample (at most that old). The thread ends once the collector is dropped.
+#[cfg(target_os = "linux")]
+struct Sampled {
+    descs: Vec<prometheus::core::Desc>,
+    latest: std::sync::Arc<std::sync::Mutex<Vec<prometheus::proto::MetricFamily>>>,
+}
+
+#[cfg(target_os = "linux")]
+impl Sampled {
+    /// The crate's process collector (resident memory, open fds, CPU, threads), sampled.
+    fn process() -> Self {
+        let inner = prometheus::process_collector::ProcessCollector::for_self();
+        let descs = inner.desc().into_iter().cloned().collect();
+        let latest = std::sync::Arc::new(std::sync::Mutex::new(inner.collect()));
+        let weak = std::sync::Arc::downgrade(&latest);
+        let sampler = move || loop {
+            std::thread::sleep(PROCESS_SAMPLE_EVERY);
+            let Some(latest) = weak.upgrade() else {
+                return;
+            };
+            let sample = inner.collect();
+            if let Ok(mut slot) = latest.lock() {
+                *slot = sample;
+            };
+        };
+        // Without the thread (the OS refused one), the first sample stays: stale, not wrong.
+        let _ = std::thread::Builder::new()
+            .name("process-metrics".into())
+            .spawn(sampler);
+        Self { descs, latest }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Collector for Sampled {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.latest
+            .lock()
+            .map(|sample| sample.clone())
+            .unwrap_or_default()
     }
 }
 
