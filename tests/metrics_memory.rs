@@ -98,7 +98,8 @@ fn the_registry_stays_under_five_megabytes_at_its_worst() {
     for priority in Priority::ALL {
         metrics.published.of(priority).inc();
     }
-    metrics.set_queue([1, 2, 3, 4], 5);
+    metrics.queue.ready[Priority::Low as usize].set(1);
+    metrics.queue.in_flight.set(5);
     let held = LIVE.load(Ordering::Relaxed) - before;
     let scrape = metrics.encode();
     let series = scrape

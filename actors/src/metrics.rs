@@ -8,6 +8,8 @@
 //! state another component owns (queue depth, open sockets, pool) are set when scraped, from that
 //! component's own figures, instead of being kept in step on every change.
 
+use std::sync::Arc;
+
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -81,6 +83,23 @@ impl PerPriority {
     }
 }
 
+/// Relay-wide totals over every `DeviceQueue` that shares them: ready deliveries by priority
+/// and in-flight deliveries. Each queue adds its own changes as they happen (an atomic add) and
+/// takes its counts back out when dropped, so the totals are exact at any moment and reading
+/// them costs nothing, whatever the number of devices.
+pub struct QueueGauges {
+    /// Ready deliveries, indexed by `Priority as usize`.
+    pub ready: [prometheus::IntGauge; 4],
+    /// In-flight deliveries.
+    pub in_flight: prometheus::IntGauge,
+}
+
+impl QueueGauges {
+    pub(crate) fn ready_changed(&self, priority: usize, by: i64) {
+        self.ready[priority].add(by);
+    }
+}
+
 /// The outcome of verifying a device access token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
@@ -129,10 +148,8 @@ pub struct Metrics {
     pub publish_to_deliver: Histogram,
     /// From a delivery's send to its ack.
     pub deliver_to_ack: Histogram,
-    /// Deliveries waiting to be sent, by priority (set when scraped).
-    pub queue_ready: IntGaugeVec,
-    /// Deliveries sent and not yet acked (set when scraped).
-    pub queue_in_flight: IntGauge,
+    /// Deliveries waiting to be sent (by priority) and in flight, kept by the device queues.
+    pub queue: Arc<QueueGauges>,
     /// Rows per group commit.
     pub group_commit_rows: Histogram,
     /// Time one group commit takes in the store.
@@ -220,6 +237,11 @@ impl Metrics {
         for actor in SUPERVISED_ACTORS {
             actor_restarts.with_label_values(&[actor]);
         }
+        let queue_ready = gauges(
+            "beepmyphone_queue_ready",
+            "Deliveries waiting to be sent, by priority.",
+            "priority",
+        );
         let ratelimit_rejections = counters(
             "beepmyphone_ratelimit_rejections_total",
             "Requests and sockets refused by a rate limit, by rule.",
@@ -272,15 +294,13 @@ impl Metrics {
                 "From a delivery's send to its ack.",
                 ACK_BUCKETS,
             ),
-            queue_ready: gauges(
-                "beepmyphone_queue_ready",
-                "Deliveries waiting to be sent, by priority.",
-                "priority",
-            ),
-            queue_in_flight: gauge(
-                "beepmyphone_queue_in_flight",
-                "Deliveries sent and not yet acknowledged.",
-            ),
+            queue: Arc::new(QueueGauges {
+                ready: Priority::ALL.map(|p| queue_ready.with_label_values(&[p.as_str()])),
+                in_flight: gauge(
+                    "beepmyphone_queue_in_flight",
+                    "Deliveries sent and not yet acknowledged.",
+                ),
+            }),
             group_commit_rows: histogram(
                 "beepmyphone_group_commit_rows",
                 "Rows written per group commit.",
@@ -365,17 +385,6 @@ impl Metrics {
         self.ws_closed.with_label_values(&[&label]).inc();
     }
 
-    /// Sets the queue gauges from the queue's figures: ready deliveries per priority (indexed by
-    /// `Priority as usize`) and in flight.
-    pub fn set_queue(&self, ready: [usize; 4], in_flight: usize) {
-        for priority in Priority::ALL {
-            self.queue_ready
-                .with_label_values(&[priority.as_str()])
-                .set(gauge_value(ready[priority as usize]));
-        }
-        self.queue_in_flight.set(gauge_value(in_flight));
-    }
-
     /// The registry, for collectors registered by the binary.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -453,10 +462,6 @@ pub fn seconds_between(from_ms: i64, to_ms: i64) -> f64 {
     millis / 1_000.0
 }
 
-fn gauge_value(count: usize) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
 /// Registers `metric`; a definition error or a duplicate name is a programming error in this
 /// file, caught by every test that builds a [`Metrics`].
 fn register<C: Collector + Clone + 'static>(
@@ -499,7 +504,8 @@ mod tests {
         metrics.verification(Verification::Expired).inc();
         metrics.ws_closed(1000);
         metrics.ws_closed(3999);
-        metrics.set_queue([1, 2, 3, 4], 5);
+        metrics.queue.ready[Priority::Critical as usize].set(4);
+        metrics.queue.in_flight.set(5);
         let text = scrape(&metrics);
         assert!(text.contains("beepmyphone_notifications_published_total{priority=\"high\"} 1"));
         assert!(text.contains("beepmyphone_notifications_published_total{priority=\"low\"} 0"));

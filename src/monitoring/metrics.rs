@@ -1,5 +1,5 @@
-//! The scrape: sets the gauges that describe other components' state (queue depth, sockets, the
-//! store's pool, IP blocks) from their own figures, then encodes every metric in the Prometheus
+//! The scrape: sets the gauges that describe other components' state (sockets, the store's pool,
+//! IP blocks) from their own figures (the queue's gauges are kept by the device queues), then encodes every metric in the Prometheus
 //! text format. `GET /metrics` serves it with a token ([`crate::api::routes::metrics`]);
 //! `metrics.listen` serves it without one on a second address for a local scraper ([`listen`]).
 
@@ -11,7 +11,6 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use beepmyphone_actors::clock::SharedClock;
-use beepmyphone_actors::queue::GetQueueStats;
 use beepmyphone_actors::registry::GetRegistryStats;
 use beepmyphone_actors::supervisor::ActorGraph;
 
@@ -24,8 +23,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The `route` label of a request the router matched to no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// How long a scrape waits for the queue and the registry; a busy actor leaves its gauges at
-/// their last values rather than holding the scraper.
+/// How long a scrape waits for the registry; a busy actor leaves its gauges at their last values
+/// rather than holding the scraper.
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a scrape reads besides the metrics themselves.
@@ -45,11 +44,7 @@ impl Scrape {
     /// Refreshes the state gauges and encodes everything.
     pub async fn encode(&self) -> Vec<u8> {
         let metrics = &self.graph.metrics;
-        if let Ok(Ok(stats)) =
-            tokio::time::timeout(ACTOR_TIMEOUT, self.graph.queue.send(GetQueueStats)).await
-        {
-            metrics.set_queue(stats.ready_by_priority, stats.in_flight);
-        }
+        // The queue gauges are kept by the device queues themselves: nothing to ask for.
         if let Ok(Ok(stats)) =
             tokio::time::timeout(ACTOR_TIMEOUT, self.graph.registry.send(GetRegistryStats)).await
         {

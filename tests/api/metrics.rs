@@ -203,6 +203,26 @@ async fn queue_gauges_and_token_results_follow_the_relay() {
     );
     assert!(scraped.value("beepmyphone_db_pool_connections{state=\"idle\"}") >= 1.0);
     assert!(scraped.value("beepmyphone_db_pool_wait_seconds_count") >= 1.0);
+
+    // A deleted device takes its waiting deliveries out of the totals.
+    assert_eq!(
+        app.delete(
+            &format!("/api/v1/devices/{}", device.id),
+            Some(&app.admin_token)
+        )
+        .await,
+        204
+    );
+    crate::helpers::eventually(
+        "the deleted device's deliveries leave the gauges",
+        || async {
+            let scraped = scrape(&app).await;
+            (scraped.value("beepmyphone_queue_ready{priority=\"critical\"}") == 0.0
+                && scraped.value("beepmyphone_queue_ready{priority=\"low\"}") == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[actix_web::test]

@@ -14,6 +14,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use crate::metrics::QueueGauges;
 use crate::model::{DevicePolicy, NotificationId, QueuedNotification};
 
 /// Heap entry: highest priority first, then lowest sequence (oldest) first.
@@ -85,6 +86,8 @@ pub struct DeviceQueue {
     ready_by_priority: [usize; 4],
     window: usize,
     held: bool,
+    /// The relay-wide gauges this queue's counts are added to (see [`with_gauges`](Self::with_gauges)).
+    gauges: Option<Arc<QueueGauges>>,
 }
 
 impl DeviceQueue {
@@ -99,6 +102,27 @@ impl DeviceQueue {
             ready_by_priority: [0; 4],
             window: usize::MAX,
             held: false,
+            gauges: None,
+        }
+    }
+
+    /// The same queue, adding its counts to `gauges` (an empty queue: nothing to add yet).
+    pub fn with_gauges(mut self, gauges: Arc<QueueGauges>) -> Self {
+        self.gauges = Some(gauges);
+        self
+    }
+
+    fn ready_changed(&mut self, priority: usize, by: isize) {
+        self.ready_by_priority[priority] = self.ready_by_priority[priority].wrapping_add_signed(by);
+        if let Some(gauges) = &self.gauges {
+            gauges.ready_changed(priority, by as i64);
+        }
+    }
+
+    fn in_flight_changed(&mut self, by: isize) {
+        self.in_flight = self.in_flight.wrapping_add_signed(by);
+        if let Some(gauges) = &self.gauges {
+            gauges.in_flight.add(by as i64);
         }
     }
 
@@ -132,7 +156,7 @@ impl DeviceQueue {
             },
         );
         self.ready.push(ReadyEntry(note.clone()));
-        self.ready_by_priority[note.priority as usize] += 1;
+        self.ready_changed(note.priority as usize, 1);
         true
     }
 
@@ -171,8 +195,8 @@ impl DeviceQueue {
             sent_at: now,
         };
         let again = std::mem::replace(&mut slot.sent_before, true);
-        self.in_flight += 1;
-        self.ready_by_priority[note.priority as usize] -= 1;
+        self.in_flight_changed(1);
+        self.ready_changed(note.priority as usize, -1);
         Some((note, again))
     }
 
@@ -181,7 +205,7 @@ impl DeviceQueue {
         self.peek_ready()?;
         let ReadyEntry(note) = self.ready.pop()?;
         self.slots.remove(&note.id);
-        self.ready_by_priority[note.priority as usize] -= 1;
+        self.ready_changed(note.priority as usize, -1);
         Some(note)
     }
 
@@ -228,11 +252,11 @@ impl DeviceQueue {
         let slot = self.slots.remove(id)?;
         let sent_at = match slot.state {
             SlotState::InFlight { sent_at, .. } => {
-                self.in_flight -= 1;
+                self.in_flight_changed(-1);
                 Some(sent_at)
             }
             SlotState::Ready => {
-                self.ready_by_priority[slot.note.priority as usize] -= 1;
+                self.ready_changed(slot.note.priority as usize, -1);
                 None
             }
         };
@@ -252,43 +276,58 @@ impl DeviceQueue {
             return false;
         }
         slot.state = SlotState::Ready;
-        self.in_flight -= 1;
-        self.ready_by_priority[slot.note.priority as usize] += 1;
-        self.ready.push(ReadyEntry(slot.note.clone()));
+        let note = slot.note.clone();
+        self.in_flight_changed(-1);
+        self.ready_changed(note.priority as usize, 1);
+        self.ready.push(ReadyEntry(note));
         true
     }
 
     /// The device went offline: every in-flight delivery goes back to the heap, and nothing is
     /// held any more (it is re-evaluated on the next dispatch).
     pub fn requeue_in_flight(&mut self) {
+        let mut back = [0isize; 4];
         for slot in self.slots.values_mut() {
             if matches!(slot.state, SlotState::InFlight { .. }) {
                 slot.state = SlotState::Ready;
-                self.ready_by_priority[slot.note.priority as usize] += 1;
+                back[slot.note.priority as usize] += 1;
                 self.ready.push(ReadyEntry(slot.note.clone()));
             }
         }
-        self.in_flight = 0;
+        for (priority, count) in back.into_iter().enumerate() {
+            if count > 0 {
+                self.ready_changed(priority, count);
+            }
+        }
+        let in_flight = self.in_flight as isize;
+        self.in_flight_changed(-in_flight);
         self.held = false;
     }
 
     /// Drops every delivery (ready or in flight) whose notification expired at `now`; returns them.
     pub fn sweep_expired(&mut self, now: i64) -> Vec<Arc<QueuedNotification>> {
         let mut expired = Vec::new();
-        let mut dropped_in_flight = 0;
-        let ready_by_priority = &mut self.ready_by_priority;
+        let mut dropped_in_flight = 0isize;
+        let mut dropped_ready = [0isize; 4];
         self.slots.retain(|_, slot| {
             if slot.note.expires_at > now {
                 return true;
             }
             match slot.state {
                 SlotState::InFlight { .. } => dropped_in_flight += 1,
-                SlotState::Ready => ready_by_priority[slot.note.priority as usize] -= 1,
+                SlotState::Ready => dropped_ready[slot.note.priority as usize] += 1,
             }
             expired.push(slot.note.clone());
             false
         });
-        self.in_flight -= dropped_in_flight;
+        for (priority, count) in dropped_ready.into_iter().enumerate() {
+            if count > 0 {
+                self.ready_changed(priority, -count);
+            }
+        }
+        if dropped_in_flight > 0 {
+            self.in_flight_changed(-dropped_in_flight);
+        }
         expired
     }
 
@@ -325,6 +364,18 @@ impl DeviceQueue {
     /// Whether the device has no deliveries.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+}
+
+impl Drop for DeviceQueue {
+    /// A removed device (or a queue rebuilt on restart) takes its counts out of the shared totals.
+    fn drop(&mut self) {
+        if let Some(gauges) = &self.gauges {
+            for (priority, count) in self.ready_by_priority.into_iter().enumerate() {
+                gauges.ready_changed(priority, -(count as i64));
+            }
+            gauges.in_flight.sub(self.in_flight as i64);
+        }
     }
 }
 
@@ -498,7 +549,12 @@ mod tests {
             window in 1..6usize,
             ops in proptest::collection::vec(op(), 1..120),
         ) {
-            let mut queue = DeviceQueue::new(DevicePolicy::default()).with_window(window);
+            // Shared totals, as the relay keeps them over all its devices: this queue's counts,
+            // and after a restore only the new queue's (the old one took its own back out).
+            let metrics = crate::metrics::Metrics::new("test", "test");
+            let mut queue = DeviceQueue::new(DevicePolicy::default())
+                .with_window(window)
+                .with_gauges(metrics.queue.clone());
             let mut now = 0i64;
             let mut seq = 0i64;
             let mut notes: Vec<Arc<QueuedNotification>> = Vec::new();
@@ -602,7 +658,9 @@ mod tests {
                         }
                     }
                     Op::Restore => {
-                        queue = DeviceQueue::new(DevicePolicy::default()).with_window(window);
+                        queue = DeviceQueue::new(DevicePolicy::default())
+                            .with_window(window)
+                            .with_gauges(metrics.queue.clone());
                         deadlines.clear();
                         for n in &notes {
                             match state[&n.id] {
@@ -629,6 +687,10 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(queue.ready_by_priority(), ready_by_priority);
+                let shared: Vec<i64> = metrics.queue.ready.iter().map(|g| g.get()).collect();
+                let expected: Vec<i64> = ready_by_priority.iter().map(|&n| n as i64).collect();
+                prop_assert_eq!(shared, expected);
+                prop_assert_eq!(metrics.queue.in_flight.get(), in_flight as i64);
                 prop_assert!(queue.in_flight() <= window, "window exceeded");
             }
 

@@ -289,7 +289,9 @@ impl NotificationQueue {
 
     /// An empty device queue with this queue's in-flight window.
     fn new_device_queue(&self, policy: DevicePolicy) -> DeviceQueue {
-        DeviceQueue::new(policy).with_window(self.config.max_in_flight)
+        DeviceQueue::new(policy)
+            .with_window(self.config.max_in_flight)
+            .with_gauges(self.metrics.queue.clone())
     }
 
     /// Sends what `device` may receive now, up to its in-flight window.
