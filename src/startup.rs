@@ -373,7 +373,9 @@ impl Application {
                 .unwrap_or(2),
             n => n,
         };
+        // The token-free listener only while metrics are on at all.
         let metrics_server = match settings.metrics.listen.as_str() {
+            _ if !settings.metrics.enabled => None,
             "" => None,
             listen => {
                 let bind_error = |source| StartError::Bind {

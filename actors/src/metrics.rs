@@ -48,7 +48,7 @@ const KNOWN_CLOSE_CODES: &[u16] = &[
 ];
 
 /// The supervised actors, by the name their restarts are counted under.
-pub const SUPERVISED_ACTORS: &[&str] = &["queue", "registry", "batcher", "keys"];
+pub const SUPERVISED_ACTORS: &[&str] = &["queue", "registry", "batcher", "keys", "health"];
 
 /// The `rule` label values of `beepmyphone_ratelimit_rejections_total`: the rate-limit rules by
 /// name, `sockets` (too many open sockets from one IP) and `blocked` (a blocked IP).

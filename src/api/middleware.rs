@@ -119,6 +119,8 @@ pub async fn request_context(
     let log = root.new(slog::o!("request_id" => id.clone(), "trace_id" => trace.trace_id));
     req.extensions_mut().insert(RequestLog(log.clone()));
     let method = req.method().to_string();
+    // Spans are named by a bounded set of methods, as the metrics are.
+    let span_method = crate::api::timing::method_label(req.method());
     // The path only: query strings are never logged.
     let path = req.path().to_owned();
     let started = Instant::now();
@@ -139,7 +141,7 @@ pub async fn request_context(
         otlp.record_request(RequestSpan {
             trace: &trace,
             span_id,
-            method: &method,
+            method: span_method,
             route: route.as_deref(),
             status: status.as_u16(),
             elapsed,

@@ -59,7 +59,8 @@ pub fn record(metrics: &Metrics, route: &str, method: &str, status: &str, second
         .observe(seconds);
 }
 
-fn method_label(method: &Method) -> &'static str {
+/// The `method` label of a request: the standard methods by name, any other as `other`.
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",

@@ -327,7 +327,11 @@ async fn metrics_listen_serves_the_scrape_without_a_token_and_nothing_else() {
 
 #[actix_web::test]
 async fn metrics_off_means_no_endpoint_and_no_listener() {
-    let app = spawn_app_with(|s| s.metrics.enabled = false).await;
+    let app = spawn_app_with(|s| {
+        s.metrics.enabled = false;
+        s.metrics.listen = "127.0.0.1:0".into();
+    })
+    .await;
     let (status, _, _) = scrape_with(&app, Some(&app.admin_token)).await;
     assert_eq!(status, 404);
     assert!(app.metrics_port.is_none());

@@ -346,14 +346,14 @@ impl DeviceQueue {
         self.ready_by_priority
     }
 
-    /// The oldest ready delivery (ids are ULIDs: their order is their creation order). Walks every
-    /// slot, so it is for health checks, not for the hot path.
-    pub fn oldest_ready(&self) -> Option<&NotificationId> {
+    /// When the oldest ready delivery was published (epoch ms, the notification's `created_at`).
+    /// Walks every slot, so it is for health checks, not for the hot path.
+    pub fn oldest_ready(&self) -> Option<i64> {
         self.slots
-            .iter()
-            .filter(|(_, slot)| slot.state == SlotState::Ready)
-            .map(|(id, _)| id)
-            .min_by(|a, b| a.as_str().cmp(b.as_str()))
+            .values()
+            .filter(|slot| slot.state == SlotState::Ready)
+            .map(|slot| slot.note.created_at)
+            .min()
     }
 
     /// Deliveries held (ready or in flight).
@@ -395,7 +395,7 @@ mod tests {
             seq,
             priority,
             expires_at,
-            created_at: 0,
+            created_at: seq,
             payload: Bytes::new(),
             trace_id: None,
         })
@@ -413,14 +413,13 @@ mod tests {
         for n in [&old, &newer, &critical] {
             queue.add(n);
         }
-        assert_eq!(queue.oldest_ready(), Some(&old.id));
+        assert_eq!(queue.oldest_ready(), Some(old.created_at));
         // Priority order sends the critical one first; then the normal one, then the old one.
         queue.send_next(0, 10);
-        assert_eq!(queue.oldest_ready(), Some(&old.id));
+        assert_eq!(queue.oldest_ready(), Some(old.created_at));
         queue.send_next(0, 10);
         queue.send_next(0, 10);
         assert!(queue.oldest_ready().is_none(), "all in flight");
-        assert!(old.id.created_ms().is_some());
     }
 
     fn key(n: &QueuedNotification) -> (Priority, Reverse<i64>) {

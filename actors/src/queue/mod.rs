@@ -137,8 +137,9 @@ pub struct QueueStats {
     /// `ready` by priority, indexed by `Priority as usize` (lowest first).
     #[serde(skip)]
     pub ready_by_priority: [usize; 4],
-    /// Creation instant (epoch ms) of the oldest delivery waiting to be sent to an online device
-    /// that quiet hours do not hold; `None` when there is none. Its age is the queue lag.
+    /// Since when (epoch ms) the longest-waiting delivery for an online device that quiet hours
+    /// do not hold has been sendable: its creation, or its device's coming online if later;
+    /// `None` when there is none. Its age is the queue lag.
     pub oldest_ready_ms: Option<i64>,
 }
 
@@ -198,6 +199,8 @@ pub struct NotificationQueue {
     devices: HashMap<DeviceId, DeviceQueue>,
     /// Devices with live sockets; kept across restarts (the registry is its source).
     online: HashSet<DeviceId>,
+    /// When each online device came online (epoch ms), for the queue lag.
+    online_since: HashMap<DeviceId, i64>,
     /// Ack deadlines in send order (the timeout is constant, so deadlines are too).
     deadlines: VecDeque<(i64, DeviceId, NotificationId)>,
     /// The rows waiting for, or in, the next group commit.
@@ -227,6 +230,7 @@ impl NotificationQueue {
             deliver,
             devices: HashMap::new(),
             online: HashSet::new(),
+            online_since: HashMap::new(),
             deadlines: VecDeque::new(),
             commit: GroupCommit::default(),
             last_sweep: 0,
@@ -611,7 +615,10 @@ impl Handler<DeviceOnline> for NotificationQueue {
     fn handle(&mut self, msg: DeviceOnline, ctx: &mut Self::Context) {
         let log = self.log.clone();
         guarded("queue", &log, ctx, |ctx| {
-            self.online.insert(msg.device.clone());
+            if self.online.insert(msg.device.clone()) {
+                self.online_since
+                    .insert(msg.device.clone(), self.clock.now_ms());
+            }
             self.commit.seen(msg.device.clone(), self.clock.now_ms());
             self.dispatch(&msg.device);
             self.schedule_flush(ctx, false);
@@ -626,6 +633,7 @@ impl Handler<DeviceOffline> for NotificationQueue {
         let log = self.log.clone();
         guarded("queue", &log, ctx, |ctx| {
             self.online.remove(&msg.device);
+            self.online_since.remove(&msg.device);
             self.commit.seen(msg.device.clone(), self.clock.now_ms());
             if let Some(queue) = self.devices.get_mut(&msg.device) {
                 queue.requeue_in_flight();
@@ -663,6 +671,7 @@ impl Handler<RemoveDevice> for NotificationQueue {
         guarded("queue", &log, ctx, |_| {
             self.devices.remove(&msg.device);
             self.online.remove(&msg.device);
+            self.online_since.remove(&msg.device);
         });
     }
 }
@@ -686,13 +695,16 @@ impl Handler<GetQueueStats> for NotificationQueue {
             in_flight,
             uncommitted: self.commit.uncommitted(),
             ready_by_priority,
+            // A delivery waits from its creation or from when its device came online, whichever
+            // is later: a device reconnecting to a backlog is not a lagging relay.
             oldest_ready_ms: self
                 .online
                 .iter()
-                .filter_map(|device| self.devices.get(device))
-                .filter(|queue| !queue.is_held())
-                .filter_map(|queue| queue.oldest_ready())
-                .filter_map(NotificationId::created_ms)
+                .filter_map(|device| {
+                    let queue = self.devices.get(device).filter(|q| !q.is_held())?;
+                    let created = queue.oldest_ready()?;
+                    Some(created.max(self.online_since.get(device).copied().unwrap_or(0)))
+                })
                 .min(),
         })
     }

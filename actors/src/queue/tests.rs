@@ -472,3 +472,35 @@ async fn a_panic_restarts_the_queue_which_reloads_from_the_store() {
     assert_eq!(next(&mut h).await, vec![id]);
     assert!(crate::guard::RESTARTS.load(std::sync::atomic::Ordering::Relaxed) > before);
 }
+
+#[actix::test]
+async fn queue_lag_counts_from_when_the_device_came_online() {
+    let mut h = harness_with(DevicePolicy::default());
+    // More than the in-flight window, so that part of the backlog stays ready once online.
+    let window = QueueConfig::default().max_in_flight;
+    for i in 0..window + 2 {
+        publish(&h, &format!("n{i}"), Priority::Normal).await;
+    }
+    let stats = h.queue.send(GetQueueStats).await.unwrap();
+    assert_eq!(
+        stats.oldest_ready_ms, None,
+        "nothing waits for an offline device"
+    );
+    // The device was away for ten minutes.
+    h.clock.advance(Duration::from_secs(600));
+    let online_at = h.clock.now_ms();
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut h).await.len(), window);
+    let stats = h.queue.send(GetQueueStats).await.unwrap();
+    assert_eq!(stats.ready, 2);
+    assert_eq!(
+        stats.oldest_ready_ms,
+        Some(online_at),
+        "the lag counts from the device's coming online, not from the notifications' creation"
+    );
+}
