@@ -339,16 +339,21 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnaps
             trace_id: record.trace_id,
         });
     }
-    let pending_rows: Vec<(i64, String)> = deliveries::table
+    let pending_rows: Vec<(i64, String, i32)> = deliveries::table
         .filter(deliveries::status.lt(DeliveryStatus::Acked))
-        .select((deliveries::notification_seq, deliveries::device_id))
+        .select((
+            deliveries::notification_seq,
+            deliveries::device_id,
+            deliveries::attempts,
+        ))
         .load(conn)?;
     let pending = pending_rows
         .into_iter()
-        .filter_map(|(seq, device)| {
+        .filter_map(|(seq, device, attempts)| {
             index.get(&seq).map(|&notification| PendingDelivery {
                 device: DeviceId::from_trusted(device),
                 notification,
+                sent_before: attempts > 0,
             })
         })
         .collect();

@@ -95,6 +95,8 @@ pub struct PendingDelivery {
     pub device: DeviceId,
     /// Index into [`QueueSnapshot::notifications`].
     pub notification: usize,
+    /// Whether it was sent before (its next send is a redelivery).
+    pub sent_before: bool,
 }
 
 /// Everything the queue needs to rebuild itself after a start or restart.

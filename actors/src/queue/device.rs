@@ -144,6 +144,12 @@ impl DeviceQueue {
 
     /// Adds a delivery unless the device already has it (restores and late commits may overlap).
     pub fn add(&mut self, note: &Arc<QueuedNotification>) -> bool {
+        self.add_restored(note, false)
+    }
+
+    /// [`add`](Self::add) for a delivery read back from the store: `sent_before` when it was
+    /// sent before the restart, so that sending it again counts as a redelivery.
+    pub fn add_restored(&mut self, note: &Arc<QueuedNotification>, sent_before: bool) -> bool {
         if self.slots.contains_key(&note.id) {
             return false;
         }
@@ -152,7 +158,7 @@ impl DeviceQueue {
             Slot {
                 note: note.clone(),
                 state: SlotState::Ready,
-                sent_before: false,
+                sent_before,
             },
         );
         self.ready.push(ReadyEntry(note.clone()));

@@ -281,7 +281,7 @@ impl NotificationQueue {
                 self.devices.get_mut(&pending.device),
                 notes.get(pending.notification),
             ) {
-                restored += usize::from(queue.add(note));
+                restored += usize::from(queue.add_restored(note, pending.sent_before));
             }
         }
         slog::info!(self.log, "queue restored"; "devices" => self.devices.len(), "pending" => restored);

@@ -17,6 +17,7 @@ struct MemoryStore {
     devices: Mutex<Vec<(DeviceId, DevicePolicy)>>,
     rows: Mutex<Vec<(QueuedNotification, Vec<DeviceId>)>>,
     acked: Mutex<Vec<(i64, DeviceId)>>,
+    sent: Mutex<Vec<(i64, DeviceId)>>,
     fail: std::sync::atomic::AtomicBool,
 }
 
@@ -47,6 +48,10 @@ impl QueueStore for MemoryStore {
             .lock()
             .unwrap()
             .extend(batch.acked.iter().map(|c| (c.seq, c.device.clone())));
+        self.sent
+            .lock()
+            .unwrap()
+            .extend(batch.sent.iter().map(|c| (c.seq, c.device.clone())));
         Ok(out)
     }
 
@@ -72,6 +77,11 @@ impl QueueStore for MemoryStore {
                     snapshot.pending.push(PendingDelivery {
                         device: device.clone(),
                         notification: i,
+                        sent_before: self
+                            .sent
+                            .lock()
+                            .unwrap()
+                            .contains(&(note.seq, device.clone())),
                     });
                 }
             }
@@ -502,5 +512,30 @@ async fn queue_lag_counts_from_when_the_device_came_online() {
         stats.oldest_ready_ms,
         Some(online_at),
         "the lag counts from the device's coming online, not from the notifications' creation"
+    );
+}
+
+#[actix::test]
+async fn a_delivery_sent_before_a_restart_is_a_redelivery_after_it() {
+    let mut h = harness();
+    h.queue
+        .send(DeviceOnline {
+            device: h.device.clone(),
+        })
+        .await
+        .unwrap();
+    let id = publish(&h, "sent once", Priority::High).await;
+    assert_eq!(next(&mut h).await, vec![id.clone()]);
+    // The sent mark reaches the store, then the queue restarts and reloads.
+    h.queue.send(Drain).await.unwrap();
+    h.queue.do_send(InjectFault);
+    settle(&h).await;
+    assert_eq!(next(&mut h).await, vec![id], "sent again after the reload");
+    assert_eq!(h.metrics.delivered.of(Priority::High).get(), 1);
+    assert_eq!(h.metrics.redelivered.of(Priority::High).get(), 1);
+    assert_eq!(
+        h.metrics.publish_to_deliver.get_sample_count(),
+        1,
+        "a redelivery is not a publish-to-deliver sample"
     );
 }
