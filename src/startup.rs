@@ -491,6 +491,18 @@ impl Application {
             self.state.log.new(slog::o!("component" => "cleanup")),
         );
         let block_sync = spawn_block_sync(self.state.clone().into_inner());
+        // OTLP reads the registry on its own thread: keep the state gauges fresh for it.
+        let gauges = self.state.otlp.is_some().then(|| {
+            crate::monitoring::metrics::Scrape {
+                graph: self.state.graph.clone(),
+                store: self.state.store.clone(),
+                limits: self.state.limits.clone(),
+                clock: self.state.clock.clone(),
+            }
+            .refresh_every(Duration::from_millis(
+                self.state.settings.otlp.export_interval_ms,
+            ))
+        });
         let metrics_server = self.metrics_server.map(|(_, server)| {
             let handle = server.handle();
             (handle, actix_rt::spawn(server))
@@ -502,6 +514,9 @@ impl Application {
         }
         cleanup.abort();
         block_sync.abort();
+        if let Some(gauges) = gauges {
+            gauges.abort();
+        }
         // Commit sent and acked marks still waiting for the commit window.
         if self
             .state

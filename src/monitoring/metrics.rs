@@ -43,6 +43,12 @@ pub struct Scrape {
 impl Scrape {
     /// Refreshes the state gauges and encodes everything.
     pub async fn encode(&self) -> Vec<u8> {
+        self.refresh().await;
+        self.graph.metrics.encode()
+    }
+
+    /// Sets the gauges that describe other components' state from their figures.
+    pub async fn refresh(&self) {
         let metrics = &self.graph.metrics;
         // The queue gauges are kept by the device queues themselves: nothing to ask for.
         if let Ok(Ok(stats)) =
@@ -62,7 +68,17 @@ impl Scrape {
         metrics.ip_blocks_active.set(gauge(
             self.limits.limiter.active_blocks(self.clock.now_ms()),
         ));
-        metrics.encode()
+    }
+
+    /// Refreshes the state gauges every `every` of the clock, for exports that read the
+    /// registry without scraping (OTLP). Runs until aborted.
+    pub fn refresh_every(self, every: Duration) -> actix_rt::task::JoinHandle<()> {
+        actix_rt::spawn(async move {
+            let mut ticks = self.clock.interval(every);
+            while futures_util::StreamExt::next(&mut ticks).await.is_some() {
+                self.refresh().await;
+            }
+        })
     }
 
     /// The response to a scrape.

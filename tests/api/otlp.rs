@@ -253,6 +253,35 @@ async fn spans_and_metrics_reach_the_receiver() {
     assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
     assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
 
+    // State gauges (sockets, pool) are refreshed for the export without any scrape: a device
+    // connects, the clock moves one export interval, and the open socket arrives.
+    let device = app.pair_device("phone").await;
+    let _ws = app.connect_device(&device).await;
+    app.clock.advance(std::time::Duration::from_millis(100));
+    eventually("sockets_open arrives at 1 over OTLP", || {
+        let requests = received.metric_requests();
+        async move {
+            requests.into_iter().rev().find_map(|request| {
+                let gauge = request
+                    .resource_metrics
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .find(|m| m.name == "beepmyphone_sockets_open")?
+                    .clone();
+                let Some(metric::Data::Gauge(gauge)) = gauge.data else {
+                    return None;
+                };
+                gauge
+                    .data_points
+                    .iter()
+                    .any(|p| p.value == Some(number_data_point::Value::AsDouble(1.0)))
+                    .then_some(())
+            })
+        }
+    })
+    .await;
+
     // Every export carried the header; the key never reached the log.
     let keys = received.api_keys();
     assert!(!keys.is_empty());
