@@ -770,6 +770,8 @@ mod tests {
         assert!(err.contains("otlp.timeout_ms"), "{err}");
         let err = check(&|o| o.max_queued_spans = 0).unwrap();
         assert!(err.contains("otlp.max_queued_spans"), "{err}");
+        let err = check(&|o| o.max_queued_spans = 1 << 40).unwrap();
+        assert!(err.contains("otlp.max_queued_spans"), "{err}");
         let err = check(&|o| o.headers = OtlpHeaders("api-key".into())).unwrap();
         assert!(err.contains("otlp.headers"), "{err}");
         let err = check(&|o| o.headers = OtlpHeaders("api-key=s3cret\u{1}x".into())).unwrap();

@@ -183,8 +183,11 @@ impl AlertSettings {
         if self.evaluation_interval_seconds == 0 {
             return bad("evaluation_interval_seconds", "must be at least 1");
         }
-        if self.repeat_interval_minutes == 0 {
-            return bad("repeat_interval_minutes", "must be at least 1");
+        if !(1..=10_080).contains(&self.repeat_interval_minutes) {
+            return bad(
+                "repeat_interval_minutes",
+                "must be between 1 and 10080 (a week)",
+            );
         }
         if self.window_seconds < self.evaluation_interval_seconds {
             return bad(
@@ -433,8 +436,8 @@ impl OtlpSettings {
         if !(100..=60_000).contains(&o.timeout_ms) {
             return bad("timeout_ms", "must be between 100 and 60000");
         }
-        if o.max_queued_spans == 0 {
-            return bad("max_queued_spans", "must be at least 1");
+        if !(1..=1_000_000).contains(&o.max_queued_spans) {
+            return bad("max_queued_spans", "must be between 1 and 1000000");
         }
         if let Err(why) = o.headers.pairs() {
             return bad("headers", &why);

@@ -381,6 +381,10 @@ mod tests {
                 Box::new(|s: &mut AlertSettings| s.error_rate_threshold = 5.0),
                 "alerts.error_rate_threshold",
             ),
+            (
+                Box::new(|s: &mut AlertSettings| s.repeat_interval_minutes = u64::MAX / 30),
+                "alerts.repeat_interval_minutes",
+            ),
         ] {
             let mut s = AlertSettings::default();
             tweak(&mut s);
