@@ -15,6 +15,7 @@ mod monitoring;
 
 pub use monitoring::{
     AlertSettings, HealthSettings, MemorySettings, MetricsSettings, OtlpHeaders, OtlpSettings,
+    SecretSetting,
 };
 
 /// A setting that could not be used; start-up fails with exit code 2.

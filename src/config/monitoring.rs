@@ -142,7 +142,7 @@ pub struct AlertSettings {
     /// Alert when a component reports unhealthy.
     pub component_unhealthy: bool,
     /// An http(s) URL that receives each alert as a JSON POST; empty turns the webhook off.
-    pub webhook_url: String,
+    pub webhook_url: SecretSetting,
     /// Milliseconds one webhook attempt may take.
     pub webhook_timeout_ms: u64,
     /// Attempts after the first failed one, at most.
@@ -167,7 +167,7 @@ impl Default for AlertSettings {
             queue_lag_seconds: rules.queue_lag_threshold.as_secs(),
             memory_growth: rules.memory_growth,
             component_unhealthy: rules.component_unhealthy,
-            webhook_url: String::new(),
+            webhook_url: SecretSetting::default(),
             webhook_timeout_ms: 5_000,
             webhook_retries: 3,
             webhook_backoff_ms: 1_000,
@@ -198,8 +198,8 @@ impl AlertSettings {
         if !(0.0..=1.0).contains(&self.error_rate_threshold) {
             return bad("error_rate_threshold", "must be between 0 and 1");
         }
-        if !self.webhook_url.is_empty()
-            && !url::Url::parse(&self.webhook_url)
+        if !self.webhook_url.expose().is_empty()
+            && !url::Url::parse(self.webhook_url.expose())
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
         {
             return bad("webhook_url", "must be empty or an http(s) URL");
@@ -443,5 +443,73 @@ impl OtlpSettings {
             return bad("headers", &why);
         }
         Ok(())
+    }
+}
+
+/// A setting that may carry a secret (a chat webhook's URL holds its key in the path): kept in
+/// a `SecretString`, `[REDACTED]` in `Debug` and when the settings are serialized.
+#[derive(Clone, Default)]
+pub struct SecretSetting(secrecy::SecretString);
+
+impl SecretSetting {
+    /// The value.
+    pub fn expose(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl From<String> for SecretSetting {
+    fn from(value: String) -> Self {
+        Self(secrecy::SecretString::from(value))
+    }
+}
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Serialize for SecretSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.expose().is_empty() {
+            ""
+        } else {
+            "[REDACTED]"
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from(String::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_url_is_never_printed_nor_serialized() {
+        let settings = AlertSettings {
+            webhook_url: "https://hooks.example.com/services/T0/B0/s3cr3tpath"
+                .to_owned()
+                .into(),
+            ..AlertSettings::default()
+        };
+        assert!(settings.validate().is_ok());
+        assert_eq!(
+            settings.webhook_url.expose(),
+            "https://hooks.example.com/services/T0/B0/s3cr3tpath"
+        );
+        let printed = format!("{settings:?}");
+        let serialized = serde_json::to_string(&settings).unwrap();
+        for shown in [printed, serialized] {
+            assert!(!shown.contains("s3cr3tpath"), "{shown}");
+            assert!(shown.contains("[REDACTED]"), "{shown}");
+        }
+        let empty = serde_json::to_string(&AlertSettings::default()).unwrap();
+        assert!(empty.contains(r#""webhook_url":"""#), "{empty}");
     }
 }

@@ -61,7 +61,8 @@ impl WebhookPayload {
 /// POSTs alerts to a webhook.
 #[derive(Debug, Clone)]
 pub struct WebhookChannel {
-    url: String,
+    /// Redacted in `Debug`: the URL may carry a secret.
+    url: crate::config::SecretSetting,
     timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -72,7 +73,7 @@ impl WebhookChannel {
     /// A channel to `settings.webhook_url` (which must not be empty).
     pub fn new(settings: &AlertSettings, log: slog::Logger) -> Self {
         // The URL may carry a secret (many chat webhooks do): only its host is logged.
-        let host = url::Url::parse(&settings.webhook_url)
+        let host = url::Url::parse(settings.webhook_url.expose())
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
@@ -103,7 +104,7 @@ impl WebhookChannel {
                 tokio::time::sleep(wait).await;
                 wait = wait.saturating_mul(2);
             }
-            match client.post(&self.url).send_json(payload).await {
+            match client.post(self.url.expose()).send_json(payload).await {
                 Ok(response) if response.status().is_success() => {
                     slog::debug!(self.log, "webhook delivered"; "alert" => &payload.alert, "attempt" => attempt + 1);
                     return true;
@@ -218,7 +219,7 @@ pub fn start(
     }
     let log = log.new(slog::o!("actor" => "alerts"));
     let mut channels: Vec<Arc<dyn AlertChannel>> = Vec::new();
-    if !settings.webhook_url.is_empty() {
+    if !settings.webhook_url.expose().is_empty() {
         channels.push(Arc::new(WebhookChannel::new(settings, log.clone())));
     }
     // Checked by validate(); an id that does not parse is skipped rather than trusted.
@@ -306,7 +307,7 @@ mod tests {
     fn channel(url: &str, retries: u32) -> WebhookChannel {
         WebhookChannel::new(
             &AlertSettings {
-                webhook_url: url.to_owned(),
+                webhook_url: url.to_owned().into(),
                 webhook_retries: retries,
                 webhook_backoff_ms: 1,
                 webhook_timeout_ms: 2_000,
@@ -369,7 +370,7 @@ mod tests {
         );
         for (tweak, key) in [
             (
-                Box::new(|s: &mut AlertSettings| s.webhook_url = "ftp://x".into())
+                Box::new(|s: &mut AlertSettings| s.webhook_url = "ftp://x".to_owned().into())
                     as Box<dyn Fn(&mut AlertSettings)>,
                 "alerts.webhook_url",
             ),

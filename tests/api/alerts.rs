@@ -79,7 +79,7 @@ async fn next_body(bodies: &Arc<Mutex<Vec<Value>>>, n: usize) -> Value {
 async fn a_slow_p99_reaches_the_webhook_and_its_recovery_too() {
     let (url, bodies) = receiver();
     let app = spawn_app_with(|s| {
-        s.alerts.webhook_url = url.clone();
+        s.alerts.webhook_url = url.clone().into();
         s.alerts.webhook_backoff_ms = 10;
     })
     .await;
