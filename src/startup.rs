@@ -517,6 +517,9 @@ impl Application {
         if let Some(gauges) = gauges {
             gauges.abort();
         }
+        if let Some(otlp) = &self.state.otlp {
+            otlp.shutdown();
+        }
         // Commit sent and acked marks still waiting for the commit window.
         if self
             .state

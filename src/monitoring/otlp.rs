@@ -61,6 +61,8 @@ pub struct Otlp {
     spans: mpsc::Sender<SpanData>,
     dropped: IntCounter,
     scope: InstrumentationScope,
+    /// Tells the export thread to send what it holds once more and end.
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl std::fmt::Debug for Otlp {
@@ -86,6 +88,14 @@ pub struct RequestSpan<'a> {
 }
 
 impl Otlp {
+    /// Ends the export: the thread sends its queued spans and one last snapshot of the metrics,
+    /// then stops (the relay calls this once it has stopped serving). Later calls do nothing.
+    pub fn shutdown(&self) {
+        if let Some(stop) = self.stop.lock().ok().and_then(|mut slot| slot.take()) {
+            let _ = stop.send(()); // the thread may have ended already
+        }
+    }
+
     /// Queues the server span of one request; never waits (a full queue drops it, counted).
     pub fn record_request(&self, request: RequestSpan<'_>) {
         let end = SystemTime::now();
@@ -189,6 +199,7 @@ pub fn start(
             .build(),
     );
     let (spans_tx, spans_rx) = mpsc::channel(settings.max_queued_spans);
+    let (stop_tx, stop_rx) = oneshot::channel();
     let job = Exporter {
         spans: spans_rx,
         exporter,
@@ -207,6 +218,7 @@ pub fn start(
         every: Duration::from_millis(settings.export_interval_ms),
         failures,
         log: log.new(slog::o!("component" => "otlp")),
+        stop: stop_rx,
     };
     std::thread::Builder::new()
         .name("otlp-export".into())
@@ -214,6 +226,7 @@ pub fn start(
         .map_err(|e| err(&e))?;
     slog::info!(log, "exporting spans and metrics over OTLP"; "endpoint" => &base, "interval_ms" => settings.export_interval_ms);
     Ok(Some(Arc::new(Otlp {
+        stop: std::sync::Mutex::new(Some(stop_tx)),
         spans: spans_tx,
         dropped,
         scope: InstrumentationScope::builder("beepmyphone")
@@ -255,6 +268,7 @@ struct Exporter {
     every: Duration,
     failures: IntCounterVec,
     log: slog::Logger,
+    stop: oneshot::Receiver<()>,
 }
 
 impl Exporter {
@@ -269,6 +283,7 @@ impl Exporter {
             every,
             failures,
             log,
+            mut stop,
         } = self;
         let client = awc::Client::builder()
             .timeout(timeout)
@@ -298,6 +313,7 @@ impl Exporter {
                     None => Wake::Closed,
                 },
                 _ = tick.tick() => Wake::Tick,
+                _ = &mut stop => Wake::Closed,
             };
             let mut ok = true;
             if !batch.is_empty() {

@@ -338,3 +338,56 @@ async fn a_down_collector_costs_requests_nothing() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn stopping_the_relay_sends_what_the_export_holds() {
+    let (endpoint, received) = receiver();
+    // An interval far beyond the test: only the first tick and the shutdown export.
+    let (app, _log) = spawn_app_with_log_and(|s| {
+        s.otlp.endpoint = endpoint.clone();
+        s.otlp.export_interval_ms = 3_600_000;
+    })
+    .await;
+    // The interval's first tick exports at once; after it, nothing until the shutdown.
+    eventually("the first export arrives", || {
+        let requests = received.metric_requests();
+        async move { (!requests.is_empty()).then_some(()) }
+    })
+    .await;
+    app.publish(json!({"title": "t", "priority": "low"})).await;
+    let published_low = |requests: Vec<_>| {
+        requests
+            .iter()
+            .any(|request: &ExportMetricsServiceRequest| {
+                request
+                    .resource_metrics
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .filter(|m| m.name == "beepmyphone_notifications_published_total")
+                    .any(|m| match &m.data {
+                        Some(metric::Data::Sum(sum)) => sum.data_points.iter().any(|p| {
+                            attribute(&p.attributes, "priority")
+                                == Some(&any_value::Value::StringValue("low".into()))
+                                && p.value == Some(number_data_point::Value::AsDouble(1.0))
+                        }),
+                        _ => false,
+                    })
+            })
+    };
+    assert!(
+        !published_low(received.metric_requests()),
+        "no export yet after the publish"
+    );
+    let spans_before = received.spans().len();
+    let _data_dir = app.stop().await;
+    eventually("the shutdown export arrives", || {
+        let requests = received.metric_requests();
+        async move { published_low(requests).then_some(()) }
+    })
+    .await;
+    assert!(
+        received.spans().len() > spans_before,
+        "the publish's queued span went out at shutdown"
+    );
+}
