@@ -62,8 +62,7 @@ pub fn start_graph(
     let others = Rc::new(RefCell::new(None));
     let slot = others.clone();
     let restarts = |actor: &str| metrics.actor_restarts.with_label_values(&[actor]);
-    let (queue_restarts, registry_restarts, batcher_restarts) =
-        (restarts("queue"), restarts("registry"), restarts("batcher"));
+    let (registry_restarts, batcher_restarts) = (restarts("registry"), restarts("batcher"));
     let queue = {
         let (clock, log, queue_metrics) = (clock.clone(), log.clone(), metrics.clone());
         Supervisor::start(move |ctx: &mut Context<NotificationQueue>| {
@@ -90,8 +89,7 @@ pub fn start_graph(
                 batcher.clone().recipient(),
                 queue_metrics,
                 log.new(slog::o!("actor" => "queue")),
-            )
-            .with_restarts(queue_restarts);
+            );
             *slot.borrow_mut() = Some((registry, batcher));
             queue
         })

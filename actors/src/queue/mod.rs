@@ -207,8 +207,6 @@ pub struct NotificationQueue {
     commit: GroupCommit,
     last_sweep: i64,
     metrics: Arc<Metrics>,
-    /// Counts restarts, when set ([`NotificationQueue::with_restarts`]).
-    restarts: Option<prometheus::IntCounter>,
 }
 
 impl NotificationQueue {
@@ -234,14 +232,7 @@ impl NotificationQueue {
             deadlines: VecDeque::new(),
             commit: GroupCommit::default(),
             last_sweep: 0,
-            restarts: None,
         }
-    }
-
-    /// Counts this actor's restarts into `counter` (`beepmyphone_actor_restarts_total{actor}`).
-    pub fn with_restarts(mut self, counter: prometheus::IntCounter) -> Self {
-        self.restarts = Some(counter);
-        self
     }
 
     /// Reloads devices and pending deliveries; the mailbox waits until it is done.
@@ -450,9 +441,10 @@ impl Actor for NotificationQueue {
 
 impl Supervised for NotificationQueue {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        if let Some(counter) = &self.restarts {
-            counter.inc();
-        }
+        self.metrics
+            .actor_restarts
+            .with_label_values(&["queue"])
+            .inc();
         slog::warn!(
             self.log,
             "notification queue restarting; reloading from the store"
