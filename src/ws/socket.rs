@@ -149,6 +149,7 @@ struct Outbox {
 /// (or sends the close frame, if the socket is closing). Writes wait while actix-ws's own small
 /// channel is full, i.e. while the device does not read. A failed write closes the socket.
 async fn write_out(outbox: Rc<RefCell<Outbox>>, mut writer: Session, socket: Addr<DeviceSocket>) {
+    let metrics = outbox.borrow().metrics.clone();
     loop {
         let next = outbox.borrow_mut().frames.pop_front();
         let Some(message) = next else { break };
@@ -156,7 +157,6 @@ async fn write_out(outbox: Rc<RefCell<Outbox>>, mut writer: Session, socket: Add
             // The frames are JSON built from UTF-8 strings.
             Outbound::Text(bytes) => match ByteString::try_from(bytes) {
                 Ok(text) => {
-                    let metrics = outbox.borrow().metrics.clone();
                     let len = text.len() as u64;
                     let sent = writer.text(text).await;
                     if sent.is_ok() {
