@@ -496,21 +496,34 @@ mod tests {
         log: Captured,
     }
 
-    fn harness() -> Harness {
-        let probe = FakeProbe::new();
-        let clock = ManualClock::starting_now();
-        let log = Captured::default();
-        let graph = start_graph(
+    /// The graph on an empty store, with `probes`, on `clock`, logging to `log`.
+    fn graph_with(
+        probes: Vec<Arc<dyn Probe>>,
+        clock: &ManualClock,
+        log: slog::Logger,
+    ) -> ActorGraph {
+        start_graph(
             GraphSettings {
                 queue: QueueConfig::default(),
                 batcher: BatcherConfig::default(),
                 health: HealthConfig::default(),
             },
             Arc::new(EmptyStore),
-            vec![Arc::new(probe.clone()) as Arc<dyn Probe>],
+            probes,
             Arc::new(clock.clone()),
             Arc::new(Metrics::new("test", "test")),
-            &slog::Logger::root(slog::Fuse(log.clone()), slog::o!()),
+            &log,
+        )
+    }
+
+    fn harness() -> Harness {
+        let probe = FakeProbe::new();
+        let clock = ManualClock::starting_now();
+        let log = Captured::default();
+        let graph = graph_with(
+            vec![Arc::new(probe.clone()) as Arc<dyn Probe>],
+            &clock,
+            slog::Logger::root(slog::Fuse(log.clone()), slog::o!()),
         );
         Harness {
             graph,
@@ -568,17 +581,10 @@ mod tests {
         let probe = FakeProbe::new();
         probe.hang.store(true, Ordering::SeqCst);
         let clock = ManualClock::starting_now();
-        let graph = start_graph(
-            GraphSettings {
-                queue: QueueConfig::default(),
-                batcher: BatcherConfig::default(),
-                health: HealthConfig::default(),
-            },
-            Arc::new(EmptyStore),
+        let graph = graph_with(
             vec![Arc::new(probe.clone()) as Arc<dyn Probe>],
-            Arc::new(clock.clone()),
-            Arc::new(Metrics::new("test", "test")),
-            &slog::Logger::root(slog::Discard, slog::o!()),
+            &clock,
+            slog::Logger::root(slog::Discard, slog::o!()),
         );
         let started = tokio::time::Instant::now();
         let report = graph.health.send(Check { fresh: true }).await.unwrap();
@@ -618,20 +624,13 @@ mod tests {
     #[actix::test]
     async fn a_panicking_probe_is_unhealthy_and_the_others_are_still_reported() {
         let probe = FakeProbe::new();
-        let graph = start_graph(
-            GraphSettings {
-                queue: QueueConfig::default(),
-                batcher: BatcherConfig::default(),
-                health: HealthConfig::default(),
-            },
-            Arc::new(EmptyStore),
+        let graph = graph_with(
             vec![
                 Arc::new(PanickingProbe) as Arc<dyn Probe>,
                 Arc::new(probe.clone()),
             ],
-            Arc::new(ManualClock::starting_now()),
-            Arc::new(Metrics::new("test", "test")),
-            &slog::Logger::root(slog::Discard, slog::o!()),
+            &ManualClock::starting_now(),
+            slog::Logger::root(slog::Discard, slog::o!()),
         );
         let report = graph.health.send(Check { fresh: true }).await.unwrap();
         let panicky = report.component("panicky").unwrap();
