@@ -67,8 +67,21 @@ fn main() -> ExitCode {
             &mut std::io::stdout(),
         )),
         Command::Keys {
-            command: KeysCommand::Rotate { config },
-        } => local_result(local::keys_rotate(&config, &mut std::io::stdout())),
+            command: KeysCommand::Rotate { data, config },
+        } => local_result(local::keys_rotate(&config, data, &mut std::io::stdout())),
+        Command::Keys {
+            command:
+                KeysCommand::Passphrase {
+                    remove,
+                    passphrase_stdin,
+                    config,
+                },
+        } => local_result(local::keys_passphrase(
+            &config,
+            remove,
+            passphrase_stdin,
+            &mut std::io::stdout(),
+        )),
         Command::Keys {
             command: KeysCommand::Status { config },
         } => local_result(local::keys_status(&config, &mut std::io::stdout())),
@@ -121,7 +134,8 @@ fn serve(settings: Settings) -> ExitCode {
             eprintln!("beepmyphone: {e}");
             drop(log);
             exit(match e {
-                beepmyphone::startup::StartError::Config(_) => 2,
+                beepmyphone::startup::StartError::Config(_)
+                | beepmyphone::startup::StartError::DataKeys(_) => 2,
                 _ => 1,
             })
         }

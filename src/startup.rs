@@ -18,6 +18,7 @@ use beepmyphone_actors::batcher::BatcherConfig;
 use beepmyphone_actors::clock::{SharedClock, SystemClock};
 use beepmyphone_actors::health::Probe;
 use beepmyphone_actors::keys::{KeyManager, KeyRing, Rescan};
+use beepmyphone_actors::reencrypt::{Progress, Reencryptor};
 use beepmyphone_actors::metrics::Metrics;
 use beepmyphone_actors::queue::{Drain, QueueConfig};
 use beepmyphone_actors::registry::CloseAll;
@@ -35,7 +36,9 @@ use crate::domain::Scope;
 use crate::monitoring::health::{DiskProbe, KeysProbe, RedisProbe, StoreProbe};
 use crate::redis::Redis;
 use crate::security::cleanup;
-use crate::security::crypto::DataKeys;
+use crate::security::crypto::disk::{algorithm_of, OpenOptions};
+use crate::security::crypto::{Cipher, DataKeyError, DiskDataKeys, KekSource};
+use crate::security::datakeys::{DataKeyService, ReencryptService};
 use crate::security::device_auth::DeviceTokens;
 use crate::security::jwt::{JwtKeys, KeyError};
 use crate::security::keys::DiskKeyRing;
@@ -65,6 +68,10 @@ pub enum StartError {
     /// The keys could not be loaded or created.
     #[error(transparent)]
     Keys(#[from] crate::security::jwt::KeyError),
+    /// The data keys do not open (wrong passphrase, missing or corrupt key file, rows under a key
+    /// the ring does not hold): exit code 2, nothing changed.
+    #[error(transparent)]
+    DataKeys(#[from] DataKeyError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -154,6 +161,10 @@ async fn start_key_manager(
     clock: &SharedClock,
     metrics: &Metrics,
     log: &slog::Logger,
+    (data_keys, reencrypt): (
+        Arc<DataKeyService>,
+        actix::Recipient<beepmyphone_actors::reencrypt::Wake>,
+    ),
 ) -> Result<KeyParts, StartError> {
     let policy = crate::security::keys::policy(&settings.auth);
     let ring = {
@@ -175,6 +186,7 @@ async fn start_key_manager(
         log.new(slog::o!("actor" => "keys")),
     )
     .with_restarts(metrics.actor_restarts.with_label_values(&["keys"]))
+    .with_data_keys(data_keys, reencrypt)
     .start_supervised();
     manager
         .send(Rescan)
@@ -182,6 +194,47 @@ async fn start_key_manager(
         .map_err(|e| StartError::Io(e.to_string()))?
         .map_err(|e| KeyError(e.to_string()))?;
     Ok((keys, ring, manager))
+}
+
+/// Opens (on first start, creates) the data-key ring, on the blocking pool (PBKDF2 is slow on
+/// purpose). Any failure changes nothing on disk.
+async fn open_data_keys(
+    settings: &Settings,
+    now_ms: i64,
+) -> Result<(DiskDataKeys, crate::security::crypto::DataRing), StartError> {
+    let source = KekSource::from_settings(&settings.encryption)?;
+    let algorithm = algorithm_of(&settings.encryption)?;
+    let (dir, iterations) = (settings.keys_dir(), settings.encryption.pbkdf2_iterations);
+    tokio::task::spawn_blocking(move || {
+        DiskDataKeys::open(
+            &dir,
+            &OpenOptions {
+                source: &source,
+                algorithm,
+                iterations,
+                now_ms,
+            },
+        )
+    })
+    .await
+    .map_err(|e| StartError::Io(e.to_string()))?
+    .map_err(StartError::from)
+}
+
+/// Stops start-up if rows are sealed under a key the ring does not hold.
+async fn check_row_keys(store: &Store) -> Result<(), StartError> {
+    let cipher = store.cipher()?.clone();
+    let unknown = store
+        .run(move |conn| crate::store::reencrypt::unknown_keys(conn, &cipher))
+        .await?;
+    match unknown.first() {
+        Some(&(table, key_id)) => Err(DataKeyError::RowsUnderUnknownKey {
+            table: table.to_owned(),
+            key_id,
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// What identity needs: Redis (when configured), the data keys, the password manager, the
@@ -194,10 +247,9 @@ async fn start_identity(
     insecure_bcrypt_cost: Option<u32>,
     redis: Option<Redis>,
 ) -> Result<(Revocations, SessionManager, PasswordManager), StartError> {
-    let (keys_dir, auth) = (settings.keys_dir(), settings.auth.clone());
-    let sessions_keys_dir = keys_dir.clone();
-    let (data_keys, passwords) = tokio::task::spawn_blocking(move || {
-        let data_keys = DataKeys::load_or_create_in(&keys_dir).map_err(|e| e.to_string())?;
+    let auth = settings.auth.clone();
+    let cipher = store.cipher()?.clone();
+    let passwords = tokio::task::spawn_blocking(move || {
         let bcrypt = match insecure_bcrypt_cost {
             Some(cost) => Bcrypt::new(cost, true),
             None => Bcrypt::new(auth.bcrypt_cost, false),
@@ -205,7 +257,7 @@ async fn start_identity(
         // Computes the dummy hash for unknown users once (a full bcrypt at the configured cost).
         let passwords = PasswordManager::new(Arc::new(bcrypt), auth.password_concurrency)
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>((data_keys, passwords))
+        Ok::<_, String>(passwords)
     })
     .await
     .map_err(|e| StartError::Io(e.to_string()))?
@@ -214,12 +266,11 @@ async fn start_identity(
     let sessions = SessionManager::for_backend(
         store.clone(),
         redis,
-        Arc::new(data_keys),
+        cipher,
         clock.clone(),
         &settings.sessions,
         log.new(slog::o!("component" => "sessions")),
-    )
-    .with_keys_dir(sessions_keys_dir);
+    );
     slog::info!(log, "identity ready"; "backend" => revocations.backend_name());
     Ok((revocations, sessions, passwords))
 }
@@ -245,12 +296,41 @@ impl Application {
             }
             Ok(())
         };
+        // The data keys first: a wrong passphrase or a missing key file stops here, before
+        // anything on disk is touched.
+        let (data_keys, ring) = open_data_keys(&settings, clock.now_ms()).await?;
         restrict("before opening")?;
-        let store = Store::open(&data_dir, &settings.storage)?;
+        let store = Store::open(&data_dir, &settings.storage)?.with_cipher(Cipher::new(ring));
+        check_row_keys(&store).await?;
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT));
         store.observe_waits_in(metrics.db_pool_wait_seconds.clone());
-        let (keys, ring, key_manager) =
-            start_key_manager(&settings, &clock, &metrics, &log).await?;
+        let reencrypt = Arc::new(Progress::default());
+        let data_keys = DataKeyService::new(
+            data_keys,
+            settings.keys_dir(),
+            store.clone(),
+            algorithm_of(&settings.encryption)?,
+            i64::try_from(settings.sessions.absolute_timeout_seconds)
+                .unwrap_or(i64::MAX / 1_000)
+                .saturating_mul(1_000),
+        )?;
+        let reencryptor = Reencryptor::new(
+            Arc::new(ReencryptService::new(store.clone())),
+            settings.encryption.reencrypt(),
+            reencrypt.clone(),
+            clock.clone(),
+            log.new(slog::o!("actor" => "reencrypt")),
+        )
+        .with_restarts(metrics.actor_restarts.with_label_values(&["reencrypt"]))
+        .start_supervised();
+        let (keys, ring, key_manager) = start_key_manager(
+            &settings,
+            &clock,
+            &metrics,
+            &log,
+            (data_keys, reencryptor.recipient()),
+        )
+        .await?;
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
         restrict("after start-up")?;
         // One Redis pool (when configured) for revocations, sessions and rate limits.

@@ -35,7 +35,9 @@ use actix::prelude::*;
 
 use crate::clock::SharedClock;
 use crate::guard::guarded;
+pub use crate::ports::{DataKeyReport, DataKeyRing};
 pub use crate::ports::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
+use crate::reencrypt::Wake;
 
 /// Minimum time between two on-demand rotations through the key manager (the admin API). A clock
 /// that went back does not count against it; [`MAX_KEYS_IN_FORCE`] still applies.
@@ -119,6 +121,21 @@ pub struct Rotate {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Vec<KeyStatus>, KeyManagerError>")]
 pub struct Rescan;
+
+/// Starts new data keys for every sealing purpose: new values are sealed under them at once, and
+/// the re-encryption job moves the old rows; answers with the ring after the rotation.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<DataKeyReport, KeyManagerError>")]
+pub struct RotateData {
+    /// Who asked, for the log.
+    pub requested_by: String,
+}
+
+/// The data keys as the last upkeep step found them (`None` before the first, or without data
+/// keys).
+#[derive(Message, Debug)]
+#[rtype(result = "Option<DataKeyReport>")]
+pub struct DataStatus;
 
 /// The rules of the ring.
 #[derive(Debug, Clone)]
@@ -276,6 +293,12 @@ pub struct KeyManager {
     last_rotation_ms: Option<i64>,
     /// Counts restarts, when set ([`KeyManager::with_restarts`]).
     restarts: Option<prometheus::IntCounter>,
+    /// The data-key ring, when set ([`KeyManager::with_data_keys`]).
+    data: Option<Arc<dyn DataKeyRing>>,
+    /// Woken when rows are left under old data keys.
+    reencrypt: Option<Recipient<Wake>>,
+    /// What the last data-key step found.
+    data_report: Option<DataKeyReport>,
 }
 
 impl KeyManager {
@@ -294,7 +317,64 @@ impl KeyManager {
             published: None,
             last_rotation_ms: None,
             restarts: None,
+            data: None,
+            reencrypt: None,
+            data_report: None,
         }
+    }
+
+    /// Also keeps the data-encryption keys, on the same ticks, and wakes `reencrypt` when rows
+    /// are left under old keys.
+    pub fn with_data_keys(mut self, data: Arc<dyn DataKeyRing>, reencrypt: Recipient<Wake>) -> Self {
+        self.data = Some(data);
+        self.reencrypt = Some(reencrypt);
+        self
+    }
+
+    /// A data-key step on the blocking pool (nothing without data keys).
+    fn data_step(
+        &mut self,
+        rotate: Option<String>,
+    ) -> impl ActorFuture<Self, Output = Result<DataKeyReport, KeyManagerError>> {
+        let data = self.data.clone();
+        let now = self.clock.now_ms();
+        let forced = rotate.is_some();
+        let work = tokio::task::spawn_blocking(move || {
+            data.map(|data| data.step(now, forced))
+        });
+        async move {
+            match work.await {
+                Ok(Some(result)) => result.map_err(KeyManagerError::from),
+                Ok(None) => Ok(DataKeyReport::default()),
+                Err(_) => Err(KeyManagerError::Unavailable),
+            }
+        }
+        .into_actor(self)
+        .map(move |result, act, _| {
+            match &result {
+                Ok(report) => {
+                    for id in &report.created {
+                        slog::info!(act.log, "new data key"; "id" => id,
+                            "requested_by" => rotate.as_deref().unwrap_or("schedule"));
+                    }
+                    for id in &report.retired {
+                        slog::info!(act.log, "data key retired: no row uses it"; "id" => id);
+                    }
+                    if report.stale_rows > 0 {
+                        if let Some(wake) = &act.reencrypt {
+                            wake.do_send(Wake);
+                        }
+                    }
+                    if act.data.is_some() {
+                        act.data_report = Some(report.clone());
+                    }
+                }
+                Err(e) => {
+                    slog::error!(act.log, "data-key step failed; the keys in force stay"; "error" => %e);
+                }
+            }
+            result
+        })
     }
 
     /// Counts this actor's restarts into `counter` (`beepmyphone_actor_restarts_total{actor}`).
@@ -378,6 +458,8 @@ impl Actor for KeyManager {
         ctx.add_stream(self.clock.interval(self.policy.scan_every));
         let first = self.step(None).map(|_, _, _| ());
         ctx.wait(first);
+        let data = self.data_step(None).map(|_, _, _| ());
+        ctx.wait(data);
     }
 }
 
@@ -396,6 +478,8 @@ impl StreamHandler<()> for KeyManager {
     fn handle(&mut self, _tick: (), ctx: &mut Self::Context) {
         let tick = self.step(None).map(|_, _, _| ());
         ctx.wait(tick);
+        let data = self.data_step(None).map(|_, _, _| ());
+        ctx.wait(data);
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {}
@@ -429,6 +513,27 @@ impl Handler<Rotate> for KeyManager {
                 })
             },
         )))
+    }
+}
+
+impl Handler<RotateData> for KeyManager {
+    type Result = AtomicResponse<Self, Result<DataKeyReport, KeyManagerError>>;
+
+    fn handle(&mut self, msg: RotateData, _ctx: &mut Self::Context) -> Self::Result {
+        if self.data.is_none() {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(KeyManagerError::Ring(
+                KeyRingError("no data keys".into()),
+            )))));
+        }
+        AtomicResponse::new(Box::pin(self.data_step(Some(msg.requested_by))))
+    }
+}
+
+impl Handler<DataStatus> for KeyManager {
+    type Result = Option<DataKeyReport>;
+
+    fn handle(&mut self, _msg: DataStatus, _ctx: &mut Self::Context) -> Self::Result {
+        self.data_report.clone()
     }
 }
 

@@ -8,7 +8,10 @@
 //! - [`batcher::Batcher`]: coalesces what goes to one device within a short window into one frame;
 //! - [`health::HealthSupervisor`]: probes every component on its own, logs transitions, sets the
 //!   component gauges and answers health checks from its cache;
-//! - [`keys::KeyManager`]: the ring of token-signing keys: rotation, retirement, the published snapshot;
+//! - [`keys::KeyManager`]: the ring of token-signing keys and the data-encryption keys: rotation,
+//!   retirement, the published snapshots;
+//! - [`reencrypt::Reencryptor`]: moves rows under old data keys (or from before encryption) to
+//!   the current keys, in paced batches;
 //! - [`memory::MemoryMonitor`]: samples the process's memory and flags sustained growth;
 //! - [`alerts::AlertManager`]: evaluates the alert rules and sends transitions to its channels.
 //!
@@ -39,6 +42,7 @@ pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod queue;
+pub mod reencrypt;
 pub mod registry;
 pub mod socket;
 pub mod supervisor;

@@ -989,6 +989,14 @@ pub struct NotificationListQuery {
         pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
     )]
     pub app: Option<String>,
+    /// Only notifications with this tag.
+    #[garde(custom(line(1, 32)))]
+    #[param(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    pub tag: Option<String>,
     /// Created at or after (RFC 3339).
     #[garde(custom(timestamp))]
     #[param(format = DateTime)]

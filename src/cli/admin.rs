@@ -202,34 +202,44 @@ fn bcrypt(settings: &Settings) -> Result<Bcrypt, LocalError> {
 /// Reads a new password: one line of stdin, or twice from the terminal without echo. Checks the
 /// length rules before any hashing.
 fn read_password(from_stdin: bool) -> Result<SecretString, LocalError> {
-    let password = if from_stdin {
+    check_password(read_new_secret(from_stdin, "password")?)
+}
+
+/// Reads a new secret (`what`: password, passphrase): one line of stdin, or twice from the
+/// terminal without echo.
+pub(super) fn read_new_secret(from_stdin: bool, what: &str) -> Result<SecretString, LocalError> {
+    if from_stdin {
         // The line buffer holds the password too: wiped when it goes.
         let mut line = Zeroizing::new(String::new());
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|e| failed(format!("cannot read the password from stdin: {e}")))?;
+            .map_err(|e| failed(format!("cannot read the {what} from stdin: {e}")))?;
         let trimmed = line.strip_suffix('\n').unwrap_or(&line);
         let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-        SecretString::from(trimmed)
+        Ok(SecretString::from(trimmed))
     } else {
         if !std::io::stdin().is_terminal() {
-            return Err(usage(
-                "stdin is not a terminal: pass --password-stdin and write the password to stdin",
-            ));
+            return Err(usage(format!(
+                "stdin is not a terminal: pass --{what}-stdin and write the {what} to stdin"
+            )));
         }
         // rpassword hands back plain `String`s: wrapped at once.
-        let first = rpassword::prompt_password("New password: ")
+        let first = rpassword::prompt_password(format!("New {what}: "))
             .map(secret_string)
-            .map_err(|e| failed(format!("cannot read the password: {e}")))?;
-        let second = rpassword::prompt_password("Repeat the password: ")
+            .map_err(|e| failed(format!("cannot read the {what}: {e}")))?;
+        let second = rpassword::prompt_password(format!("Repeat the {what}: "))
             .map(secret_string)
-            .map_err(|e| failed(format!("cannot read the password: {e}")))?;
+            .map_err(|e| failed(format!("cannot read the {what}: {e}")))?;
         if !constant_time_eq(first.expose_secret(), second.expose_secret()) {
-            return Err(usage("the passwords do not match"));
+            return Err(usage(format!("the {what}s do not match")));
         }
-        first
-    };
+        Ok(first)
+    }
+}
+
+/// Checks a new password's length rules.
+fn check_password(password: SecretString) -> Result<SecretString, LocalError> {
     let length = password.expose_secret().chars().count();
     if password.expose_secret().len() > MAX_PASSWORD_BYTES {
         return Err(usage(format!(

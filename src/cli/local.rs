@@ -12,7 +12,6 @@ use crate::api::routes::pairing::mint_pairing_code;
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::{Overrides, Settings};
 use crate::domain::Scope;
-use crate::security::crypto::DataKeys;
 use crate::security::keys::{DiskKeyRing, KEY_SCAN_INTERVAL};
 use crate::security::secrets::ExposeSecret;
 use crate::store::Store;
@@ -48,6 +47,11 @@ pub fn settings(args: &ConfigArgs) -> Result<Settings, LocalError> {
         listen: None,
     })
     .map_err(|e| LocalError::Usage(e.to_string()))
+}
+
+/// The store, without data keys (the local commands that use it touch no sealed column).
+pub(super) fn open_store(settings: &Settings) -> Result<Store, LocalError> {
+    open(settings)
 }
 
 fn open(settings: &Settings) -> Result<Store, LocalError> {
@@ -162,22 +166,25 @@ pub fn token_create(
     Ok(())
 }
 
-/// Whether the keys directory holds any data-encryption key.
-fn has_data_keys(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with("data-") && n.ends_with(".key"))
-        })
-    })
+/// `beepmyphone keys passphrase`: re-wraps the data keys ([`super::datakeys::passphrase`]).
+pub fn keys_passphrase(
+    args: &ConfigArgs,
+    remove: bool,
+    from_stdin: bool,
+    out: &mut impl Write,
+) -> Result<(), LocalError> {
+    super::datakeys::passphrase(&settings(args)?, remove, from_stdin, out)
 }
 
 /// `beepmyphone keys rotate`: adds a signing key (newest, so it signs from now on; a running relay
-/// picks it up at its next scan of the keys directory) and a data-encryption key version, retiring
-/// signing keys whose tokens have all expired, by the same rules as the relay.
-pub fn keys_rotate(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalError> {
+/// picks it up at its next scan of the keys directory), retiring signing keys whose tokens have all
+/// expired, by the same rules as the relay. With `--data`, new data-encryption keys instead
+/// ([`super::datakeys::rotate`]).
+pub fn keys_rotate(args: &ConfigArgs, data: bool, out: &mut impl Write) -> Result<(), LocalError> {
     let settings = settings(args)?;
+    if data {
+        return super::datakeys::rotate(&settings, out);
+    }
     let dir = settings.keys_dir();
     let policy = crate::security::keys::policy(&settings.auth);
     let now = chrono::Utc::now().timestamp_millis();
@@ -197,19 +204,11 @@ pub fn keys_rotate(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalE
     .map_err(|e| failed(&e))?;
     let done = reconcile(&ring, now, &policy, !first, None).map_err(|e| failed(&e))?;
     if let Some(refused) = &done.refused {
-        // Nothing was created: the data keys are not rotated either.
         return Err(LocalError::Failed(format!(
             "rotation refused: {refused}; try again in {} s",
             refused.retry_after_secs()
         )));
     }
-    let data_version = if has_data_keys(&dir) {
-        DataKeys::rotate_in(&dir).map_err(|e| failed(&e))?
-    } else {
-        DataKeys::load_or_create_in(&dir)
-            .map_err(|e| failed(&e))?
-            .current_version()
-    };
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
     if let Some(created) = done.created.as_ref().or(done.keys.last().filter(|_| first)) {
         writeln!(out, "New signing key: {} (current)", created.kid).map_err(io)?;
@@ -222,18 +221,17 @@ pub fn keys_rotate(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalE
     for kid in &done.retired {
         writeln!(out, "Retired:         {kid}").map_err(io)?;
     }
-    writeln!(out, "New data key:    version {data_version}").map_err(io)?;
     writeln!(
         out,
-        "A running relay signs with the new key within {} s; it seals with the new data key after a restart.",
+        "A running relay signs with the new key within {} s.",
         KEY_SCAN_INTERVAL.as_secs()
     )
     .map_err(io)?;
     Ok(())
 }
 
-/// `beepmyphone keys status`: the signing keys, newest first, with their states, and the data-key
-/// versions. Changes nothing.
+/// `beepmyphone keys status`: the signing keys, newest first, with their states, and the data keys
+/// with the rows each covers. Changes nothing.
 pub fn keys_status(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalError> {
     let settings = settings(args)?;
     let dir = settings.keys_dir();
@@ -268,19 +266,5 @@ pub fn keys_status(args: &ConfigArgs, out: &mut impl Write) -> Result<(), LocalE
             .map_err(io)?;
         }
     }
-    if has_data_keys(&dir) {
-        let data =
-            DataKeys::load_or_create_in(&dir).map_err(|e| LocalError::Failed(e.to_string()))?;
-        let versions: Vec<String> = data.versions().iter().map(u32::to_string).collect();
-        writeln!(
-            out,
-            "Data keys: version {} seals; versions {} open",
-            data.current_version(),
-            versions.join(", ")
-        )
-        .map_err(io)?;
-    } else {
-        writeln!(out, "Data keys: none yet").map_err(io)?;
-    }
-    Ok(())
+    super::datakeys::status(&settings, out)
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod datakeys;
 pub mod local;
 
 use std::path::PathBuf;
@@ -108,14 +109,33 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Add a new token-signing key (it signs from now on; a running relay picks it up within
-    /// seconds) and a new data-encryption key version; prints the new key ids.
+    /// seconds); with --data, new data-encryption keys instead (new rows are sealed under them at
+    /// once, older rows are re-encrypted in the background). Prints the new key ids.
     Rotate {
+        /// Rotate the data-encryption keys instead of the signing key.
+        #[arg(long)]
+        data: bool,
         /// Settings and data directory.
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// List the signing keys (current, verifying, retiring) and the data-key versions.
+    /// List the signing keys (current, verifying, retiring) and the data keys with the rows each
+    /// covers.
     Status {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Re-wrap the data keys under a new passphrase (BEEP_MASTER_PASSPHRASE or
+    /// encryption.passphrase_file gives the current one, if any); rows are not touched. Restart the
+    /// relay with the new passphrase afterwards.
+    Passphrase {
+        /// Go back to a key file in the keys directory instead of a passphrase.
+        #[arg(long, conflicts_with = "passphrase_stdin")]
+        remove: bool,
+        /// Read the new passphrase from one line of stdin instead of the terminal.
+        #[arg(long)]
+        passphrase_stdin: bool,
         /// Settings and data directory.
         #[command(flatten)]
         config: ConfigArgs,

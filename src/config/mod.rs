@@ -11,7 +11,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod encryption;
 mod monitoring;
+
+pub use encryption::{EncryptionSettings, MIN_PBKDF2_ITERATIONS, PASSPHRASE_ENV};
 
 pub use monitoring::{
     AlertSettings, HealthSettings, MemorySettings, MetricsSettings, OtlpHeaders, OtlpSettings,
@@ -298,6 +301,8 @@ pub struct Settings {
     pub memory: MemorySettings,
     /// Optional OTLP export of spans and metrics.
     pub otlp: OtlpSettings,
+    /// Encryption at rest.
+    pub encryption: EncryptionSettings,
 }
 
 impl Default for SessionSettings {
@@ -460,6 +465,7 @@ impl Settings {
             Err(ConfigError(format!("{key}: {why}")))
         }
         self.otlp.validate()?;
+        self.encryption.validate()?;
         if let Some(bad_proxy) = self
             .limits
             .trusted_proxies

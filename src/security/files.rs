@@ -77,3 +77,27 @@ pub fn restrict_tree(dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Replaces `path` with `bytes` (mode 0600) atomically: written to a temporary file, synced, then
+/// renamed over it, and the directory synced. Readers see the old file or the new one, whole.
+pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no directory"))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    ));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    fs::File::open(dir).and_then(|d| d.sync_all())
+}

@@ -3,6 +3,7 @@
 
 pub mod admins;
 pub mod cleanup;
+pub mod datakeys;
 pub mod crypto;
 pub mod device_auth;
 pub mod files;

@@ -97,7 +97,7 @@ impl Revocations {
         let (id, token) = (device.to_string(), jti.to_owned());
         let embedded = matches!(self.backend, Backend::Sqlite);
         let lookup = self.store.run(move |conn| {
-            let row = devices::get(conn, &id)?;
+            let row = devices::tokens_valid_after(conn, &id)?;
             let listed = embedded && row.is_some() && revoked::contains(conn, &token)?;
             Ok((row, listed))
         });
@@ -113,7 +113,7 @@ impl Revocations {
         Ok(match row {
             None => TokenStatus::DeviceGone,
             Some(_) if listed || in_redis => TokenStatus::Revoked,
-            Some(row) if iat_s.saturating_mul(1_000) < row.tokens_valid_after => {
+            Some(valid_after) if iat_s.saturating_mul(1_000) < valid_after => {
                 TokenStatus::Revoked
             }
             Some(_) => TokenStatus::Valid,

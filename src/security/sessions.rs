@@ -3,8 +3,10 @@
 //! - A session id is `bms_` and 256 random bits. Only its SHA-256 (the *id hash*) is stored, so a
 //!   copy of the store or of Redis cannot be replayed as a cookie.
 //! - The session record (admin id and name, CSRF token, creation and last-use times, public id) is
-//!   sealed with AES-256-GCM under the current data key, with the id hash as associated data, in
-//!   both backends: a record moved to another id does not open.
+//!   sealed under the current `sessions` data key ([`crate::security::crypto`]), bound to the id
+//!   hash, in both backends: a record moved to another id does not open. Every write seals again
+//!   under the current key, so after a rotation the old key covers only sessions not used since,
+//!   which end within the absolute timeout; the key then retires.
 //! - A session ends `sessions.idle_timeout_seconds` after its last use or
 //!   `sessions.absolute_timeout_seconds` after login, whichever comes first, measured on the
 //!   injected clock. The last-use time is written at most every [`SessionManager::touch_every_ms`]
@@ -14,14 +16,11 @@
 //!   [`SessionWriter`], each implemented by [`SqliteSessions`] (`admin_sessions`, swept by the cleanup
 //!   task) and [`RedisSessions`] (keys with TTLs, so Redis drops what ended). Relays that share a
 //!   Redis and a keys directory (`storage.keys_dir`) accept each other's sessions. A record sealed
-//!   under a data-key version this process has not loaded (another relay restarted after
-//!   `keys rotate`) makes it re-read the keys directory, at most every [`KEY_RELOAD_INTERVAL_MS`].
+//!   under a data key this process has not loaded yet (another relay rotated) makes it re-read the
+//!   ring, at most every [`REFRESH_INTERVAL_MS`](crate::security::crypto::ring::REFRESH_INTERVAL_MS).
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +28,7 @@ use beepmyphone_actors::clock::SharedClock;
 
 use crate::config::SessionSettings;
 use crate::redis::{Redis, RedisError};
-use crate::security::crypto::DataKeys;
+use crate::security::crypto::{fields, Cipher, CryptoError, Purpose};
 use crate::security::secrets::{
     hash_secret, new_csrf_token, new_session_id, secret_string, ExposeSecret, SecretString,
 };
@@ -42,8 +41,6 @@ pub const SESSION_COOKIE: &str = "beep_session";
 pub const PUBLIC_ID_PREFIX: &str = "ses_";
 /// Longest interval between two writes of a session's last-use time.
 pub const MAX_TOUCH_INTERVAL_MS: i64 = 60_000;
-/// Shortest interval between two re-reads of the keys directory for an unknown data-key version.
-pub const KEY_RELOAD_INTERVAL_MS: i64 = 10_000;
 
 /// A session storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -400,10 +397,7 @@ pub struct NewSession {
 pub struct SessionManager {
     reader: Arc<dyn SessionReader>,
     writer: Arc<dyn SessionWriter>,
-    keys: Arc<ArcSwap<DataKeys>>,
-    /// Where to re-read the data keys from when a record names a version not loaded yet.
-    keys_dir: Option<PathBuf>,
-    last_key_reload: Arc<AtomicI64>,
+    cipher: Cipher,
     clock: SharedClock,
     idle_ms: i64,
     absolute_ms: i64,
@@ -421,7 +415,7 @@ impl SessionManager {
     /// A manager over `backend` (one type implementing both traits).
     pub fn new<B: SessionReader + SessionWriter>(
         backend: Arc<B>,
-        keys: Arc<DataKeys>,
+        cipher: Cipher,
         clock: SharedClock,
         settings: &SessionSettings,
         log: slog::Logger,
@@ -429,9 +423,7 @@ impl SessionManager {
         Self {
             reader: backend.clone(),
             writer: backend,
-            keys: Arc::new(ArcSwap::new(keys)),
-            keys_dir: None,
-            last_key_reload: Arc::new(AtomicI64::new(i64::MIN)),
+            cipher,
             clock,
             idle_ms: seconds_ms(settings.idle_timeout_seconds),
             absolute_ms: seconds_ms(settings.absolute_timeout_seconds),
@@ -444,7 +436,7 @@ impl SessionManager {
     pub fn for_backend(
         store: Store,
         redis: Option<Redis>,
-        keys: Arc<DataKeys>,
+        cipher: Cipher,
         clock: SharedClock,
         settings: &SessionSettings,
         log: slog::Logger,
@@ -452,26 +444,19 @@ impl SessionManager {
         match redis {
             Some(redis) => Self::new(
                 Arc::new(RedisSessions::new(redis)),
-                keys,
+                cipher,
                 clock,
                 settings,
                 log,
             ),
             None => Self::new(
                 Arc::new(SqliteSessions::new(store)),
-                keys,
+                cipher,
                 clock,
                 settings,
                 log,
             ),
         }
-    }
-
-    /// Re-reads data keys from `dir` (the keys directory they were loaded from) when a record is
-    /// sealed under a version not loaded yet.
-    pub fn with_keys_dir(mut self, dir: PathBuf) -> Self {
-        self.keys_dir = Some(dir);
-        self
     }
 
     /// How often a session's last-use time is written: a tenth of the idle timeout, at most a
@@ -498,9 +483,9 @@ impl SessionManager {
     fn seal(&self, id_hash: &str, record: &Record) -> Result<StoredSession, SessionError> {
         let plain = serde_json::to_vec(record).map_err(|e| SessionError::Record(e.to_string()))?;
         let sealed = self
-            .keys
-            .load()
-            .seal(&plain, id_hash.as_bytes())
+            .cipher
+            .sealer(Purpose::Sessions)
+            .and_then(|sealer| sealer.seal(fields::SESSION_DATA, id_hash, &plain))
             .map_err(|e| SessionError::Record(e.to_string()))?;
         Ok(StoredSession {
             id_hash: id_hash.to_owned(),
@@ -511,66 +496,32 @@ impl SessionManager {
         })
     }
 
-    fn try_open(&self, id_hash: &str, sealed: &[u8]) -> Option<Record> {
-        self.keys
-            .load()
-            .open(sealed, id_hash.as_bytes())
-            .ok()
-            .and_then(|plain| serde_json::from_slice::<Record>(&plain).ok())
-    }
-
-    /// Re-reads the keys directory if `sealed` names a version not loaded and the last re-read
-    /// is long enough ago; whether new keys were loaded.
-    async fn reload_keys_for(&self, sealed: &[u8]) -> bool {
-        let (Some(dir), Some(version)) = (&self.keys_dir, DataKeys::sealed_version(sealed)) else {
-            return false;
-        };
-        if self.keys.load().versions().contains(&version) {
-            return false;
-        }
-        let now = self.clock.now_ms();
-        let last = self.last_key_reload.load(Ordering::Relaxed);
-        let too_soon = last > i64::MIN && now - last < KEY_RELOAD_INTERVAL_MS;
-        if too_soon
-            || self
-                .last_key_reload
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return false;
-        }
-        let dir = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || DataKeys::load_or_create_in(&dir))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        match loaded {
-            Ok(keys) => {
-                slog::info!(self.log, "re-read the data keys"; "versions" => format!("{:?}", keys.versions()));
-                self.keys.store(Arc::new(keys));
-                true
-            }
-            Err(e) => {
-                slog::warn!(self.log, "could not re-read the data keys"; "error" => e);
-                false
-            }
-        }
+    fn try_open(&self, id_hash: &str, sealed: &[u8]) -> Result<Record, CryptoError> {
+        let plain = self.cipher.open(fields::SESSION_DATA, id_hash, sealed)?;
+        serde_json::from_slice::<Record>(&plain).map_err(|_| CryptoError::NotText)
     }
 
     /// Opens a stored record; `None` (logged) if it does not open: a foreign, tampered or
     /// retired-key record is no session.
     async fn open(&self, id_hash: &str, sealed: &[u8]) -> Option<Record> {
         let mut opened = self.try_open(id_hash, sealed);
-        if opened.is_none() && self.reload_keys_for(sealed).await {
-            opened = self.try_open(id_hash, sealed);
+        if let Err(CryptoError::UnknownKey(_)) = opened {
+            // Sealed by a relay that rotated since this one last read the ring.
+            let (cipher, now) = (self.cipher.clone(), self.clock.now_ms());
+            let refreshed = tokio::task::spawn_blocking(move || cipher.refresh(now))
+                .await
+                .unwrap_or(false);
+            if refreshed {
+                opened = self.try_open(id_hash, sealed);
+            }
         }
-        if opened.is_none() {
-            slog::warn!(
-                self.log,
-                "a stored session record does not open; ignoring it"
-            );
+        match opened {
+            Ok(record) => Some(record),
+            Err(e) => {
+                slog::warn!(self.log, "a stored session record does not open; ignoring it"; "error" => %e);
+                None
+            }
         }
-        opened
     }
 
     fn session(&self, id_hash: String, record: Record) -> Session {

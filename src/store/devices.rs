@@ -10,12 +10,13 @@ use diesel::SqliteConnection;
 use beepmyphone_actors::model::{DeviceId, DevicePolicy, Priority, QuietHours};
 
 use super::schema::{deliveries, devices};
+use super::sealed::{open_opt, open_text};
 use super::StoreError;
 use crate::domain::DeliveryStatus;
+use crate::security::crypto::{fields, Cipher, Purpose};
 
-/// A device row.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = devices)]
+/// A device, as handlers and the queue see it (opened).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceRow {
     /// `dev_…`
     pub id: String,
@@ -104,8 +105,7 @@ impl DeviceRow {
 }
 
 /// Settings changes from `PATCH /devices/{id}`; `None` leaves a field as it is.
-#[derive(Debug, Default, Clone, AsChangeset)]
-#[diesel(table_name = devices)]
+#[derive(Debug, Default, Clone)]
 pub struct DeviceChanges {
     /// New name.
     pub name: Option<String>,
@@ -121,67 +121,212 @@ pub struct DeviceChanges {
     pub quiet_tz: Option<Option<String>>,
 }
 
-/// Inserts a device.
-pub fn insert(conn: &mut SqliteConnection, row: &DeviceRow) -> QueryResult<()> {
-    diesel::insert_into(devices::table)
-        .values(row)
-        .execute(conn)
-        .map(|_| ())
+impl DeviceChanges {
+    fn apply(self, row: &mut DeviceRow) {
+        if let Some(name) = self.name {
+            row.name = name;
+        }
+        if let Some(enabled) = self.enabled {
+            row.enabled = enabled;
+        }
+        if let Some(min) = self.min_priority {
+            row.min_priority = min;
+        }
+        if let Some(start) = self.quiet_start {
+            row.quiet_start = start;
+        }
+        if let Some(end) = self.quiet_end {
+            row.quiet_end = end;
+        }
+        if let Some(tz) = self.quiet_tz {
+            row.quiet_tz = tz;
+        }
+    }
 }
 
-/// One device.
-pub fn get(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<DeviceRow>> {
+/// A device row as stored: name, platform, app version and quiet hours sealed under the devices
+/// key (see [`crate::security::crypto`]).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = devices, treat_none_as_null = true)]
+pub struct StoredDevice {
+    id: String,
+    name: Vec<u8>,
+    platform: Vec<u8>,
+    app_version: Option<Vec<u8>>,
+    enabled: bool,
+    min_priority: i16,
+    quiet_start: Option<Vec<u8>>,
+    quiet_end: Option<Vec<u8>>,
+    quiet_tz: Option<Vec<u8>>,
+    created_at: i64,
+    last_seen_at: Option<i64>,
+    tokens_valid_after: i64,
+    key_id: Option<i64>,
+    platform_index: Option<Vec<u8>>,
+}
+
+impl StoredDevice {
+    /// Seals `row` under the current devices key.
+    pub fn seal(row: &DeviceRow, cipher: &Cipher) -> Result<Self, StoreError> {
+        let crypto = StoreError::crypto;
+        let sealer = cipher.sealer(Purpose::Devices).map_err(crypto)?;
+        let id = row.id.as_str();
+        let opt = |field, value: &Option<String>| sealer.seal_opt(field, id, value.as_deref());
+        Ok(Self {
+            id: row.id.clone(),
+            name: sealer.seal(fields::DEVICE_NAME, id, row.name.as_bytes()).map_err(crypto)?,
+            platform: sealer
+                .seal(fields::DEVICE_PLATFORM, id, row.platform.as_bytes())
+                .map_err(crypto)?,
+            app_version: opt(fields::DEVICE_APP_VERSION, &row.app_version).map_err(crypto)?,
+            enabled: row.enabled,
+            min_priority: row.min_priority,
+            quiet_start: opt(fields::DEVICE_QUIET_START, &row.quiet_start).map_err(crypto)?,
+            quiet_end: opt(fields::DEVICE_QUIET_END, &row.quiet_end).map_err(crypto)?,
+            quiet_tz: opt(fields::DEVICE_QUIET_TZ, &row.quiet_tz).map_err(crypto)?,
+            created_at: row.created_at,
+            last_seen_at: row.last_seen_at,
+            tokens_valid_after: row.tokens_valid_after,
+            key_id: Some(sealer.key_id()),
+            platform_index: Some(
+                cipher
+                    .blind_index(fields::INDEX_PLATFORM, &row.platform)
+                    .map_err(crypto)?,
+            ),
+        })
+    }
+
+    /// Opens it; [`StoreError::Corrupt`] for a field that does not open.
+    pub fn open(&self, cipher: &Cipher) -> Result<DeviceRow, StoreError> {
+        let id = self.id.as_str();
+        let text = |field, bytes: &[u8]| open_text(cipher, field, id, self.key_id, bytes);
+        let opt = |field, bytes: &Option<Vec<u8>>| {
+            open_opt(cipher, field, id, self.key_id, bytes.as_deref())
+        };
+        Ok(DeviceRow {
+            id: self.id.clone(),
+            name: text(fields::DEVICE_NAME, &self.name)?,
+            platform: text(fields::DEVICE_PLATFORM, &self.platform)?,
+            app_version: opt(fields::DEVICE_APP_VERSION, &self.app_version)?,
+            enabled: self.enabled,
+            min_priority: self.min_priority,
+            quiet_start: opt(fields::DEVICE_QUIET_START, &self.quiet_start)?,
+            quiet_end: opt(fields::DEVICE_QUIET_END, &self.quiet_end)?,
+            quiet_tz: opt(fields::DEVICE_QUIET_TZ, &self.quiet_tz)?,
+            created_at: self.created_at,
+            last_seen_at: self.last_seen_at,
+            tokens_valid_after: self.tokens_valid_after,
+        })
+    }
+
+    /// The data key that sealed it (`None`: plaintext from before encryption).
+    pub fn key_id(&self) -> Option<i64> {
+        self.key_id
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Inserts a device, sealed.
+pub fn insert(conn: &mut SqliteConnection, cipher: &Cipher, row: &DeviceRow) -> Result<(), StoreError> {
+    let stored = StoredDevice::seal(row, cipher)?;
+    diesel::insert_into(devices::table)
+        .values(&stored)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// One device, opened.
+pub fn get(
+    conn: &mut SqliteConnection,
+    cipher: &Cipher,
+    id: &str,
+) -> Result<Option<DeviceRow>, StoreError> {
     devices::table
         .find(id)
-        .select(DeviceRow::as_select())
+        .select(StoredDevice::as_select())
+        .first(conn)
+        .optional()?
+        .map(|stored| stored.open(cipher))
+        .transpose()
+}
+
+/// When the device's access tokens start to count (`tokens_valid_after`, epoch ms), if it exists:
+/// the per-request check, which opens nothing.
+pub fn tokens_valid_after(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<i64>> {
+    devices::table
+        .find(id)
+        .select(devices::tokens_valid_after)
         .first(conn)
         .optional()
 }
 
-/// A page of devices in id order, after `after`, optionally of one platform.
+/// A page of devices in id order, after `after`, optionally of one platform (compared by its
+/// blind index).
 pub fn list(
     conn: &mut SqliteConnection,
+    cipher: &Cipher,
     platform: Option<&str>,
     after: Option<&str>,
     limit: i64,
-) -> QueryResult<Vec<DeviceRow>> {
+) -> Result<Vec<DeviceRow>, StoreError> {
     let mut query = devices::table
-        .select(DeviceRow::as_select())
+        .select(StoredDevice::as_select())
         .order(devices::id.asc())
         .limit(limit)
         .into_boxed();
     if let Some(platform) = platform {
-        query = query.filter(devices::platform.eq(platform.to_owned()));
+        let index = cipher
+            .blind_index(fields::INDEX_PLATFORM, platform)
+            .map_err(StoreError::crypto)?;
+        query = query.filter(devices::platform_index.eq(index));
     }
     if let Some(after) = after {
         query = query.filter(devices::id.gt(after.to_owned()));
     }
-    query.load(conn)
+    query
+        .load::<StoredDevice>(conn)?
+        .iter()
+        .map(|stored| stored.open(cipher))
+        .collect()
 }
 
-/// Every device, for the queue.
-pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<DeviceRow>> {
-    devices::table.select(DeviceRow::as_select()).load(conn)
+/// Every device, for the queue: each opened on its own, so one that does not open is reported
+/// without hiding the others.
+pub fn all(
+    conn: &mut SqliteConnection,
+    cipher: &Cipher,
+) -> QueryResult<Vec<Result<DeviceRow, StoreError>>> {
+    Ok(devices::table
+        .select(StoredDevice::as_select())
+        .load::<StoredDevice>(conn)?
+        .iter()
+        .map(|stored| stored.open(cipher))
+        .collect())
 }
 
-/// Applies settings changes; returns the updated row, or `None` if there is no such device.
+/// Applies settings changes, sealing the whole row again under the current key (so the row's
+/// fields stay under one key); returns the updated row, or `None` if there is no such device.
 pub fn update(
     conn: &mut SqliteConnection,
+    cipher: &Cipher,
     id: &str,
-    changes: &DeviceChanges,
-) -> QueryResult<Option<DeviceRow>> {
-    let has_changes = changes.name.is_some()
-        || changes.enabled.is_some()
-        || changes.min_priority.is_some()
-        || changes.quiet_start.is_some()
-        || changes.quiet_end.is_some()
-        || changes.quiet_tz.is_some();
-    if has_changes {
+    changes: DeviceChanges,
+) -> Result<Option<DeviceRow>, StoreError> {
+    conn.immediate_transaction(|conn| {
+        let Some(mut row) = get(conn, cipher, id)? else {
+            return Ok(None);
+        };
+        changes.apply(&mut row);
+        let stored = StoredDevice::seal(&row, cipher)?;
         diesel::update(devices::table.find(id))
-            .set(changes)
+            .set(&stored)
             .execute(conn)?;
-    }
-    get(conn, id)
+        Ok(Some(row))
+    })
 }
 
 /// Deletes a device (its tokens and deliveries cascade); whether it existed.

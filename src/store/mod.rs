@@ -12,7 +12,9 @@ pub mod devices;
 pub mod notifications;
 pub mod pairing;
 pub mod queue_store;
+pub mod reencrypt;
 pub mod revoked;
+pub mod sealed;
 pub mod schema;
 pub mod tokens;
 
@@ -28,6 +30,7 @@ use diesel::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::StorageSettings;
+use crate::security::crypto::Cipher;
 
 /// The migrations in `migrations/`, compiled in.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -124,11 +127,13 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     }
 }
 
-/// The store: a connection pool over the database file.
+/// The store: a connection pool over the database file, and the data keys that seal its
+/// sealed columns (see [`Store::with_cipher`]).
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<ConnectionManager<SqliteConnection>>,
     counters: Arc<PoolCounters>,
+    cipher: Option<Cipher>,
 }
 
 impl Store {
@@ -155,11 +160,27 @@ impl Store {
         let store = Self {
             pool,
             counters: Arc::new(PoolCounters::default()),
+            cipher: None,
         };
         let mut conn = store.conn()?;
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
         Ok(store)
+    }
+
+    /// The store with the data keys that seal and open notification, device and session
+    /// columns. Without them (the CLI's commands that touch none of those), such reads and writes
+    /// fail rather than store plaintext.
+    pub fn with_cipher(mut self, cipher: Cipher) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
+    /// The data keys; an error if the store was opened without them.
+    pub fn cipher(&self) -> Result<&Cipher, StoreError> {
+        self.cipher
+            .as_ref()
+            .ok_or_else(|| StoreError::Other("the store was opened without data keys".into()))
     }
 
     /// A pooled connection; blocks, so only call it on a blocking thread.

@@ -7,11 +7,14 @@ use diesel::SqliteConnection;
 use beepmyphone_actors::model::{NotificationId, NotificationRecord, Priority};
 use beepmyphone_actors::trace::TraceId;
 
-use super::schema::{deliveries, notifications};
+use super::schema::{deliveries, notification_tags, notifications};
+use super::sealed::{open_opt, open_text};
 use super::StoreError;
 use crate::domain::DeliveryStatus;
+use crate::security::crypto::{fields, Cipher};
 
-/// A notification row.
+/// A notification row as stored: title, body, app, tags and click URL sealed (see
+/// [`crate::security::crypto`]); [`NotificationRow::record`] opens them.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = notifications)]
 pub struct NotificationRow {
@@ -19,34 +22,51 @@ pub struct NotificationRow {
     pub seq: i64,
     /// `ntf_…`
     pub id: String,
-    /// Title.
-    pub title: String,
-    /// Body.
-    pub body: String,
-    /// Source app.
-    pub app: String,
+    /// Title, sealed.
+    pub title: Vec<u8>,
+    /// Body, sealed.
+    pub body: Vec<u8>,
+    /// Source app, sealed.
+    pub app: Vec<u8>,
     /// Priority as [`Priority::as_i16`].
     pub priority: i16,
-    /// JSON array of tags.
-    pub tags: String,
-    /// Click URL.
-    pub click_url: Option<String>,
+    /// JSON array of tags, sealed.
+    pub tags: Vec<u8>,
+    /// Click URL, sealed.
+    pub click_url: Option<Vec<u8>>,
     /// Created at, epoch ms.
     pub created_at: i64,
     /// Expires at, epoch ms.
     pub expires_at: i64,
     /// Who published it.
     pub publisher: String,
-    /// Its idempotency key.
-    pub idempotency_key: Option<String>,
+    /// The blind index of its idempotency key (the key itself before encryption).
+    pub idempotency_key: Option<Vec<u8>>,
     /// The publish request's W3C trace id (16 bytes).
     pub trace_id: Option<Vec<u8>>,
+    /// The data key that sealed it; `None`: plaintext from before encryption.
+    pub key_id: Option<i64>,
+    /// The blind index of the app.
+    pub app_index: Option<Vec<u8>>,
 }
 
 impl NotificationRow {
-    /// The domain record; [`StoreError::Corrupt`] if the priority or the tags are not what the
-    /// store writes.
-    pub fn record(&self) -> Result<NotificationRecord, StoreError> {
+    /// The domain record, opened; [`StoreError::Corrupt`] if a sealed field does not open (the
+    /// failure is also counted by `cipher`) or the priority or the tags are not what the store
+    /// writes.
+    pub fn record(&self, cipher: &Cipher) -> Result<NotificationRecord, StoreError> {
+        let open = |field, bytes: &[u8]| open_text(cipher, field, &self.id, self.key_id, bytes);
+        let title = open(fields::NOTIFICATION_TITLE, &self.title)?;
+        let body = open(fields::NOTIFICATION_BODY, &self.body)?;
+        let app = open(fields::NOTIFICATION_APP, &self.app)?;
+        let tags = open(fields::NOTIFICATION_TAGS, &self.tags)?;
+        let click_url = open_opt(
+            cipher,
+            fields::NOTIFICATION_CLICK_URL,
+            &self.id,
+            self.key_id,
+            self.click_url.as_deref(),
+        )?;
         let priority = Priority::from_i16(self.priority).ok_or_else(|| {
             StoreError::corrupt(
                 "notifications",
@@ -55,7 +75,7 @@ impl NotificationRow {
                 format_args!("unknown priority {}", self.priority),
             )
         })?;
-        let tags = serde_json::from_str(&self.tags).map_err(|e| {
+        let tags = serde_json::from_str(&tags).map_err(|e| {
             StoreError::corrupt(
                 "notifications",
                 "tags",
@@ -65,12 +85,12 @@ impl NotificationRow {
         })?;
         Ok(NotificationRecord {
             id: NotificationId::from_trusted(self.id.as_str()),
-            title: self.title.clone(),
-            body: self.body.clone(),
-            app: self.app.clone(),
+            title,
+            body,
+            app,
             priority,
             tags,
-            click_url: self.click_url.clone(),
+            click_url,
             created_at: self.created_at,
             expires_at: self.expires_at,
             // Only for the log: a value of another length is ignored rather than refused.
@@ -108,6 +128,8 @@ pub struct ListFilter {
     pub priority: Option<i16>,
     /// Only from this app.
     pub app: Option<String>,
+    /// Only with this tag.
+    pub tag: Option<String>,
     /// Created at or after (epoch ms).
     pub since: Option<i64>,
     /// Created before (epoch ms).
@@ -116,12 +138,13 @@ pub struct ListFilter {
     pub before_seq: Option<i64>,
 }
 
-/// A page of notifications, newest first.
+/// A page of notifications, newest first. The app and tag filters compare blind indexes.
 pub fn list(
     conn: &mut SqliteConnection,
+    cipher: &Cipher,
     filter: &ListFilter,
     limit: i64,
-) -> QueryResult<Vec<NotificationRow>> {
+) -> Result<Vec<NotificationRow>, StoreError> {
     let mut query = notifications::table
         .select(NotificationRow::as_select())
         .order(notifications::seq.desc())
@@ -134,7 +157,18 @@ pub fn list(
         query = query.filter(notifications::priority.eq(priority));
     }
     if let Some(app) = &filter.app {
-        query = query.filter(notifications::app.eq(app.clone()));
+        let index = cipher.blind_index(fields::INDEX_APP, app).map_err(StoreError::crypto)?;
+        query = query.filter(notifications::app_index.eq(index));
+    }
+    if let Some(tag) = &filter.tag {
+        let index = cipher.blind_index(fields::INDEX_TAG, tag).map_err(StoreError::crypto)?;
+        query = query.filter(
+            notifications::seq.eq_any(
+                notification_tags::table
+                    .filter(notification_tags::tag_index.eq(index))
+                    .select(notification_tags::notification_seq),
+            ),
+        );
     }
     if let Some(since) = filter.since {
         query = query.filter(notifications::created_at.ge(since));
@@ -173,7 +207,7 @@ pub fn list(
         }
         (None, None) => {}
     }
-    query.load(conn)
+    Ok(query.load(conn)?)
 }
 
 /// One notification by id.
@@ -205,27 +239,31 @@ pub fn deliveries_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::crypto::ring::tests::test_cipher;
 
+    /// A row from before encryption: plaintext, no key id.
     fn row() -> NotificationRow {
         NotificationRow {
             seq: 1,
             id: "ntf_corrupt".into(),
-            title: "t".into(),
-            body: String::new(),
-            app: "a".into(),
+            title: b"t".to_vec(),
+            body: Vec::new(),
+            app: b"a".to_vec(),
             priority: Priority::Critical.as_i16(),
-            tags: r#"["x","y"]"#.into(),
+            tags: br#"["x","y"]"#.to_vec(),
             click_url: None,
             created_at: 1,
             expires_at: 2,
             publisher: "tok_1".into(),
             idempotency_key: None,
             trace_id: None,
+            key_id: None,
+            app_index: None,
         }
     }
 
     fn corrupt_message(row: &NotificationRow) -> String {
-        match row.record() {
+        match row.record(&test_cipher()) {
             Err(StoreError::Corrupt(message)) => message,
             other => panic!("expected a corrupt-row error, got {other:?}"),
         }
@@ -233,9 +271,39 @@ mod tests {
 
     #[test]
     fn a_valid_row_gives_its_record() {
-        let record = row().record().unwrap();
+        let record = row().record(&test_cipher()).unwrap();
         assert_eq!(record.priority, Priority::Critical);
         assert_eq!(record.tags, vec!["x".to_owned(), "y".to_owned()]);
+    }
+
+    #[test]
+    fn a_sealed_row_opens_and_a_moved_field_is_a_corrupt_row() {
+        let cipher = test_cipher();
+        let sealer = cipher.sealer(crate::security::crypto::Purpose::Content).unwrap();
+        let seal = |field, value: &str| sealer.seal(field, "ntf_corrupt", value.as_bytes()).unwrap();
+        let sealed = NotificationRow {
+            title: seal(fields::NOTIFICATION_TITLE, "on /var"),
+            body: seal(fields::NOTIFICATION_BODY, "disk full"),
+            app: seal(fields::NOTIFICATION_APP, "df"),
+            tags: seal(fields::NOTIFICATION_TAGS, r#"["disk"]"#),
+            click_url: Some(seal(fields::NOTIFICATION_CLICK_URL, "https://x.example/")),
+            key_id: Some(sealer.key_id()),
+            ..row()
+        };
+        let record = sealed.record(&cipher).unwrap();
+        assert_eq!((record.title.as_str(), record.body.as_str()), ("on /var", "disk full"));
+        assert_eq!(record.click_url.as_deref(), Some("https://x.example/"));
+        let swapped = NotificationRow {
+            title: sealed.body.clone(),
+            ..sealed.clone()
+        };
+        let message = match swapped.record(&cipher) {
+            Err(StoreError::Corrupt(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(message.contains("notifications.title of row ntf_corrupt"), "{message}");
+        assert!(message.contains("does not open"), "{message}");
+        assert_eq!(cipher.failures().count(), 1);
     }
 
     #[test]
@@ -252,7 +320,7 @@ mod tests {
     fn tags_that_are_not_a_json_array_of_strings_are_an_error_not_empty() {
         for tags in ["not json", "{\"a\":1}", "[1,2]", ""] {
             let message = corrupt_message(&NotificationRow {
-                tags: tags.into(),
+                tags: tags.as_bytes().to_vec(),
                 ..row()
             });
             assert!(message.contains("notifications.tags"), "{tags}: {message}");

@@ -18,9 +18,10 @@ use beepmyphone_actors::ports::{
 };
 
 use super::notifications::NotificationRow;
-use super::schema::{deliveries, devices as devices_table, notifications};
+use super::schema::{deliveries, devices as devices_table, notification_tags, notifications};
 use super::{devices, Store, StoreError};
 use crate::domain::DeliveryStatus;
+use crate::security::crypto::{fields, Cipher, Purpose};
 
 /// How long an idempotency key is remembered, in milliseconds.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3_600 * 1_000;
@@ -39,17 +40,85 @@ fn store_err(e: impl std::fmt::Display) -> ports::StoreError {
 struct NewRow<'a> {
     seq: i64,
     id: &'a str,
-    title: &'a str,
-    body: &'a str,
-    app: &'a str,
+    title: &'a [u8],
+    body: &'a [u8],
+    app: &'a [u8],
     priority: i16,
-    tags: String,
-    click_url: Option<&'a str>,
+    tags: &'a [u8],
+    click_url: Option<&'a [u8]>,
     created_at: i64,
     expires_at: i64,
     publisher: &'a str,
-    idempotency_key: Option<&'a str>,
+    idempotency_key: Option<&'a [u8]>,
     trace_id: Option<&'a [u8]>,
+    key_id: Option<i64>,
+    app_index: Option<&'a [u8]>,
+}
+
+/// A notification's sealed fields and blind indexes, made before the write transaction so that
+/// the write lock is not held while sealing.
+struct Sealed {
+    title: Vec<u8>,
+    body: Vec<u8>,
+    app: Vec<u8>,
+    tags: Vec<u8>,
+    click_url: Option<Vec<u8>>,
+    key_id: i64,
+    app_index: Vec<u8>,
+    tag_indexes: Vec<Vec<u8>>,
+    idempotency_index: Option<Vec<u8>>,
+}
+
+fn seal_insert(cipher: &Cipher, op: &ports::InsertOp) -> Result<Sealed, StoreError> {
+    let crypto = StoreError::crypto;
+    let record = &op.record;
+    let id = record.id.as_str();
+    let sealer = cipher.sealer(Purpose::Content).map_err(crypto)?;
+    let tags = serde_json::to_vec(&record.tags).map_err(|e| StoreError::Other(e.to_string()))?;
+    let mut tag_indexes = record
+        .tags
+        .iter()
+        .map(|tag| cipher.blind_index(fields::INDEX_TAG, tag))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(crypto)?;
+    tag_indexes.sort();
+    tag_indexes.dedup();
+    Ok(Sealed {
+        title: sealer
+            .seal(fields::NOTIFICATION_TITLE, id, record.title.as_bytes())
+            .map_err(crypto)?,
+        body: sealer
+            .seal(fields::NOTIFICATION_BODY, id, record.body.as_bytes())
+            .map_err(crypto)?,
+        app: sealer
+            .seal(fields::NOTIFICATION_APP, id, record.app.as_bytes())
+            .map_err(crypto)?,
+        tags: sealer
+            .seal(fields::NOTIFICATION_TAGS, id, &tags)
+            .map_err(crypto)?,
+        click_url: sealer
+            .seal_opt(fields::NOTIFICATION_CLICK_URL, id, record.click_url.as_deref())
+            .map_err(crypto)?,
+        key_id: sealer.key_id(),
+        app_index: cipher
+            .blind_index(fields::INDEX_APP, &record.app)
+            .map_err(crypto)?,
+        tag_indexes,
+        idempotency_index: op
+            .idempotency_key
+            .as_deref()
+            .map(|key| cipher.blind_index(fields::INDEX_IDEMPOTENCY, key))
+            .transpose()
+            .map_err(crypto)?,
+    })
+}
+
+/// A tag's blind index as inserted.
+#[derive(Insertable)]
+#[diesel(table_name = notification_tags)]
+struct NewTag<'a> {
+    tag_index: &'a [u8],
+    notification_seq: i64,
 }
 
 /// A delivery row as inserted.
@@ -65,7 +134,7 @@ struct NewDelivery<'a> {
 fn earlier_with_key(
     conn: &mut SqliteConnection,
     publisher: &str,
-    key: &str,
+    key: &[u8],
     created_at: i64,
 ) -> QueryResult<Option<InsertOutcome>> {
     let earlier: Option<(i64, String)> = notifications::table
@@ -133,22 +202,29 @@ fn update_marks<R>(
 /// Sent and acked marks are written a few hundred rows per statement ([`update_marks`]).
 pub fn commit_batch(
     conn: &mut SqliteConnection,
+    cipher: &Cipher,
     batch: &CommitBatch,
-) -> QueryResult<Vec<InsertOutcome>> {
-    conn.immediate_transaction(|conn| {
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    let sealed = batch
+        .inserts
+        .iter()
+        .map(|op| seal_insert(cipher, op))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(conn.immediate_transaction(|conn| {
         let mut outcomes = Vec::with_capacity(batch.inserts.len());
         let mut rows = Vec::with_capacity(batch.inserts.len());
         let mut new_deliveries = Vec::new();
+        let mut new_tags = Vec::new();
         if !batch.inserts.is_empty() {
             let max: Option<i64> = notifications::table
                 .select(diesel::dsl::max(notifications::seq))
                 .first(conn)?;
             let mut next_seq = max.unwrap_or(0) + 1;
             // Keys repeated inside this batch resolve to the batch's first notification.
-            let mut keyed: HashMap<(&str, &str), InsertOutcome> = HashMap::new();
-            for op in &batch.inserts {
+            let mut keyed: HashMap<(&str, &[u8]), InsertOutcome> = HashMap::new();
+            for (op, sealed) in batch.inserts.iter().zip(&sealed) {
                 let record = &op.record;
-                if let Some(key) = op.idempotency_key.as_deref() {
+                if let Some(key) = sealed.idempotency_index.as_deref() {
                     let known = match keyed.get(&(op.publisher.as_str(), key)) {
                         Some(outcome) => Some(outcome.clone()),
                         None => earlier_with_key(conn, &op.publisher, key, record.created_at)?,
@@ -170,18 +246,24 @@ pub fn commit_batch(
                 rows.push(NewRow {
                     seq,
                     id: record.id.as_str(),
-                    title: &record.title,
-                    body: &record.body,
-                    app: &record.app,
+                    title: &sealed.title,
+                    body: &sealed.body,
+                    app: &sealed.app,
                     priority: record.priority.as_i16(),
-                    tags: serde_json::to_string(&record.tags).unwrap_or_else(|_| "[]".into()),
-                    click_url: record.click_url.as_deref(),
+                    tags: &sealed.tags,
+                    click_url: sealed.click_url.as_deref(),
                     created_at: record.created_at,
                     expires_at: record.expires_at,
                     publisher: &op.publisher,
-                    idempotency_key: op.idempotency_key.as_deref(),
+                    idempotency_key: sealed.idempotency_index.as_deref(),
                     trace_id: record.trace_id.as_ref().map(|t| t.as_bytes().as_slice()),
+                    key_id: Some(sealed.key_id),
+                    app_index: Some(&sealed.app_index),
                 });
+                new_tags.extend(sealed.tag_indexes.iter().map(|index| NewTag {
+                    tag_index: index,
+                    notification_seq: seq,
+                }));
                 new_deliveries.extend(op.devices.iter().map(|device| NewDelivery {
                     notification_seq: seq,
                     device_id: device.as_str(),
@@ -195,6 +277,11 @@ pub fn commit_batch(
         for row in &rows {
             diesel::insert_into(notifications::table)
                 .values(row)
+                .execute(conn)?;
+        }
+        for tag in &new_tags {
+            diesel::insert_into(notification_tags::table)
+                .values(tag)
                 .execute(conn)?;
         }
         for delivery in &new_deliveries {
@@ -272,8 +359,8 @@ pub fn commit_batch(
             .set(deliveries::status.eq(DeliveryStatus::Expired))
             .execute(conn)?;
         }
-        Ok(outcomes)
-    })
+        Ok::<_, diesel::result::Error>(outcomes)
+    })?)
 }
 
 /// Marks expired deliveries and reads everything the queue needs.
@@ -284,7 +371,11 @@ pub fn commit_batch(
 /// forever and accepts nothing meanwhile, so one bad row would stop every delivery to every
 /// device. Left out, a corrupt device gets nothing until it is repaired, and a corrupt
 /// notification is not delivered; their delivery rows stay in the store as they are.
-pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnapshot, StoreError> {
+pub fn load_snapshot(
+    conn: &mut SqliteConnection,
+    cipher: &Cipher,
+    now: i64,
+) -> Result<QueueSnapshot, StoreError> {
     diesel::update(
         deliveries::table
             .filter(deliveries::status.lt(DeliveryStatus::Acked))
@@ -300,9 +391,9 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnaps
     .execute(conn)?;
     let mut corrupt = Vec::new();
     let mut devices = Vec::new();
-    for row in devices::all(conn)? {
-        match row.policy() {
-            Ok(policy) => devices.push((row.device_id(), policy)),
+    for row in devices::all(conn, cipher)? {
+        match row.and_then(|row| row.policy().map(|policy| (row.device_id(), policy))) {
+            Ok(device) => devices.push(device),
             Err(e) => corrupt.push(e.to_string()),
         }
     }
@@ -321,7 +412,7 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnaps
     let mut index = HashMap::with_capacity(rows.len());
     let mut notes = Vec::with_capacity(rows.len());
     for row in &rows {
-        let record = match row.record() {
+        let record = match row.record(cipher) {
             Ok(record) => record,
             Err(e) => {
                 corrupt.push(e.to_string());
@@ -367,13 +458,15 @@ pub fn load_snapshot(conn: &mut SqliteConnection, now: i64) -> Result<QueueSnaps
 
 impl QueueStore for Store {
     fn commit(&self, batch: &CommitBatch) -> Result<Vec<InsertOutcome>, ports::StoreError> {
+        let cipher = self.cipher().map_err(store_err)?;
         let mut conn = self.conn().map_err(store_err)?;
-        commit_batch(&mut conn, batch).map_err(store_err)
+        commit_batch(&mut conn, cipher, batch).map_err(store_err)
     }
 
     fn load(&self, now_ms: i64) -> Result<QueueSnapshot, ports::StoreError> {
+        let cipher = self.cipher().map_err(store_err)?;
         let mut conn = self.conn().map_err(store_err)?;
-        load_snapshot(&mut conn, now_ms).map_err(store_err)
+        load_snapshot(&mut conn, cipher, now_ms).map_err(store_err)
     }
 }
 

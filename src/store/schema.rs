@@ -3,17 +3,19 @@
 diesel::table! {
     devices (id) {
         id -> Text,
-        name -> Text,
-        platform -> Text,
-        app_version -> Nullable<Text>,
+        name -> Binary,
+        platform -> Binary,
+        app_version -> Nullable<Binary>,
         enabled -> Bool,
         min_priority -> SmallInt,
-        quiet_start -> Nullable<Text>,
-        quiet_end -> Nullable<Text>,
-        quiet_tz -> Nullable<Text>,
+        quiet_start -> Nullable<Binary>,
+        quiet_end -> Nullable<Binary>,
+        quiet_tz -> Nullable<Binary>,
         created_at -> BigInt,
         last_seen_at -> Nullable<BigInt>,
         tokens_valid_after -> BigInt,
+        key_id -> Nullable<BigInt>,
+        platform_index -> Nullable<Binary>,
     }
 }
 
@@ -54,17 +56,19 @@ diesel::table! {
     notifications (seq) {
         seq -> BigInt,
         id -> Text,
-        title -> Text,
-        body -> Text,
-        app -> Text,
+        title -> Binary,
+        body -> Binary,
+        app -> Binary,
         priority -> SmallInt,
-        tags -> Text,
-        click_url -> Nullable<Text>,
+        tags -> Binary,
+        click_url -> Nullable<Binary>,
         created_at -> BigInt,
         expires_at -> BigInt,
         publisher -> Text,
-        idempotency_key -> Nullable<Text>,
+        idempotency_key -> Nullable<Binary>,
         trace_id -> Nullable<Binary>,
+        key_id -> Nullable<BigInt>,
+        app_index -> Nullable<Binary>,
     }
 }
 
@@ -79,7 +83,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    notification_tags (tag_index, notification_seq) {
+        tag_index -> Binary,
+        notification_seq -> BigInt,
+    }
+}
+
 diesel::joinable!(device_tokens -> devices (device_id));
+diesel::joinable!(notification_tags -> notifications (notification_seq));
 diesel::joinable!(deliveries -> devices (device_id));
 diesel::joinable!(deliveries -> notifications (notification_seq));
 
@@ -89,6 +101,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     pairing_codes,
     notifications,
+    notification_tags,
     deliveries
 );
 

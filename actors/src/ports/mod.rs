@@ -5,6 +5,8 @@
 //! - [`QueueStore`] ([`store`]): the notification queue's durable store;
 //! - [`Clock`] ([`clock`]): "now" and periodic ticks;
 //! - [`KeyRing`] ([`keys`]): the token-signing keys on disk and the published snapshot;
+//! - [`DataKeyRing`] and [`Reencrypt`] ([`datakeys`]): the data-encryption keys' upkeep and the
+//!   job that moves rows to the current keys;
 //! - [`Probe`] ([`health`]): a health check of an external dependency;
 //! - [`MemorySampler`] ([`memory`]): the process's memory figures;
 //! - [`AlertChannel`] ([`alerts`]): a destination for alerts.
@@ -13,6 +15,7 @@
 
 pub mod alerts;
 pub mod clock;
+pub mod datakeys;
 pub mod health;
 pub mod keys;
 pub mod memory;
@@ -20,6 +23,7 @@ pub mod store;
 
 pub use alerts::{AlertChannel, AlertEvent, AlertState};
 pub use clock::{Clock, SharedClock, Ticks};
+pub use datakeys::{DataKeyInfo, DataKeyReport, DataKeyRing, Reencrypt, ReencryptBatch};
 pub use health::{blocking, Finding, Probe, ProbeFuture, Status};
 pub use keys::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
 pub use memory::{MemorySample, MemorySampler};

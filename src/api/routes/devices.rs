@@ -130,13 +130,15 @@ async fn list_devices(
     // Pages of the store, filtered by presence, until the page is full or the store is exhausted.
     let limit_items = usize::try_from(limit).unwrap_or(50);
     let mut items = Vec::new();
+    let cipher = state.store.cipher()?.clone();
     'pages: loop {
-        let (platform, from) = (platform.clone(), after.clone());
+        let (platform, from, cipher) = (platform.clone(), after.clone(), cipher.clone());
         let rows = state
             .store
             .run(move |conn| {
                 Ok(devices::list(
                     conn,
+                    &cipher,
                     platform.as_deref(),
                     from.as_deref(),
                     limit,
@@ -177,10 +179,11 @@ async fn list_devices(
 
 async fn load_view(state: &AppState, device: &DeviceId) -> Result<DeviceView, ApiError> {
     let id = device.to_string();
+    let cipher = state.store.cipher()?.clone();
     let (row, counts) = state
         .store
         .run(move |conn| {
-            let row = devices::get(conn, &id)?;
+            let row = devices::get(conn, &cipher, &id)?;
             let counts = devices::delivery_counts(conn, std::slice::from_ref(&id))?;
             Ok((row, counts))
         })
@@ -256,9 +259,10 @@ async fn patch_device(
     check(&request)?;
     let changes = changes_from(request)?;
     let id = device.to_string();
+    let cipher = state.store.cipher()?.clone();
     let row = state
         .store
-        .run(move |conn| Ok(devices::update(conn, &id, &changes)?))
+        .run(move |conn| devices::update(conn, &cipher, &id, changes))
         .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
     let policy = row.policy()?;

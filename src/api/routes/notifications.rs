@@ -24,7 +24,6 @@ use crate::domain::DeliveryStatus;
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
 use crate::store::notifications::{self, DeliveryRow, ListFilter, NotificationRow};
-use crate::store::StoreError;
 
 /// This module's operations in the OpenAPI document.
 #[derive(utoipa::OpenApi)]
@@ -211,9 +210,10 @@ fn overall(counts: &Counts) -> &'static str {
 
 fn notification_view(
     row: NotificationRow,
+    record: NotificationRecord,
     deliveries: &[DeliveryRow],
     detail: bool,
-) -> Result<NotificationView, StoreError> {
+) -> NotificationView {
     let mut counts = Counts::default();
     for d in deliveries {
         match d.status {
@@ -223,8 +223,7 @@ fn notification_view(
             DeliveryStatus::Expired => counts.expired += 1,
         }
     }
-    let record = row.record()?;
-    Ok(NotificationView {
+    NotificationView {
         id: row.id,
         title: record.title,
         body: record.body,
@@ -249,7 +248,7 @@ fn notification_view(
                 })
                 .collect()
         }),
-    })
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications", params(NotificationListQuery),
@@ -311,17 +310,23 @@ async fn list_notifications(
         ),
     };
     filter.app = query.app;
+    filter.tag = query.tag;
     filter.since = parse_time("since", query.since.as_deref())?;
     filter.until = parse_time("until", query.until.as_deref())?;
     // Checked as 1 to 18 digits, so it parses.
     filter.before_seq = query.cursor.as_deref().and_then(|c| c.parse::<i64>().ok());
     let only_device = filter.device.clone();
+    let cipher = state.store.cipher()?.clone();
     let (rows, deliveries) = state
         .store
         .run(move |conn| {
-            let rows = notifications::list(conn, &filter, limit)?;
+            let rows = notifications::list(conn, &cipher, &filter, limit)?;
             let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
             let deliveries = notifications::deliveries_of(conn, &seqs, only_device.as_deref())?;
+            let rows = rows
+                .into_iter()
+                .map(|row| row.record(&cipher).map(|record| (row, record)))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok((rows, deliveries))
         })
         .await?;
@@ -330,15 +335,15 @@ async fn list_notifications(
         by_seq.entry(d.notification_seq).or_default().push(d);
     }
     let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.seq.to_string()))
+        .then(|| rows.last().map(|(r, _)| r.seq.to_string()))
         .flatten();
     let items: Vec<NotificationView> = rows
         .into_iter()
-        .map(|row| {
+        .map(|(row, record)| {
             let deliveries = by_seq.remove(&row.seq).unwrap_or_default();
-            notification_view(row, &deliveries, false)
+            notification_view(row, record, &deliveries, false)
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 
@@ -356,6 +361,7 @@ async fn get_notification(
         principal.require_admin()?;
     }
     let lookup = id.clone();
+    let cipher = state.store.cipher()?.clone();
     let found = state
         .store
         .run(move |conn| {
@@ -363,13 +369,15 @@ async fn get_notification(
                 return Ok(None);
             };
             let deliveries = notifications::deliveries_of(conn, &[row.seq], own.as_deref())?;
-            Ok(Some((row, deliveries)))
+            // A device that was not a target learns nothing, not even whether it opens.
+            if own.is_some() && deliveries.is_empty() {
+                return Ok(None);
+            }
+            let record = row.record(&cipher)?;
+            Ok(Some((row, record, deliveries)))
         })
         .await?;
     let not_found = || ApiError::NotFound(format!("no notification {id}"));
-    let (row, deliveries) = found.ok_or_else(not_found)?;
-    if principal.device().is_some() && deliveries.is_empty() {
-        return Err(not_found());
-    }
-    Ok(HttpResponse::Ok().json(notification_view(row, &deliveries, true)?))
+    let (row, record, deliveries) = found.ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(notification_view(row, record, &deliveries, true)))
 }

@@ -179,6 +179,7 @@ async fn pair_device(
     };
     let policy = row.policy()?;
     let family = ulid::Ulid::new().to_string();
+    let cipher = state.store.cipher()?.clone();
     let tokens = issue_tokens(
         &state,
         move |conn, _| {
@@ -187,7 +188,7 @@ async fn pair_device(
                     "the pairing code is invalid, used or expired".into(),
                 ));
             }
-            devices::insert(conn, &row)?;
+            devices::insert(conn, &cipher, &row)?;
             Ok(())
         },
         device.clone(),

@@ -1,0 +1,744 @@
+//! The data-key ring on disk, in the keys directory (`storage.keys_dir`):
+//!
+//! - `data-keys.json` (mode 0600): every data key, wrapped (AES-256-GCM, in the [envelope]
+//!   format, bound to the key's id, purpose and algorithm) by the key-encryption key (KEK), with
+//!   its state (`current`, `decrypt_only`, `retired`), its creation time and the encryptions
+//!   reserved under it; and how the KEK is had. It is replaced whole (a temporary file renamed over
+//!   it) under an advisory lock on `data-keys.lock`, so the CLI and relays sharing the directory
+//!   never lose each other's changes and a crash leaves the old or the new file, never half.
+//! - `kek-<id>.key` (mode 0600): the KEK, 32 random bytes, when no passphrase is used (the
+//!   default). The ring file names it.
+//! - With a passphrase (`BEEP_MASTER_PASSPHRASE` or `encryption.passphrase_file`) there is no KEK
+//!   file: the KEK is PBKDF2-HMAC-SHA256 of the passphrase with the ring's salt and iteration count.
+//!
+//! A retired key's wrapped bytes are deleted from the file: what it sealed is gone for good.
+//!
+//! [envelope]: super::envelope
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+use super::envelope::{self, Context};
+use super::provider::{Algorithm, AES_256_GCM};
+use super::ring::{DataKey, DataRing, Purpose};
+use crate::config::{ConfigError, EncryptionSettings, PASSPHRASE_ENV};
+use crate::security::secrets::{
+    os_random, secret_string, ExposeSecret, KeyBytes, SecretString, Zeroizing,
+};
+
+/// The ring file's name in the keys directory.
+pub const RING_FILE: &str = "data-keys.json";
+const LOCK_FILE: &str = "data-keys.lock";
+const FORMAT: u32 = 1;
+pub use crate::config::MIN_PBKDF2_ITERATIONS;
+/// The shortest passphrase accepted.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+/// Encryptions reserved in the ring file at a time per AES-GCM key: the count on disk is always
+/// at least what was used (a crash forgets at most the unused rest of a reservation, which only
+/// brings the rotation forward).
+pub const RESERVATION: u64 = 1 << 24;
+
+/// Why the data keys cannot be used. Each stops start-up with exit code 2 and changes nothing.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DataKeyError {
+    /// The ring names a key file that is not there.
+    #[error("data keys: the key file {0} is missing (restore it from the keys directory's backup)")]
+    MissingKeyFile(PathBuf),
+    /// The key file is not 32 bytes, or cannot be read.
+    #[error("data keys: the key file {0} is corrupt: {1}")]
+    CorruptKeyFile(PathBuf, String),
+    /// The key file opens none of the keys.
+    #[error("data keys: the key file {0} does not open the data keys (a key file from another relay?)")]
+    WrongKeyFile(PathBuf),
+    /// The passphrase opens none of the keys.
+    #[error("data keys: wrong passphrase: it does not open the data keys in {0}")]
+    WrongPassphrase(PathBuf),
+    /// The ring is wrapped by a passphrase and none was given.
+    #[error("data keys: {0} is protected by a passphrase; set BEEP_MASTER_PASSPHRASE or encryption.passphrase_file")]
+    PassphraseNeeded(PathBuf),
+    /// A passphrase was given for a ring wrapped by a key file.
+    #[error("data keys: {0} is protected by a key file, not a passphrase; unset the passphrase, or switch with `beepmyphone keys passphrase`")]
+    PassphraseNotUsed(PathBuf),
+    /// The passphrase is too short.
+    #[error("data keys: the passphrase must be at least {MIN_PASSPHRASE_CHARS} characters")]
+    WeakPassphrase,
+    /// Some key does not open though others do.
+    #[error("data keys: data key {0} cannot be opened (its wrapped bytes are corrupt)")]
+    KeyDoesNotOpen(u32),
+    /// Rows are sealed under a key the ring does not have.
+    #[error("data keys: {table} has rows sealed under data key {key_id}, which the ring does not hold (retired, or a ring from another relay)")]
+    RowsUnderUnknownKey {
+        /// Which table.
+        table: String,
+        /// Which key.
+        key_id: u32,
+    },
+    /// The ring file does not parse or breaks a rule.
+    #[error("data keys: {0} is corrupt: {1}")]
+    CorruptRing(PathBuf, String),
+    /// A file could not be read or written.
+    #[error("data keys: {0}")]
+    Io(String),
+}
+
+/// Where the KEK comes from.
+pub enum KekSource {
+    /// A key file in the keys directory (generated on first start).
+    KeyFile,
+    /// An operator passphrase.
+    Passphrase(SecretString),
+}
+
+impl KekSource {
+    /// Where the settings say the KEK comes from: the passphrase in `BEEP_MASTER_PASSPHRASE` or
+    /// in `encryption.passphrase_file` (one trailing newline dropped), else the key file. Both
+    /// set, or an unreadable passphrase file, is an error.
+    pub fn from_settings(settings: &EncryptionSettings) -> Result<Self, ConfigError> {
+        let env = std::env::var(PASSPHRASE_ENV).ok().map(secret_string);
+        let file = if settings.passphrase_file.as_os_str().is_empty() {
+            None
+        } else {
+            let path = &settings.passphrase_file;
+            let mut text = Zeroizing::new(fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "encryption.passphrase_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?);
+            if text.ends_with('\n') {
+                text.pop();
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+            Some(SecretString::from(text.as_str()))
+        };
+        match (env, file) {
+            (Some(_), Some(_)) => Err(ConfigError(format!(
+                "{PASSPHRASE_ENV} and encryption.passphrase_file are both set; set one"
+            ))),
+            (Some(p), None) | (None, Some(p)) => Ok(KekSource::Passphrase(p)),
+            (None, None) => Ok(KekSource::KeyFile),
+        }
+    }
+}
+
+/// The algorithm `encryption.algorithm` names.
+pub fn algorithm_of(settings: &EncryptionSettings) -> Result<&'static Algorithm, ConfigError> {
+    Algorithm::by_name(&settings.algorithm).ok_or_else(|| {
+        ConfigError(format!(
+            "encryption.algorithm: {:?} is not one of {}",
+            settings.algorithm,
+            Algorithm::names()
+        ))
+    })
+}
+
+impl std::fmt::Debug for KekSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KekSource::KeyFile => "KeyFile",
+            KekSource::Passphrase(_) => "Passphrase([REDACTED])",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+enum KekParams {
+    KeyFile {
+        file: String,
+    },
+    Passphrase {
+        salt: String,
+        iterations: u32,
+    },
+}
+
+/// A data key's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKeyState {
+    /// Seals new values of its purpose (one per purpose).
+    Current,
+    /// Opens what it sealed until the re-encryption job has moved every row to a newer key.
+    DecryptOnly,
+    /// Gone: no row used it when it retired, and its bytes are deleted.
+    Retired,
+}
+
+impl DataKeyState {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKeyState::Current => "current",
+            DataKeyState::DecryptOnly => "decrypt_only",
+            DataKeyState::Retired => "retired",
+        }
+    }
+}
+
+/// One data key as the ring file holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredKey {
+    /// Its id.
+    pub id: u32,
+    /// What it protects.
+    pub purpose: Purpose,
+    /// Its algorithm's name (`hmac-sha256` for the index key).
+    pub algorithm: String,
+    /// Created at, epoch ms.
+    pub created_ms: i64,
+    /// Its state.
+    pub state: DataKeyState,
+    /// Since when it is decrypt-only, epoch ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decrypt_only_ms: Option<i64>,
+    /// Retired at, epoch ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_ms: Option<i64>,
+    /// Encryptions reserved under it so far (every encryption made is within this).
+    #[serde(default)]
+    pub reserved: u64,
+    /// The key, wrapped by the KEK (base64); none once retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wrapped: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RingFile {
+    format: u32,
+    kek: KekParams,
+    next_id: u32,
+    keys: Vec<StoredKey>,
+}
+
+const INDEX_ALGORITHM: &str = "hmac-sha256";
+
+fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> DataKeyError {
+    DataKeyError::Io(format!("cannot {what} {}: {e}", path.display()))
+}
+
+fn random_key() -> KeyBytes {
+    KeyBytes::init_with_mut(|k| os_random(k))
+}
+
+fn wrap_context(key: &StoredKey) -> (String, String) {
+    (
+        format!("{}/{}", key.purpose.as_str(), key.algorithm),
+        key.id.to_string(),
+    )
+}
+
+fn wrap(kek: &KeyBytes, key: &StoredKey, bytes: &KeyBytes) -> Result<String, DataKeyError> {
+    let provider = (AES_256_GCM.build)(kek);
+    let (column, row) = wrap_context(key);
+    let context = Context {
+        table: "data_keys",
+        column: &column,
+        row: &row,
+    };
+    let sealed = envelope::seal(&*provider, 0, &context, bytes.expose_secret())
+        .map_err(|e| DataKeyError::Io(format!("cannot wrap data key {}: {e}", key.id)))?;
+    Ok(B64.encode(sealed))
+}
+
+fn unwrap(kek: &KeyBytes, key: &StoredKey) -> Option<KeyBytes> {
+    let sealed = B64.decode(key.wrapped.as_deref()?).ok()?;
+    let provider = (AES_256_GCM.build)(kek);
+    let (column, row) = wrap_context(key);
+    let context = Context {
+        table: "data_keys",
+        column: &column,
+        row: &row,
+    };
+    let parsed = envelope::parse(&sealed).ok()?;
+    let plain = Zeroizing::new(envelope::open(&*provider, &parsed, &context).ok()?);
+    let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
+    Some(KeyBytes::new(Box::new(bytes)))
+}
+
+/// Derives the KEK from a passphrase (PBKDF2-HMAC-SHA256). Slow on purpose: call it off the
+/// async workers.
+pub fn derive_kek(passphrase: &SecretString, salt: &[u8], iterations: u32) -> KeyBytes {
+    KeyBytes::init_with_mut(|out| {
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+            passphrase.expose_secret().as_bytes(),
+            salt,
+            iterations,
+            out,
+        );
+    })
+}
+
+/// Holds the advisory lock on the ring while alive.
+struct RingLock(fs::File);
+
+impl Drop for RingLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// The data-key ring in one keys directory, with its KEK unwrapped in memory.
+pub struct DiskDataKeys {
+    dir: PathBuf,
+    kek: KeyBytes,
+    params: KekParams,
+    /// Encryptions this process reserved per key.
+    reserved_here: HashMap<u32, u64>,
+}
+
+impl std::fmt::Debug for DiskDataKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskDataKeys")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `DiskDataKeys::open` needs to know.
+#[derive(Debug)]
+pub struct OpenOptions<'a> {
+    /// Where the KEK comes from.
+    pub source: &'a KekSource,
+    /// The algorithm of new data keys.
+    pub algorithm: &'static Algorithm,
+    /// PBKDF2 iterations for a new passphrase.
+    pub iterations: u32,
+    /// Now, epoch ms.
+    pub now_ms: i64,
+}
+
+impl DiskDataKeys {
+    fn ring_path(dir: &Path) -> PathBuf {
+        dir.join(RING_FILE)
+    }
+
+    fn lock(dir: &Path) -> Result<RingLock, DataKeyError> {
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_err("open", &path, e))?;
+        file.lock().map_err(|e| io_err("lock", &path, e))?;
+        Ok(RingLock(file))
+    }
+
+    fn read(dir: &Path) -> Result<Option<RingFile>, DataKeyError> {
+        let path = Self::ring_path(dir);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path, e)),
+        };
+        let ring: RingFile = serde_json::from_str(&text)
+            .map_err(|e| DataKeyError::CorruptRing(path.clone(), e.to_string()))?;
+        if ring.format != FORMAT {
+            return Err(DataKeyError::CorruptRing(
+                path,
+                format!("unknown format {}", ring.format),
+            ));
+        }
+        Ok(Some(ring))
+    }
+
+    fn write(dir: &Path, ring: &RingFile) -> Result<(), DataKeyError> {
+        let path = Self::ring_path(dir);
+        let json = serde_json::to_vec_pretty(ring).map_err(|e| io_err("encode", &path, e))?;
+        crate::security::files::replace(&path, &json).map_err(|e| io_err("write", &path, e))
+    }
+
+    /// The keys as the ring file lists them, without opening any (no KEK needed): for
+    /// `keys status`. Empty if there is no ring yet.
+    pub fn list(dir: &Path) -> Result<Vec<StoredKey>, DataKeyError> {
+        Ok(Self::read(dir)?.map(|r| r.keys).unwrap_or_default())
+    }
+
+    /// Whether the ring is protected by a passphrase (`None`: no ring yet).
+    pub fn uses_passphrase(dir: &Path) -> Result<Option<bool>, DataKeyError> {
+        Ok(Self::read(dir)?.map(|r| matches!(r.kek, KekParams::Passphrase { .. })))
+    }
+
+    /// Opens the ring in `dir`, creating it (and the KEK file, without a passphrase) on first
+    /// start, and gives the keys in force. Any failure changes nothing on disk.
+    pub fn open(dir: &Path, options: &OpenOptions<'_>) -> Result<(Self, DataRing), DataKeyError> {
+        if let KekSource::Passphrase(p) = options.source {
+            if p.expose_secret().chars().count() < MIN_PASSPHRASE_CHARS {
+                return Err(DataKeyError::WeakPassphrase);
+            }
+        }
+        let ring = match Self::read(dir)? {
+            Some(ring) => ring,
+            None => Self::create(dir, options)?,
+        };
+        let path = Self::ring_path(dir);
+        let kek = Self::kek_for(dir, &ring, options.source)?;
+        let mut disk = Self {
+            dir: dir.to_path_buf(),
+            kek,
+            params: ring.kek.clone(),
+            reserved_here: HashMap::new(),
+        };
+        let opened = disk.unwrap_all(&ring, &DataRing::default(), true)?;
+        if opened.is_empty() && ring.keys.iter().any(|k| k.wrapped.is_some()) {
+            return Err(match ring.kek {
+                KekParams::KeyFile { file } => DataKeyError::WrongKeyFile(dir.join(file)),
+                KekParams::Passphrase { .. } => DataKeyError::WrongPassphrase(path),
+            });
+        }
+        // A purpose with no current key (one added by a newer relay) gets one.
+        let missing: Vec<Purpose> = Purpose::ALL
+            .into_iter()
+            .filter(|p| !ring.keys.iter().any(|k| k.purpose == *p && k.state == DataKeyState::Current))
+            .collect();
+        if !missing.is_empty() {
+            disk.rotate(&missing, options.algorithm, options.now_ms)?;
+        }
+        let ring = disk.reload(&DataRing::default())?;
+        Ok((disk, ring))
+    }
+
+    fn create(dir: &Path, options: &OpenOptions<'_>) -> Result<RingFile, DataKeyError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_err("create", dir, e))?;
+        let _lock = Self::lock(dir)?;
+        if let Some(ring) = Self::read(dir)? {
+            return Ok(ring); // another process made it first
+        }
+        let (kek, params) = match options.source {
+            KekSource::KeyFile => {
+                let file = format!("kek-{}.key", ulid::Ulid::new().to_string().to_lowercase());
+                let kek = random_key();
+                crate::security::files::write_new(&dir.join(&file), kek.expose_secret())
+                    .map_err(|e| io_err("write", &dir.join(&file), e))?;
+                (kek, KekParams::KeyFile { file })
+            }
+            KekSource::Passphrase(passphrase) => {
+                let mut salt = [0u8; 16];
+                os_random(&mut salt);
+                let kek = derive_kek(passphrase, &salt, options.iterations);
+                (
+                    kek,
+                    KekParams::Passphrase {
+                        salt: B64.encode(salt),
+                        iterations: options.iterations,
+                    },
+                )
+            }
+        };
+        let mut ring = RingFile {
+            format: FORMAT,
+            kek: params,
+            next_id: 1,
+            keys: Vec::new(),
+        };
+        for purpose in Purpose::ALL {
+            add_key(&mut ring, &kek, purpose, options.algorithm, options.now_ms)?;
+        }
+        Self::write(dir, &ring)?;
+        Ok(ring)
+    }
+
+    fn kek_for(dir: &Path, ring: &RingFile, source: &KekSource) -> Result<KeyBytes, DataKeyError> {
+        let path = Self::ring_path(dir);
+        match (&ring.kek, source) {
+            (KekParams::KeyFile { file }, KekSource::KeyFile) => read_kek_file(&dir.join(file)),
+            (KekParams::KeyFile { .. }, KekSource::Passphrase(_)) => {
+                Err(DataKeyError::PassphraseNotUsed(path))
+            }
+            (KekParams::Passphrase { .. }, KekSource::KeyFile) => {
+                Err(DataKeyError::PassphraseNeeded(path))
+            }
+            (KekParams::Passphrase { salt, iterations }, KekSource::Passphrase(passphrase)) => {
+                let salt = B64
+                    .decode(salt)
+                    .map_err(|e| DataKeyError::CorruptRing(path.clone(), format!("salt: {e}")))?;
+                if *iterations < MIN_PBKDF2_ITERATIONS {
+                    return Err(DataKeyError::CorruptRing(
+                        path,
+                        format!("{iterations} PBKDF2 iterations, fewer than {MIN_PBKDF2_ITERATIONS}"),
+                    ));
+                }
+                Ok(derive_kek(passphrase, &salt, *iterations))
+            }
+        }
+    }
+
+    /// Unwraps the keys of `file` that are not retired, reusing those `known` already holds.
+    /// With `strict`, a key that does not open is an error when another one does (a corrupt
+    /// wrapped key); otherwise it is left out.
+    fn unwrap_all(
+        &self,
+        file: &RingFile,
+        known: &DataRing,
+        strict: bool,
+    ) -> Result<Vec<(StoredKey, Option<Arc<DataKey>>, Option<KeyBytes>)>, DataKeyError> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        for stored in file.keys.iter().filter(|k| k.state != DataKeyState::Retired) {
+            if let Some(key) = known.key(stored.id) {
+                out.push((stored.clone(), Some(key.clone()), None));
+                continue;
+            }
+            match unwrap(&self.kek, stored) {
+                Some(bytes) => out.push((stored.clone(), None, Some(bytes))),
+                None => failed = failed.or(Some(stored.id)),
+            }
+        }
+        match failed {
+            Some(id) if strict && !out.is_empty() => Err(DataKeyError::KeyDoesNotOpen(id)),
+            _ => Ok(out),
+        }
+    }
+
+    /// Re-reads the ring file and gives the keys in force, reusing the keys of `known` (so their
+    /// encryption counts carry on). A key this KEK does not open (added under another KEK) is
+    /// left out.
+    pub fn reload(&mut self, known: &DataRing) -> Result<DataRing, DataKeyError> {
+        let path = Self::ring_path(&self.dir);
+        let file = Self::read(&self.dir)?
+            .ok_or_else(|| DataKeyError::CorruptRing(path.clone(), "it is gone".into()))?;
+        let mut keys = Vec::new();
+        let mut current = HashMap::new();
+        let mut index = None;
+        for (stored, existing, bytes) in self.unwrap_all(&file, known, false)? {
+            if stored.state == DataKeyState::Current {
+                current.insert(stored.purpose, stored.id);
+            }
+            if stored.purpose == Purpose::Index {
+                if stored.state == DataKeyState::Current {
+                    index = match (bytes, known.index_key()) {
+                        (Some(bytes), _) => Some(Arc::new(bytes)),
+                        (None, known) => known,
+                    };
+                }
+                continue;
+            }
+            let key = match (existing, bytes) {
+                (Some(key), _) => key,
+                (None, Some(bytes)) => {
+                    let algorithm = Algorithm::by_name(&stored.algorithm).ok_or_else(|| {
+                        DataKeyError::CorruptRing(
+                            path.clone(),
+                            format!("data key {} has unknown algorithm {}", stored.id, stored.algorithm),
+                        )
+                    })?;
+                    Arc::new(DataKey::new(stored.id, stored.purpose, (algorithm.build)(&bytes)))
+                }
+                (None, None) => continue,
+            };
+            keys.push(key);
+        }
+        Ok(DataRing::new(keys, current, index))
+    }
+
+    /// Makes a new current key for each of `purposes`; the keys they replace become
+    /// decrypt-only. Gives the new ids.
+    pub fn rotate(
+        &mut self,
+        purposes: &[Purpose],
+        algorithm: &'static Algorithm,
+        now_ms: i64,
+    ) -> Result<Vec<u32>, DataKeyError> {
+        self.modify(|ring, kek| {
+            let mut ids = Vec::new();
+            for &purpose in purposes {
+                for key in ring
+                    .keys
+                    .iter_mut()
+                    .filter(|k| k.purpose == purpose && k.state == DataKeyState::Current)
+                {
+                    key.state = DataKeyState::DecryptOnly;
+                    key.decrypt_only_ms = Some(now_ms);
+                }
+                ids.push(add_key(ring, kek, purpose, algorithm, now_ms)?);
+            }
+            Ok(ids)
+        })
+    }
+
+    /// Retires decrypt-only keys: their bytes are deleted from the file.
+    pub fn retire(&mut self, ids: &[u32], now_ms: i64) -> Result<(), DataKeyError> {
+        self.modify(|ring, _| {
+            for key in ring
+                .keys
+                .iter_mut()
+                .filter(|k| ids.contains(&k.id) && k.state == DataKeyState::DecryptOnly)
+            {
+                key.state = DataKeyState::Retired;
+                key.retired_ms = Some(now_ms);
+                key.wrapped = None;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reserves encryptions for the AES-GCM keys of `ring` whose reservation by this process is
+    /// running low; gives each current key's total reservation on disk, to rotate those past
+    /// their algorithm's budget.
+    pub fn reserve(&mut self, ring: &DataRing) -> Result<Vec<(u32, Purpose, u64, u64)>, DataKeyError> {
+        let mut wanted = Vec::new();
+        for key in ring.keys() {
+            if key.algorithm().rotate_after.is_none() {
+                continue;
+            }
+            let here = self.reserved_here.get(&key.id).copied().unwrap_or(0);
+            let used = key.sealed();
+            if used + RESERVATION / 2 > here {
+                let more = RESERVATION.max(used.saturating_sub(here) + RESERVATION);
+                wanted.push((key.id, more));
+            }
+        }
+        let totals = self.modify(|file, _| {
+            for (id, more) in &wanted {
+                if let Some(stored) = file.keys.iter_mut().find(|k| k.id == *id) {
+                    stored.reserved = stored.reserved.saturating_add(*more);
+                }
+            }
+            Ok(file
+                .keys
+                .iter()
+                .filter(|k| k.state == DataKeyState::Current)
+                .filter_map(|k| {
+                    Algorithm::by_name(&k.algorithm)
+                        .and_then(|a| a.rotate_after)
+                        .map(|limit| (k.id, k.purpose, k.reserved, limit))
+                })
+                .collect::<Vec<_>>())
+        })?;
+        for (id, more) in wanted {
+            *self.reserved_here.entry(id).or_insert(0) += more;
+        }
+        Ok(totals)
+    }
+
+    /// Re-wraps every key under a new KEK: a new passphrase, or a new key file. Rows are not
+    /// touched. The ring file is replaced in one rename, so a crash leaves the old wrapping or the
+    /// new one; a KEK file the ring no longer names is deleted afterwards.
+    pub fn rewrap(&mut self, to: &KekSource, iterations: u32) -> Result<(), DataKeyError> {
+        if let KekSource::Passphrase(p) = to {
+            if p.expose_secret().chars().count() < MIN_PASSPHRASE_CHARS {
+                return Err(DataKeyError::WeakPassphrase);
+            }
+        }
+        let _lock = Self::lock(&self.dir)?;
+        let path = Self::ring_path(&self.dir);
+        let mut file = Self::read(&self.dir)?
+            .ok_or_else(|| DataKeyError::CorruptRing(path.clone(), "it is gone".into()))?;
+        let (kek, params) = match to {
+            KekSource::KeyFile => {
+                let name = format!("kek-{}.key", ulid::Ulid::new().to_string().to_lowercase());
+                let kek = random_key();
+                let kek_path = self.dir.join(&name);
+                crate::security::files::write_new(&kek_path, kek.expose_secret())
+                    .map_err(|e| io_err("write", &kek_path, e))?;
+                (kek, KekParams::KeyFile { file: name })
+            }
+            KekSource::Passphrase(passphrase) => {
+                let mut salt = [0u8; 16];
+                os_random(&mut salt);
+                (
+                    derive_kek(passphrase, &salt, iterations),
+                    KekParams::Passphrase {
+                        salt: B64.encode(salt),
+                        iterations,
+                    },
+                )
+            }
+        };
+        for key in file.keys.iter_mut().filter(|k| k.wrapped.is_some()) {
+            let bytes = unwrap(&self.kek, key).ok_or(DataKeyError::KeyDoesNotOpen(key.id))?;
+            key.wrapped = Some(wrap(&kek, key, &bytes)?);
+        }
+        let old = std::mem::replace(&mut file.kek, params.clone());
+        Self::write(&self.dir, &file)?;
+        if let KekParams::KeyFile { file: name } = old {
+            if !matches!(&params, KekParams::KeyFile { file } if *file == name) {
+                let _ = fs::remove_file(self.dir.join(name));
+            }
+        }
+        self.kek = kek;
+        self.params = params;
+        Ok(())
+    }
+
+    /// Applies `change` to the ring file under the lock, and writes it back.
+    fn modify<T>(
+        &mut self,
+        change: impl FnOnce(&mut RingFile, &KeyBytes) -> Result<T, DataKeyError>,
+    ) -> Result<T, DataKeyError> {
+        let _lock = Self::lock(&self.dir)?;
+        let path = Self::ring_path(&self.dir);
+        let mut file = Self::read(&self.dir)?
+            .ok_or_else(|| DataKeyError::CorruptRing(path.clone(), "it is gone".into()))?;
+        if file.kek != self.params {
+            return Err(DataKeyError::Io(
+                "the key-encryption key was changed by another process; restart the relay with the new passphrase or key file".into(),
+            ));
+        }
+        let out = change(&mut file, &self.kek)?;
+        Self::write(&self.dir, &file)?;
+        Ok(out)
+    }
+}
+
+fn add_key(
+    ring: &mut RingFile,
+    kek: &KeyBytes,
+    purpose: Purpose,
+    algorithm: &'static Algorithm,
+    now_ms: i64,
+) -> Result<u32, DataKeyError> {
+    let id = ring.next_id;
+    ring.next_id = id.checked_add(1).ok_or_else(|| DataKeyError::Io("no key ids left".into()))?;
+    let mut key = StoredKey {
+        id,
+        purpose,
+        algorithm: if purpose == Purpose::Index {
+            INDEX_ALGORITHM.into()
+        } else {
+            algorithm.name.into()
+        },
+        created_ms: now_ms,
+        state: DataKeyState::Current,
+        decrypt_only_ms: None,
+        retired_ms: None,
+        reserved: 0,
+        wrapped: None,
+    };
+    key.wrapped = Some(wrap(kek, &key, &random_key())?);
+    ring.keys.push(key);
+    Ok(id)
+}
+
+fn read_kek_file(path: &Path) -> Result<KeyBytes, DataKeyError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DataKeyError::MissingKeyFile(path.to_path_buf()))
+        }
+        Err(e) => return Err(DataKeyError::CorruptKeyFile(path.to_path_buf(), e.to_string())),
+    };
+    let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        DataKeyError::CorruptKeyFile(
+            path.to_path_buf(),
+            format!("{} bytes, not 32", bytes.len()),
+        )
+    })?;
+    Ok(KeyBytes::new(Box::new(bytes)))
+}

@@ -1,0 +1,181 @@
+//! The data keys at run time: [`DataKeyService`] implements the key manager's
+//! [`DataKeyRing`] port (re-reading the ring, reserving AES-GCM nonces, rotating, retiring keys
+//! no row uses) and [`ReencryptService`] the re-encryption job's [`Reencrypt`] port. The ring's
+//! format and rules are in [`crate::security::crypto`].
+
+use std::sync::{Arc, Mutex};
+
+use beepmyphone_actors::ports::{
+    self, DataKeyInfo, DataKeyReport, DataKeyRing, KeyRingError, Reencrypt, ReencryptBatch,
+};
+
+use crate::security::crypto::disk::{DataKeyState, StoredKey};
+use crate::security::crypto::provider::Algorithm;
+use crate::security::crypto::{Cipher, DataKeyError, DiskDataKeys, Purpose};
+use crate::store::reencrypt::{self, Cursor};
+use crate::store::Store;
+
+fn ring_err(e: impl std::fmt::Display) -> KeyRingError {
+    KeyRingError(e.to_string())
+}
+
+/// A key as the port reports it.
+pub fn info(key: &StoredKey) -> DataKeyInfo {
+    DataKeyInfo {
+        id: key.id,
+        purpose: key.purpose.as_str().to_owned(),
+        algorithm: key.algorithm.clone(),
+        state: key.state.as_str().to_owned(),
+        created_ms: key.created_ms,
+        reserved: key.reserved,
+    }
+}
+
+/// The data-key ring's upkeep, over the keys directory and the store.
+pub struct DataKeyService {
+    disk: Mutex<DiskDataKeys>,
+    dir: std::path::PathBuf,
+    cipher: Cipher,
+    store: Store,
+    algorithm: &'static Algorithm,
+    /// How long a session lives at most: a decrypt-only sessions key retires only after it (a
+    /// session in Redis cannot be re-encrypted; it ends).
+    session_lifetime_ms: i64,
+}
+
+impl DataKeyService {
+    /// The service; makes `cipher` re-read the ring on demand through it.
+    pub fn new(
+        disk: DiskDataKeys,
+        dir: std::path::PathBuf,
+        store: Store,
+        algorithm: &'static Algorithm,
+        session_lifetime_ms: i64,
+    ) -> Result<Arc<Self>, DataKeyError> {
+        let cipher = store
+            .cipher()
+            .map_err(|e| DataKeyError::Io(e.to_string()))?
+            .clone();
+        let service = Arc::new(Self {
+            disk: Mutex::new(disk),
+            dir,
+            cipher: cipher.clone(),
+            store,
+            algorithm,
+            session_lifetime_ms,
+        });
+        let weak = Arc::downgrade(&service);
+        cipher.set_refresher(Box::new(move || {
+            let service = weak.upgrade()?;
+            let mut disk = service.disk.lock().ok()?;
+            disk.reload(&service.cipher.snapshot()).ok()
+        }));
+        Ok(service)
+    }
+
+    fn retirable(&self, key: &StoredKey, now_ms: i64) -> Result<bool, KeyRingError> {
+        if key.state != DataKeyState::DecryptOnly {
+            return Ok(false);
+        }
+        if key.purpose == Purpose::Sessions {
+            let since = key.decrypt_only_ms.unwrap_or(now_ms);
+            if now_ms.saturating_sub(since) < self.session_lifetime_ms {
+                return Ok(false);
+            }
+        }
+        let mut conn = self.store.conn().map_err(ring_err)?;
+        Ok(reencrypt::rows_under(&mut conn, key.purpose, key.id).map_err(ring_err)? == 0)
+    }
+}
+
+impl DataKeyRing for DataKeyService {
+    fn step(&self, now_ms: i64, rotate: bool) -> Result<DataKeyReport, KeyRingError> {
+        let mut disk = self.disk.lock().map_err(|_| ring_err("the data-key ring lock is poisoned"))?;
+        let mut created = Vec::new();
+        if rotate {
+            created = disk
+                .rotate(&Purpose::SEALING, self.algorithm, now_ms)
+                .map_err(ring_err)?;
+        }
+        let mut ring = disk.reload(&self.cipher.snapshot()).map_err(ring_err)?;
+        // AES-GCM keys: reserve encryptions ahead, and replace a key past its budget.
+        let mut due: Vec<Purpose> = disk
+            .reserve(&ring)
+            .map_err(ring_err)?
+            .into_iter()
+            .filter(|&(_, _, reserved, limit)| reserved >= limit)
+            .map(|(_, purpose, _, _)| purpose)
+            .collect();
+        due.sort();
+        due.dedup();
+        if !due.is_empty() {
+            created.extend(disk.rotate(&due, self.algorithm, now_ms).map_err(ring_err)?);
+            ring = disk.reload(&self.cipher.snapshot()).map_err(ring_err)?;
+        }
+        self.cipher.publish(ring);
+        let listed = DiskDataKeys::list(&self.dir).map_err(ring_err)?;
+        let mut retired = Vec::new();
+        for key in &listed {
+            if self.retirable(key, now_ms)? {
+                retired.push(key.id);
+            }
+        }
+        if !retired.is_empty() {
+            disk.retire(&retired, now_ms).map_err(ring_err)?;
+            let ring = disk.reload(&self.cipher.snapshot()).map_err(ring_err)?;
+            self.cipher.publish(ring);
+        }
+        drop(disk);
+        let listed = DiskDataKeys::list(&self.dir).map_err(ring_err)?;
+        let mut conn = self.store.conn().map_err(ring_err)?;
+        let stale_rows = reencrypt::stale_rows(&mut conn, &self.cipher).map_err(ring_err)?;
+        Ok(DataKeyReport {
+            keys: listed.iter().map(info).collect(),
+            created,
+            retired,
+            stale_rows,
+        })
+    }
+}
+
+/// The re-encryption job's store side.
+pub struct ReencryptService {
+    store: Store,
+    cursor: Mutex<Cursor>,
+}
+
+impl ReencryptService {
+    /// Over `store` (which holds the data keys).
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            cursor: Mutex::default(),
+        }
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> ports::StoreError {
+    ports::StoreError(e.to_string())
+}
+
+impl Reencrypt for ReencryptService {
+    fn remaining(&self) -> Result<u64, ports::StoreError> {
+        // Counting starts a new pass: rows that did not open are tried again.
+        *self.cursor.lock().map_err(store_err)? = Cursor::default();
+        let cipher = self.store.cipher().map_err(store_err)?;
+        let mut conn = self.store.conn().map_err(store_err)?;
+        reencrypt::stale_rows(&mut conn, cipher).map_err(store_err)
+    }
+
+    fn step(&self, max_rows: usize) -> Result<ReencryptBatch, ports::StoreError> {
+        let cipher = self.store.cipher().map_err(store_err)?;
+        let mut conn = self.store.conn().map_err(store_err)?;
+        let mut cursor = self.cursor.lock().map_err(store_err)?;
+        let moved = reencrypt::step(&mut conn, cipher, &mut cursor, max_rows).map_err(store_err)?;
+        Ok(ReencryptBatch {
+            moved: moved.moved,
+            failed: moved.failed,
+            more: moved.full,
+        })
+    }
+}
