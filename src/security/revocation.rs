@@ -234,6 +234,7 @@ mod tests {
         let mut conn = store.conn().unwrap();
         devices::insert(
             &mut conn,
+            &crate::security::crypto::ring::tests::test_cipher(),
             &DeviceRow {
                 id: device.to_string(),
                 name: "phone".into(),

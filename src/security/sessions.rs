@@ -660,14 +660,14 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         store: Store,
-        keys: Arc<DataKeys>,
+        cipher: Cipher,
         clock: ManualClock,
     }
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
-        let keys = Arc::new(DataKeys::load_or_create(dir.path()).unwrap());
+        let cipher = crate::security::crypto::ring::tests::test_cipher();
         let clock = ManualClock::starting_now();
         let mut conn = store.conn().unwrap();
         for id in ["adm_1", "adm_2"] {
@@ -686,7 +686,7 @@ mod tests {
         Fixture {
             _dir: dir,
             store,
-            keys,
+            cipher,
             clock,
         }
     }
@@ -708,7 +708,7 @@ mod tests {
         SessionManager::for_backend(
             f.store.clone(),
             redis,
-            f.keys.clone(),
+            f.cipher.clone(),
             Arc::new(f.clock.clone()),
             &settings(),
             crate::logging::discard(),
@@ -871,19 +871,46 @@ mod tests {
 
     #[actix_rt::test]
     async fn sessions_sealed_under_a_newer_data_key_open_after_a_reload() {
+        use crate::security::crypto::disk::OpenOptions;
+        use crate::security::crypto::provider::AES_256_GCM;
+        use crate::security::crypto::{DiskDataKeys, KekSource};
         let f = fixture();
         let dir = f._dir.path().join("keys");
-        let old = manager(&f, None).with_keys_dir(dir.clone());
-        assert_eq!(DataKeys::rotate_in(&dir).unwrap(), 2);
-        // Another relay, restarted after the rotation, seals with version 2.
-        let rotated = SessionManager::for_backend(
-            f.store.clone(),
-            None,
-            Arc::new(DataKeys::load_or_create_in(&dir).unwrap()),
-            Arc::new(f.clock.clone()),
-            &settings(),
-            crate::logging::discard(),
-        );
+        let open = || {
+            DiskDataKeys::open(
+                &dir,
+                &OpenOptions {
+                    source: &KekSource::KeyFile,
+                    algorithm: &AES_256_GCM,
+                    iterations: crate::config::MIN_PBKDF2_ITERATIONS,
+                    now_ms: 0,
+                },
+            )
+            .unwrap()
+        };
+        // Two relays share the keys directory; the second rotates and seals with the new key.
+        let (disk, ring) = open();
+        let old_cipher = Cipher::new(ring);
+        let disk = std::sync::Mutex::new(disk);
+        let refresh_from = old_cipher.clone();
+        old_cipher.set_refresher(Box::new(move || {
+            disk.lock().unwrap().reload(&refresh_from.snapshot()).ok()
+        }));
+        let session_manager = |cipher: Cipher| {
+            SessionManager::for_backend(
+                f.store.clone(),
+                None,
+                cipher,
+                Arc::new(f.clock.clone()),
+                &settings(),
+                crate::logging::discard(),
+            )
+        };
+        let old = session_manager(old_cipher.clone());
+        let (mut other, _) = open();
+        other.rotate(&[Purpose::Sessions], &AES_256_GCM, 1).unwrap();
+        let (_, rotated_ring) = open();
+        let rotated = session_manager(Cipher::new(rotated_ring));
         let new = rotated.create("adm_1", "alice").await.unwrap();
         assert!(old
             .authenticate(new.id.expose_secret())
@@ -891,7 +918,7 @@ mod tests {
             .unwrap()
             .is_some());
         assert_eq!(old.list("adm_1").await.unwrap().len(), 1);
-        // Without a keys directory to re-read, such a record does not open.
+        // Without a way to re-read the ring (another ring altogether), such a record does not open.
         let stuck = manager(&f, None);
         assert!(stuck
             .authenticate(new.id.expose_secret())

@@ -480,9 +480,12 @@ mod tests {
 
     fn store_with_device() -> (tempfile::TempDir, Store, DeviceId) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
+        let store = Store::open(dir.path(), &StorageSettings::default())
+            .unwrap()
+            .with_cipher(crate::security::crypto::ring::tests::test_cipher());
         let device = DeviceId::generate();
-        devices::insert(&mut store.conn().unwrap(), &device_row(&device, "d")).unwrap();
+        let cipher = store.cipher().unwrap().clone();
+        devices::insert(&mut store.conn().unwrap(), &cipher, &device_row(&device, "d")).unwrap();
         (dir, store, device)
     }
 
@@ -528,18 +531,27 @@ mod tests {
     fn corrupt_rows_are_left_out_of_the_snapshot_and_named_never_defaulted() {
         let (_dir, store, device) = store_with_device();
         let other = DeviceId::generate();
+        let cipher = store.cipher().unwrap().clone();
         let mut conn = store.conn().unwrap();
-        devices::insert(&mut conn, &device_row(&other, "o")).unwrap();
+        devices::insert(&mut conn, &cipher, &device_row(&other, "o")).unwrap();
         let batch = CommitBatch {
-            inserts: vec![op(&device, None), op(&device, None), op(&device, None)],
+            inserts: vec![
+                op(&device, None),
+                op(&device, None),
+                op(&device, None),
+                op(&device, None),
+            ],
             ..CommitBatch::default()
         };
         store.commit(&batch).unwrap();
+        let devices_key = cipher.sealer(Purpose::Devices).unwrap();
+        let other_id = other.to_string();
+        let seal = |field, value: &str| devices_key.seal(field, &other_id, value.as_bytes()).unwrap();
         diesel::update(devices_table::table.find(other.to_string()))
             .set((
-                devices_table::quiet_start.eq(Some("22:00")),
-                devices_table::quiet_end.eq(Some("07:00")),
-                devices_table::quiet_tz.eq(Some("Mars/Olympus")),
+                devices_table::quiet_start.eq(Some(seal(fields::DEVICE_QUIET_START, "22:00"))),
+                devices_table::quiet_end.eq(Some(seal(fields::DEVICE_QUIET_END, "07:00"))),
+                devices_table::quiet_tz.eq(Some(seal(fields::DEVICE_QUIET_TZ, "Mars/Olympus"))),
             ))
             .execute(&mut conn)
             .unwrap();
@@ -547,18 +559,32 @@ mod tests {
             .set(notifications::priority.eq(9_i16))
             .execute(&mut conn)
             .unwrap();
+        let second = batch.inserts[1].record.id.to_string();
+        let content = cipher.sealer(Purpose::Content).unwrap();
         diesel::update(notifications::table.find(2_i64))
-            .set(notifications::tags.eq("not json"))
+            .set(notifications::tags.eq(content.seal(fields::NOTIFICATION_TAGS, &second, b"not json").unwrap()))
+            .execute(&mut conn)
+            .unwrap();
+        // A title that does not open (a flipped bit): reported, not delivered empty.
+        let mut title: Vec<u8> = notifications::table
+            .find(3_i64)
+            .select(notifications::title)
+            .first(&mut conn)
+            .unwrap();
+        let last = title.len() - 1;
+        title[last] ^= 1;
+        diesel::update(notifications::table.find(3_i64))
+            .set(notifications::title.eq(title))
             .execute(&mut conn)
             .unwrap();
         let snapshot = store.load(2_000).unwrap();
         assert_eq!(snapshot.devices.len(), 1);
         assert_eq!(snapshot.devices[0].0, device);
         assert_eq!(snapshot.notifications.len(), 1);
-        assert_eq!(snapshot.notifications[0].seq, 3);
+        assert_eq!(snapshot.notifications[0].seq, 4);
         assert_eq!(snapshot.pending.len(), 1);
         assert_eq!(snapshot.pending[0].notification, 0);
-        assert_eq!(snapshot.corrupt.len(), 3, "{:?}", snapshot.corrupt);
+        assert_eq!(snapshot.corrupt.len(), 4, "{:?}", snapshot.corrupt);
         let all = snapshot.corrupt.join("\n");
         assert!(
             all.contains("devices.quiet_tz") && all.contains(&other.to_string()),
@@ -566,13 +592,15 @@ mod tests {
         );
         assert!(all.contains("notifications.priority"), "{all}");
         assert!(all.contains("notifications.tags"), "{all}");
+        assert!(all.contains("notifications.title") && all.contains("does not open"), "{all}");
+        assert_eq!(cipher.failures().count(), 1);
         // Their deliveries are still queued in the store, for when the rows are repaired.
         let queued: i64 = deliveries::table
             .filter(deliveries::status.eq(DeliveryStatus::Queued))
             .count()
             .get_result(&mut conn)
             .unwrap();
-        assert_eq!(queued, 3);
+        assert_eq!(queued, 4);
     }
 
     #[test]
