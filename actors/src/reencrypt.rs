@@ -332,11 +332,16 @@ mod tests {
         tick().await;
         let end = progress.snapshot();
         assert_eq!((end.moved, end.failed, end.remaining, end.running), (1_250, 2, 0, false));
-        // Idle ticks do nothing; a wake with nothing to move stays idle.
+        // Idle ticks do nothing.
         tick().await;
+        assert_eq!(progress.snapshot(), end);
+        // A wake counts again: the rows that did not open are tried once more, and reported.
         addr.send(Wake).await.unwrap();
         settle().await;
-        assert!(!progress.snapshot().running);
+        assert_eq!(progress.snapshot().remaining, 2);
+        tick().await;
+        let again = progress.snapshot();
+        assert_eq!((again.moved, again.failed, again.running), (1_250, 4, false));
         // New rows (a rotation) and a wake start it again.
         *port.rows.lock().unwrap() = 10;
         addr.send(Wake).await.unwrap();
@@ -344,5 +349,6 @@ mod tests {
         assert_eq!(progress.snapshot().remaining, 12);
         tick().await;
         assert_eq!(progress.snapshot().moved, 1_260);
+        assert!(!progress.snapshot().running);
     }
 }
