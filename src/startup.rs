@@ -33,7 +33,7 @@ use crate::api::routes::tokens::mint_api_token;
 use crate::api::timing::record_request;
 use crate::config::Settings;
 use crate::domain::Scope;
-use crate::monitoring::health::{DiskProbe, KeysProbe, RedisProbe, StoreProbe};
+use crate::monitoring::health::{DiskProbe, EncryptionProbe, KeysProbe, RedisProbe, StoreProbe};
 use crate::redis::Redis;
 use crate::security::cleanup;
 use crate::security::crypto::disk::{algorithm_of, OpenOptions};
@@ -304,6 +304,9 @@ impl Application {
         check_row_keys(&store).await?;
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT));
         store.observe_waits_in(metrics.db_pool_wait_seconds.clone());
+        store
+            .cipher()?
+            .count_failures_in(metrics.crypto_open_failures.clone());
         let reencrypt = Arc::new(Progress::default());
         let data_keys = DataKeyService::new(
             data_keys,
@@ -362,6 +365,10 @@ impl Application {
         if let Some(redis) = &redis {
             probes.push(Arc::new(RedisProbe(redis.clone())));
         }
+        probes.push(Arc::new(EncryptionProbe {
+            cipher: store.cipher()?.clone(),
+            reencrypt: reencrypt.clone(),
+        }));
         let (revocations, sessions, passwords) = start_identity(
             &settings,
             &store,
@@ -446,6 +453,7 @@ impl Application {
             sessions,
             passwords,
             limits,
+            reencrypt,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -469,12 +477,7 @@ impl Application {
                     bound.port(),
                     crate::monitoring::metrics::listen(
                         listener,
-                        crate::monitoring::metrics::Scrape {
-                            graph: state.graph.clone(),
-                            store: state.store.clone(),
-                            limits: state.limits.clone(),
-                            clock: state.clock.clone(),
-                        },
+                        state.scrape(),
                     )
                     .map_err(bind_error)?,
                 ))
@@ -573,13 +576,7 @@ impl Application {
         let block_sync = spawn_block_sync(self.state.clone().into_inner());
         // OTLP reads the registry on its own thread: keep the state gauges fresh for it.
         let gauges = self.state.otlp.is_some().then(|| {
-            crate::monitoring::metrics::Scrape {
-                graph: self.state.graph.clone(),
-                store: self.state.store.clone(),
-                limits: self.state.limits.clone(),
-                clock: self.state.clock.clone(),
-            }
-            .refresh_every(Duration::from_millis(
+            self.state.scrape().refresh_every(Duration::from_millis(
                 self.state.settings.otlp.export_interval_ms,
             ))
         });

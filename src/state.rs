@@ -109,4 +109,19 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The OTLP export (`[otlp]`), `None` when it is off.
     pub otlp: Option<Arc<crate::monitoring::otlp::Otlp>>,
+    /// The re-encryption job's progress.
+    pub reencrypt: Arc<beepmyphone_actors::reencrypt::Progress>,
+}
+
+impl AppState {
+    /// What a metrics scrape reads.
+    pub fn scrape(&self) -> crate::monitoring::metrics::Scrape {
+        crate::monitoring::metrics::Scrape {
+            graph: self.graph.clone(),
+            store: self.store.clone(),
+            limits: self.limits.clone(),
+            clock: self.clock.clone(),
+            reencrypt: self.reencrypt.clone(),
+        }
+    }
 }

@@ -299,6 +299,8 @@ pub struct KeyManager {
     reencrypt: Option<Recipient<Wake>>,
     /// What the last data-key step found.
     data_report: Option<DataKeyReport>,
+    /// When the last on-demand data-key rotation was made, for [`MIN_ROTATION_INTERVAL`].
+    last_data_rotation_ms: Option<i64>,
 }
 
 impl KeyManager {
@@ -320,6 +322,7 @@ impl KeyManager {
             data: None,
             reencrypt: None,
             data_report: None,
+            last_data_rotation_ms: None,
         }
     }
 
@@ -525,7 +528,20 @@ impl Handler<RotateData> for KeyManager {
                 KeyRingError("no data keys".into()),
             )))));
         }
-        AtomicResponse::new(Box::pin(self.data_step(Some(msg.requested_by))))
+        let now = self.clock.now_ms();
+        if let Some(refused) = self.last_data_rotation_ms.and_then(|ms| too_soon(ms, now)) {
+            slog::warn!(self.log, "data-key rotation refused"; "reason" => %refused,
+                "requested_by" => &msg.requested_by);
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused.into()))));
+        }
+        AtomicResponse::new(Box::pin(self.data_step(Some(msg.requested_by)).map(
+            move |result, act, _| {
+                if result.as_ref().is_ok_and(|r| !r.created.is_empty()) {
+                    act.last_data_rotation_ms = Some(now);
+                }
+                result
+            },
+        )))
     }
 }
 

@@ -175,6 +175,14 @@ pub struct Metrics {
     pub ratelimit_rejections: IntCounterVec,
     /// IP addresses blocked now (set when scraped).
     pub ip_blocks_active: IntGauge,
+    /// Sealed values that did not open (tampered with, moved, or under a key the ring lacks).
+    pub crypto_open_failures: IntCounter,
+    /// Rows the re-encryption job has left to move (set when scraped).
+    pub reencrypt_rows_remaining: IntGauge,
+    /// Rows the re-encryption job moved since start (set when scraped).
+    pub reencrypt_rows_moved: IntGauge,
+    /// Rows the re-encryption job could not open since start (set when scraped).
+    pub reencrypt_rows_failed: IntGauge,
     verifications: [IntCounter; 4],
     /// Supervised actors restarted, by actor.
     pub actor_restarts: IntCounterVec,
@@ -353,6 +361,22 @@ impl Metrics {
             ),
             ratelimit_rejections,
             ip_blocks_active: gauge("beepmyphone_ip_blocks_active", "IP addresses blocked now."),
+            crypto_open_failures: counter(
+                "beepmyphone_crypto_open_failures_total",
+                "Sealed values that did not open (tampered with, moved, or under a key the ring lacks).",
+            ),
+            reencrypt_rows_remaining: gauge(
+                "beepmyphone_reencrypt_rows_remaining",
+                "Rows the re-encryption job has left to move to the current data keys.",
+            ),
+            reencrypt_rows_moved: gauge(
+                "beepmyphone_reencrypt_rows_moved",
+                "Rows the re-encryption job moved to the current data keys since start.",
+            ),
+            reencrypt_rows_failed: gauge(
+                "beepmyphone_reencrypt_rows_failed",
+                "Rows the re-encryption job could not open since start.",
+            ),
             verifications: Verification::ALL
                 .map(|v| verification_family.with_label_values(&[v.as_str()])),
             actor_restarts,

@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(routes::devices::configure)
             .configure(routes::tokens::configure)
             .configure(routes::keys::configure)
+            .configure(routes::datakeys::configure)
             .configure(routes::blocks::configure)
             .configure(routes::notifications::configure)
             .configure(openapi::configure)

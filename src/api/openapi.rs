@@ -57,6 +57,7 @@ pub fn document() -> Document {
         routes::auth::Api::openapi(),
         routes::tokens::Api::openapi(),
         routes::keys::Api::openapi(),
+        routes::datakeys::Api::openapi(),
         routes::blocks::Api::openapi(),
         routes::health::Api::openapi(),
         routes::metrics::Api::openapi(),

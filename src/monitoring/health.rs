@@ -252,9 +252,86 @@ impl Probe for KeysProbe {
     }
 }
 
+/// Encryption at rest (`encryption`): degraded while sealed values fail to open or the
+/// re-encryption job's last batch failed; healthy otherwise, saying how many rows are left to
+/// re-encrypt.
+pub struct EncryptionProbe {
+    /// The data keys (their open failures).
+    pub cipher: crate::security::crypto::Cipher,
+    /// The re-encryption job's progress.
+    pub reencrypt: Arc<beepmyphone_actors::reencrypt::Progress>,
+}
+
+/// The encryption finding from the open failures since start, the last of them, and the job.
+pub fn encryption_finding(
+    failures: u64,
+    last: Option<String>,
+    job: &beepmyphone_actors::reencrypt::ProgressSnapshot,
+) -> Finding {
+    if failures > 0 {
+        return Finding::new(
+            Status::Degraded,
+            format!(
+                "{failures} sealed values did not open since start; last: {}",
+                last.unwrap_or_default()
+            ),
+        );
+    }
+    if let Some(error) = &job.last_error {
+        return Finding::new(Status::Degraded, format!("re-encryption failed: {error}"));
+    }
+    if job.running {
+        Finding::new(
+            Status::Healthy,
+            format!("re-encryption: {} rows left, {} moved", job.remaining, job.moved),
+        )
+    } else {
+        Finding::new(Status::Healthy, "every row is under the current data keys")
+    }
+}
+
+impl Probe for EncryptionProbe {
+    fn name(&self) -> &str {
+        "encryption"
+    }
+
+    fn check(&self) -> ProbeFuture {
+        let failures = self.cipher.failures();
+        Box::pin(std::future::ready(encryption_finding(
+            failures.count(),
+            failures.last(),
+            &self.reencrypt.snapshot(),
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encryption_is_degraded_by_open_failures_and_a_failed_batch() {
+        use beepmyphone_actors::reencrypt::ProgressSnapshot;
+        let idle = ProgressSnapshot::default();
+        assert_eq!(encryption_finding(0, None, &idle).status, Status::Healthy);
+        let failed = encryption_finding(2, Some("notifications.title of row ntf_1".into()), &idle);
+        assert_eq!(failed.status, Status::Degraded);
+        assert!(failed.reason.contains("2 sealed values") && failed.reason.contains("ntf_1"));
+        let running = ProgressSnapshot {
+            running: true,
+            remaining: 40,
+            moved: 60,
+            ..ProgressSnapshot::default()
+        };
+        let finding = encryption_finding(0, None, &running);
+        assert_eq!(finding.status, Status::Healthy);
+        assert_eq!(finding.reason, "re-encryption: 40 rows left, 60 moved");
+        let broken = ProgressSnapshot {
+            last_error: Some("database is locked".into()),
+            ..running
+        };
+        assert_eq!(encryption_finding(0, None, &broken).status, Status::Degraded);
+    }
 
     #[test]
     fn disk_thresholds_by_percent_and_by_size() {

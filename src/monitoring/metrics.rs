@@ -38,6 +38,8 @@ pub struct Scrape {
     pub limits: Arc<Limits>,
     /// The clock blocks are judged on.
     pub clock: SharedClock,
+    /// The re-encryption job's progress.
+    pub reencrypt: Arc<beepmyphone_actors::reencrypt::Progress>,
 }
 
 impl Scrape {
@@ -68,6 +70,11 @@ impl Scrape {
         metrics.ip_blocks_active.set(gauge(
             self.limits.limiter.active_blocks(self.clock.now_ms()),
         ));
+        let progress = self.reencrypt.snapshot();
+        let rows = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.reencrypt_rows_remaining.set(rows(progress.remaining));
+        metrics.reencrypt_rows_moved.set(rows(progress.moved));
+        metrics.reencrypt_rows_failed.set(rows(progress.failed));
     }
 
     /// Refreshes the state gauges every `every` of the clock, for exports that read the

@@ -6,7 +6,6 @@ use actix_web::{web, HttpResponse};
 
 use crate::api::auth::Principal;
 use crate::error::ApiError;
-use crate::monitoring::metrics;
 use crate::state::AppState;
 
 /// This module's operations in the OpenAPI document.
@@ -32,11 +31,5 @@ async fn scrape(
         ));
     }
     principal.require_metrics_reader()?;
-    let scrape = metrics::Scrape {
-        graph: state.graph.clone(),
-        store: state.store.clone(),
-        limits: state.limits.clone(),
-        clock: state.clock.clone(),
-    };
-    Ok(scrape.response().await)
+    Ok(state.scrape().response().await)
 }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod blocks;
+pub mod datakeys;
 pub mod devices;
 pub mod health;
 pub mod keys;

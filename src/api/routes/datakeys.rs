@@ -1,0 +1,145 @@
+//! Data-encryption keys: `GET /keys/data` and `POST /keys/data/rotate` (admin). Key material is
+//! never shown: only ids, purposes, algorithms, states, and the re-encryption job's progress.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use beepmyphone_actors::keys::{DataKeyReport, DataStatus, KeyManagerError, RotateData};
+use beepmyphone_actors::model::rfc3339;
+use beepmyphone_actors::ports::DataKeyInfo;
+use beepmyphone_actors::reencrypt::ProgressSnapshot;
+
+use crate::api::auth::Principal;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// This module's operations in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_data_keys, rotate_data_keys))]
+pub struct Api;
+
+/// Registers the routes (under `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/keys/data", web::get().to(list_data_keys))
+        .route("/keys/data/rotate", web::post().to(rotate_data_keys));
+}
+
+/// A data key (never its bytes).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DataKeyView {
+    id: u32,
+    /// `content`, `devices`, `sessions` or `index`.
+    purpose: String,
+    /// `aes-256-gcm`, `xchacha20-poly1305`, or `hmac-sha256` for the index key.
+    algorithm: String,
+    /// `current`, `decrypt_only` or `retired`.
+    state: String,
+    created_at: String,
+    /// Encryptions reserved under it so far (AES-GCM keys are replaced before 2^30).
+    encryptions_reserved: u64,
+}
+
+impl From<&DataKeyInfo> for DataKeyView {
+    fn from(key: &DataKeyInfo) -> Self {
+        Self {
+            id: key.id,
+            purpose: key.purpose.clone(),
+            algorithm: key.algorithm.clone(),
+            state: key.state.clone(),
+            created_at: rfc3339(key.created_ms),
+            encryptions_reserved: key.reserved,
+        }
+    }
+}
+
+/// The re-encryption job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReencryptionView {
+    /// Whether rows are being moved.
+    running: bool,
+    /// Rows left (under decrypt-only keys, or from before encryption).
+    remaining: u64,
+    /// Rows moved since start.
+    moved: u64,
+    /// Rows that did not open since start (left as they are; see `/health`).
+    failed: u64,
+}
+
+impl From<ProgressSnapshot> for ReencryptionView {
+    fn from(p: ProgressSnapshot) -> Self {
+        Self {
+            running: p.running,
+            remaining: p.remaining,
+            moved: p.moved,
+            failed: p.failed,
+        }
+    }
+}
+
+/// The data keys and the re-encryption job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DataKeysView {
+    /// Every key of the ring, oldest first (retired keys included, without their bytes).
+    items: Vec<DataKeyView>,
+    /// Ids of keys made by this call (rotation only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    created: Vec<u32>,
+    reencryption: ReencryptionView,
+}
+
+fn view(state: &AppState, report: &DataKeyReport) -> DataKeysView {
+    DataKeysView {
+        items: report.keys.iter().map(DataKeyView::from).collect(),
+        created: report.created.clone(),
+        reencryption: state.reencrypt.snapshot().into(),
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::Unavailable("the key manager is restarting; try again".into())
+}
+
+#[utoipa::path(get, path = "/api/v1/keys/data", tag = "keys",
+    responses((status = 200, description = "The data-encryption keys (as of the key manager's last step, at most 10 s ago) and the re-encryption job", body = DataKeysView)))]
+async fn list_data_keys(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let report = state
+        .key_manager
+        .send(DataStatus)
+        .await
+        .map_err(|_| unavailable())?
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(view(&state, &report)))
+}
+
+#[utoipa::path(post, path = "/api/v1/keys/data/rotate", tag = "keys",
+    responses((status = 201, description = "New data keys for notification contents, devices and sessions: new values are sealed under them from the answer on; older rows are re-encrypted in the background", body = DataKeysView),
+        (status = 429, description = "Rate limited, or the previous data-key rotation was less than 60 s ago; `Retry-After` says when to retry", body = crate::error::Problem, content_type = "application/problem+json")))]
+async fn rotate_data_keys(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_admin()?;
+    let report = state
+        .key_manager
+        .send(RotateData {
+            requested_by: principal.key(),
+        })
+        .await
+        .map_err(|_| unavailable())?
+        .map_err(|e| match e {
+            KeyManagerError::Unavailable => unavailable(),
+            KeyManagerError::Refused(refused) => ApiError::RateLimited {
+                retry_after_secs: refused.retry_after_secs(),
+                detail: refused.to_string(),
+            },
+            KeyManagerError::Ring(e) => ApiError::Internal(e.to_string()),
+        })?;
+    Ok(HttpResponse::Created().json(view(&state, &report)))
+}
