@@ -172,6 +172,10 @@ impl Reencrypt for ReencryptService {
         let mut conn = self.store.conn().map_err(store_err)?;
         let mut cursor = self.cursor.lock().map_err(store_err)?;
         let moved = reencrypt::step(&mut conn, cipher, &mut cursor, max_rows).map_err(store_err)?;
+        if !moved.full && cursor.sealed_plaintext {
+            reencrypt::scrub(&mut conn).map_err(store_err)?;
+            cursor.sealed_plaintext = false;
+        }
         Ok(ReencryptBatch {
             moved: moved.moved,
             failed: moved.failed,

@@ -26,6 +26,18 @@ pub struct Cursor {
     pub notification: i64,
     /// Last device id looked at.
     pub device: String,
+    /// Plaintext rows (from before encryption) were sealed in this pass: their old values may
+    /// linger in free pages and the WAL until [`scrub`].
+    pub sealed_plaintext: bool,
+}
+
+/// Rewrites the database without its free pages (`VACUUM`) and empties the WAL
+/// (`wal_checkpoint(TRUNCATE)`), so that plaintext from before encryption, overwritten by the job,
+/// is gone from the files too. Run once, when the job has sealed the last plaintext rows.
+pub fn scrub(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(())
 }
 
 /// What a batch did.
@@ -209,6 +221,7 @@ fn move_notifications(
                 ))
                 .execute(conn)?;
             if legacy {
+                cursor.sealed_plaintext = true;
                 for tag in &record.tags {
                     let index = cipher.blind_index(fields::INDEX_TAG, tag).map_err(StoreError::crypto)?;
                     diesel::insert_or_ignore_into(notification_tags::table)
@@ -250,6 +263,7 @@ fn move_devices(
                 done.failed += 1;
                 continue;
             };
+            cursor.sealed_plaintext |= stored.key_id().is_none();
             let sealed = StoredDevice::seal(&row, cipher)?;
             diesel::update(devices::table.find(&row.id))
                 .set(&sealed)

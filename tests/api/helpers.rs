@@ -520,11 +520,44 @@ impl Drop for ChildRelay {
     }
 }
 
+/// Runs the relay binary with `args` in `dir`; its exit code, stdout and stderr.
+pub async fn beep(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    beep_with(dir, args, &[]).await
+}
+
+/// [`beep`] with environment variables set.
+pub async fn beep_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the command finished in time")
+    .expect("the command ran");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Starts `beepmyphone serve` on port 0 over `data_dir` and waits for its "listening" line.
 pub fn spawn_process(data_dir: &Path) -> ChildRelay {
+    spawn_process_with(data_dir, &[])
+}
+
+/// [`spawn_process`] with environment variables set (settings as `BEEP__SECTION__KEY`).
+pub fn spawn_process_with(data_dir: &Path, env: &[(&str, &str)]) -> ChildRelay {
     let mut child = Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .envs(env.iter().copied())
         .env("BEEP__LOG__FORMAT", "json")
         .env("BEEP__LOG__LEVEL", "debug")
         .current_dir(data_dir)

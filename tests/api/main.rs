@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod delivery;
 mod devices;
+mod encryption;
 mod health;
 mod helpers;
 mod http2;

@@ -9,14 +9,13 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Device, TestApp};
+use crate::helpers::{beep, spawn_app, Device, TestApp};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -675,26 +674,6 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_then_retires_the_old_
     assert_eq!(status, 200, "{body}");
 }
 
-/// Runs the relay binary with `args` in `dir`.
-async fn beep(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the command finished in time")
-    .expect("the command ran");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 #[actix_web::test]
 async fn cli_keys_rotate_and_status_and_the_running_relay_picks_the_new_key_up() {
