@@ -7,8 +7,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
+use beepmyphone::crypto::secrets::secret_string;
 use beepmyphone::security::passwords::{Bcrypt, PasswordHasher};
-use beepmyphone::security::secrets::secret_string;
 
 fn passwords(c: &mut Criterion) {
     let bcrypt = Bcrypt::new(12, false).unwrap();

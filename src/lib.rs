@@ -7,8 +7,12 @@
 //! - [`domain`]: small shared types (CIDR, rate-limit rules, log levels, token scopes), below
 //!   every other module;
 //! - [`config`]: settings from `config.toml`, the environment and flags;
-//! - [`store`]: diesel on SQLite, the pool, and the queue's group-committed writes;
-//! - [`security`]: secrets, hashes and device access tokens;
+//! - [`crypto`]: secrets, their hashes, secret files, and encryption at rest (the envelope, the
+//!   algorithms, the data-key ring), below the store and security;
+//! - [`store`]: diesel on SQLite, the pool, the queue's group-committed writes, and the sealed
+//!   columns;
+//! - [`security`]: device access tokens, passwords, sessions, rate limits, revocation, the data
+//!   keys' upkeep;
 //! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
 //! - [`ws`]: the per-connection device socket actor;
 //! - [`monitoring`]: the memory sampler and the alert channels (webhook, the relay itself);
@@ -21,6 +25,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod logging;

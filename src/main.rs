@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use beepmyphone::cli::{admin, client, local, Cli, Command, KeysCommand, TokenCommand};
+use beepmyphone::cli::{admin, client, keys, local, Cli, Command, KeysCommand, TokenCommand};
 use beepmyphone::config::{Overrides, Settings};
 use beepmyphone::startup::{Application, Options};
 
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         )),
         Command::Keys {
             command: KeysCommand::Rotate { data, config },
-        } => local_result(local::keys_rotate(&config, data, &mut std::io::stdout())),
+        } => local_result(keys::keys_rotate(&config, data, &mut std::io::stdout())),
         Command::Keys {
             command:
                 KeysCommand::Passphrase {
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                     passphrase_stdin,
                     config,
                 },
-        } => local_result(local::keys_passphrase(
+        } => local_result(keys::keys_passphrase(
             &config,
             remove,
             passphrase_stdin,
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         )),
         Command::Keys {
             command: KeysCommand::Status { config },
-        } => local_result(local::keys_status(&config, &mut std::io::stdout())),
+        } => local_result(keys::keys_status(&config, &mut std::io::stdout())),
         Command::Openapi => {
             println!("{}", beepmyphone::api::openapi::document_json());
             ExitCode::SUCCESS
@@ -105,7 +105,7 @@ fn local_result(result: Result<(), local::LocalError>) -> ExitCode {
 
 fn serve(settings: Settings) -> ExitCode {
     // Everything the relay creates (database, -wal/-shm, keys, tokens) is owner-only.
-    beepmyphone::security::files::restrict_umask();
+    beepmyphone::crypto::files::restrict_umask();
     let log = match beepmyphone::logging::build(&settings.log) {
         Ok(log) => log,
         Err(e) => {

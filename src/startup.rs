@@ -18,9 +18,9 @@ use beepmyphone_actors::batcher::BatcherConfig;
 use beepmyphone_actors::clock::{SharedClock, SystemClock};
 use beepmyphone_actors::health::Probe;
 use beepmyphone_actors::keys::{KeyManager, KeyRing, Rescan};
-use beepmyphone_actors::reencrypt::{Progress, Reencryptor};
 use beepmyphone_actors::metrics::Metrics;
 use beepmyphone_actors::queue::{Drain, QueueConfig};
+use beepmyphone_actors::reencrypt::{Progress, Reencryptor};
 use beepmyphone_actors::registry::CloseAll;
 use beepmyphone_actors::supervisor::{start_graph, GraphSettings};
 
@@ -32,12 +32,13 @@ use crate::api::ratelimit::{limit_ip, limit_principal};
 use crate::api::routes::tokens::mint_api_token;
 use crate::api::timing::record_request;
 use crate::config::Settings;
+use crate::crypto::disk::{algorithm_of, OpenOptions};
+use crate::crypto::secrets::ExposeSecret;
+use crate::crypto::{Cipher, DataKeyError, DiskDataKeys, KekSource};
 use crate::domain::Scope;
 use crate::monitoring::health::{DiskProbe, EncryptionProbe, KeysProbe, RedisProbe, StoreProbe};
 use crate::redis::Redis;
 use crate::security::cleanup;
-use crate::security::crypto::disk::{algorithm_of, OpenOptions};
-use crate::security::crypto::{Cipher, DataKeyError, DiskDataKeys, KekSource};
 use crate::security::datakeys::{DataKeyService, ReencryptService};
 use crate::security::device_auth::DeviceTokens;
 use crate::security::jwt::{JwtKeys, KeyError};
@@ -46,7 +47,6 @@ use crate::security::limits::Limits;
 use crate::security::passwords::{Bcrypt, PasswordManager};
 use crate::security::ratelimit::BLOCK_SYNC_INTERVAL;
 use crate::security::revocation::Revocations;
-use crate::security::secrets::ExposeSecret;
 use crate::security::sessions::SessionManager;
 use crate::state::{ApiTokenCache, AppState};
 use crate::store::{tokens, Store};
@@ -201,7 +201,7 @@ async fn start_key_manager(
 async fn open_data_keys(
     settings: &Settings,
     now_ms: i64,
-) -> Result<(DiskDataKeys, crate::security::crypto::DataRing), StartError> {
+) -> Result<(DiskDataKeys, crate::crypto::DataRing), StartError> {
     let source = KekSource::from_settings(&settings.encryption)?;
     let algorithm = algorithm_of(&settings.encryption)?;
     let (dir, iterations) = (settings.keys_dir(), settings.encryption.pbkdf2_iterations);
@@ -290,7 +290,7 @@ impl Application {
         // database's mode, so tighten before opening it), and again once start-up created files.
         let restrict = |when: &str| -> Result<(), StartError> {
             for dir in [data_dir.clone(), settings.keys_dir()] {
-                crate::security::files::restrict_tree(&dir).map_err(|e| {
+                crate::crypto::files::restrict_tree(&dir).map_err(|e| {
                     StartError::Io(format!("cannot restrict {} ({when}): {e}", dir.display()))
                 })?;
             }
@@ -475,11 +475,8 @@ impl Application {
                 slog::info!(log, "serving metrics without a token"; "addr" => %bound);
                 Some((
                     bound.port(),
-                    crate::monitoring::metrics::listen(
-                        listener,
-                        state.scrape(),
-                    )
-                    .map_err(bind_error)?,
+                    crate::monitoring::metrics::listen(listener, state.scrape())
+                        .map_err(bind_error)?,
                 ))
             }
         };

@@ -328,7 +328,11 @@ impl KeyManager {
 
     /// Also keeps the data-encryption keys, on the same ticks, and wakes `reencrypt` when rows
     /// are left under old keys.
-    pub fn with_data_keys(mut self, data: Arc<dyn DataKeyRing>, reencrypt: Recipient<Wake>) -> Self {
+    pub fn with_data_keys(
+        mut self,
+        data: Arc<dyn DataKeyRing>,
+        reencrypt: Recipient<Wake>,
+    ) -> Self {
         self.data = Some(data);
         self.reencrypt = Some(reencrypt);
         self
@@ -342,9 +346,7 @@ impl KeyManager {
         let data = self.data.clone();
         let now = self.clock.now_ms();
         let forced = rotate.is_some();
-        let work = tokio::task::spawn_blocking(move || {
-            data.map(|data| data.step(now, forced))
-        });
+        let work = tokio::task::spawn_blocking(move || data.map(|data| data.step(now, forced)));
         async move {
             match work.await {
                 Ok(Some(result)) => result.map_err(KeyManagerError::from),

@@ -195,7 +195,8 @@ impl Reencryptor {
             .remaining
             .load(Ordering::Relaxed)
             .saturating_sub(batch.moved + batch.failed);
-        p.remaining.store(if batch.more { left.max(1) } else { 0 }, Ordering::Relaxed);
+        p.remaining
+            .store(if batch.more { left.max(1) } else { 0 }, Ordering::Relaxed);
         if batch.failed > 0 {
             slog::error!(self.log, "rows did not open and were left as they are"; "rows" => batch.failed);
         }
@@ -221,7 +222,10 @@ impl Supervised for Reencryptor {
             counter.inc();
         }
         self.busy = false;
-        slog::warn!(self.log, "re-encryption restarting; counting its rows again");
+        slog::warn!(
+            self.log,
+            "re-encryption restarting; counting its rows again"
+        );
     }
 }
 
@@ -331,7 +335,10 @@ mod tests {
         tick().await;
         tick().await;
         let end = progress.snapshot();
-        assert_eq!((end.moved, end.failed, end.remaining, end.running), (1_250, 2, 0, false));
+        assert_eq!(
+            (end.moved, end.failed, end.remaining, end.running),
+            (1_250, 2, 0, false)
+        );
         // Idle ticks do nothing.
         tick().await;
         assert_eq!(progress.snapshot(), end);
@@ -341,7 +348,10 @@ mod tests {
         assert_eq!(progress.snapshot().remaining, 2);
         tick().await;
         let again = progress.snapshot();
-        assert_eq!((again.moved, again.failed, again.running), (1_250, 4, false));
+        assert_eq!(
+            (again.moved, again.failed, again.running),
+            (1_250, 4, false)
+        );
         // New rows (a rotation) and a wake start it again.
         *port.rows.lock().unwrap() = 10;
         addr.send(Wake).await.unwrap();

@@ -22,10 +22,10 @@ use beepmyphone_actors::model::DeviceId;
 
 use actix_web::http::Method;
 
+use crate::crypto::secrets::{constant_time_eq, hash_secret, ExposeSecret, API_TOKEN_PREFIX};
 use crate::domain::{AdminId, ApiTokenId, Jti, Scope, SessionId};
 use crate::error::ApiError;
 use crate::security::device_auth::{count_verification, verify_device_token, DeviceAuthError};
-use crate::security::secrets::{constant_time_eq, hash_secret, ExposeSecret, API_TOKEN_PREFIX};
 use crate::security::sessions::{SessionError, SESSION_COOKIE};
 use crate::state::{AppState, CachedToken};
 use crate::store::tokens;

@@ -13,8 +13,8 @@ use garde::Validate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::crypto::secrets::{ExposeSecret, SecretString};
 use crate::error::{ApiError, FieldError};
-use crate::security::secrets::{ExposeSecret, SecretString};
 
 /// Most explicit targets in one notification.
 pub const MAX_TARGETS: usize = 1_000;

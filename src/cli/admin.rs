@@ -13,12 +13,12 @@ use clap::Subcommand;
 use beepmyphone_actors::model::rfc3339;
 
 use crate::config::Settings;
+use crate::crypto::secrets::{
+    constant_time_eq, secret_string, ExposeSecret, SecretString, Zeroizing,
+};
 use crate::redis::Redis;
 use crate::security::admins::{self, AdminError};
 use crate::security::passwords::{Bcrypt, PasswordError, MAX_PASSWORD_BYTES, MIN_PASSWORD_LEN};
-use crate::security::secrets::{
-    constant_time_eq, secret_string, ExposeSecret, SecretString, Zeroizing,
-};
 use crate::security::sessions::{RedisSessions, SessionWriter};
 use crate::store::{admins as admin_rows, Store};
 

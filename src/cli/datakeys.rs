@@ -1,5 +1,5 @@
 //! `beepmyphone keys rotate --data`, the data-key part of `keys status`, and `keys passphrase`:
-//! the data-encryption keys in the keys directory (see [`crate::security::crypto::disk`]). Safe
+//! the data-encryption keys in the keys directory (see [`crate::crypto::disk`]). Safe
 //! while the relay runs: the ring file is changed under its lock, and the relay re-reads it within
 //! [`KEY_SCAN_INTERVAL`].
 
@@ -8,8 +8,8 @@ use std::io::Write;
 use beepmyphone_actors::model::rfc3339;
 
 use crate::config::Settings;
-use crate::security::crypto::disk::{algorithm_of, DataKeyState, OpenOptions};
-use crate::security::crypto::{DiskDataKeys, KekSource, Purpose};
+use crate::crypto::disk::{algorithm_of, DataKeyState, OpenOptions};
+use crate::crypto::{DiskDataKeys, KekSource, Purpose};
 use crate::security::keys::KEY_SCAN_INTERVAL;
 use crate::store::reencrypt;
 
@@ -51,8 +51,13 @@ pub fn rotate(settings: &Settings, out: &mut impl Write) -> Result<(), LocalErro
         .rotate(&Purpose::SEALING, algorithm, now)
         .map_err(failed)?;
     for (purpose, id) in Purpose::SEALING.iter().zip(&ids) {
-        writeln!(out, "New data key:    {id} ({}, {})", purpose.as_str(), algorithm.name)
-            .map_err(failed)?;
+        writeln!(
+            out,
+            "New data key:    {id} ({}, {})",
+            purpose.as_str(),
+            algorithm.name
+        )
+        .map_err(failed)?;
     }
     writeln!(
         out,
@@ -69,7 +74,11 @@ pub fn status(settings: &Settings, out: &mut impl Write) -> Result<(), LocalErro
     let dir = settings.keys_dir();
     let keys = DiskDataKeys::list(&dir).map_err(failed)?;
     if keys.is_empty() {
-        writeln!(out, "Data keys: none yet (the relay creates them on first start)").map_err(failed)?;
+        writeln!(
+            out,
+            "Data keys: none yet (the relay creates them on first start)"
+        )
+        .map_err(failed)?;
         return Ok(());
     }
     let protection = match DiskDataKeys::uses_passphrase(&dir).map_err(failed)? {
@@ -148,4 +157,3 @@ pub fn passphrase(
     .map_err(failed)?;
     Ok(())
 }
-

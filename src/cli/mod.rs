@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod client;
 pub mod datakeys;
+pub mod keys;
 pub mod local;
 
 use std::path::PathBuf;

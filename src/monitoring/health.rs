@@ -257,7 +257,7 @@ impl Probe for KeysProbe {
 /// re-encrypt.
 pub struct EncryptionProbe {
     /// The data keys (their open failures).
-    pub cipher: crate::security::crypto::Cipher,
+    pub cipher: crate::crypto::Cipher,
     /// The re-encryption job's progress.
     pub reencrypt: Arc<beepmyphone_actors::reencrypt::Progress>,
 }
@@ -283,7 +283,10 @@ pub fn encryption_finding(
     if job.running {
         Finding::new(
             Status::Healthy,
-            format!("re-encryption: {} rows left, {} moved", job.remaining, job.moved),
+            format!(
+                "re-encryption: {} rows left, {} moved",
+                job.remaining, job.moved
+            ),
         )
     } else {
         Finding::new(Status::Healthy, "every row is under the current data keys")
@@ -330,7 +333,10 @@ mod tests {
             last_error: Some("database is locked".into()),
             ..running
         };
-        assert_eq!(encryption_finding(0, None, &broken).status, Status::Degraded);
+        assert_eq!(
+            encryption_finding(0, None, &broken).status,
+            Status::Degraded
+        );
     }
 
     #[test]

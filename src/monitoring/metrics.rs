@@ -72,7 +72,9 @@ impl Scrape {
         ));
         let progress = self.reencrypt.snapshot();
         let rows = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        metrics.reencrypt_rows_remaining.set(rows(progress.remaining));
+        metrics
+            .reencrypt_rows_remaining
+            .set(rows(progress.remaining));
         metrics.reencrypt_rows_moved.set(rows(progress.moved));
         metrics.reencrypt_rows_failed.set(rows(progress.failed));
     }

@@ -6,8 +6,8 @@
 
 use diesel::SqliteConnection;
 
+use crate::crypto::secrets::SecretString;
 use crate::security::passwords::{PasswordError, PasswordHasher};
-use crate::security::secrets::SecretString;
 use crate::store::admins::{self, AdminRow};
 use crate::store::StoreError;
 
@@ -113,8 +113,8 @@ pub fn remove(conn: &mut SqliteConnection, name: &str) -> Result<AdminRow, Admin
 mod tests {
     use super::*;
     use crate::config::StorageSettings;
+    use crate::crypto::secrets::secret_string;
     use crate::security::passwords::Bcrypt;
-    use crate::security::secrets::secret_string;
     use crate::store::Store;
 
     #[test]

@@ -1,7 +1,7 @@
 //! The data keys at run time: [`DataKeyService`] implements the key manager's
 //! [`DataKeyRing`] port (re-reading the ring, reserving AES-GCM nonces, rotating, retiring keys
 //! no row uses) and [`ReencryptService`] the re-encryption job's [`Reencrypt`] port. The ring's
-//! format and rules are in [`crate::security::crypto`].
+//! format and rules are in [`crate::crypto`].
 
 use std::sync::{Arc, Mutex};
 
@@ -9,9 +9,9 @@ use beepmyphone_actors::ports::{
     self, DataKeyInfo, DataKeyReport, DataKeyRing, KeyRingError, Reencrypt, ReencryptBatch,
 };
 
-use crate::security::crypto::disk::{DataKeyState, StoredKey};
-use crate::security::crypto::provider::Algorithm;
-use crate::security::crypto::{Cipher, DataKeyError, DiskDataKeys, Purpose};
+use crate::crypto::disk::{DataKeyState, StoredKey};
+use crate::crypto::provider::Algorithm;
+use crate::crypto::{Cipher, DataKeyError, DiskDataKeys, Purpose};
 use crate::store::reencrypt::{self, Cursor};
 use crate::store::Store;
 
@@ -90,7 +90,10 @@ impl DataKeyService {
 
 impl DataKeyRing for DataKeyService {
     fn step(&self, now_ms: i64, rotate: bool) -> Result<DataKeyReport, KeyRingError> {
-        let mut disk = self.disk.lock().map_err(|_| ring_err("the data-key ring lock is poisoned"))?;
+        let mut disk = self
+            .disk
+            .lock()
+            .map_err(|_| ring_err("the data-key ring lock is poisoned"))?;
         let mut created = Vec::new();
         if rotate {
             created = disk
@@ -109,7 +112,10 @@ impl DataKeyRing for DataKeyService {
         due.sort();
         due.dedup();
         if !due.is_empty() {
-            created.extend(disk.rotate(&due, self.algorithm, now_ms).map_err(ring_err)?);
+            created.extend(
+                disk.rotate(&due, self.algorithm, now_ms)
+                    .map_err(ring_err)?,
+            );
             ring = disk.reload(&self.cipher.snapshot()).map_err(ring_err)?;
         }
         self.cipher.publish(ring);

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use beepmyphone_actors::keys::{KeyState, KeyStatus};
 use beepmyphone_actors::model::DeviceId;
 
-use crate::security::secrets::constant_time_eq;
+use crate::crypto::secrets::constant_time_eq;
 
 /// The `typ` claim of an access token.
 pub const ACCESS_TYPE: &str = "access";

@@ -33,8 +33,8 @@ use beepmyphone_actors::keys::{
 };
 
 use crate::config::AuthSettings;
+use crate::crypto::secrets::Zeroizing;
 use crate::security::jwt::{is_kid, kid_of, JwtKeys, RingKey, LEEWAY_SECONDS};
-use crate::security::secrets::Zeroizing;
 
 /// How often the key manager rescans the keys directory (and so the longest a key added by the
 /// CLI waits before the running relay signs with it).
@@ -151,9 +151,9 @@ fn create_dir(dir: &Path) -> Result<(), KeyRingError> {
         .map_err(|e| ring_err(format!("cannot create {}: {e}", dir.display())))
 }
 
-/// [`crate::security::files::write_new`], with the ring's error.
+/// [`crate::crypto::files::write_new`], with the ring's error.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), KeyRingError> {
-    crate::security::files::write_new(path, bytes)
+    crate::crypto::files::write_new(path, bytes)
         .map_err(|e| ring_err(format!("cannot write {}: {e}", path.display())))
 }
 

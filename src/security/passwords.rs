@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::security::secrets::{secret_string, ExposeSecret, SecretString};
+use crate::crypto::secrets::{secret_string, ExposeSecret, SecretString};
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 12;

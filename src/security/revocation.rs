@@ -113,9 +113,7 @@ impl Revocations {
         Ok(match row {
             None => TokenStatus::DeviceGone,
             Some(_) if listed || in_redis => TokenStatus::Revoked,
-            Some(valid_after) if iat_s.saturating_mul(1_000) < valid_after => {
-                TokenStatus::Revoked
-            }
+            Some(valid_after) if iat_s.saturating_mul(1_000) < valid_after => TokenStatus::Revoked,
             Some(_) => TokenStatus::Valid,
         })
     }
@@ -234,7 +232,7 @@ mod tests {
         let mut conn = store.conn().unwrap();
         devices::insert(
             &mut conn,
-            &crate::security::crypto::ring::tests::test_cipher(),
+            &crate::crypto::ring::tests::test_cipher(),
             &DeviceRow {
                 id: device.to_string(),
                 name: "phone".into(),

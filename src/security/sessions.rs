@@ -3,7 +3,7 @@
 //! - A session id is `bms_` and 256 random bits. Only its SHA-256 (the *id hash*) is stored, so a
 //!   copy of the store or of Redis cannot be replayed as a cookie.
 //! - The session record (admin id and name, CSRF token, creation and last-use times, public id) is
-//!   sealed under the current `sessions` data key ([`crate::security::crypto`]), bound to the id
+//!   sealed under the current `sessions` data key ([`crate::crypto`]), bound to the id
 //!   hash, in both backends: a record moved to another id does not open. Every write seals again
 //!   under the current key, so after a rotation the old key covers only sessions not used since,
 //!   which end within the absolute timeout; the key then retires.
@@ -17,7 +17,7 @@
 //!   task) and [`RedisSessions`] (keys with TTLs, so Redis drops what ended). Relays that share a
 //!   Redis and a keys directory (`storage.keys_dir`) accept each other's sessions. A record sealed
 //!   under a data key this process has not loaded yet (another relay rotated) makes it re-read the
-//!   ring, at most every [`REFRESH_INTERVAL_MS`](crate::security::crypto::ring::REFRESH_INTERVAL_MS).
+//!   ring, at most every [`REFRESH_INTERVAL_MS`](crate::crypto::ring::REFRESH_INTERVAL_MS).
 
 use std::sync::Arc;
 
@@ -27,11 +27,11 @@ use serde::{Deserialize, Serialize};
 use beepmyphone_actors::clock::SharedClock;
 
 use crate::config::SessionSettings;
-use crate::redis::{Redis, RedisError};
-use crate::security::crypto::{fields, Cipher, CryptoError, Purpose};
-use crate::security::secrets::{
+use crate::crypto::secrets::{
     hash_secret, new_csrf_token, new_session_id, secret_string, ExposeSecret, SecretString,
 };
+use crate::crypto::{fields, Cipher, CryptoError, Purpose};
+use crate::redis::{Redis, RedisError};
 use crate::store::admins::{self, SessionRow};
 use crate::store::{Store, StoreError};
 
@@ -654,7 +654,7 @@ mod tests {
 
     use super::*;
     use crate::config::{RedisSettings, StorageSettings};
-    use crate::security::secrets::constant_time_eq;
+    use crate::crypto::secrets::constant_time_eq;
     use crate::store::admins::AdminRow;
 
     struct Fixture {
@@ -667,7 +667,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
-        let cipher = crate::security::crypto::ring::tests::test_cipher();
+        let cipher = crate::crypto::ring::tests::test_cipher();
         let clock = ManualClock::starting_now();
         let mut conn = store.conn().unwrap();
         for id in ["adm_1", "adm_2"] {
@@ -871,9 +871,9 @@ mod tests {
 
     #[actix_rt::test]
     async fn sessions_sealed_under_a_newer_data_key_open_after_a_reload() {
-        use crate::security::crypto::disk::OpenOptions;
-        use crate::security::crypto::provider::AES_256_GCM;
-        use crate::security::crypto::{DiskDataKeys, KekSource};
+        use crate::crypto::disk::OpenOptions;
+        use crate::crypto::provider::AES_256_GCM;
+        use crate::crypto::{DiskDataKeys, KekSource};
         let f = fixture();
         let dir = f._dir.path().join("keys");
         let open = || {

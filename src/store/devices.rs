@@ -12,8 +12,8 @@ use beepmyphone_actors::model::{DeviceId, DevicePolicy, Priority, QuietHours};
 use super::schema::{deliveries, devices};
 use super::sealed::{open_opt, open_text};
 use super::StoreError;
+use crate::crypto::{fields, Cipher, Purpose};
 use crate::domain::DeliveryStatus;
-use crate::security::crypto::{fields, Cipher, Purpose};
 
 /// A device, as handlers and the queue see it (opened).
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +145,7 @@ impl DeviceChanges {
 }
 
 /// A device row as stored: name, platform, app version and quiet hours sealed under the devices
-/// key (see [`crate::security::crypto`]).
+/// key (see [`crate::crypto`]).
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = devices, treat_none_as_null = true)]
 pub struct StoredDevice {
@@ -174,7 +174,9 @@ impl StoredDevice {
         let opt = |field, value: &Option<String>| sealer.seal_opt(field, id, value.as_deref());
         Ok(Self {
             id: row.id.clone(),
-            name: sealer.seal(fields::DEVICE_NAME, id, row.name.as_bytes()).map_err(crypto)?,
+            name: sealer
+                .seal(fields::DEVICE_NAME, id, row.name.as_bytes())
+                .map_err(crypto)?,
             platform: sealer
                 .seal(fields::DEVICE_PLATFORM, id, row.platform.as_bytes())
                 .map_err(crypto)?,
@@ -231,7 +233,11 @@ impl StoredDevice {
 }
 
 /// Inserts a device, sealed.
-pub fn insert(conn: &mut SqliteConnection, cipher: &Cipher, row: &DeviceRow) -> Result<(), StoreError> {
+pub fn insert(
+    conn: &mut SqliteConnection,
+    cipher: &Cipher,
+    row: &DeviceRow,
+) -> Result<(), StoreError> {
     let stored = StoredDevice::seal(row, cipher)?;
     diesel::insert_into(devices::table)
         .values(&stored)

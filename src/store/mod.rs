@@ -14,8 +14,8 @@ pub mod pairing;
 pub mod queue_store;
 pub mod reencrypt;
 pub mod revoked;
-pub mod sealed;
 pub mod schema;
+pub mod sealed;
 pub mod tokens;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -30,7 +30,7 @@ use diesel::SqliteConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::StorageSettings;
-use crate::security::crypto::Cipher;
+use crate::crypto::Cipher;
 
 /// The migrations in `migrations/`, compiled in.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

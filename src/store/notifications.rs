@@ -10,11 +10,11 @@ use beepmyphone_actors::trace::TraceId;
 use super::schema::{deliveries, notification_tags, notifications};
 use super::sealed::{open_opt, open_text};
 use super::StoreError;
+use crate::crypto::{fields, Cipher};
 use crate::domain::DeliveryStatus;
-use crate::security::crypto::{fields, Cipher};
 
 /// A notification row as stored: title, body, app, tags and click URL sealed (see
-/// [`crate::security::crypto`]); [`NotificationRow::record`] opens them.
+/// [`crate::crypto`]); [`NotificationRow::record`] opens them.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = notifications)]
 pub struct NotificationRow {
@@ -157,11 +157,15 @@ pub fn list(
         query = query.filter(notifications::priority.eq(priority));
     }
     if let Some(app) = &filter.app {
-        let index = cipher.blind_index(fields::INDEX_APP, app).map_err(StoreError::crypto)?;
+        let index = cipher
+            .blind_index(fields::INDEX_APP, app)
+            .map_err(StoreError::crypto)?;
         query = query.filter(notifications::app_index.eq(index));
     }
     if let Some(tag) = &filter.tag {
-        let index = cipher.blind_index(fields::INDEX_TAG, tag).map_err(StoreError::crypto)?;
+        let index = cipher
+            .blind_index(fields::INDEX_TAG, tag)
+            .map_err(StoreError::crypto)?;
         query = query.filter(
             notifications::seq.eq_any(
                 notification_tags::table
@@ -239,7 +243,7 @@ pub fn deliveries_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::crypto::ring::tests::test_cipher;
+    use crate::crypto::ring::tests::test_cipher;
 
     /// A row from before encryption: plaintext, no key id.
     fn row() -> NotificationRow {
@@ -279,8 +283,9 @@ mod tests {
     #[test]
     fn a_sealed_row_opens_and_a_moved_field_is_a_corrupt_row() {
         let cipher = test_cipher();
-        let sealer = cipher.sealer(crate::security::crypto::Purpose::Content).unwrap();
-        let seal = |field, value: &str| sealer.seal(field, "ntf_corrupt", value.as_bytes()).unwrap();
+        let sealer = cipher.sealer(crate::crypto::Purpose::Content).unwrap();
+        let seal =
+            |field, value: &str| sealer.seal(field, "ntf_corrupt", value.as_bytes()).unwrap();
         let sealed = NotificationRow {
             title: seal(fields::NOTIFICATION_TITLE, "on /var"),
             body: seal(fields::NOTIFICATION_BODY, "disk full"),
@@ -291,7 +296,10 @@ mod tests {
             ..row()
         };
         let record = sealed.record(&cipher).unwrap();
-        assert_eq!((record.title.as_str(), record.body.as_str()), ("on /var", "disk full"));
+        assert_eq!(
+            (record.title.as_str(), record.body.as_str()),
+            ("on /var", "disk full")
+        );
         assert_eq!(record.click_url.as_deref(), Some("https://x.example/"));
         let swapped = NotificationRow {
             title: sealed.body.clone(),
@@ -301,7 +309,10 @@ mod tests {
             Err(StoreError::Corrupt(message)) => message,
             other => panic!("{other:?}"),
         };
-        assert!(message.contains("notifications.title of row ntf_corrupt"), "{message}");
+        assert!(
+            message.contains("notifications.title of row ntf_corrupt"),
+            "{message}"
+        );
         assert!(message.contains("does not open"), "{message}");
         assert_eq!(cipher.failures().count(), 1);
     }

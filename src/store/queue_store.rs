@@ -20,8 +20,8 @@ use beepmyphone_actors::ports::{
 use super::notifications::NotificationRow;
 use super::schema::{deliveries, devices as devices_table, notification_tags, notifications};
 use super::{devices, Store, StoreError};
+use crate::crypto::{fields, Cipher, Purpose};
 use crate::domain::DeliveryStatus;
-use crate::security::crypto::{fields, Cipher, Purpose};
 
 /// How long an idempotency key is remembered, in milliseconds.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3_600 * 1_000;
@@ -97,7 +97,11 @@ fn seal_insert(cipher: &Cipher, op: &ports::InsertOp) -> Result<Sealed, StoreErr
             .seal(fields::NOTIFICATION_TAGS, id, &tags)
             .map_err(crypto)?,
         click_url: sealer
-            .seal_opt(fields::NOTIFICATION_CLICK_URL, id, record.click_url.as_deref())
+            .seal_opt(
+                fields::NOTIFICATION_CLICK_URL,
+                id,
+                record.click_url.as_deref(),
+            )
             .map_err(crypto)?,
         key_id: sealer.key_id(),
         app_index: cipher
@@ -482,10 +486,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default())
             .unwrap()
-            .with_cipher(crate::security::crypto::ring::tests::test_cipher());
+            .with_cipher(crate::crypto::ring::tests::test_cipher());
         let device = DeviceId::generate();
         let cipher = store.cipher().unwrap().clone();
-        devices::insert(&mut store.conn().unwrap(), &cipher, &device_row(&device, "d")).unwrap();
+        devices::insert(
+            &mut store.conn().unwrap(),
+            &cipher,
+            &device_row(&device, "d"),
+        )
+        .unwrap();
         (dir, store, device)
     }
 
@@ -546,7 +555,11 @@ mod tests {
         store.commit(&batch).unwrap();
         let devices_key = cipher.sealer(Purpose::Devices).unwrap();
         let other_id = other.to_string();
-        let seal = |field, value: &str| devices_key.seal(field, &other_id, value.as_bytes()).unwrap();
+        let seal = |field, value: &str| {
+            devices_key
+                .seal(field, &other_id, value.as_bytes())
+                .unwrap()
+        };
         diesel::update(devices_table::table.find(other.to_string()))
             .set((
                 devices_table::quiet_start.eq(Some(seal(fields::DEVICE_QUIET_START, "22:00"))),
@@ -562,7 +575,11 @@ mod tests {
         let second = batch.inserts[1].record.id.to_string();
         let content = cipher.sealer(Purpose::Content).unwrap();
         diesel::update(notifications::table.find(2_i64))
-            .set(notifications::tags.eq(content.seal(fields::NOTIFICATION_TAGS, &second, b"not json").unwrap()))
+            .set(
+                notifications::tags.eq(content
+                    .seal(fields::NOTIFICATION_TAGS, &second, b"not json")
+                    .unwrap()),
+            )
             .execute(&mut conn)
             .unwrap();
         // A title that does not open (a flipped bit): reported, not delivered empty.
@@ -592,7 +609,10 @@ mod tests {
         );
         assert!(all.contains("notifications.priority"), "{all}");
         assert!(all.contains("notifications.tags"), "{all}");
-        assert!(all.contains("notifications.title") && all.contains("does not open"), "{all}");
+        assert!(
+            all.contains("notifications.title") && all.contains("does not open"),
+            "{all}"
+        );
         assert_eq!(cipher.failures().count(), 1);
         // Their deliveries are still queued in the store, for when the rows are repaired.
         let queued: i64 = deliveries::table

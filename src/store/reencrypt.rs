@@ -17,7 +17,7 @@ use super::notifications::NotificationRow;
 use super::schema::{devices, notification_tags, notifications};
 use super::sealed::open_text;
 use super::StoreError;
-use crate::security::crypto::{fields, Cipher, Purpose};
+use crate::crypto::{fields, Cipher, Purpose};
 
 /// Where the job is: rows it could not open are skipped until the job counts again.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +66,11 @@ fn current_id(cipher: &Cipher, purpose: Purpose) -> Result<i64, StoreError> {
 }
 
 /// Rows sealed under `key_id` (of `purpose`): what keeps it from retiring.
-pub fn rows_under(conn: &mut SqliteConnection, purpose: Purpose, key_id: u32) -> Result<u64, StoreError> {
+pub fn rows_under(
+    conn: &mut SqliteConnection,
+    purpose: Purpose,
+    key_id: u32,
+) -> Result<u64, StoreError> {
     let id = i64::from(key_id);
     let n: i64 = match purpose {
         Purpose::Content => notifications::table
@@ -79,10 +83,12 @@ pub fn rows_under(conn: &mut SqliteConnection, purpose: Purpose, key_id: u32) ->
             .get_result(conn)?,
         // Session records carry their key only in the envelope's header (bytes 2..6).
         Purpose::Sessions => {
-            diesel::sql_query("SELECT COUNT(*) AS n FROM admin_sessions WHERE substr(data, 2, 4) = ?")
-                .bind::<Binary, _>(key_id.to_be_bytes().to_vec())
-                .get_result::<Count>(conn)?
-                .n
+            diesel::sql_query(
+                "SELECT COUNT(*) AS n FROM admin_sessions WHERE substr(data, 2, 4) = ?",
+            )
+            .bind::<Binary, _>(key_id.to_be_bytes().to_vec())
+            .get_result::<Count>(conn)?
+            .n
         }
         Purpose::Index => 0,
     };
@@ -91,11 +97,22 @@ pub fn rows_under(conn: &mut SqliteConnection, purpose: Purpose, key_id: u32) ->
 
 /// The key ids rows are sealed under that the ring does not hold, per table: found at start-up,
 /// they stop the relay (the ring is not the one these rows were sealed with).
-pub fn unknown_keys(conn: &mut SqliteConnection, cipher: &Cipher) -> Result<Vec<(&'static str, u32)>, StoreError> {
+pub fn unknown_keys(
+    conn: &mut SqliteConnection,
+    cipher: &Cipher,
+) -> Result<Vec<(&'static str, u32)>, StoreError> {
     let ring = cipher.snapshot();
     let mut out = Vec::new();
-    let known_content: Vec<i64> = ring.ids_of(Purpose::Content).into_iter().map(i64::from).collect();
-    let known_devices: Vec<i64> = ring.ids_of(Purpose::Devices).into_iter().map(i64::from).collect();
+    let known_content: Vec<i64> = ring
+        .ids_of(Purpose::Content)
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let known_devices: Vec<i64> = ring
+        .ids_of(Purpose::Devices)
+        .into_iter()
+        .map(i64::from)
+        .collect();
     let content: Option<Option<i64>> = notifications::table
         .filter(notifications::key_id.is_not_null())
         .filter(notifications::key_id.ne_all(&known_content))
@@ -149,7 +166,8 @@ pub fn step(
     max_rows: usize,
 ) -> Result<Moved, StoreError> {
     let mut done = move_notifications(conn, cipher, cursor, max_rows)?;
-    let left = max_rows.saturating_sub(usize::try_from(done.moved + done.failed).unwrap_or(max_rows));
+    let left =
+        max_rows.saturating_sub(usize::try_from(done.moved + done.failed).unwrap_or(max_rows));
     if left > 0 {
         let devices = move_devices(conn, cipher, cursor, left)?;
         done.moved += devices.moved;
@@ -173,7 +191,11 @@ fn move_notifications(
     conn.immediate_transaction(|conn| {
         let rows: Vec<NotificationRow> = notifications::table
             .filter(notifications::seq.gt(cursor.notification))
-            .filter(notifications::key_id.is_null().or(notifications::key_id.lt(current)))
+            .filter(
+                notifications::key_id
+                    .is_null()
+                    .or(notifications::key_id.lt(current)),
+            )
             .order(notifications::seq.asc())
             .limit(limit(max_rows))
             .select(NotificationRow::as_select())
@@ -182,7 +204,9 @@ fn move_notifications(
             full: rows.len() == max_rows,
             ..Moved::default()
         };
-        let sealer = cipher.sealer(Purpose::Content).map_err(StoreError::crypto)?;
+        let sealer = cipher
+            .sealer(Purpose::Content)
+            .map_err(StoreError::crypto)?;
         for row in rows {
             cursor.notification = row.seq;
             let record = match row.record(cipher) {
@@ -193,37 +217,53 @@ fn move_notifications(
                 }
             };
             let id = row.id.as_str();
-            let seal = |field, value: &[u8]| sealer.seal(field, id, value).map_err(StoreError::crypto);
-            let tags = serde_json::to_vec(&record.tags).map_err(|e| StoreError::Other(e.to_string()))?;
+            let seal =
+                |field, value: &[u8]| sealer.seal(field, id, value).map_err(StoreError::crypto);
+            let tags =
+                serde_json::to_vec(&record.tags).map_err(|e| StoreError::Other(e.to_string()))?;
             let legacy = row.key_id.is_none();
             // Before encryption the idempotency key was stored as it is, and tags had no index.
             let idempotency = match (&row.idempotency_key, legacy) {
                 (Some(raw), true) => {
                     let key = open_text(cipher, fields::INDEX_IDEMPOTENCY, id, None, raw)?;
-                    Some(cipher.blind_index(fields::INDEX_IDEMPOTENCY, &key).map_err(StoreError::crypto)?)
+                    Some(
+                        cipher
+                            .blind_index(fields::INDEX_IDEMPOTENCY, &key)
+                            .map_err(StoreError::crypto)?,
+                    )
                 }
                 (other, _) => other.clone(),
             };
             diesel::update(notifications::table.find(row.seq))
                 .set((
-                    notifications::title.eq(seal(fields::NOTIFICATION_TITLE, record.title.as_bytes())?),
-                    notifications::body.eq(seal(fields::NOTIFICATION_BODY, record.body.as_bytes())?),
+                    notifications::title
+                        .eq(seal(fields::NOTIFICATION_TITLE, record.title.as_bytes())?),
+                    notifications::body
+                        .eq(seal(fields::NOTIFICATION_BODY, record.body.as_bytes())?),
                     notifications::app.eq(seal(fields::NOTIFICATION_APP, record.app.as_bytes())?),
                     notifications::tags.eq(seal(fields::NOTIFICATION_TAGS, &tags)?),
                     notifications::click_url.eq(sealer
-                        .seal_opt(fields::NOTIFICATION_CLICK_URL, id, record.click_url.as_deref())
+                        .seal_opt(
+                            fields::NOTIFICATION_CLICK_URL,
+                            id,
+                            record.click_url.as_deref(),
+                        )
                         .map_err(StoreError::crypto)?),
                     notifications::idempotency_key.eq(idempotency),
                     notifications::key_id.eq(Some(sealer.key_id())),
                     notifications::app_index.eq(Some(
-                        cipher.blind_index(fields::INDEX_APP, &record.app).map_err(StoreError::crypto)?,
+                        cipher
+                            .blind_index(fields::INDEX_APP, &record.app)
+                            .map_err(StoreError::crypto)?,
                     )),
                 ))
                 .execute(conn)?;
             if legacy {
                 cursor.sealed_plaintext = true;
                 for tag in &record.tags {
-                    let index = cipher.blind_index(fields::INDEX_TAG, tag).map_err(StoreError::crypto)?;
+                    let index = cipher
+                        .blind_index(fields::INDEX_TAG, tag)
+                        .map_err(StoreError::crypto)?;
                     diesel::insert_or_ignore_into(notification_tags::table)
                         .values((
                             notification_tags::tag_index.eq(index),

@@ -2,7 +2,7 @@
 //! `key_id` is NULL is from before encryption and holds plaintext until the re-encryption job
 //! seals it.
 
-use crate::security::crypto::{Cipher, CryptoError, Field};
+use crate::crypto::{Cipher, CryptoError, Field};
 
 use super::StoreError;
 
@@ -27,7 +27,12 @@ pub fn open_text(
             .open_string(field, row, bytes)
             .map_err(|e| StoreError::corrupt(field.table, field.column, row, e)),
         None => String::from_utf8(bytes.to_vec()).map_err(|_| {
-            StoreError::corrupt(field.table, field.column, row, "plaintext that is not UTF-8")
+            StoreError::corrupt(
+                field.table,
+                field.column,
+                row,
+                "plaintext that is not UTF-8",
+            )
         }),
     }
 }

@@ -32,7 +32,9 @@ fn database_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn assert_nowhere_in_files(dir: &Path, needles: &[&str]) {
     let files = database_files(dir);
     assert!(
-        files.iter().any(|(name, bytes)| name.ends_with("-wal") && !bytes.is_empty()),
+        files
+            .iter()
+            .any(|(name, bytes)| name.ends_with("-wal") && !bytes.is_empty()),
         "the WAL holds the recent writes: {:?}",
         files.iter().map(|(n, b)| (n, b.len())).collect::<Vec<_>>()
     );
@@ -170,9 +172,16 @@ async fn nothing_published_can_be_found_in_the_database_its_wal_or_its_shm() {
     assert_eq!(items[0]["body"], "secret-body-42 is full");
     assert_eq!(items[0]["tags"], json!(["secret-tag-42"]));
     assert_eq!(items[0]["clickUrl"], "https://secret-click.example/42");
-    for other in ["?app=secret-app-4", "?tag=secret-tag-4", "?app=SECRET-APP-42"] {
+    for other in [
+        "?app=secret-app-4",
+        "?tag=secret-tag-4",
+        "?app=SECRET-APP-42",
+    ] {
         let (_, none) = app
-            .get(&format!("/api/v1/notifications{other}"), Some(&app.admin_token))
+            .get(
+                &format!("/api/v1/notifications{other}"),
+                Some(&app.admin_token),
+            )
             .await;
         assert_eq!(none["items"], json!([]), "{other}: {none}");
     }
@@ -182,14 +191,24 @@ async fn nothing_published_can_be_found_in_the_database_its_wal_or_its_shm() {
         .await;
     assert_eq!(again["id"], published["id"]);
     let (_, shown) = app
-        .get(&format!("/api/v1/devices/{}", device.id), Some(&app.admin_token))
+        .get(
+            &format!("/api/v1/devices/{}", device.id),
+            Some(&app.admin_token),
+        )
         .await;
     assert_eq!(shown["name"], "Secret-Phone-Name-42", "{shown}");
-    assert_eq!(shown["settings"]["quietHours"]["timezone"], "Pacific/Chatham");
+    assert_eq!(
+        shown["settings"]["quietHours"]["timezone"],
+        "Pacific/Chatham"
+    );
     let (_, by_platform) = app
         .get("/api/v1/devices?platform=android", Some(&app.admin_token))
         .await;
-    assert_eq!(by_platform["items"].as_array().unwrap().len(), 1, "{by_platform}");
+    assert_eq!(
+        by_platform["items"].as_array().unwrap().len(),
+        1,
+        "{by_platform}"
+    );
     let (_, other_platform) = app
         .get("/api/v1/devices?platform=ios", Some(&app.admin_token))
         .await;
@@ -236,19 +255,32 @@ async fn rotation_under_publishing_load_delivers_everything_and_moves_every_row(
     }));
     let rotation = async {
         let (code, body) = app
-            .post("/api/v1/keys/data/rotate", Some(&app.admin_token), &json!({}))
+            .post(
+                "/api/v1/keys/data/rotate",
+                Some(&app.admin_token),
+                &json!({}),
+            )
             .await;
         assert_eq!(code, 201, "{body}");
         body
     };
-    let ((), rotated) = futures_util::join!(async { publishes.await; }, rotation);
+    let ((), rotated) = futures_util::join!(
+        async {
+            publishes.await;
+        },
+        rotation
+    );
     assert_eq!(rotated["created"].as_array().unwrap().len(), 3, "{rotated}");
     let new_content = current(&rotated, "content");
     assert!(new_content > old_content, "{rotated}");
     assert_eq!(key(&rotated, old_content)["state"], "decrypt_only");
     // A second rotation within the minute is refused, and changes nothing.
     let (code, refused) = app
-        .post("/api/v1/keys/data/rotate", Some(&app.admin_token), &json!({}))
+        .post(
+            "/api/v1/keys/data/rotate",
+            Some(&app.admin_token),
+            &json!({}),
+        )
         .await;
     assert_eq!(code, 429, "{refused}");
 
@@ -258,7 +290,11 @@ async fn rotation_under_publishing_load_delivers_everything_and_moves_every_row(
     while titles.len() < total {
         let items = socket.receive(1).await;
         socket.ack_all(&items).await;
-        titles.extend(items.iter().map(|n| n["title"].as_str().unwrap().to_owned()));
+        titles.extend(
+            items
+                .iter()
+                .map(|n| n["title"].as_str().unwrap().to_owned()),
+        );
     }
     assert_eq!(titles, (0..total).map(|i| format!("n{i}")).collect());
 
@@ -267,12 +303,16 @@ async fn rotation_under_publishing_load_delivers_everything_and_moves_every_row(
     let done = eventually("the old content and devices keys retire", || async {
         app.clock.advance(Duration::from_secs(10));
         let keys = data_keys(&app).await;
-        (key(&keys, old_content)["state"] == "retired" && key(&keys, old_devices)["state"] == "retired")
+        (key(&keys, old_content)["state"] == "retired"
+            && key(&keys, old_devices)["state"] == "retired")
             .then_some(keys)
     })
     .await;
     assert_eq!(done["reencryption"]["remaining"], 0, "{done}");
-    assert!(done["reencryption"]["moved"].as_u64().unwrap() >= 1, "{done}");
+    assert!(
+        done["reencryption"]["moved"].as_u64().unwrap() >= 1,
+        "{done}"
+    );
     assert_eq!(done["reencryption"]["failed"], 0, "{done}");
     let listed = all_titles(&app.client, &app.address, &app.admin_token).await;
     assert_eq!(listed.len(), total);
@@ -281,9 +321,15 @@ async fn rotation_under_publishing_load_delivers_everything_and_moves_every_row(
         (0..total).map(|i| format!("n{i}")).collect()
     );
     let (_, tagged) = app
-        .get("/api/v1/notifications?tag=t3&limit=500", Some(&app.admin_token))
+        .get(
+            "/api/v1/notifications?tag=t3&limit=500",
+            Some(&app.admin_token),
+        )
         .await;
-    assert_eq!(tagged["items"].as_array().unwrap().len(), (0..total).filter(|i| i % 7 == 3).count());
+    assert_eq!(
+        tagged["items"].as_array().unwrap().len(),
+        (0..total).filter(|i| i % 7 == 3).count()
+    );
     let (_, health) = app.get("/health", Some(&app.admin_token)).await;
     let encryption = health["components"]
         .as_array()
@@ -297,7 +343,11 @@ async fn rotation_under_publishing_load_delivers_everything_and_moves_every_row(
 
 /// The rows the old content key (id 1) still covers, from `keys status`.
 async fn rows_under_first_content_key(dir: &Path) -> u64 {
-    let (code, out, err) = beep(dir, &["keys", "status", "--data-dir", dir.to_str().unwrap()]).await;
+    let (code, out, err) = beep(
+        dir,
+        &["keys", "status", "--data-dir", dir.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     let line = out
         .lines()
@@ -335,7 +385,11 @@ async fn kill_9_during_re_encryption_loses_nothing_and_the_job_finishes_after_a_
         relay.kill_9();
     }
     let data_dir = dir.path().to_str().unwrap();
-    let (code, out, err) = beep(dir.path(), &["keys", "rotate", "--data", "--data-dir", data_dir]).await;
+    let (code, out, err) = beep(
+        dir.path(),
+        &["keys", "rotate", "--data", "--data-dir", data_dir],
+    )
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(rows_under_first_content_key(dir.path()).await, total);
 
@@ -350,18 +404,27 @@ async fn kill_9_during_re_encryption_loses_nothing_and_the_job_finishes_after_a_
     let mut left = total;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while left == total {
-        assert!(std::time::Instant::now() < deadline, "the job never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
         left = rows_under_first_content_key(dir.path()).await;
     }
     relay.kill_9();
     let left = rows_under_first_content_key(dir.path()).await;
-    assert!(left > 0 && left < total, "killed in the middle: {left} rows left");
+    assert!(
+        left > 0 && left < total,
+        "killed in the middle: {left} rows left"
+    );
 
     // After a restart the job carries on and finishes; everything reads.
     let relay = spawn_process(dir.path());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while rows_under_first_content_key(dir.path()).await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the job never finished");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never finished"
+        );
     }
     let titles = all_titles(&client, &relay.address, &admin_token(dir.path())).await;
     assert_eq!(titles.len(), total as usize);
@@ -379,7 +442,10 @@ async fn a_wrong_or_missing_passphrase_stops_start_up_with_exit_2_and_changes_no
         let relay = spawn_process_with(dir.path(), &[("BEEP_MASTER_PASSPHRASE", PASSPHRASE)]);
         let res = awc::Client::new()
             .post(format!("{}/api/v1/notifications", relay.address))
-            .insert_header(("Authorization", format!("Bearer {}", admin_token(dir.path()))))
+            .insert_header((
+                "Authorization",
+                format!("Bearer {}", admin_token(dir.path())),
+            ))
             .send_json(&json!({"title": "behind a passphrase"}))
             .await
             .unwrap();
@@ -394,20 +460,34 @@ async fn a_wrong_or_missing_passphrase_stops_start_up_with_exit_2_and_changes_no
     assert!(!keys.iter().any(|k| k.starts_with("kek-")), "{keys:?}");
     let before = snapshot(dir.path());
     for (env, says) in [
-        (vec![("BEEP_MASTER_PASSPHRASE", "wrong horse battery staple")], "wrong passphrase"),
+        (
+            vec![("BEEP_MASTER_PASSPHRASE", "wrong horse battery staple")],
+            "wrong passphrase",
+        ),
         (vec![], "is protected by a passphrase"),
-        (vec![("BEEP_MASTER_PASSPHRASE", "short")], "at least 12 characters"),
+        (
+            vec![("BEEP_MASTER_PASSPHRASE", "short")],
+            "at least 12 characters",
+        ),
     ] {
         let (code, err) = serve_fails(dir.path(), &env).await;
         assert_eq!(code, 2, "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(err.contains(says), "{says}: {err}");
-        assert!(!err.contains("wrong horse"), "the passphrase is never printed: {err}");
+        assert!(
+            !err.contains("wrong horse"),
+            "the passphrase is never printed: {err}"
+        );
         assert_eq!(snapshot(dir.path()), before, "{env:?} changed files");
     }
     // The right one opens everything.
     let relay = spawn_process_with(dir.path(), &[("BEEP_MASTER_PASSPHRASE", PASSPHRASE)]);
-    let titles = all_titles(&awc::Client::new(), &relay.address, &admin_token(dir.path())).await;
+    let titles = all_titles(
+        &awc::Client::new(),
+        &relay.address,
+        &admin_token(dir.path()),
+    )
+    .await;
     assert_eq!(titles, vec!["behind a passphrase".to_owned()]);
 }
 
@@ -424,7 +504,8 @@ async fn a_missing_corrupt_or_foreign_key_file_stops_start_up_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     spawn_process(dir.path()).kill_9();
     let kek = kek_file(dir.path());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kek).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&kek).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let original = std::fs::read(&kek).unwrap();
     let aside = dir.path().join("kek.aside");
@@ -455,7 +536,12 @@ async fn a_missing_corrupt_or_foreign_key_file_stops_start_up_with_exit_2() {
 }
 
 /// `keys passphrase` with `stdin` as its input.
-async fn keys_passphrase(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String) {
+async fn keys_passphrase(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> (i32, String) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
         .args(["keys", "passphrase", "--data-dir", dir.to_str().unwrap()])
@@ -490,7 +576,10 @@ async fn changing_the_passphrase_rewraps_the_keys_and_touches_no_row() {
         let relay = spawn_process(dir.path());
         let res = awc::Client::new()
             .post(format!("{}/api/v1/notifications", relay.address))
-            .insert_header(("Authorization", format!("Bearer {}", admin_token(dir.path()))))
+            .insert_header((
+                "Authorization",
+                format!("Bearer {}", admin_token(dir.path())),
+            ))
             .send_json(&json!({"title": "kept"}))
             .await
             .unwrap();
@@ -500,21 +589,37 @@ async fn changing_the_passphrase_rewraps_the_keys_and_touches_no_row() {
     let db = std::fs::read(dir.path().join("beepmyphone.db")).unwrap();
     let wal = std::fs::read(dir.path().join("beepmyphone.db-wal")).unwrap();
     // Key file → passphrase: the key file goes.
-    let (code, out) =
-        keys_passphrase(dir.path(), &["--passphrase-stdin"], &[], &format!("{PASSPHRASE}\n")).await;
+    let (code, out) = keys_passphrase(
+        dir.path(),
+        &["--passphrase-stdin"],
+        &[],
+        &format!("{PASSPHRASE}\n"),
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains(PASSPHRASE), "{out}");
     assert!(!std::fs::read_dir(dir.path().join("keys"))
         .unwrap()
         .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("kek-")));
-    assert_eq!(std::fs::read(dir.path().join("beepmyphone.db")).unwrap(), db);
-    assert_eq!(std::fs::read(dir.path().join("beepmyphone.db-wal")).unwrap(), wal);
+    assert_eq!(
+        std::fs::read(dir.path().join("beepmyphone.db")).unwrap(),
+        db
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("beepmyphone.db-wal")).unwrap(),
+        wal
+    );
     let (code, err) = serve_fails(dir.path(), &[]).await;
     assert_eq!(code, 2, "{err}");
     // A passphrase → another passphrase: the old one no longer opens.
     let env = [("BEEP_MASTER_PASSPHRASE", PASSPHRASE)];
-    let (code, out) =
-        keys_passphrase(dir.path(), &["--passphrase-stdin"], &env, "another long passphrase\n").await;
+    let (code, out) = keys_passphrase(
+        dir.path(),
+        &["--passphrase-stdin"],
+        &env,
+        "another long passphrase\n",
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     let (code, err) = serve_fails(dir.path(), &env).await;
     assert_eq!(code, 2, "{err}");
@@ -527,7 +632,12 @@ async fn changing_the_passphrase_rewraps_the_keys_and_touches_no_row() {
     assert_eq!(code, 0, "{out}");
     kek_file(dir.path());
     let relay = spawn_process(dir.path());
-    let titles = all_titles(&awc::Client::new(), &relay.address, &admin_token(dir.path())).await;
+    let titles = all_titles(
+        &awc::Client::new(),
+        &relay.address,
+        &admin_token(dir.path()),
+    )
+    .await;
     assert_eq!(titles, vec!["kept".to_owned()]);
 }
 
@@ -550,7 +660,9 @@ async fn plaintext_rows_from_before_encryption_are_sealed_on_start_and_scrubbed_
         )
         .execute(&mut conn)
         .unwrap();
-        diesel::sql_query("DELETE FROM notification_tags").execute(&mut conn).unwrap();
+        diesel::sql_query("DELETE FROM notification_tags")
+            .execute(&mut conn)
+            .unwrap();
         diesel::sql_query(
             "UPDATE devices SET name = 'legacy-device-77', platform = 'linux', app_version = '1.0', \
              quiet_start = NULL, quiet_end = NULL, quiet_tz = NULL, key_id = NULL, platform_index = NULL",
@@ -564,7 +676,10 @@ async fn plaintext_rows_from_before_encryption_are_sealed_on_start_and_scrubbed_
     let found = eventually("the job seals the plaintext rows", || async {
         app.clock.advance(Duration::from_millis(100));
         let (_, list) = app
-            .get("/api/v1/notifications?app=legacy-app&tag=legacy-tag", Some(&app.admin_token))
+            .get(
+                "/api/v1/notifications?app=legacy-app&tag=legacy-tag",
+                Some(&app.admin_token),
+            )
             .await;
         let keys = data_keys(&app).await;
         (list["items"].as_array().is_some_and(|i| i.len() == 1)
@@ -576,14 +691,24 @@ async fn plaintext_rows_from_before_encryption_are_sealed_on_start_and_scrubbed_
     assert_eq!(found["items"][0]["title"], "legacy-title-77");
     assert_eq!(found["items"][0]["clickUrl"], "https://legacy.example/");
     let (_, shown) = app
-        .get(&format!("/api/v1/devices/{}", device.id), Some(&app.admin_token))
+        .get(
+            &format!("/api/v1/devices/{}", device.id),
+            Some(&app.admin_token),
+        )
         .await;
     assert_eq!(shown["name"], "legacy-device-77", "{shown}");
-    let (_, linux) = app.get("/api/v1/devices?platform=linux", Some(&app.admin_token)).await;
+    let (_, linux) = app
+        .get("/api/v1/devices?platform=linux", Some(&app.admin_token))
+        .await;
     assert_eq!(linux["items"].as_array().unwrap().len(), 1, "{linux}");
     // Sealed in place, then the free pages and the WAL are scrubbed: the plaintext is gone.
     for (name, bytes) in database_files(app.data_dir.path()) {
-        for needle in ["legacy-title-77", "legacy-body-77", "legacy-device-77", "legacy.example"] {
+        for needle in [
+            "legacy-title-77",
+            "legacy-body-77",
+            "legacy-device-77",
+            "legacy.example",
+        ] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
                 "{needle} is still in {name}"
@@ -632,11 +757,17 @@ async fn a_value_that_does_not_open_is_reported_for_its_row_and_the_rest_is_deli
     assert_eq!(items[0]["title"], "intact");
     // Reading it is an error for that row only.
     let (code, body) = app
-        .get(&format!("/api/v1/notifications/{}", bad["id"].as_str().unwrap()), Some(&app.admin_token))
+        .get(
+            &format!("/api/v1/notifications/{}", bad["id"].as_str().unwrap()),
+            Some(&app.admin_token),
+        )
         .await;
     assert_eq!(code, 500, "{body}");
     let (code, body) = app
-        .get(&format!("/api/v1/notifications/{}", good["id"].as_str().unwrap()), Some(&app.admin_token))
+        .get(
+            &format!("/api/v1/notifications/{}", good["id"].as_str().unwrap()),
+            Some(&app.admin_token),
+        )
         .await;
     assert_eq!(code, 200, "{body}");
     // Counted and reported.
@@ -652,7 +783,10 @@ async fn a_value_that_does_not_open_is_reported_for_its_row_and_the_rest_is_deli
     })
     .await;
     let reason = health["reason"].as_str().unwrap();
-    assert!(reason.contains("did not open") && reason.contains(bad["id"].as_str().unwrap()), "{reason}");
+    assert!(
+        reason.contains("did not open") && reason.contains(bad["id"].as_str().unwrap()),
+        "{reason}"
+    );
     let mut res = app
         .request(awc::http::Method::GET, "/metrics", Some(&app.admin_token))
         .send()

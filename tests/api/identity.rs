@@ -15,9 +15,9 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use beepmyphone::config::Settings;
+use beepmyphone::crypto::secrets::secret_string;
 use beepmyphone::security::admins;
 use beepmyphone::security::passwords::Bcrypt;
-use beepmyphone::security::secrets::secret_string;
 use beepmyphone::startup::{Application, Options};
 
 use crate::helpers::{

@@ -7,9 +7,9 @@ use awc::http::Method;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use beepmyphone::crypto::secrets::secret_string;
 use beepmyphone::security::admins;
 use beepmyphone::security::passwords::Bcrypt;
-use beepmyphone::security::secrets::secret_string;
 
 use crate::helpers::{
     spawn_app_with_log_at, spawn_app_with_log_at_with, wait_for_delivery_status, CapturedLog,

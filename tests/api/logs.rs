@@ -5,9 +5,9 @@
 use awc::http::Method;
 use serde_json::{json, Value};
 
+use beepmyphone::crypto::secrets::secret_string;
 use beepmyphone::security::admins;
 use beepmyphone::security::passwords::Bcrypt;
-use beepmyphone::security::secrets::secret_string;
 
 use crate::helpers::{
     spawn_app_with_log, start_in_with_log, test_settings, wait_for_delivery_status, CapturedLog,

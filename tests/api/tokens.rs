@@ -674,7 +674,6 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_then_retires_the_old_
     assert_eq!(status, 200, "{body}");
 }
 
-
 #[actix_web::test]
 async fn cli_keys_rotate_and_status_and_the_running_relay_picks_the_new_key_up() {
     let app = spawn_app().await;
@@ -726,7 +725,10 @@ async fn cli_keys_rotate_and_status_and_the_running_relay_picks_the_new_key_up()
         status.contains("Data keys (wrapped by a key file):"),
         "{status}"
     );
-    assert!(status.contains("content   aes-256-gcm         current"), "{status}");
+    assert!(
+        status.contains("content   aes-256-gcm         current"),
+        "{status}"
+    );
 
     // The running relay still signs with the old key until its next scan of the keys directory.
     assert_eq!(current_kid(&app), old_kid);

@@ -17,12 +17,12 @@ use crate::api::auth::Principal;
 use crate::api::body::{Json, OptionalJson};
 use crate::api::middleware::RequestLog;
 use crate::api::schemas::{check, DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
-use crate::error::ApiError;
-use crate::security::jwt::JwtKeys;
-use crate::security::secrets::{
+use crate::crypto::secrets::{
     hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, ExposeSecret,
     SecretString,
 };
+use crate::error::ApiError;
+use crate::security::jwt::JwtKeys;
 use crate::state::AppState;
 use crate::store::devices::DeviceRow;
 use crate::store::tokens::RefreshTokenRow;

@@ -18,10 +18,12 @@ use sha2::Sha256;
 use super::envelope::{self, Context};
 use super::provider::EncryptionProvider;
 use super::CryptoError;
-use crate::security::secrets::{ExposeSecret, KeyBytes};
+use crate::crypto::secrets::{ExposeSecret, KeyBytes};
 
 /// What a data key protects. Each purpose has its own keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Purpose {
     /// Notification title, body, app, tags and click URL.
@@ -255,7 +257,12 @@ impl Sealer {
             });
         }
         self.key.sealed.fetch_add(1, Ordering::Relaxed);
-        envelope::seal(&*self.key.provider, self.key.id, &field.context(row), plaintext)
+        envelope::seal(
+            &*self.key.provider,
+            self.key.id,
+            &field.context(row),
+            plaintext,
+        )
     }
 
     /// Seals an optional text.
@@ -296,7 +303,10 @@ impl OpenFailures {
             counter.inc();
         }
         if let Ok(mut last) = self.last.lock() {
-            *last = Some(format!("{}.{} of row {row}: {error}", field.table, field.column));
+            *last = Some(format!(
+                "{}.{} of row {row}: {error}",
+                field.table, field.column
+            ));
         }
     }
 }
@@ -419,7 +429,12 @@ impl Cipher {
     }
 
     /// Opens a text value.
-    pub fn open_string(&self, field: Field, row: &str, sealed: &[u8]) -> Result<String, CryptoError> {
+    pub fn open_string(
+        &self,
+        field: Field,
+        row: &str,
+        sealed: &[u8],
+    ) -> Result<String, CryptoError> {
         let plain = self.open(field, row, sealed)?;
         String::from_utf8(plain).map_err(|_| {
             let e = CryptoError::NotText;
@@ -432,7 +447,10 @@ impl Cipher {
     /// name and the value. Equal values give equal indexes; nothing else can be read from it.
     pub fn blind_index(&self, field: Field, value: &str) -> Result<Vec<u8>, CryptoError> {
         let ring = self.ring.load();
-        let key = ring.index.as_ref().ok_or(CryptoError::NoKey(Purpose::Index))?;
+        let key = ring
+            .index
+            .as_ref()
+            .ok_or(CryptoError::NoKey(Purpose::Index))?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose_secret())
             .map_err(|_| CryptoError::Keys("the index key is not 32 bytes".into()))?;
         mac.update(field.table.as_bytes());
@@ -447,21 +465,35 @@ impl Cipher {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::security::crypto::provider::{AES_256_GCM, XCHACHA20_POLY1305};
+    use crate::crypto::provider::{AES_256_GCM, XCHACHA20_POLY1305};
 
     /// A ring with one random key per purpose (content under XChaCha20, the rest AES-GCM).
     pub(crate) fn test_cipher() -> Cipher {
-        let random = || {
-            KeyBytes::init_with_mut(|k| crate::security::secrets::os_random(k))
-        };
+        let random = || KeyBytes::init_with_mut(|k| crate::crypto::secrets::os_random(k));
         let keys = vec![
-            Arc::new(DataKey::new(1, Purpose::Content, (XCHACHA20_POLY1305.build)(&random()))),
-            Arc::new(DataKey::new(2, Purpose::Devices, (AES_256_GCM.build)(&random()))),
-            Arc::new(DataKey::new(3, Purpose::Sessions, (AES_256_GCM.build)(&random()))),
+            Arc::new(DataKey::new(
+                1,
+                Purpose::Content,
+                (XCHACHA20_POLY1305.build)(&random()),
+            )),
+            Arc::new(DataKey::new(
+                2,
+                Purpose::Devices,
+                (AES_256_GCM.build)(&random()),
+            )),
+            Arc::new(DataKey::new(
+                3,
+                Purpose::Sessions,
+                (AES_256_GCM.build)(&random()),
+            )),
         ];
-        let current = [(Purpose::Content, 1), (Purpose::Devices, 2), (Purpose::Sessions, 3)]
-            .into_iter()
-            .collect();
+        let current = [
+            (Purpose::Content, 1),
+            (Purpose::Devices, 2),
+            (Purpose::Sessions, 3),
+        ]
+        .into_iter()
+        .collect();
         Cipher::new(DataRing::new(keys, current, Some(Arc::new(random()))))
     }
 
@@ -470,9 +502,13 @@ pub(crate) mod tests {
         let cipher = test_cipher();
         let sealer = cipher.sealer(Purpose::Content).unwrap();
         assert_eq!(sealer.key_id(), 1);
-        let sealed = sealer.seal(fields::NOTIFICATION_TITLE, "ntf_1", b"on /var").unwrap();
+        let sealed = sealer
+            .seal(fields::NOTIFICATION_TITLE, "ntf_1", b"on /var")
+            .unwrap();
         assert_eq!(
-            cipher.open_string(fields::NOTIFICATION_TITLE, "ntf_1", &sealed).unwrap(),
+            cipher
+                .open_string(fields::NOTIFICATION_TITLE, "ntf_1", &sealed)
+                .unwrap(),
             "on /var"
         );
         assert_eq!(
@@ -493,7 +529,11 @@ pub(crate) mod tests {
             Err(CryptoError::WrongPurpose { .. })
         ));
         assert_eq!(cipher.failures().count(), 3);
-        assert!(cipher.failures().last().unwrap().contains("devices.name of row ntf_1"));
+        assert!(cipher
+            .failures()
+            .last()
+            .unwrap()
+            .contains("devices.name of row ntf_1"));
         assert_eq!(sealer.key.sealed(), 1);
         assert!(cipher.sealer(Purpose::Index).is_err());
     }
@@ -508,10 +548,15 @@ pub(crate) mod tests {
             .seal(fields::DEVICE_NAME, "dev_1", b"phone")
             .unwrap();
         // Same id (2), another key: the tag does not verify.
-        assert_eq!(cipher.open(fields::DEVICE_NAME, "dev_1", &sealed), Err(CryptoError::Open));
+        assert_eq!(
+            cipher.open(fields::DEVICE_NAME, "dev_1", &sealed),
+            Err(CryptoError::Open)
+        );
         let mut renumbered = sealed.clone();
         renumbered[1..5].copy_from_slice(&77u32.to_be_bytes());
-        let err = cipher.open(fields::DEVICE_NAME, "dev_1", &renumbered).unwrap_err();
+        let err = cipher
+            .open(fields::DEVICE_NAME, "dev_1", &renumbered)
+            .unwrap_err();
         assert_eq!(err, CryptoError::UnknownKey(77));
         assert!(err.to_string().contains("77"));
     }
@@ -523,7 +568,10 @@ pub(crate) mod tests {
         assert_eq!(a, cipher.blind_index(fields::INDEX_APP, "CI").unwrap());
         assert_ne!(a, cipher.blind_index(fields::INDEX_APP, "ci").unwrap());
         assert_ne!(a, cipher.blind_index(fields::INDEX_TAG, "CI").unwrap());
-        assert_ne!(a, test_cipher().blind_index(fields::INDEX_APP, "CI").unwrap());
+        assert_ne!(
+            a,
+            test_cipher().blind_index(fields::INDEX_APP, "CI").unwrap()
+        );
         assert_eq!(a.len(), 32);
         assert!(!format!("{cipher:?}").contains("CI"));
     }

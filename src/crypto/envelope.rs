@@ -12,7 +12,7 @@
 
 use super::provider::{Algorithm, EncryptionProvider, TAG_LEN};
 use super::CryptoError;
-use crate::security::secrets::os_random;
+use crate::crypto::secrets::os_random;
 
 /// The envelope's version byte.
 pub const VERSION: u8 = 2;
@@ -71,7 +71,8 @@ pub fn parse(sealed: &[u8]) -> Result<Parsed<'_>, CryptoError> {
 /// The associated data: the header, then each part of the context with its length.
 fn associated_data(header: &[u8], context: &Context<'_>) -> Vec<u8> {
     let parts = [context.table, context.column, context.row];
-    let mut aad = Vec::with_capacity(header.len() + parts.iter().map(|p| p.len() + 4).sum::<usize>());
+    let mut aad =
+        Vec::with_capacity(header.len() + parts.iter().map(|p| p.len() + 4).sum::<usize>());
     aad.extend_from_slice(header);
     for part in parts {
         aad.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -126,8 +127,8 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::security::crypto::provider::{ALGORITHMS, AES_256_GCM};
-    use crate::security::secrets::KeyBytes;
+    use crate::crypto::provider::{AES_256_GCM, ALGORITHMS};
+    use crate::crypto::secrets::KeyBytes;
     use proptest::prelude::*;
 
     const HERE: Context<'static> = Context {
@@ -140,7 +141,11 @@ mod tests {
         KeyBytes::new(Box::new([byte; 32]))
     }
 
-    fn open_with(provider: &dyn EncryptionProvider, sealed: &[u8], context: &Context<'_>) -> Result<Vec<u8>, CryptoError> {
+    fn open_with(
+        provider: &dyn EncryptionProvider,
+        sealed: &[u8],
+        context: &Context<'_>,
+    ) -> Result<Vec<u8>, CryptoError> {
         open(provider, &parse(sealed)?, context)
     }
 
@@ -172,18 +177,29 @@ mod tests {
         assert_eq!(parse(&alg), Err(CryptoError::UnknownAlgorithm(99)));
         assert_eq!(parse(&[]), Err(CryptoError::Truncated));
         assert_eq!(parse(&[VERSION, 0, 0]), Err(CryptoError::Truncated));
-        assert_eq!(parse(&sealed[..sealed.len() - 2]), Err(CryptoError::Truncated));
-        assert_eq!(parse(&sealed[..HEADER_LEN + 12 + TAG_LEN - 1]), Err(CryptoError::Truncated));
-        assert!(CryptoError::UnknownVersion(1).to_string().contains("version 1"));
+        assert_eq!(
+            parse(&sealed[..sealed.len() - 2]),
+            Err(CryptoError::Truncated)
+        );
+        assert_eq!(
+            parse(&sealed[..HEADER_LEN + 12 + TAG_LEN - 1]),
+            Err(CryptoError::Truncated)
+        );
+        assert!(CryptoError::UnknownVersion(1)
+            .to_string()
+            .contains("version 1"));
     }
 
     #[test]
     fn a_key_of_another_algorithm_is_a_clear_error() {
         let aes = (AES_256_GCM.build)(&key(1));
-        let chacha = (crate::security::crypto::provider::XCHACHA20_POLY1305.build)(&key(1));
+        let chacha = (crate::crypto::provider::XCHACHA20_POLY1305.build)(&key(1));
         let sealed = seal(&*aes, 3, &HERE, b"x").unwrap();
         let err = open_with(&*chacha, &sealed, &HERE).unwrap_err();
-        assert!(matches!(err, CryptoError::AlgorithmMismatch { key_id: 3, .. }), "{err}");
+        assert!(
+            matches!(err, CryptoError::AlgorithmMismatch { key_id: 3, .. }),
+            "{err}"
+        );
     }
 
     fn algorithm() -> impl Strategy<Value = &'static Algorithm> {

@@ -1,5 +1,9 @@
-//! Encryption at rest.
+//! Encryption at rest, and the primitives every secret of the relay is made of.
 //!
+//! - [`secrets`]: random tokens and keys from the OS, their storage hashes, constant-time
+//!   comparison, and the wiped-on-drop secret types;
+//! - [`files`]: secret files written whole (temporary file, then link or rename) and owner-only
+//!   modes;
 //! - [`provider`]: the [`EncryptionProvider`](provider::EncryptionProvider) trait and its
 //!   algorithms, AES-256-GCM (the default) and XChaCha20-Poly1305;
 //! - [`envelope`]: the one versioned format of every sealed value, bound to its table, column and
@@ -13,8 +17,10 @@
 
 pub mod disk;
 pub mod envelope;
+pub mod files;
 pub mod provider;
 pub mod ring;
+pub mod secrets;
 
 pub use disk::{DataKeyError, DiskDataKeys, KekSource};
 pub use ring::{fields, Cipher, DataRing, Field, Purpose, Sealer};

@@ -10,7 +10,7 @@ use aes_gcm::aead::array::Array;
 use aes_gcm::aead::{AeadCore, AeadInOut, KeyInit};
 
 use super::CryptoError;
-use crate::security::secrets::KeyBytes;
+use crate::crypto::secrets::KeyBytes;
 
 /// The length of every authentication tag here (both algorithms use 128-bit tags).
 pub const TAG_LEN: usize = 16;
@@ -121,7 +121,7 @@ pub struct RustCryptoAead<T> {
 
 impl<T: KeyInit + AeadCore> RustCryptoAead<T> {
     fn new(key: &KeyBytes, algorithm: &'static Algorithm) -> Self {
-        use crate::security::secrets::ExposeSecret;
+        use crate::crypto::secrets::ExposeSecret;
         let key = Array::try_from(key.expose_secret().as_slice())
             .unwrap_or_else(|_| unreachable!("every algorithm here takes a 256-bit key"));
         Self {

@@ -28,7 +28,7 @@ use super::envelope::{self, Context};
 use super::provider::{Algorithm, AES_256_GCM};
 use super::ring::{DataKey, DataRing, Purpose};
 use crate::config::{ConfigError, EncryptionSettings, PASSPHRASE_ENV};
-use crate::security::secrets::{
+use crate::crypto::secrets::{
     os_random, secret_string, ExposeSecret, KeyBytes, SecretString, Zeroizing,
 };
 
@@ -48,13 +48,17 @@ pub const RESERVATION: u64 = 1 << 24;
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DataKeyError {
     /// The ring names a key file that is not there.
-    #[error("data keys: the key file {0} is missing (restore it from the keys directory's backup)")]
+    #[error(
+        "data keys: the key file {0} is missing (restore it from the keys directory's backup)"
+    )]
     MissingKeyFile(PathBuf),
     /// The key file is not 32 bytes, or cannot be read.
     #[error("data keys: the key file {0} is corrupt: {1}")]
     CorruptKeyFile(PathBuf, String),
     /// The key file opens none of the keys.
-    #[error("data keys: the key file {0} does not open the data keys (a key file from another relay?)")]
+    #[error(
+        "data keys: the key file {0} does not open the data keys (a key file from another relay?)"
+    )]
     WrongKeyFile(PathBuf),
     /// The passphrase opens none of the keys.
     #[error("data keys: wrong passphrase: it does not open the data keys in {0}")]
@@ -152,13 +156,8 @@ impl std::fmt::Debug for KekSource {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 enum KekParams {
-    KeyFile {
-        file: String,
-    },
-    Passphrase {
-        salt: String,
-        iterations: u32,
-    },
+    KeyFile { file: String },
+    Passphrase { salt: String, iterations: u32 },
 }
 
 /// A data key's state.
@@ -357,7 +356,7 @@ impl DiskDataKeys {
     fn write(dir: &Path, ring: &RingFile) -> Result<(), DataKeyError> {
         let path = Self::ring_path(dir);
         let json = serde_json::to_vec_pretty(ring).map_err(|e| io_err("encode", &path, e))?;
-        crate::security::files::replace(&path, &json).map_err(|e| io_err("write", &path, e))
+        crate::crypto::files::replace(&path, &json).map_err(|e| io_err("write", &path, e))
     }
 
     /// The keys as the ring file lists them, without opening any (no KEK needed): for
@@ -401,7 +400,12 @@ impl DiskDataKeys {
         // A purpose with no current key (one added by a newer relay) gets one.
         let missing: Vec<Purpose> = Purpose::ALL
             .into_iter()
-            .filter(|p| !ring.keys.iter().any(|k| k.purpose == *p && k.state == DataKeyState::Current))
+            .filter(|p| {
+                !ring
+                    .keys
+                    .iter()
+                    .any(|k| k.purpose == *p && k.state == DataKeyState::Current)
+            })
             .collect();
         if !missing.is_empty() {
             disk.rotate(&missing, options.algorithm, options.now_ms)?;
@@ -424,7 +428,7 @@ impl DiskDataKeys {
             KekSource::KeyFile => {
                 let file = format!("kek-{}.key", ulid::Ulid::new().to_string().to_lowercase());
                 let kek = random_key();
-                crate::security::files::write_new(&dir.join(&file), kek.expose_secret())
+                crate::crypto::files::write_new(&dir.join(&file), kek.expose_secret())
                     .map_err(|e| io_err("write", &dir.join(&file), e))?;
                 (kek, KekParams::KeyFile { file })
             }
@@ -471,7 +475,9 @@ impl DiskDataKeys {
                 if *iterations < MIN_PBKDF2_ITERATIONS {
                     return Err(DataKeyError::CorruptRing(
                         path,
-                        format!("{iterations} PBKDF2 iterations, fewer than {MIN_PBKDF2_ITERATIONS}"),
+                        format!(
+                            "{iterations} PBKDF2 iterations, fewer than {MIN_PBKDF2_ITERATIONS}"
+                        ),
                     ));
                 }
                 Ok(derive_kek(passphrase, &salt, *iterations))
@@ -490,7 +496,11 @@ impl DiskDataKeys {
     ) -> Result<Vec<(StoredKey, Option<Arc<DataKey>>, Option<KeyBytes>)>, DataKeyError> {
         let mut out = Vec::new();
         let mut failed = None;
-        for stored in file.keys.iter().filter(|k| k.state != DataKeyState::Retired) {
+        for stored in file
+            .keys
+            .iter()
+            .filter(|k| k.state != DataKeyState::Retired)
+        {
             if let Some(key) = known.key(stored.id) {
                 out.push((stored.clone(), Some(key.clone()), None));
                 continue;
@@ -535,10 +545,17 @@ impl DiskDataKeys {
                     let algorithm = Algorithm::by_name(&stored.algorithm).ok_or_else(|| {
                         DataKeyError::CorruptRing(
                             path.clone(),
-                            format!("data key {} has unknown algorithm {}", stored.id, stored.algorithm),
+                            format!(
+                                "data key {} has unknown algorithm {}",
+                                stored.id, stored.algorithm
+                            ),
                         )
                     })?;
-                    Arc::new(DataKey::new(stored.id, stored.purpose, (algorithm.build)(&bytes)))
+                    Arc::new(DataKey::new(
+                        stored.id,
+                        stored.purpose,
+                        (algorithm.build)(&bytes),
+                    ))
                 }
                 (None, None) => continue,
             };
@@ -591,7 +608,10 @@ impl DiskDataKeys {
     /// Reserves encryptions for the AES-GCM keys of `ring` whose reservation by this process is
     /// running low; gives each current key's total reservation on disk, to rotate those past
     /// their algorithm's budget.
-    pub fn reserve(&mut self, ring: &DataRing) -> Result<Vec<(u32, Purpose, u64, u64)>, DataKeyError> {
+    pub fn reserve(
+        &mut self,
+        ring: &DataRing,
+    ) -> Result<Vec<(u32, Purpose, u64, u64)>, DataKeyError> {
         let mut wanted = Vec::new();
         for key in ring.keys() {
             if key.algorithm().rotate_after.is_none() {
@@ -604,14 +624,8 @@ impl DiskDataKeys {
                 wanted.push((key.id, more));
             }
         }
-        let totals = self.modify(|file, _| {
-            for (id, more) in &wanted {
-                if let Some(stored) = file.keys.iter_mut().find(|k| k.id == *id) {
-                    stored.reserved = stored.reserved.saturating_add(*more);
-                }
-            }
-            Ok(file
-                .keys
+        let totals = |file: &RingFile| {
+            file.keys
                 .iter()
                 .filter(|k| k.state == DataKeyState::Current)
                 .filter_map(|k| {
@@ -619,7 +633,22 @@ impl DiskDataKeys {
                         .and_then(|a| a.rotate_after)
                         .map(|limit| (k.id, k.purpose, k.reserved, limit))
                 })
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        if wanted.is_empty() {
+            // Nothing to reserve: the file is read, not rewritten.
+            let path = Self::ring_path(&self.dir);
+            let file = Self::read(&self.dir)?
+                .ok_or_else(|| DataKeyError::CorruptRing(path, "it is gone".into()))?;
+            return Ok(totals(&file));
+        }
+        let totals = self.modify(|file, _| {
+            for (id, more) in &wanted {
+                if let Some(stored) = file.keys.iter_mut().find(|k| k.id == *id) {
+                    stored.reserved = stored.reserved.saturating_add(*more);
+                }
+            }
+            Ok(totals(file))
         })?;
         for (id, more) in wanted {
             *self.reserved_here.entry(id).or_insert(0) += more;
@@ -645,7 +674,7 @@ impl DiskDataKeys {
                 let name = format!("kek-{}.key", ulid::Ulid::new().to_string().to_lowercase());
                 let kek = random_key();
                 let kek_path = self.dir.join(&name);
-                crate::security::files::write_new(&kek_path, kek.expose_secret())
+                crate::crypto::files::write_new(&kek_path, kek.expose_secret())
                     .map_err(|e| io_err("write", &kek_path, e))?;
                 (kek, KekParams::KeyFile { file: name })
             }
@@ -705,7 +734,9 @@ fn add_key(
     now_ms: i64,
 ) -> Result<u32, DataKeyError> {
     let id = ring.next_id;
-    ring.next_id = id.checked_add(1).ok_or_else(|| DataKeyError::Io("no key ids left".into()))?;
+    ring.next_id = id
+        .checked_add(1)
+        .ok_or_else(|| DataKeyError::Io("no key ids left".into()))?;
     let mut key = StoredKey {
         id,
         purpose,
@@ -732,13 +763,15 @@ fn read_kek_file(path: &Path) -> Result<KeyBytes, DataKeyError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(DataKeyError::MissingKeyFile(path.to_path_buf()))
         }
-        Err(e) => return Err(DataKeyError::CorruptKeyFile(path.to_path_buf(), e.to_string())),
+        Err(e) => {
+            return Err(DataKeyError::CorruptKeyFile(
+                path.to_path_buf(),
+                e.to_string(),
+            ))
+        }
     };
     let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-        DataKeyError::CorruptKeyFile(
-            path.to_path_buf(),
-            format!("{} bytes, not 32", bytes.len()),
-        )
+        DataKeyError::CorruptKeyFile(path.to_path_buf(), format!("{} bytes, not 32", bytes.len()))
     })?;
     Ok(KeyBytes::new(Box::new(bytes)))
 }
