@@ -221,20 +221,37 @@ async fn open_data_keys(
     .map_err(StartError::from)
 }
 
-/// Stops start-up if rows are sealed under a key the ring does not hold.
-async fn check_row_keys(store: &Store) -> Result<(), StartError> {
+/// Stops start-up if rows are sealed under a key the ring does not hold, or do not open with
+/// its keys at all; a ring this start created is removed again, so nothing is left changed.
+async fn check_row_keys(
+    store: &Store,
+    data_keys: DiskDataKeys,
+    keys_dir: std::path::PathBuf,
+) -> Result<DiskDataKeys, StartError> {
     let cipher = store.cipher()?.clone();
-    let unknown = store
-        .run(move |conn| crate::store::reencrypt::unknown_keys(conn, &cipher))
+    let (unknown, unopened) = store
+        .run(move |conn| {
+            Ok((
+                crate::store::reencrypt::unknown_keys(conn, &cipher)?,
+                crate::store::reencrypt::first_table_that_does_not_open(conn, &cipher)?,
+            ))
+        })
         .await?;
-    match unknown.first() {
-        Some(&(table, key_id)) => Err(DataKeyError::RowsUnderUnknownKey {
+    let error = match (unknown.first(), unopened) {
+        (Some(&(table, key_id)), _) => DataKeyError::RowsUnderUnknownKey {
             table: table.to_owned(),
             key_id,
-        }
-        .into()),
-        None => Ok(()),
+        },
+        (None, Some(table)) => DataKeyError::RowsDoNotOpen {
+            table: table.to_owned(),
+            dir: keys_dir,
+        },
+        (None, None) => return Ok(data_keys),
+    };
+    if data_keys.created_now() {
+        data_keys.undo_creation();
     }
+    Err(error.into())
 }
 
 /// What identity needs: Redis (when configured), the data keys, the password manager, the
@@ -301,7 +318,7 @@ impl Application {
         let (data_keys, ring) = open_data_keys(&settings, clock.now_ms()).await?;
         restrict("before opening")?;
         let store = Store::open(&data_dir, &settings.storage)?.with_cipher(Cipher::new(ring));
-        check_row_keys(&store).await?;
+        let data_keys = check_row_keys(&store, data_keys, settings.keys_dir()).await?;
         let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), crate::GIT_COMMIT));
         store.observe_waits_in(metrics.db_pool_wait_seconds.clone());
         store

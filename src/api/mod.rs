@@ -58,6 +58,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/tokens/{id}", "DELETE"),
     ("/api/v1/keys", "GET"),
     ("/api/v1/keys/rotate", "POST"),
+    ("/api/v1/keys/data", "GET"),
+    ("/api/v1/keys/data/rotate", "POST"),
     ("/api/v1/blocks", "GET"),
     ("/api/v1/blocks/{ip}", "DELETE"),
     ("/api/v1/notifications", "GET, POST"),

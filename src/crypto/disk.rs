@@ -42,7 +42,7 @@ pub const MIN_PASSPHRASE_CHARS: usize = 12;
 /// Encryptions reserved in the ring file at a time per AES-GCM key: the count on disk is always
 /// at least what was used (a crash forgets at most the unused rest of a reservation, which only
 /// brings the rotation forward).
-pub const RESERVATION: u64 = 1 << 24;
+pub const RESERVATION: u64 = 1 << 26;
 
 /// Why the data keys cannot be used. Each stops start-up with exit code 2 and changes nothing.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +75,15 @@ pub enum DataKeyError {
     /// Some key does not open though others do.
     #[error("data keys: data key {0} cannot be opened (its wrapped bytes are corrupt)")]
     KeyDoesNotOpen(u32),
+    /// Rows do not open with the ring's keys although their ids match: a ring from another relay,
+    /// or a new one (the keys directory was lost).
+    #[error("data keys: {table} has rows that do not open with the data keys in {dir} (another relay's keys directory, or a new one made because the old one is missing: restore it from its backup)")]
+    RowsDoNotOpen {
+        /// Which table.
+        table: String,
+        /// The keys directory.
+        dir: PathBuf,
+    },
     /// Rows are sealed under a key the ring does not have.
     #[error("data keys: {table} has rows sealed under data key {key_id}, which the ring does not hold (retired, or a ring from another relay)")]
     RowsUnderUnknownKey {
@@ -294,6 +303,9 @@ pub struct DiskDataKeys {
     params: KekParams,
     /// Encryptions this process reserved per key.
     reserved_here: HashMap<u32, u64>,
+    /// What this process created because there was no ring yet (see
+    /// [`DiskDataKeys::undo_creation`]).
+    created: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for DiskDataKeys {
@@ -378,8 +390,8 @@ impl DiskDataKeys {
                 return Err(DataKeyError::WeakPassphrase);
             }
         }
-        let ring = match Self::read(dir)? {
-            Some(ring) => ring,
+        let (ring, created) = match Self::read(dir)? {
+            Some(ring) => (ring, Vec::new()),
             None => Self::create(dir, options)?,
         };
         let path = Self::ring_path(dir);
@@ -389,6 +401,7 @@ impl DiskDataKeys {
             kek,
             params: ring.kek.clone(),
             reserved_here: HashMap::new(),
+            created,
         };
         let opened = disk.unwrap_all(&ring, &DataRing::default(), true)?;
         if opened.is_empty() && ring.keys.iter().any(|k| k.wrapped.is_some()) {
@@ -414,15 +427,40 @@ impl DiskDataKeys {
         Ok((disk, ring))
     }
 
-    fn create(dir: &Path, options: &OpenOptions<'_>) -> Result<RingFile, DataKeyError> {
+    /// Whether this process created the ring (there was none).
+    pub fn created_now(&self) -> bool {
+        !self.created.is_empty()
+    }
+
+    /// Removes what [`DiskDataKeys::open`] created because there was no ring (the ring file, the
+    /// key file, the lock file, and the keys directory if it was made and is empty): start-up
+    /// found that the ring cannot be the one the store's rows were sealed with, and stops
+    /// leaving things as they were.
+    pub fn undo_creation(self) {
+        for path in self.created.iter().rev() {
+            let _ = fs::remove_file(path).or_else(|_| fs::remove_dir(path));
+        }
+    }
+
+    fn create(
+        dir: &Path,
+        options: &OpenOptions<'_>,
+    ) -> Result<(RingFile, Vec<PathBuf>), DataKeyError> {
+        let mut created = Vec::new();
+        if !dir.exists() {
+            created.push(dir.to_path_buf());
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| io_err("create", dir, e))?;
+        if !dir.join(LOCK_FILE).exists() {
+            created.push(dir.join(LOCK_FILE));
+        }
         let _lock = Self::lock(dir)?;
         if let Some(ring) = Self::read(dir)? {
-            return Ok(ring); // another process made it first
+            return Ok((ring, Vec::new())); // another process made it first
         }
         let (kek, params) = match options.source {
             KekSource::KeyFile => {
@@ -430,6 +468,7 @@ impl DiskDataKeys {
                 let kek = random_key();
                 crate::crypto::files::write_new(&dir.join(&file), kek.expose_secret())
                     .map_err(|e| io_err("write", &dir.join(&file), e))?;
+                created.push(dir.join(&file));
                 (kek, KekParams::KeyFile { file })
             }
             KekSource::Passphrase(passphrase) => {
@@ -455,7 +494,8 @@ impl DiskDataKeys {
             add_key(&mut ring, &kek, purpose, options.algorithm, options.now_ms)?;
         }
         Self::write(dir, &ring)?;
-        Ok(ring)
+        created.push(Self::ring_path(dir));
+        Ok((ring, created))
     }
 
     fn kek_for(dir: &Path, ring: &RingFile, source: &KekSource) -> Result<KeyBytes, DataKeyError> {

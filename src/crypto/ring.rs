@@ -282,7 +282,7 @@ impl Sealer {
 #[derive(Default)]
 pub struct OpenFailures {
     count: AtomicU64,
-    last: Mutex<Option<String>>,
+    last: Mutex<Option<(String, std::time::Instant)>>,
     counter: OnceLock<prometheus::IntCounter>,
 }
 
@@ -294,7 +294,19 @@ impl OpenFailures {
 
     /// The last one: which field, which row, why.
     pub fn last(&self) -> Option<String> {
-        self.last.lock().ok().and_then(|l| l.clone())
+        self.last
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(what, _)| what.clone()))
+    }
+
+    /// The last one if it happened within `within`.
+    pub fn recent(&self, within: std::time::Duration) -> Option<String> {
+        self.last.lock().ok().and_then(|l| {
+            l.as_ref()
+                .filter(|(_, at)| at.elapsed() <= within)
+                .map(|(what, _)| what.clone())
+        })
     }
 
     fn record(&self, field: Field, row: &str, error: &CryptoError) {
@@ -303,9 +315,9 @@ impl OpenFailures {
             counter.inc();
         }
         if let Ok(mut last) = self.last.lock() {
-            *last = Some(format!(
-                "{}.{} of row {row}: {error}",
-                field.table, field.column
+            *last = Some((
+                format!("{}.{} of row {row}: {error}", field.table, field.column),
+                std::time::Instant::now(),
             ));
         }
     }
@@ -411,6 +423,12 @@ impl Cipher {
             self.failures.record(field, row, e);
         }
         result
+    }
+
+    /// Whether a value opens, without counting a failure: for the start-up check that the ring
+    /// is the one the rows were sealed with.
+    pub fn opens(&self, field: Field, row: &str, sealed: &[u8]) -> bool {
+        self.try_open(field, row, sealed).is_ok()
     }
 
     fn try_open(&self, field: Field, row: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {

@@ -252,9 +252,12 @@ impl Probe for KeysProbe {
     }
 }
 
-/// Encryption at rest (`encryption`): degraded while sealed values fail to open or the
-/// re-encryption job's last batch failed; healthy otherwise, saying how many rows are left to
-/// re-encrypt.
+/// How long a value that did not open keeps the `encryption` component degraded.
+pub const OPEN_FAILURE_RECENT: Duration = Duration::from_secs(3_600);
+
+/// Encryption at rest (`encryption`): degraded for [`OPEN_FAILURE_RECENT`] after a sealed value
+/// failed to open, and while the re-encryption job's last batch failed; healthy otherwise, saying
+/// how many rows are left to re-encrypt.
 pub struct EncryptionProbe {
     /// The data keys (their open failures).
     pub cipher: crate::crypto::Cipher,
@@ -262,19 +265,17 @@ pub struct EncryptionProbe {
     pub reencrypt: Arc<beepmyphone_actors::reencrypt::Progress>,
 }
 
-/// The encryption finding from the open failures since start, the last of them, and the job.
+/// The encryption finding from the open failures since start, the last of them if it is recent,
+/// and the job.
 pub fn encryption_finding(
     failures: u64,
-    last: Option<String>,
+    recent: Option<String>,
     job: &beepmyphone_actors::reencrypt::ProgressSnapshot,
 ) -> Finding {
-    if failures > 0 {
+    if let Some(last) = recent {
         return Finding::new(
             Status::Degraded,
-            format!(
-                "{failures} sealed values did not open since start; last: {}",
-                last.unwrap_or_default()
-            ),
+            format!("{failures} sealed values did not open since start; the last within the hour: {last}"),
         );
     }
     if let Some(error) = &job.last_error {
@@ -302,7 +303,7 @@ impl Probe for EncryptionProbe {
         let failures = self.cipher.failures();
         Box::pin(std::future::ready(encryption_finding(
             failures.count(),
-            failures.last(),
+            failures.recent(OPEN_FAILURE_RECENT),
             &self.reencrypt.snapshot(),
         )))
     }
@@ -317,6 +318,8 @@ mod tests {
         use beepmyphone_actors::reencrypt::ProgressSnapshot;
         let idle = ProgressSnapshot::default();
         assert_eq!(encryption_finding(0, None, &idle).status, Status::Healthy);
+        // Failures long ago no longer degrade it.
+        assert_eq!(encryption_finding(3, None, &idle).status, Status::Healthy);
         let failed = encryption_finding(2, Some("notifications.title of row ntf_1".into()), &idle);
         assert_eq!(failed.status, Status::Degraded);
         assert!(failed.reason.contains("2 sealed values") && failed.reason.contains("ntf_1"));

@@ -134,16 +134,23 @@ struct NewDelivery<'a> {
     status: DeliveryStatus,
 }
 
-/// The earlier notification with this publisher's idempotency key, within the window.
+/// The earlier notification with this publisher's idempotency key (its blind index `key`, or,
+/// on a row from before encryption not sealed yet, the key itself), within the window.
 fn earlier_with_key(
     conn: &mut SqliteConnection,
     publisher: &str,
-    key: &[u8],
+    (key, plain): (&[u8], &str),
     created_at: i64,
 ) -> QueryResult<Option<InsertOutcome>> {
     let earlier: Option<(i64, String)> = notifications::table
         .filter(notifications::publisher.eq(publisher))
-        .filter(notifications::idempotency_key.eq(key))
+        .filter(
+            notifications::idempotency_key
+                .eq(key)
+                .or(notifications::key_id
+                    .is_null()
+                    .and(notifications::idempotency_key.eq(plain.as_bytes()))),
+        )
         .filter(notifications::created_at.gt(created_at - IDEMPOTENCY_WINDOW_MS))
         .select((notifications::seq, notifications::id))
         .order(notifications::seq.asc())
@@ -231,7 +238,12 @@ pub fn commit_batch(
                 if let Some(key) = sealed.idempotency_index.as_deref() {
                     let known = match keyed.get(&(op.publisher.as_str(), key)) {
                         Some(outcome) => Some(outcome.clone()),
-                        None => earlier_with_key(conn, &op.publisher, key, record.created_at)?,
+                        None => earlier_with_key(
+                            conn,
+                            &op.publisher,
+                            (key, op.idempotency_key.as_deref().unwrap_or_default()),
+                            record.created_at,
+                        )?,
                     };
                     if let Some(duplicate) = known {
                         outcomes.push(duplicate);

@@ -26,17 +26,48 @@ pub struct Cursor {
     pub notification: i64,
     /// Last device id looked at.
     pub device: String,
-    /// Plaintext rows (from before encryption) were sealed in this pass: their old values may
-    /// linger in free pages and the WAL until [`scrub`].
-    pub sealed_plaintext: bool,
+}
+
+#[derive(QueryableByName)]
+struct Checkpoint {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    busy: i32,
+}
+
+/// Sealing a plaintext row (from before encryption) sets the database's `user_version` to this,
+/// in the same transaction: the old value may linger in free pages and the WAL until [`scrub`],
+/// and the mark survives a crash, so the scrub is never skipped.
+const SCRUB_PENDING: i64 = 1;
+
+fn mark_scrub_pending(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(&format!("PRAGMA user_version = {SCRUB_PENDING}"))?;
+    Ok(())
+}
+
+/// Whether sealed plaintext rows still have to be scrubbed from the files.
+pub fn scrub_pending(conn: &mut SqliteConnection) -> Result<bool, StoreError> {
+    let version: Count =
+        diesel::sql_query("SELECT user_version AS n FROM pragma_user_version").get_result(conn)?;
+    Ok(version.n == SCRUB_PENDING)
 }
 
 /// Rewrites the database without its free pages (`VACUUM`) and empties the WAL
 /// (`wal_checkpoint(TRUNCATE)`), so that plaintext from before encryption, overwritten by the job,
-/// is gone from the files too. Run once, when the job has sealed the last plaintext rows.
+/// is gone from the files too; then clears the mark. Run once, when the job has sealed the last
+/// plaintext rows. A checkpoint that readers keep busy is an error, and the scrub runs again on
+/// the job's next pass.
 pub fn scrub(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     use diesel::connection::SimpleConnection;
-    conn.batch_execute("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    conn.batch_execute("VACUUM")?;
+    let checkpoint: Checkpoint =
+        diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").get_result(conn)?;
+    if checkpoint.busy != 0 {
+        return Err(StoreError::Other(
+            "the WAL could not be emptied after sealing the plaintext rows (readers were busy); trying again on the next pass".into(),
+        ));
+    }
+    conn.batch_execute("PRAGMA user_version = 0")?;
     Ok(())
 }
 
@@ -132,6 +163,53 @@ pub fn unknown_keys(
         out.push(("devices", u32::try_from(id).unwrap_or(u32::MAX)));
     }
     Ok(out)
+}
+
+/// Rows sampled per table by [`first_table_that_does_not_open`].
+const SAMPLE: i64 = 4;
+
+/// The first table none of whose sampled sealed rows (the oldest and newest few) opens with the
+/// ring: the ring is not the one they were sealed with (a keys directory from elsewhere, or a new
+/// ring made because the old one was lost). One tampered row does not count: it is reported when
+/// it is read. Nothing is counted as an open failure.
+pub fn first_table_that_does_not_open(
+    conn: &mut SqliteConnection,
+    cipher: &Cipher,
+) -> Result<Option<&'static str>, StoreError> {
+    let sealed = || notifications::table.filter(notifications::key_id.is_not_null());
+    let mut rows: Vec<(String, Vec<u8>)> = sealed()
+        .order(notifications::seq.asc())
+        .limit(SAMPLE)
+        .select((notifications::id, notifications::title))
+        .load(conn)?;
+    rows.extend(
+        sealed()
+            .order(notifications::seq.desc())
+            .limit(SAMPLE)
+            .select((notifications::id, notifications::title))
+            .load::<(String, Vec<u8>)>(conn)?,
+    );
+    if !rows.is_empty()
+        && !rows
+            .iter()
+            .any(|(id, title)| cipher.opens(fields::NOTIFICATION_TITLE, id, title))
+    {
+        return Ok(Some("notifications"));
+    }
+    let devices: Vec<(String, Vec<u8>)> = devices::table
+        .filter(devices::key_id.is_not_null())
+        .order(devices::id.asc())
+        .limit(2 * SAMPLE)
+        .select((devices::id, devices::name))
+        .load(conn)?;
+    if !devices.is_empty()
+        && !devices
+            .iter()
+            .any(|(id, name)| cipher.opens(fields::DEVICE_NAME, id, name))
+    {
+        return Ok(Some("devices"));
+    }
+    Ok(None)
 }
 
 /// Rows left to move.
@@ -259,7 +337,7 @@ fn move_notifications(
                 ))
                 .execute(conn)?;
             if legacy {
-                cursor.sealed_plaintext = true;
+                mark_scrub_pending(conn)?;
                 for tag in &record.tags {
                     let index = cipher
                         .blind_index(fields::INDEX_TAG, tag)
@@ -303,7 +381,9 @@ fn move_devices(
                 done.failed += 1;
                 continue;
             };
-            cursor.sealed_plaintext |= stored.key_id().is_none();
+            if stored.key_id().is_none() {
+                mark_scrub_pending(conn)?;
+            }
             let sealed = StoredDevice::seal(&row, cipher)?;
             diesel::update(devices::table.find(&row.id))
                 .set(&sealed)

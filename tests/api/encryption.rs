@@ -800,3 +800,41 @@ async fn a_value_that_does_not_open_is_reported_for_its_row_and_the_rest_is_deli
         .unwrap_or_else(|| panic!("no failure counter"));
     assert!(failures >= 2.0, "the restore and the read: {failures}");
 }
+
+#[actix_web::test]
+async fn a_lost_keys_directory_stops_start_up_and_is_not_replaced_by_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let relay = spawn_process(dir.path());
+        let res = awc::Client::new()
+            .post(format!("{}/api/v1/notifications", relay.address))
+            .insert_header((
+                "Authorization",
+                format!("Bearer {}", admin_token(dir.path())),
+            ))
+            .send_json(&json!({"title": "sealed under the lost keys"}))
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 202);
+        relay.kill_9();
+    }
+    let aside = dir.path().join("keys.lost");
+    std::fs::rename(dir.path().join("keys"), &aside).unwrap();
+    let (code, err) = serve_fails(dir.path(), &[]).await;
+    assert_eq!((code, err.trim().lines().count()), (2, 1), "{err}");
+    assert!(err.contains("do not open with the data keys"), "{err}");
+    assert!(
+        !dir.path().join("keys").exists(),
+        "no new keys directory is left behind"
+    );
+    // Restored, it starts.
+    std::fs::rename(&aside, dir.path().join("keys")).unwrap();
+    let relay = spawn_process(dir.path());
+    let titles = all_titles(
+        &awc::Client::new(),
+        &relay.address,
+        &admin_token(dir.path()),
+    )
+    .await;
+    assert_eq!(titles, vec!["sealed under the lost keys".to_owned()]);
+}

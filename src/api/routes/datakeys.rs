@@ -115,6 +115,11 @@ async fn list_data_keys(
         .await
         .map_err(|_| unavailable())?
         .unwrap_or_default();
+    // `created` belongs to the rotation's answer only.
+    let report = DataKeyReport {
+        created: Vec::new(),
+        ..report
+    };
     Ok(HttpResponse::Ok().json(view(&state, &report)))
 }
 
