@@ -296,6 +296,9 @@ impl Drop for RingLock {
     }
 }
 
+/// A key of the ring file, with the key a previous snapshot already holds or its bytes.
+type Unwrapped = (StoredKey, Option<Arc<DataKey>>, Option<KeyBytes>);
+
 /// The data-key ring in one keys directory, with its KEK unwrapped in memory.
 pub struct DiskDataKeys {
     dir: PathBuf,
@@ -533,7 +536,7 @@ impl DiskDataKeys {
         file: &RingFile,
         known: &DataRing,
         strict: bool,
-    ) -> Result<Vec<(StoredKey, Option<Arc<DataKey>>, Option<KeyBytes>)>, DataKeyError> {
+    ) -> Result<Vec<Unwrapped>, DataKeyError> {
         let mut out = Vec::new();
         let mut failed = None;
         for stored in file

@@ -91,7 +91,7 @@ async fn data_keys(app: &TestApp) -> Value {
     body
 }
 
-fn key<'a>(keys: &'a Value, id: u64) -> &'a Value {
+fn key(keys: &Value, id: u64) -> &Value {
     keys["items"]
         .as_array()
         .unwrap()

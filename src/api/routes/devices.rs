@@ -136,13 +136,7 @@ async fn list_devices(
         let rows = state
             .store
             .run(move |conn| {
-                Ok(devices::list(
-                    conn,
-                    &cipher,
-                    platform.as_deref(),
-                    from.as_deref(),
-                    limit,
-                )?)
+                devices::list(conn, &cipher, platform.as_deref(), from.as_deref(), limit)
             })
             .await?;
         let exhausted = rows.len() < limit_items;
