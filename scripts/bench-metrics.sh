@@ -25,29 +25,11 @@ trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"'
 [[ -x $BIN ]] || { echo "build it first: cargo build --release" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 
-start() { # name port enabled
-    local dir="$WORK/$1"
-    mkdir -p "$dir"
-    (
-        cd "$dir"
-        exec env BEEP__LOG__LEVEL=warning BEEP__SERVER__MAX_BODY_BYTES=1048576 \
-            BEEP__LIMITS__MAX_SOCKETS_PER_IP=0 BEEP__LIMITS__WS_CONNECTS_PER_MINUTE=10000000 \
-            BEEP__LIMITS__WS_FRAMES_PER_SECOND=1000000 BEEP__LIMITS__WS_FRAME_BURST=1000000 \
-            BEEP__METRICS__ENABLED="$3" \
-            "$BIN" serve --listen "127.0.0.1:$2" --data-dir "$dir" >>"$dir/relay.log" 2>&1
-    ) &
-    echo $! >"$WORK/$1.pid"
-    for _ in $(seq 1 200); do
-        curl -fsS "http://127.0.0.1:$2/health/live" >/dev/null 2>&1 && return 0
-        sleep 0.1 # waiting for another process to listen
-    done
-    echo "the $1 relay did not start:" >&2
-    cat "$dir/relay.log" >&2
-    return 1
-}
+# shellcheck source=scripts/bench-relays.sh
+source "$ROOT/scripts/bench-relays.sh"
 
-start on 38091 true
-start off 38092 false
+start_relay on 38091 "$BIN" BEEP__METRICS__ENABLED=true
+start_relay off 38092 "$BIN" BEEP__METRICS__ENABLED=false
 token() { tr -d '\n' <"$WORK/$1/initial-admin-token"; }
 
 echo "== throughput, metrics on vs off (${DURATION} s each, ${ROUNDS} rounds)"

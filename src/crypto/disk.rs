@@ -239,37 +239,41 @@ fn random_key() -> KeyBytes {
     KeyBytes::init_with_mut(|k| os_random(k))
 }
 
-fn wrap_context(key: &StoredKey) -> (String, String) {
-    (
-        format!("{}/{}", key.purpose.as_str(), key.algorithm),
-        key.id.to_string(),
-    )
-}
-
-fn wrap(kek: &KeyBytes, key: &StoredKey, bytes: &KeyBytes) -> Result<String, DataKeyError> {
+/// Runs `f` with the KEK's provider and the context a wrapped key is bound to: its purpose and
+/// algorithm (as the column) and its id (as the row).
+fn with_wrapping<T>(
+    kek: &KeyBytes,
+    key: &StoredKey,
+    f: impl FnOnce(&dyn super::provider::EncryptionProvider, &Context<'_>) -> T,
+) -> T {
     let provider = (AES_256_GCM.build)(kek);
-    let (column, row) = wrap_context(key);
+    let column = format!("{}/{}", key.purpose.as_str(), key.algorithm);
+    let row = key.id.to_string();
     let context = Context {
         table: "data_keys",
         column: &column,
         row: &row,
     };
-    let sealed = envelope::seal(&*provider, 0, &context, bytes.expose_secret())
-        .map_err(|e| DataKeyError::Io(format!("cannot wrap data key {}: {e}", key.id)))?;
+    f(&*provider, &context)
+}
+
+fn wrap(kek: &KeyBytes, key: &StoredKey, bytes: &KeyBytes) -> Result<String, DataKeyError> {
+    let sealed = with_wrapping(kek, key, |provider, context| {
+        envelope::seal(provider, 0, context, bytes.expose_secret())
+    })
+    .map_err(|e| DataKeyError::Io(format!("cannot wrap data key {}: {e}", key.id)))?;
     Ok(B64.encode(sealed))
 }
 
 fn unwrap(kek: &KeyBytes, key: &StoredKey) -> Option<KeyBytes> {
     let sealed = B64.decode(key.wrapped.as_deref()?).ok()?;
-    let provider = (AES_256_GCM.build)(kek);
-    let (column, row) = wrap_context(key);
-    let context = Context {
-        table: "data_keys",
-        column: &column,
-        row: &row,
-    };
     let parsed = envelope::parse(&sealed).ok()?;
-    let plain = Zeroizing::new(envelope::open(&*provider, &parsed, &context).ok()?);
+    let plain = Zeroizing::new(
+        with_wrapping(kek, key, |provider, context| {
+            envelope::open(provider, &parsed, context)
+        })
+        .ok()?,
+    );
     let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
     Some(KeyBytes::new(Box::new(bytes)))
 }

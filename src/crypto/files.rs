@@ -11,6 +11,21 @@ use std::path::Path;
 /// replaced (`AlreadyExists`). The directory is synced afterwards so the new name is durable before
 /// anyone relies on it.
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    put_in_place(path, bytes, |tmp, path| {
+        let linked = fs::hard_link(tmp, path);
+        // Best effort: the link (or the error) is what counts.
+        let _ = fs::remove_file(tmp);
+        linked
+    })
+}
+
+/// Writes `bytes` to a new temporary file (mode 0600, synced) beside `path`, hands it to `place`
+/// (which links or renames it to `path`, and removes it if that fails), then syncs the directory.
+fn put_in_place(
+    path: &Path,
+    bytes: &[u8],
+    place: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no directory"))?;
@@ -23,11 +38,12 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .and_then(|()| fs::hard_link(&tmp, path));
-    // Best effort: the link (or the error) is what counts.
-    let _ = fs::remove_file(&tmp);
-    written?;
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    place(&tmp, path)?;
     fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
@@ -81,23 +97,11 @@ pub fn restrict_tree(dir: &Path) -> io::Result<()> {
 /// Replaces `path` with `bytes` (mode 0600) atomically: written to a temporary file, synced, then
 /// renamed over it, and the directory synced. Readers see the old file or the new one, whole.
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no directory"))?;
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    ));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .and_then(|()| fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    fs::File::open(dir).and_then(|d| d.sync_all())
+    put_in_place(path, bytes, |tmp, path| {
+        let renamed = fs::rename(tmp, path);
+        if renamed.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        renamed
+    })
 }

@@ -84,6 +84,19 @@ async fn serve_fails(dir: &Path, env: &[(&str, &str)]) -> (i32, String) {
     (code, err)
 }
 
+/// Starts the relay binary on `dir`, publishes one notification titled `title`, and kills it.
+async fn publish_one_and_kill(dir: &Path, env: &[(&str, &str)], title: &str) {
+    let relay = spawn_process_with(dir, env);
+    let res = awc::Client::new()
+        .post(format!("{}/api/v1/notifications", relay.address))
+        .insert_header(("Authorization", format!("Bearer {}", admin_token(dir))))
+        .send_json(&json!({ "title": title }))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    relay.kill_9();
+}
+
 /// The data keys as `GET /keys/data` shows them.
 async fn data_keys(app: &TestApp) -> Value {
     let (code, body) = app.get("/api/v1/keys/data", Some(&app.admin_token)).await;
@@ -438,20 +451,12 @@ async fn kill_9_during_re_encryption_loses_nothing_and_the_job_finishes_after_a_
 #[actix_web::test]
 async fn a_wrong_or_missing_passphrase_stops_start_up_with_exit_2_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let relay = spawn_process_with(dir.path(), &[("BEEP_MASTER_PASSPHRASE", PASSPHRASE)]);
-        let res = awc::Client::new()
-            .post(format!("{}/api/v1/notifications", relay.address))
-            .insert_header((
-                "Authorization",
-                format!("Bearer {}", admin_token(dir.path())),
-            ))
-            .send_json(&json!({"title": "behind a passphrase"}))
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 202);
-        relay.kill_9();
-    }
+    publish_one_and_kill(
+        dir.path(),
+        &[("BEEP_MASTER_PASSPHRASE", PASSPHRASE)],
+        "behind a passphrase",
+    )
+    .await;
     // No key file: the passphrase is the only way in.
     let keys: Vec<String> = std::fs::read_dir(dir.path().join("keys"))
         .unwrap()
@@ -572,20 +577,7 @@ async fn keys_passphrase(
 #[actix_web::test]
 async fn changing_the_passphrase_rewraps_the_keys_and_touches_no_row() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let relay = spawn_process(dir.path());
-        let res = awc::Client::new()
-            .post(format!("{}/api/v1/notifications", relay.address))
-            .insert_header((
-                "Authorization",
-                format!("Bearer {}", admin_token(dir.path())),
-            ))
-            .send_json(&json!({"title": "kept"}))
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 202);
-        relay.kill_9();
-    }
+    publish_one_and_kill(dir.path(), &[], "kept").await;
     let db = std::fs::read(dir.path().join("beepmyphone.db")).unwrap();
     let wal = std::fs::read(dir.path().join("beepmyphone.db-wal")).unwrap();
     // Key file → passphrase: the key file goes.
@@ -804,20 +796,7 @@ async fn a_value_that_does_not_open_is_reported_for_its_row_and_the_rest_is_deli
 #[actix_web::test]
 async fn a_lost_keys_directory_stops_start_up_and_is_not_replaced_by_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let relay = spawn_process(dir.path());
-        let res = awc::Client::new()
-            .post(format!("{}/api/v1/notifications", relay.address))
-            .insert_header((
-                "Authorization",
-                format!("Bearer {}", admin_token(dir.path())),
-            ))
-            .send_json(&json!({"title": "sealed under the lost keys"}))
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 202);
-        relay.kill_9();
-    }
+    publish_one_and_kill(dir.path(), &[], "sealed under the lost keys").await;
     let aside = dir.path().join("keys.lost");
     std::fs::rename(dir.path().join("keys"), &aside).unwrap();
     let (code, err) = serve_fails(dir.path(), &[]).await;

@@ -4,11 +4,12 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use beepmyphone_actors::keys::{DataKeyReport, DataStatus, KeyManagerError, RotateData};
+use beepmyphone_actors::keys::{DataKeyReport, DataStatus, RotateData};
 use beepmyphone_actors::model::rfc3339;
 use beepmyphone_actors::ports::DataKeyInfo;
 use beepmyphone_actors::reencrypt::ProgressSnapshot;
 
+use super::keys::{key_manager_error, key_manager_unavailable};
 use crate::api::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -98,10 +99,6 @@ fn view(state: &AppState, report: &DataKeyReport) -> DataKeysView {
     }
 }
 
-fn unavailable() -> ApiError {
-    ApiError::Unavailable("the key manager is restarting; try again".into())
-}
-
 #[utoipa::path(get, path = "/api/v1/keys/data", tag = "keys",
     responses((status = 200, description = "The data-encryption keys (as of the key manager's last step, at most 10 s ago) and the re-encryption job", body = DataKeysView)))]
 async fn list_data_keys(
@@ -113,7 +110,7 @@ async fn list_data_keys(
         .key_manager
         .send(DataStatus)
         .await
-        .map_err(|_| unavailable())?
+        .map_err(|_| key_manager_unavailable())?
         .unwrap_or_default();
     // `created` belongs to the rotation's answer only.
     let report = DataKeyReport {
@@ -137,14 +134,7 @@ async fn rotate_data_keys(
             requested_by: principal.key(),
         })
         .await
-        .map_err(|_| unavailable())?
-        .map_err(|e| match e {
-            KeyManagerError::Unavailable => unavailable(),
-            KeyManagerError::Refused(refused) => ApiError::RateLimited {
-                retry_after_secs: refused.retry_after_secs(),
-                detail: refused.to_string(),
-            },
-            KeyManagerError::Ring(e) => ApiError::Internal(e.to_string()),
-        })?;
+        .map_err(|_| key_manager_unavailable())?
+        .map_err(key_manager_error)?;
     Ok(HttpResponse::Created().json(view(&state, &report)))
 }

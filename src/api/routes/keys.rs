@@ -104,16 +104,25 @@ async fn rotate_keys(
             requested_by: principal.key(),
         })
         .await
-        .map_err(|_| ApiError::Unavailable("the key manager is restarting; try again".into()))?
-        .map_err(|e| match e {
-            KeyManagerError::Unavailable => {
-                ApiError::Unavailable("the key manager is restarting; try again".into())
-            }
-            KeyManagerError::Refused(refused) => ApiError::RateLimited {
-                retry_after_secs: refused.retry_after_secs(),
-                detail: refused.to_string(),
-            },
-            KeyManagerError::Ring(e) => ApiError::Internal(e.to_string()),
-        })?;
+        .map_err(|_| key_manager_unavailable())?
+        .map_err(key_manager_error)?;
     Ok(HttpResponse::Created().json(KeyView::from(&created)))
+}
+
+/// The answer when the key manager cannot be reached.
+pub fn key_manager_unavailable() -> ApiError {
+    ApiError::Unavailable("the key manager is restarting; try again".into())
+}
+
+/// A key manager's refusal or failure as an API error: a refused rotation is 429 with
+/// `Retry-After`.
+pub fn key_manager_error(e: KeyManagerError) -> ApiError {
+    match e {
+        KeyManagerError::Unavailable => key_manager_unavailable(),
+        KeyManagerError::Refused(refused) => ApiError::RateLimited {
+            retry_after_secs: refused.retry_after_secs(),
+            detail: refused.to_string(),
+        },
+        KeyManagerError::Ring(e) => ApiError::Internal(e.to_string()),
+    }
 }
