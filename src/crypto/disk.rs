@@ -822,3 +822,308 @@ fn read_kek_file(path: &Path) -> Result<KeyBytes, DataKeyError> {
     })?;
     Ok(KeyBytes::new(Box::new(bytes)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::provider::XCHACHA20_POLY1305;
+    use crate::crypto::ring::{fields, Cipher};
+
+    fn options<'a>(source: &'a KekSource) -> OpenOptions<'a> {
+        OpenOptions {
+            source,
+            algorithm: &AES_256_GCM,
+            iterations: MIN_PBKDF2_ITERATIONS,
+            now_ms: 1_000,
+        }
+    }
+
+    fn passphrase(text: &str) -> KekSource {
+        KekSource::Passphrase(SecretString::from(text))
+    }
+
+    fn edit_ring(dir: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+        let path = dir.join(RING_FILE);
+        let mut ring: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        change(&mut ring);
+        fs::write(&path, serde_json::to_vec(&ring).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn first_start_makes_one_key_per_purpose_under_a_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let (disk, ring) = DiskDataKeys::open(&keys, &options(&KekSource::KeyFile)).unwrap();
+        assert!(disk.created_now());
+        assert!(format!("{disk:?}").contains("keys"));
+        let listed = DiskDataKeys::list(&keys).unwrap();
+        let purposes: Vec<Purpose> = listed.iter().map(|k| k.purpose).collect();
+        assert_eq!(purposes, Purpose::ALL.to_vec());
+        assert!(listed.iter().all(|k| k.state == DataKeyState::Current));
+        assert_eq!(listed[3].algorithm, "hmac-sha256");
+        assert_eq!(DiskDataKeys::uses_passphrase(&keys).unwrap(), Some(false));
+        assert_eq!(DiskDataKeys::uses_passphrase(dir.path()).unwrap(), None);
+        assert!(DiskDataKeys::list(dir.path()).unwrap().is_empty());
+        assert_eq!(ring.ids_of(Purpose::Content), vec![1]);
+        // The ring file holds no key in the clear: every key is wrapped.
+        let text = fs::read_to_string(keys.join(RING_FILE)).unwrap();
+        assert!(
+            text.contains("\"wrapped\"") && text.contains("kek-"),
+            "{text}"
+        );
+        // Opened again: the same keys, nothing created.
+        let (again, ring2) = DiskDataKeys::open(&keys, &options(&KekSource::KeyFile)).unwrap();
+        assert!(!again.created_now());
+        let cipher = Cipher::new(ring);
+        let sealed = cipher
+            .sealer(Purpose::Devices)
+            .unwrap()
+            .seal(fields::DEVICE_NAME, "dev_1", b"phone")
+            .unwrap();
+        assert_eq!(
+            Cipher::new(ring2)
+                .open(fields::DEVICE_NAME, "dev_1", &sealed)
+                .unwrap(),
+            b"phone"
+        );
+    }
+
+    #[test]
+    fn undoing_a_creation_leaves_the_directory_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let (disk, _) = DiskDataKeys::open(&keys, &options(&KekSource::KeyFile)).unwrap();
+        disk.undo_creation();
+        assert!(!keys.exists());
+        // In a directory that existed (signing keys), only the new files go.
+        fs::create_dir(&keys).unwrap();
+        fs::write(keys.join("signing-1-abc.pem"), b"x").unwrap();
+        let (disk, _) = DiskDataKeys::open(&keys, &options(&KekSource::KeyFile)).unwrap();
+        disk.undo_creation();
+        let left: Vec<String> = fs::read_dir(&keys)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["signing-1-abc.pem".to_owned()]);
+    }
+
+    #[test]
+    fn a_passphrase_ring_needs_the_right_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let right = passphrase("correct horse battery staple");
+        DiskDataKeys::open(dir.path(), &options(&right)).unwrap();
+        assert_eq!(
+            DiskDataKeys::uses_passphrase(dir.path()).unwrap(),
+            Some(true)
+        );
+        assert!(!fs::read_dir(dir.path()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("kek-")));
+        let err =
+            |source: &KekSource| DiskDataKeys::open(dir.path(), &options(source)).unwrap_err();
+        assert!(matches!(
+            err(&passphrase("wrong horse battery staple")),
+            DataKeyError::WrongPassphrase(_)
+        ));
+        assert!(matches!(
+            err(&KekSource::KeyFile),
+            DataKeyError::PassphraseNeeded(_)
+        ));
+        assert_eq!(err(&passphrase("short")), DataKeyError::WeakPassphrase);
+        assert_eq!(format!("{right:?}"), "Passphrase([REDACTED])");
+        // Too few iterations in the file is a corrupt ring, not a weak key.
+        edit_ring(dir.path(), |r| r["kek"]["iterations"] = 1_000.into());
+        assert!(
+            matches!(err(&right), DataKeyError::CorruptRing(_, why) if why.contains("1000 PBKDF2 iterations"))
+        );
+        edit_ring(dir.path(), |r| r["kek"]["salt"] = "not base64!".into());
+        assert!(matches!(err(&right), DataKeyError::CorruptRing(_, why) if why.contains("salt")));
+    }
+
+    #[test]
+    fn key_file_faults_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
+        let err =
+            |source: &KekSource| DiskDataKeys::open(dir.path(), &options(source)).unwrap_err();
+        assert!(matches!(
+            err(&passphrase("correct horse battery staple")),
+            DataKeyError::PassphraseNotUsed(_)
+        ));
+        let kek = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("kek-"))
+            .unwrap();
+        let original = fs::read(&kek).unwrap();
+        fs::write(&kek, [0u8; 31]).unwrap();
+        assert!(
+            matches!(err(&KekSource::KeyFile), DataKeyError::CorruptKeyFile(_, why) if why.contains("31 bytes"))
+        );
+        fs::write(&kek, [9u8; 32]).unwrap();
+        assert!(matches!(
+            err(&KekSource::KeyFile),
+            DataKeyError::WrongKeyFile(_)
+        ));
+        fs::remove_file(&kek).unwrap();
+        assert!(matches!(
+            err(&KekSource::KeyFile),
+            DataKeyError::MissingKeyFile(_)
+        ));
+        fs::write(&kek, &original).unwrap();
+        // One wrapped key damaged while the others open: that key is named.
+        edit_ring(dir.path(), |r| {
+            let wrapped = r["keys"][1]["wrapped"].as_str().unwrap().to_owned();
+            let mut bytes = B64.decode(wrapped).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            r["keys"][1]["wrapped"] = B64.encode(bytes).into();
+        });
+        assert_eq!(err(&KekSource::KeyFile), DataKeyError::KeyDoesNotOpen(2));
+        edit_ring(dir.path(), |r| r["format"] = 9.into());
+        assert!(
+            matches!(err(&KekSource::KeyFile), DataKeyError::CorruptRing(_, why) if why.contains("format 9"))
+        );
+        fs::write(dir.path().join(RING_FILE), b"{").unwrap();
+        assert!(matches!(
+            err(&KekSource::KeyFile),
+            DataKeyError::CorruptRing(..)
+        ));
+    }
+
+    #[test]
+    fn rotation_reservation_retirement_and_a_new_purpose() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut disk, ring) =
+            DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
+        // The first reservation covers every current AES-GCM key.
+        let totals = disk.reserve(&ring).unwrap();
+        assert_eq!(totals.len(), 3, "{totals:?}");
+        assert!(totals
+            .iter()
+            .all(|&(_, _, reserved, limit)| reserved == RESERVATION && limit == 1 << 30));
+        // Nothing more is due: the file is not rewritten.
+        let before = fs::read(dir.path().join(RING_FILE)).unwrap();
+        disk.reserve(&ring).unwrap();
+        assert_eq!(fs::read(dir.path().join(RING_FILE)).unwrap(), before);
+        let ids = disk
+            .rotate(&[Purpose::Content], &XCHACHA20_POLY1305, 2_000)
+            .unwrap();
+        assert_eq!(ids, vec![5]);
+        let listed = DiskDataKeys::list(dir.path()).unwrap();
+        assert_eq!(listed[0].state, DataKeyState::DecryptOnly);
+        assert_eq!(listed[0].decrypt_only_ms, Some(2_000));
+        assert_eq!(listed[4].algorithm, "xchacha20-poly1305");
+        let ring = disk.reload(&ring).unwrap();
+        assert_eq!(ring.current(Purpose::Content).unwrap().id, 5);
+        assert_eq!(ring.ids_of(Purpose::Content), vec![1, 5]);
+        // XChaCha20 keys are not counted.
+        assert!(!disk.reserve(&ring).unwrap().iter().any(|t| t.0 == 5));
+        disk.retire(&[1, 2], 3_000).unwrap();
+        let listed = DiskDataKeys::list(dir.path()).unwrap();
+        assert_eq!(listed[0].state, DataKeyState::Retired);
+        assert!(listed[0].wrapped.is_none() && listed[0].retired_ms == Some(3_000));
+        // A current key is never retired that way.
+        assert_eq!(listed[1].state, DataKeyState::Current);
+        let ring = disk.reload(&ring).unwrap();
+        assert_eq!(ring.ids_of(Purpose::Content), vec![5]);
+        // A purpose without a current key (one a newer relay added) gets one on open.
+        edit_ring(dir.path(), |r| {
+            for key in r["keys"].as_array_mut().unwrap() {
+                if key["purpose"] == "sessions" {
+                    key["state"] = "retired".into();
+                }
+            }
+        });
+        let (_, ring) = DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
+        assert_eq!(ring.current(Purpose::Sessions).unwrap().id, 6);
+        assert_eq!(DataKeyState::DecryptOnly.as_str(), "decrypt_only");
+    }
+
+    #[test]
+    fn rewrapping_changes_the_kek_and_keeps_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut disk, ring) =
+            DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
+        let sealed = Cipher::new(ring)
+            .sealer(Purpose::Content)
+            .unwrap()
+            .seal(fields::NOTIFICATION_TITLE, "ntf_1", b"kept")
+            .unwrap();
+        assert_eq!(
+            disk.rewrap(&passphrase("short"), MIN_PBKDF2_ITERATIONS),
+            Err(DataKeyError::WeakPassphrase)
+        );
+        let new = passphrase("a new and long passphrase");
+        disk.rewrap(&new, MIN_PBKDF2_ITERATIONS).unwrap();
+        assert_eq!(
+            DiskDataKeys::uses_passphrase(dir.path()).unwrap(),
+            Some(true)
+        );
+        let (mut disk, ring) = DiskDataKeys::open(dir.path(), &options(&new)).unwrap();
+        assert_eq!(
+            Cipher::new(ring)
+                .open(fields::NOTIFICATION_TITLE, "ntf_1", &sealed)
+                .unwrap(),
+            b"kept"
+        );
+        disk.rewrap(&KekSource::KeyFile, MIN_PBKDF2_ITERATIONS)
+            .unwrap();
+        let (_, ring) = DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
+        assert!(Cipher::new(ring).opens(fields::NOTIFICATION_TITLE, "ntf_1", &sealed));
+        // Another process changed the KEK: this one's writes are refused until it restarts.
+        let (mut stale, _) = DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
+        let (mut other, _) = DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
+        other
+            .rewrap(&KekSource::KeyFile, MIN_PBKDF2_ITERATIONS)
+            .unwrap();
+        let kek_files = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("kek-")
+            })
+            .count();
+        assert_eq!(kek_files, 1, "the old key file is deleted");
+        assert!(matches!(
+            stale.rotate(&[Purpose::Content], &AES_256_GCM, 1),
+            Err(DataKeyError::Io(why)) if why.contains("changed by another process")
+        ));
+    }
+
+    #[test]
+    fn the_settings_choose_the_kek_source_and_the_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = EncryptionSettings::default();
+        assert_eq!(algorithm_of(&settings).unwrap(), &AES_256_GCM);
+        settings.algorithm = "rot13".into();
+        assert!(algorithm_of(&settings)
+            .unwrap_err()
+            .0
+            .contains("aes-256-gcm, xchacha20-poly1305"));
+        // BEEP_MASTER_PASSPHRASE is not set in the unit tests' environment.
+        assert!(std::env::var(PASSPHRASE_ENV).is_err());
+        assert!(matches!(
+            KekSource::from_settings(&settings).unwrap(),
+            KekSource::KeyFile
+        ));
+        let file = dir.path().join("passphrase");
+        fs::write(&file, "from a file, long enough\r\n").unwrap();
+        settings.passphrase_file = file;
+        match KekSource::from_settings(&settings).unwrap() {
+            KekSource::Passphrase(p) => assert_eq!(p.expose_secret(), "from a file, long enough"),
+            KekSource::KeyFile => panic!("a passphrase file was set"),
+        }
+        settings.passphrase_file = dir.path().join("missing");
+        assert!(KekSource::from_settings(&settings)
+            .unwrap_err()
+            .0
+            .contains("cannot read"));
+    }
+}

@@ -193,3 +193,127 @@ impl Reencrypt for ReencryptService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StorageSettings, MIN_PBKDF2_ITERATIONS};
+    use crate::crypto::disk::{OpenOptions, RING_FILE};
+    use crate::crypto::provider::AES_256_GCM;
+    use crate::crypto::KekSource;
+    use crate::store::devices::{self, DeviceRow};
+
+    const HOUR_MS: i64 = 3_600_000;
+
+    fn service() -> (tempfile::TempDir, Arc<DataKeyService>, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let (disk, ring) = DiskDataKeys::open(
+            &keys,
+            &OpenOptions {
+                source: &KekSource::KeyFile,
+                algorithm: &AES_256_GCM,
+                iterations: MIN_PBKDF2_ITERATIONS,
+                now_ms: 0,
+            },
+        )
+        .unwrap();
+        let store = Store::open(dir.path(), &StorageSettings::default())
+            .unwrap()
+            .with_cipher(Cipher::new(ring));
+        let service =
+            DataKeyService::new(disk, keys, store.clone(), &AES_256_GCM, HOUR_MS).unwrap();
+        (dir, service, store)
+    }
+
+    fn device(store: &Store) {
+        let mut conn = store.conn().unwrap();
+        let row = DeviceRow {
+            id: "dev_1".into(),
+            name: "phone".into(),
+            platform: "ios".into(),
+            app_version: None,
+            enabled: true,
+            min_priority: 0,
+            quiet_start: None,
+            quiet_end: None,
+            quiet_tz: None,
+            created_at: 0,
+            last_seen_at: None,
+            tokens_valid_after: 0,
+        };
+        devices::insert(&mut conn, store.cipher().unwrap(), &row).unwrap();
+    }
+
+    fn state(report: &DataKeyReport, id: u32) -> &str {
+        &report.keys.iter().find(|k| k.id == id).unwrap().state
+    }
+
+    #[test]
+    fn an_aes_gcm_key_past_its_budget_is_replaced_and_old_keys_retire_when_unused() {
+        let (dir, service, store) = service();
+        device(&store);
+        let first = service.step(0, false).unwrap();
+        assert!(
+            first.created.is_empty() && first.stale_rows == 0,
+            "{first:?}"
+        );
+        assert!(first
+            .keys
+            .iter()
+            .filter(|k| k.algorithm == "aes-256-gcm")
+            .all(|k| k.reserved > 0));
+        // The devices key has reserved 2^30 encryptions (as if used): the next step replaces it.
+        let path = dir.path().join("keys").join(RING_FILE);
+        let mut ring: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        ring["keys"][1]["reserved"] = (1u64 << 30).into();
+        std::fs::write(&path, serde_json::to_vec(&ring).unwrap()).unwrap();
+        let rotated = service.step(1_000, false).unwrap();
+        assert_eq!(rotated.created, vec![5], "{rotated:?}");
+        assert_eq!(state(&rotated, 2), "decrypt_only");
+        assert_eq!(state(&rotated, 5), "current");
+        // The device is still under key 2: it is stale, and key 2 stays until it moves.
+        assert_eq!(rotated.stale_rows, 1);
+        assert_eq!(
+            service.step(2_000, false).unwrap().retired,
+            Vec::<u32>::new()
+        );
+        let job = ReencryptService::new(store.clone());
+        assert_eq!(job.remaining().unwrap(), 1);
+        let batch = job.step(10).unwrap();
+        assert_eq!((batch.moved, batch.failed, batch.more), (1, 0, false));
+        let after = service.step(3_000, false).unwrap();
+        assert_eq!(after.retired, vec![2]);
+        assert_eq!(state(&after, 2), "retired");
+        // A forced rotation: every sealing purpose; the sessions key waits for the session lifetime.
+        let forced = service.step(4_000, true).unwrap();
+        assert_eq!(forced.created.len(), 3, "{forced:?}");
+        let later = service.step(4_000 + HOUR_MS - 1, false).unwrap();
+        assert!(!later.retired.contains(&3), "{later:?}");
+        let done = service.step(4_000 + HOUR_MS, false).unwrap();
+        assert!(done.retired.contains(&3), "{done:?}");
+        // The device moved again and reads.
+        let job = ReencryptService::new(store.clone());
+        job.remaining().unwrap();
+        job.step(10).unwrap();
+        let mut conn = store.conn().unwrap();
+        let row = devices::get(&mut conn, store.cipher().unwrap(), "dev_1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.name, "phone");
+    }
+
+    #[test]
+    fn the_cipher_re_reads_the_ring_on_demand_through_the_service() {
+        let (_dir, service, store) = service();
+        let cipher = store.cipher().unwrap().clone();
+        assert!(cipher.refresh(0));
+        // At most every ten seconds.
+        assert!(!cipher.refresh(5_000));
+        assert!(cipher.refresh(10_000));
+        drop(service);
+        // Without the service, nothing to re-read with.
+        assert!(!cipher.refresh(30_000));
+    }
+}
