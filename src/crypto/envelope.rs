@@ -19,7 +19,7 @@ pub const VERSION: u8 = 2;
 /// Bytes before the nonce: version, key id, algorithm.
 pub const HEADER_LEN: usize = 1 + 4 + 1;
 /// The longest nonce of any algorithm here (XChaCha20's).
-const MAX_NONCE_LEN: usize = 24;
+pub const MAX_NONCE_LEN: usize = 24;
 
 /// Where a sealed value lives: what binds it to its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,17 +89,32 @@ pub fn seal(
     context: &Context<'_>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
+    let mut nonce = [0u8; MAX_NONCE_LEN];
+    let nonce = nonce
+        .get_mut(..provider.algorithm().nonce_len)
+        .ok_or(CryptoError::Truncated)?;
+    os_random(nonce);
+    seal_with_nonce(provider, key_id, nonce, context, plaintext)
+}
+
+/// [`seal`] with a nonce the caller took from the operating system's random source (of the
+/// algorithm's length, never used before): for sealing a row's fields with one read of the source.
+pub fn seal_with_nonce(
+    provider: &dyn EncryptionProvider,
+    key_id: u32,
+    nonce: &[u8],
+    context: &Context<'_>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let algorithm = provider.algorithm();
+    if nonce.len() != algorithm.nonce_len {
+        return Err(CryptoError::Truncated);
+    }
     let start = HEADER_LEN + algorithm.nonce_len;
     let mut out = Vec::with_capacity(start + plaintext.len() + TAG_LEN);
     out.push(VERSION);
     out.extend_from_slice(&key_id.to_be_bytes());
     out.push(algorithm.id);
-    let mut nonce = [0u8; MAX_NONCE_LEN];
-    let nonce = nonce
-        .get_mut(..algorithm.nonce_len)
-        .ok_or(CryptoError::Truncated)?;
-    os_random(nonce);
     out.extend_from_slice(nonce);
     let aad = associated_data(&out[..HEADER_LEN], context);
     out.extend_from_slice(plaintext);
