@@ -602,7 +602,9 @@ pub(crate) mod tests {
         // Nonces are never reused, across pool refills too.
         let nonces: std::collections::HashSet<Vec<u8>> = (0..3 * NONCES_PER_READ + 1)
             .map(|_| {
-                let sealed = sealer.seal(fields::NOTIFICATION_BODY, "ntf_1", b"x").unwrap();
+                let sealed = sealer
+                    .seal(fields::NOTIFICATION_BODY, "ntf_1", b"x")
+                    .unwrap();
                 sealed[envelope::HEADER_LEN..envelope::HEADER_LEN + 24].to_vec()
             })
             .collect();
