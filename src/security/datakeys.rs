@@ -228,20 +228,7 @@ mod tests {
 
     fn device(store: &Store) {
         let mut conn = store.conn().unwrap();
-        let row = DeviceRow {
-            id: "dev_1".into(),
-            name: "phone".into(),
-            platform: "ios".into(),
-            app_version: None,
-            enabled: true,
-            min_priority: 0,
-            quiet_start: None,
-            quiet_end: None,
-            quiet_tz: None,
-            created_at: 0,
-            last_seen_at: None,
-            tokens_valid_after: 0,
-        };
+        let row = DeviceRow::for_tests("dev_1", "phone", "ios");
         devices::insert(&mut conn, store.cipher().unwrap(), &row).unwrap();
     }
 

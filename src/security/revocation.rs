@@ -234,18 +234,8 @@ mod tests {
             &mut conn,
             &crate::crypto::ring::tests::test_cipher(),
             &DeviceRow {
-                id: device.to_string(),
-                name: "phone".into(),
-                platform: "android".into(),
-                app_version: None,
-                enabled: true,
-                min_priority: 0,
-                quiet_start: None,
-                quiet_end: None,
-                quiet_tz: None,
                 created_at: now,
-                last_seen_at: None,
-                tokens_valid_after: 0,
+                ..DeviceRow::for_tests(device.as_str(), "phone", "android")
             },
         )
         .unwrap();

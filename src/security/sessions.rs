@@ -39,6 +39,9 @@ use crate::store::{Store, StoreError};
 pub const SESSION_COOKIE: &str = "beep_session";
 /// Prefix of public session ids (what `GET /auth/sessions` shows; not a credential).
 pub const PUBLIC_ID_PREFIX: &str = "ses_";
+/// The first byte of session records sealed before encryption at rest (their keys are gone).
+const LEGACY_RECORD_VERSION: u8 = 1;
+
 /// Longest interval between two writes of a session's last-use time.
 pub const MAX_TOUCH_INTERVAL_MS: i64 = 60_000;
 
@@ -497,6 +500,11 @@ impl SessionManager {
     }
 
     fn try_open(&self, id_hash: &str, sealed: &[u8]) -> Result<Record, CryptoError> {
+        // A record in the format before encryption at rest (version 1, still in Redis after an
+        // upgrade) is no session, and not a value that failed to open.
+        if sealed.first() == Some(&LEGACY_RECORD_VERSION) {
+            return Err(CryptoError::UnknownVersion(LEGACY_RECORD_VERSION));
+        }
         let plain = self.cipher.open(fields::SESSION_DATA, id_hash, sealed)?;
         serde_json::from_slice::<Record>(&plain).map_err(|_| CryptoError::NotText)
     }
@@ -517,6 +525,13 @@ impl SessionManager {
         }
         match opened {
             Ok(record) => Some(record),
+            Err(CryptoError::UnknownVersion(LEGACY_RECORD_VERSION)) => {
+                slog::info!(
+                    self.log,
+                    "a session from before the upgrade to encryption at rest; it has ended"
+                );
+                None
+            }
             Err(e) => {
                 slog::warn!(self.log, "a stored session record does not open; ignoring it"; "error" => %e);
                 None
@@ -925,6 +940,44 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    #[actix_rt::test]
+    async fn a_session_record_from_before_the_upgrade_is_no_session_and_no_failure() {
+        let f = fixture();
+        let m = manager(&f, None);
+        let a = m.create("adm_1", "alice").await.unwrap();
+        let mut conn = f.store.conn().unwrap();
+        let row = admins::session(&mut conn, &a.session.id_hash)
+            .unwrap()
+            .unwrap();
+        let mut legacy = row.data.clone();
+        legacy[0] = LEGACY_RECORD_VERSION;
+        admins::update_session(&mut conn, &a.session.id_hash, &legacy, row.expires_at).unwrap();
+        drop(conn);
+        assert!(m
+            .authenticate(a.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(f.cipher.failures().count(), 0);
+        // A tampered current record is a failure.
+        let b = m.create("adm_1", "alice").await.unwrap();
+        let mut conn = f.store.conn().unwrap();
+        let row = admins::session(&mut conn, &b.session.id_hash)
+            .unwrap()
+            .unwrap();
+        let mut tampered = row.data.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        admins::update_session(&mut conn, &b.session.id_hash, &tampered, row.expires_at).unwrap();
+        drop(conn);
+        assert!(m
+            .authenticate(b.id.expose_secret())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(f.cipher.failures().count(), 1);
     }
 
     #[actix_rt::test]

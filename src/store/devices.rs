@@ -45,6 +45,25 @@ pub struct DeviceRow {
 }
 
 impl DeviceRow {
+    /// An enabled device with no settings, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: &str, name: &str, platform: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            platform: platform.to_owned(),
+            app_version: None,
+            enabled: true,
+            min_priority: 0,
+            quiet_start: None,
+            quiet_end: None,
+            quiet_tz: None,
+            created_at: 0,
+            last_seen_at: None,
+            tokens_valid_after: 0,
+        }
+    }
+
     /// The typed id.
     pub fn device_id(&self) -> DeviceId {
         DeviceId::from_trusted(self.id.as_str())

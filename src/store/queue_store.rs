@@ -512,20 +512,7 @@ mod tests {
 
     /// A plain enabled device row.
     fn device_row(id: &DeviceId, name: &str) -> DeviceRow {
-        DeviceRow {
-            id: id.to_string(),
-            name: name.into(),
-            platform: "linux".into(),
-            app_version: None,
-            enabled: true,
-            min_priority: 0,
-            quiet_start: None,
-            quiet_end: None,
-            quiet_tz: None,
-            created_at: 0,
-            last_seen_at: None,
-            tokens_valid_after: 0,
-        }
+        DeviceRow::for_tests(id.as_str(), name, "linux")
     }
 
     fn op(device: &DeviceId, key: Option<&str>) -> InsertOp {
