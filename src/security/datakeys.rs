@@ -15,6 +15,11 @@ use crate::crypto::{Cipher, DataKeyError, DiskDataKeys, Purpose};
 use crate::store::reencrypt::{self, Cursor};
 use crate::store::Store;
 
+/// How long a key stays decrypt-only at least before it may retire: longer than any write that
+/// sealed under it just before the rotation takes to commit, so such a row is never left under a
+/// key that is gone (it is found and moved by the re-encryption job instead).
+pub const RETIRE_GRACE_MS: i64 = 60_000;
+
 fn ring_err(e: impl std::fmt::Display) -> KeyRingError {
     KeyRingError(e.to_string())
 }
@@ -77,11 +82,13 @@ impl DataKeyService {
         if key.state != DataKeyState::DecryptOnly {
             return Ok(false);
         }
-        if key.purpose == Purpose::Sessions {
-            let since = key.decrypt_only_ms.unwrap_or(now_ms);
-            if now_ms.saturating_sub(since) < self.session_lifetime_ms {
-                return Ok(false);
-            }
+        let wait = match key.purpose {
+            Purpose::Sessions => self.session_lifetime_ms.max(RETIRE_GRACE_MS),
+            _ => RETIRE_GRACE_MS,
+        };
+        let since = key.decrypt_only_ms.unwrap_or(now_ms);
+        if now_ms.saturating_sub(since) < wait {
+            return Ok(false);
         }
         let mut conn = self.store.conn().map_err(ring_err)?;
         Ok(reencrypt::rows_under(&mut conn, key.purpose, key.id).map_err(ring_err)? == 0)
@@ -257,28 +264,35 @@ mod tests {
         ring["keys"][1]["reserved"] = (1u64 << 30).into();
         std::fs::write(&path, serde_json::to_vec(&ring).unwrap()).unwrap();
         let rotated = service.step(1_000, false).unwrap();
+        let grace = RETIRE_GRACE_MS;
         assert_eq!(rotated.created, vec![5], "{rotated:?}");
         assert_eq!(state(&rotated, 2), "decrypt_only");
         assert_eq!(state(&rotated, 5), "current");
         // The device is still under key 2: it is stale, and key 2 stays until it moves.
         assert_eq!(rotated.stale_rows, 1);
         assert_eq!(
-            service.step(2_000, false).unwrap().retired,
+            service.step(1_000 + grace, false).unwrap().retired,
             Vec::<u32>::new()
         );
         let job = ReencryptService::new(store.clone());
         assert_eq!(job.remaining().unwrap(), 1);
         let batch = job.step(10).unwrap();
         assert_eq!((batch.moved, batch.failed, batch.more), (1, 0, false));
-        let after = service.step(3_000, false).unwrap();
+        // Unused now, but it retires only a grace period after the rotation.
+        assert!(service
+            .step(1_000 + grace - 1, false)
+            .unwrap()
+            .retired
+            .is_empty());
+        let after = service.step(1_000 + grace, false).unwrap();
         assert_eq!(after.retired, vec![2]);
         assert_eq!(state(&after, 2), "retired");
         // A forced rotation: every sealing purpose; the sessions key waits for the session lifetime.
-        let forced = service.step(4_000, true).unwrap();
+        let forced = service.step(100_000, true).unwrap();
         assert_eq!(forced.created.len(), 3, "{forced:?}");
-        let later = service.step(4_000 + HOUR_MS - 1, false).unwrap();
+        let later = service.step(100_000 + HOUR_MS - 1, false).unwrap();
         assert!(!later.retired.contains(&3), "{later:?}");
-        let done = service.step(4_000 + HOUR_MS, false).unwrap();
+        let done = service.step(100_000 + HOUR_MS, false).unwrap();
         assert!(done.retired.contains(&3), "{done:?}");
         // The device moved again and reads.
         let job = ReencryptService::new(store.clone());
