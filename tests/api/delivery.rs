@@ -336,6 +336,23 @@ async fn a_device_that_stops_reading_is_dropped_and_keeps_its_deliveries() {
     let dir = app.stop().await;
     let settings = test_settings(dir.path());
     let app = start_in(dir, settings).await;
+    // Opening 6,000 sealed 4 KB notifications takes seconds in a debug build: the queue answers
+    // once it has restored them, so wait for that before timing frames.
+    let restored = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        app.state
+            .graph
+            .queue
+            .send(beepmyphone_actors::queue::GetQueueStats),
+    )
+    .await
+    .expect("the queue restores within two minutes")
+    .unwrap();
+    assert_eq!(
+        restored.ready + restored.in_flight,
+        ids.len(),
+        "{restored:?}"
+    );
     let mut ws = app.connect_device(&device).await;
     let mut received = std::collections::HashSet::new();
     while received.len() < ids.len() {
