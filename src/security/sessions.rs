@@ -942,19 +942,23 @@ mod tests {
             .is_none());
     }
 
+    /// Changes the sealed record of a stored session in place.
+    fn rewrite_record(f: &Fixture, id_hash: &str, change: impl FnOnce(&mut Vec<u8>)) {
+        let mut conn = f.store.conn().unwrap();
+        let row = admins::session(&mut conn, id_hash).unwrap().unwrap();
+        let mut record = row.data.clone();
+        change(&mut record);
+        admins::update_session(&mut conn, id_hash, &record, row.expires_at).unwrap();
+    }
+
     #[actix_rt::test]
     async fn a_session_record_from_before_the_upgrade_is_no_session_and_no_failure() {
         let f = fixture();
         let m = manager(&f, None);
         let a = m.create("adm_1", "alice").await.unwrap();
-        let mut conn = f.store.conn().unwrap();
-        let row = admins::session(&mut conn, &a.session.id_hash)
-            .unwrap()
-            .unwrap();
-        let mut legacy = row.data.clone();
-        legacy[0] = LEGACY_RECORD_VERSION;
-        admins::update_session(&mut conn, &a.session.id_hash, &legacy, row.expires_at).unwrap();
-        drop(conn);
+        rewrite_record(&f, &a.session.id_hash, |record| {
+            record[0] = LEGACY_RECORD_VERSION
+        });
         assert!(m
             .authenticate(a.id.expose_secret())
             .await
@@ -963,15 +967,10 @@ mod tests {
         assert_eq!(f.cipher.failures().count(), 0);
         // A tampered current record is a failure.
         let b = m.create("adm_1", "alice").await.unwrap();
-        let mut conn = f.store.conn().unwrap();
-        let row = admins::session(&mut conn, &b.session.id_hash)
-            .unwrap()
-            .unwrap();
-        let mut tampered = row.data.clone();
-        let last = tampered.len() - 1;
-        tampered[last] ^= 1;
-        admins::update_session(&mut conn, &b.session.id_hash, &tampered, row.expires_at).unwrap();
-        drop(conn);
+        rewrite_record(&f, &b.session.id_hash, |record| {
+            let last = record.len() - 1;
+            record[last] ^= 1;
+        });
         assert!(m
             .authenticate(b.id.expose_secret())
             .await

@@ -266,14 +266,10 @@ async fn rotation_under_publishing_load_delivers_everything_and_moves_every_row(
             assert_eq!(code, 202, "{body}");
         }
     }));
+    let empty = json!({});
+    let rotate = || app.post("/api/v1/keys/data/rotate", Some(&app.admin_token), &empty);
     let rotation = async {
-        let (code, body) = app
-            .post(
-                "/api/v1/keys/data/rotate",
-                Some(&app.admin_token),
-                &json!({}),
-            )
-            .await;
+        let (code, body) = rotate().await;
         assert_eq!(code, 201, "{body}");
         body
     };
@@ -288,13 +284,7 @@ async fn rotation_under_publishing_load_delivers_everything_and_moves_every_row(
     assert!(new_content > old_content, "{rotated}");
     assert_eq!(key(&rotated, old_content)["state"], "decrypt_only");
     // A second rotation within the minute is refused, and changes nothing.
-    let (code, refused) = app
-        .post(
-            "/api/v1/keys/data/rotate",
-            Some(&app.admin_token),
-            &json!({}),
-        )
-        .await;
+    let (code, refused) = rotate().await;
     assert_eq!(code, 429, "{refused}");
 
     // Every notification is delivered, readable (acked as it comes: the in-flight window is
