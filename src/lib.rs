@@ -15,6 +15,8 @@
 //!   keys' upkeep;
 //! - [`api`]: the HTTP API (routes, auth extractor, request middleware, problem documents);
 //! - [`ws`]: the per-connection device socket actor;
+//! - [`audit`]: the tamper-evident audit log (records, Merkle tree, signed checkpoints, archives,
+//!   verification) and the handle handlers record through;
 //! - [`monitoring`]: the memory sampler and the alert channels (webhook, the relay itself);
 //! - [`startup`]: [`startup::Application`], which wires it all together;
 //! - [`monitoring`]: health probes (and, later, metrics);
@@ -22,6 +24,7 @@
 //! - [`bench`]: `beepmyphone bench`, the load generator.
 
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;

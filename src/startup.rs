@@ -36,7 +36,9 @@ use crate::crypto::disk::{algorithm_of, OpenOptions};
 use crate::crypto::secrets::ExposeSecret;
 use crate::crypto::{Cipher, DataKeyError, DiskDataKeys, KekSource};
 use crate::domain::Scope;
-use crate::monitoring::health::{DiskProbe, EncryptionProbe, KeysProbe, RedisProbe, StoreProbe};
+use crate::monitoring::health::{
+    AuditProbe, DiskProbe, EncryptionProbe, KeysProbe, RedisProbe, StoreProbe,
+};
 use crate::redis::Redis;
 use crate::security::cleanup;
 use crate::security::datakeys::{DataKeyService, ReencryptService};
@@ -80,6 +82,10 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The audit log could not be opened (its signing key, its checkpoint file, a gap in its
+    /// records).
+    #[error("audit log: {0}")]
+    Audit(String),
     /// Something else on disk.
     #[error("{0}")]
     Io(String),
@@ -165,6 +171,7 @@ async fn start_key_manager(
         Arc<DataKeyService>,
         actix::Recipient<beepmyphone_actors::reencrypt::Wake>,
     ),
+    audit: actix::Recipient<beepmyphone_actors::audit::Record>,
 ) -> Result<KeyParts, StartError> {
     let policy = crate::security::keys::policy(&settings.auth);
     let ring = {
@@ -187,6 +194,7 @@ async fn start_key_manager(
     )
     .with_restarts(metrics.actor_restarts.with_label_values(&["keys"]))
     .with_data_keys(data_keys, reencrypt)
+    .with_audit(audit)
     .start_supervised();
     manager
         .send(Rescan)
@@ -343,12 +351,17 @@ impl Application {
         )
         .with_restarts(metrics.actor_restarts.with_label_values(&["reencrypt"]))
         .start_supervised();
+        let audit = crate::audit::start(&settings, &store, &clock, &metrics, &log)
+            .await
+            .map_err(StartError::Audit)?;
+        audit.record(crate::audit::config_loaded(&settings));
         let (keys, ring, key_manager) = start_key_manager(
             &settings,
             &clock,
             &metrics,
             &log,
             (data_keys, reencryptor.recipient()),
+            audit.writer().clone().recipient(),
         )
         .await?;
         ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
@@ -382,6 +395,7 @@ impl Application {
         if let Some(redis) = &redis {
             probes.push(Arc::new(RedisProbe(redis.clone())));
         }
+        probes.push(Arc::new(AuditProbe(audit.status().clone())));
         probes.push(Arc::new(EncryptionProbe {
             cipher: store.cipher()?.clone(),
             reencrypt: reencrypt.clone(),
@@ -423,7 +437,13 @@ impl Application {
             metrics,
             &log,
         );
-        let alerts = crate::monitoring::alerts::start(&settings.alerts, &graph, &clock, &log);
+        let alerts = crate::monitoring::alerts::start(
+            &settings.alerts,
+            &graph,
+            &clock,
+            audit.alert_channel(),
+            &log,
+        );
         let memory_alerts = alerts.map(actix::Addr::recipient);
         crate::monitoring::memory::start(
             &settings.memory,
@@ -471,6 +491,7 @@ impl Application {
             passwords,
             limits,
             reencrypt,
+            audit,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -610,6 +631,21 @@ impl Application {
         }
         if let Some(otlp) = &self.state.otlp {
             otlp.shutdown();
+        }
+        // Audit events still waiting, and a checkpoint covering them.
+        match self
+            .state
+            .audit
+            .writer()
+            .send(beepmyphone_actors::audit::Flush)
+            .timeout(Duration::from_secs(5))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                slog::error!(self.state.log, "audit events could not be written before exit"; "error" => %e)
+            }
+            Err(_) => slog::warn!(self.state.log, "the audit writer did not flush before exit"),
         }
         // Commit sent and acked marks still waiting for the commit window.
         if self

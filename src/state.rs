@@ -111,6 +111,8 @@ pub struct AppState {
     pub otlp: Option<Arc<crate::monitoring::otlp::Otlp>>,
     /// The re-encryption job's progress.
     pub reencrypt: Arc<beepmyphone_actors::reencrypt::Progress>,
+    /// The audit log's writer.
+    pub audit: crate::audit::Audit,
 }
 
 impl AppState {

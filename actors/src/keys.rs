@@ -33,8 +33,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::audit::Record;
 use crate::clock::SharedClock;
 use crate::guard::guarded;
+use crate::ports::audit::{Action, AuditEvent, Outcome};
 pub use crate::ports::{DataKeyReport, DataKeyRing};
 pub use crate::ports::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};
 use crate::reencrypt::Wake;
@@ -301,6 +303,9 @@ pub struct KeyManager {
     data_report: Option<DataKeyReport>,
     /// When the last on-demand data-key rotation was made, for [`MIN_ROTATION_INTERVAL`].
     last_data_rotation_ms: Option<i64>,
+    /// Where scheduled rotations and every retirement are recorded (on-demand rotations are
+    /// recorded by whoever asked, before and after).
+    audit: Option<Recipient<Record>>,
 }
 
 impl KeyManager {
@@ -323,6 +328,23 @@ impl KeyManager {
             reencrypt: None,
             data_report: None,
             last_data_rotation_ms: None,
+            audit: None,
+        }
+    }
+
+    /// Records scheduled rotations and retirements into `audit`.
+    pub fn with_audit(mut self, audit: Recipient<Record>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn audit(&self, action: Action, subject: impl std::fmt::Display, details: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            audit.do_send(Record {
+                event: AuditEvent::system(action, Outcome::Ok)
+                    .on(subject.to_string())
+                    .with_details(details),
+            });
         }
     }
 
@@ -361,9 +383,18 @@ impl KeyManager {
                     for id in &report.created {
                         slog::info!(act.log, "new data key"; "id" => id,
                             "requested_by" => rotate.as_deref().unwrap_or("schedule"));
+                        if rotate.is_none() {
+                            let purpose = report.keys.iter().find(|k| k.id == *id).map(|k| k.purpose.clone());
+                            act.audit(
+                                Action::DataKeyRotated,
+                                id,
+                                serde_json::json!({ "by": "schedule", "purpose": purpose }),
+                            );
+                        }
                     }
                     for id in &report.retired {
                         slog::info!(act.log, "data key retired: no row uses it"; "id" => id);
+                        act.audit(Action::DataKeyRetired, id, serde_json::Value::Null);
                     }
                     if report.stale_rows > 0 {
                         if let Some(wake) = &act.reencrypt {
@@ -432,6 +463,13 @@ impl KeyManager {
                 if let Some(key) = &done.created {
                     slog::info!(self.log, "new signing key"; "kid" => &key.kid,
                         "requested_by" => requested_by.unwrap_or("schedule"));
+                    if requested_by.is_none() {
+                        self.audit(
+                            Action::SigningKeyRotated,
+                            &key.kid,
+                            serde_json::json!({ "by": "schedule" }),
+                        );
+                    }
                 }
                 if let Some(refused) = &done.refused {
                     slog::warn!(self.log, "key rotation refused"; "reason" => %refused,
@@ -440,6 +478,7 @@ impl KeyManager {
                 }
                 for kid in &done.retired {
                     slog::info!(self.log, "signing key retired"; "kid" => kid);
+                    self.audit(Action::SigningKeyRetired, kid, serde_json::Value::Null);
                 }
                 if done.published {
                     let kids: Vec<&str> = done.keys.iter().map(|k| k.kid.as_str()).collect();

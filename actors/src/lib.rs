@@ -13,13 +13,15 @@
 //! - [`reencrypt::Reencryptor`]: moves rows under old data keys (or from before encryption) to
 //!   the current keys, in paced batches;
 //! - [`memory::MemoryMonitor`]: samples the process's memory and flags sustained growth;
-//! - [`alerts::AlertManager`]: evaluates the alert rules and sends transitions to its channels.
+//! - [`alerts::AlertManager`]: evaluates the alert rules and sends transitions to its channels;
+//! - [`audit::AuditWriter`]: appends security-relevant events to the tamper-evident audit log and
+//!   signs its checkpoints.
 //!
 //! Beside them:
 //!
 //! - [`socket`]: the messages a device socket accepts (the socket actor itself is in the binary);
 //! - [`ports`]: every trait the actors need from outside ([`ports::QueueStore`], [`ports::Clock`],
-//!   [`ports::KeyRing`], [`ports::Probe`], [`ports::MemorySampler`], [`ports::AlertChannel`]);
+//!   [`ports::KeyRing`], [`ports::Probe`], [`ports::MemorySampler`], [`ports::AlertChannel`], [`ports::AuditLog`]);
 //!   [`clock`] holds the two clocks that implement one;
 //! - [`model`]: ids, priorities, notifications and device policies; [`guard`]: panic containment;
 //! - [`trace`]: the W3C trace id a notification carries from its publish request to its ack.
@@ -32,6 +34,7 @@
 //! [`supervisor::start_graph`] builds the whole graph once at start-up, each actor supervised.
 
 pub mod alerts;
+pub mod audit;
 pub mod batcher;
 pub mod clock;
 pub mod guard;

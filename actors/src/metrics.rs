@@ -48,7 +48,7 @@ const KNOWN_CLOSE_CODES: &[u16] = &[
 ];
 
 /// The supervised actors, by the name their restarts are counted under.
-pub const SUPERVISED_ACTORS: &[&str] = &["queue", "registry", "batcher", "keys", "health"];
+pub const SUPERVISED_ACTORS: &[&str] = &["queue", "registry", "batcher", "keys", "health", "audit"];
 
 /// The `rule` label values of `beepmyphone_ratelimit_rejections_total`: the rate-limit rules by
 /// name, `sockets` (too many open sockets from one IP) and `blocked` (a blocked IP).
@@ -183,6 +183,15 @@ pub struct Metrics {
     pub reencrypt_rows_moved: IntGauge,
     /// Rows the re-encryption job could not open since start (set when scraped).
     pub reencrypt_rows_failed: IntGauge,
+    /// Audit records appended since start.
+    pub audit_records: IntCounter,
+    /// Audit appends (or checkpoints) that failed: the disk is full, the store is locked.
+    pub audit_write_failures: IntCounter,
+    /// Audit records that could not be kept while the log could not be written (the wait list
+    /// was full): the only way a fire-and-forget event is lost.
+    pub audit_dropped: IntCounter,
+    /// Records covered by the last signed checkpoint.
+    pub audit_checkpoint_size: IntGauge,
     verifications: [IntCounter; 4],
     /// Supervised actors restarted, by actor.
     pub actor_restarts: IntCounterVec,
@@ -376,6 +385,22 @@ impl Metrics {
             reencrypt_rows_failed: gauge(
                 "beepmyphone_reencrypt_rows_failed",
                 "Rows the re-encryption job could not open since start.",
+            ),
+            audit_records: counter(
+                "beepmyphone_audit_records_total",
+                "Audit records appended since start.",
+            ),
+            audit_write_failures: counter(
+                "beepmyphone_audit_write_failures_total",
+                "Audit appends or checkpoints that failed (disk full, store locked).",
+            ),
+            audit_dropped: counter(
+                "beepmyphone_audit_dropped_total",
+                "Fire-and-forget audit events dropped because the log stayed unwritable and the wait list was full.",
+            ),
+            audit_checkpoint_size: gauge(
+                "beepmyphone_audit_checkpoint_size",
+                "Records covered by the last signed audit checkpoint.",
             ),
             verifications: Verification::ALL
                 .map(|v| verification_family.with_label_values(&[v.as_str()])),

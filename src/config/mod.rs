@@ -11,9 +11,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod audit;
 mod encryption;
 mod monitoring;
 
+pub use audit::{AuditSettings, DEFAULT_RETENTION_DAYS};
 pub use encryption::{EncryptionSettings, MIN_PBKDF2_ITERATIONS, PASSPHRASE_ENV};
 
 pub use monitoring::{
@@ -303,6 +305,8 @@ pub struct Settings {
     pub otlp: OtlpSettings,
     /// Encryption at rest.
     pub encryption: EncryptionSettings,
+    /// The audit log.
+    pub audit: AuditSettings,
 }
 
 impl Default for SessionSettings {
@@ -466,6 +470,7 @@ impl Settings {
         }
         self.otlp.validate()?;
         self.encryption.validate()?;
+        self.audit.validate()?;
         if let Some(bad_proxy) = self
             .limits
             .trusted_proxies
@@ -648,6 +653,25 @@ impl Settings {
             self.storage.data_dir.join("keys")
         } else {
             self.storage.keys_dir.clone()
+        }
+    }
+
+    /// Where audit checkpoints are appended (`audit.checkpoint_file`, by default in the data
+    /// directory).
+    pub fn audit_checkpoint_file(&self) -> PathBuf {
+        if self.audit.checkpoint_file.as_os_str().is_empty() {
+            self.storage.data_dir.join(crate::audit::CHECKPOINT_FILE)
+        } else {
+            self.audit.checkpoint_file.clone()
+        }
+    }
+
+    /// Where audit archives go (`audit.archive_dir`, by default in the data directory).
+    pub fn audit_archive_dir(&self) -> PathBuf {
+        if self.audit.archive_dir.as_os_str().is_empty() {
+            self.storage.data_dir.join(crate::audit::ARCHIVE_DIR)
+        } else {
+            self.audit.archive_dir.clone()
         }
     }
 

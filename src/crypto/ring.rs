@@ -34,15 +34,20 @@ pub enum Purpose {
     Sessions,
     /// The blind-index key (HMAC-SHA256) that filters compare; never rotated by `keys rotate`.
     Index,
+    /// The personal parts of audit records (source IP, details). Never rotated by `keys rotate`
+    /// and never retired: the audit log's leaves hash these sealed bytes, so its rows are never
+    /// re-encrypted, and archives outlive the rows.
+    Audit,
 }
 
 impl Purpose {
     /// Every purpose; the ring has a current key for each.
-    pub const ALL: [Purpose; 4] = [
+    pub const ALL: [Purpose; 5] = [
         Purpose::Content,
         Purpose::Devices,
         Purpose::Sessions,
         Purpose::Index,
+        Purpose::Audit,
     ];
 
     /// The purposes whose keys seal values (and so rotate).
@@ -55,6 +60,7 @@ impl Purpose {
             Purpose::Devices => "devices",
             Purpose::Sessions => "sessions",
             Purpose::Index => "index",
+            Purpose::Audit => "audit",
         }
     }
 }
@@ -116,6 +122,8 @@ pub mod fields {
     pub const DEVICE_QUIET_TZ: Field = Field::new("devices", "quiet_tz", Purpose::Devices);
     /// `admin_sessions.data` (and the same record in Redis).
     pub const SESSION_DATA: Field = Field::new("admin_sessions", "data", Purpose::Sessions);
+    /// `audit_log.sealed` (a JSON object: the source IP and the details).
+    pub const AUDIT_SEALED: Field = Field::new("audit_log", "sealed", Purpose::Audit);
     /// The blind index of `notifications.app`.
     pub const INDEX_APP: Field = Field::new("notifications", "app_index", Purpose::Index);
     /// The blind index of each tag (`notification_tags.tag_index`).
@@ -550,11 +558,17 @@ pub(crate) mod tests {
                 Purpose::Sessions,
                 (AES_256_GCM.build)(&random()),
             )),
+            Arc::new(DataKey::new(
+                4,
+                Purpose::Audit,
+                (AES_256_GCM.build)(&random()),
+            )),
         ];
         let current = [
             (Purpose::Content, 1),
             (Purpose::Devices, 2),
             (Purpose::Sessions, 3),
+            (Purpose::Audit, 4),
         ]
         .into_iter()
         .collect();

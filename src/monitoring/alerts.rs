@@ -212,13 +212,15 @@ pub fn start(
     settings: &AlertSettings,
     graph: &ActorGraph,
     clock: &SharedClock,
+    audit: beepmyphone_actors::audit::AuditAlerts,
     log: &slog::Logger,
 ) -> Option<Addr<AlertManager>> {
     if !settings.enabled {
         return None;
     }
     let log = log.new(slog::o!("actor" => "alerts"));
-    let mut channels: Vec<Arc<dyn AlertChannel>> = Vec::new();
+    // Every transition is also an audit record.
+    let mut channels: Vec<Arc<dyn AlertChannel>> = vec![Arc::new(audit)];
     if !settings.webhook_url.expose().is_empty() {
         channels.push(Arc::new(WebhookChannel::new(settings, log.clone())));
     }

@@ -309,9 +309,65 @@ impl Probe for EncryptionProbe {
     }
 }
 
+/// The audit log (`audit`): unhealthy while it cannot be written (disk full, a lock): events
+/// that must be audited are refused meanwhile, and `component_unhealthy` fires.
+pub struct AuditProbe(pub Arc<beepmyphone_actors::audit::AuditStatus>);
+
+/// The audit finding from the writer's status.
+pub fn audit_finding(status: &beepmyphone_actors::audit::AuditSnapshot) -> Finding {
+    match (&status.last_error, status.failing_since_ms) {
+        (Some(error), Some(_)) | (Some(error), None) => Finding::new(
+            Status::Unhealthy,
+            format!(
+                "{error}; {} events wait, and operations that must be audited are refused",
+                status.pending
+            ),
+        ),
+        (None, _) => Finding::new(
+            Status::Healthy,
+            format!(
+                "{} records, {} covered by the last signed checkpoint",
+                status.size, status.checkpoint_size
+            ),
+        ),
+    }
+}
+
+impl Probe for AuditProbe {
+    fn name(&self) -> &str {
+        "audit"
+    }
+
+    fn check(&self) -> ProbeFuture {
+        Box::pin(std::future::ready(audit_finding(&self.0.snapshot())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_is_unhealthy_while_it_cannot_write() {
+        use beepmyphone_actors::audit::AuditSnapshot;
+        let fine = AuditSnapshot {
+            size: 12,
+            checkpoint_size: 10,
+            ..AuditSnapshot::default()
+        };
+        let finding = audit_finding(&fine);
+        assert_eq!(finding.status, Status::Healthy);
+        assert!(finding.reason.contains("12 records") && finding.reason.contains("10 covered"));
+        let full = AuditSnapshot {
+            pending: 3,
+            failing_since_ms: Some(5),
+            last_error: Some("database or disk is full".into()),
+            ..fine
+        };
+        let finding = audit_finding(&full);
+        assert_eq!(finding.status, Status::Unhealthy);
+        assert!(finding.reason.contains("disk is full") && finding.reason.contains("3 events"));
+    }
 
     #[test]
     fn encryption_is_degraded_by_open_failures_and_a_failed_batch() {

@@ -79,7 +79,8 @@ impl DataKeyService {
     }
 
     fn retirable(&self, key: &StoredKey, now_ms: i64) -> Result<bool, KeyRingError> {
-        if key.state != DataKeyState::DecryptOnly {
+        // Audit keys never retire: archives keep sealed audit records after their rows are gone.
+        if key.state != DataKeyState::DecryptOnly || key.purpose == Purpose::Audit {
             return Ok(false);
         }
         let wait = match key.purpose {

@@ -8,6 +8,7 @@
 //! concurrent publishers never contend for the write lock.
 
 pub mod admins;
+pub mod audit;
 pub mod devices;
 pub mod notifications;
 pub mod pairing;

@@ -122,6 +122,7 @@ pub fn rows_under(
             .n
         }
         Purpose::Index => 0,
+        Purpose::Audit => super::audit::rows_under(conn, id)?,
     };
     Ok(u64::try_from(n).unwrap_or(0))
 }

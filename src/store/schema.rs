@@ -135,3 +135,29 @@ diesel::table! {
 
 diesel::joinable!(admin_sessions -> admins (admin_id));
 diesel::allow_tables_to_appear_in_same_query!(admins, admin_sessions);
+
+diesel::table! {
+    audit_log (seq) {
+        seq -> BigInt,
+        at_ms -> BigInt,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        subject -> Nullable<Text>,
+        outcome -> Text,
+        request_id -> Nullable<Text>,
+        trace_id -> Nullable<Text>,
+        key_id -> Nullable<BigInt>,
+        sealed -> Nullable<Binary>,
+        leaf_hash -> Binary,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (size) {
+        size -> BigInt,
+        at_ms -> BigInt,
+        note -> Text,
+        frontier -> Binary,
+    }
+}

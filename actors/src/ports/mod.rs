@@ -9,11 +9,14 @@
 //!   job that moves rows to the current keys;
 //! - [`Probe`] ([`health`]): a health check of an external dependency;
 //! - [`MemorySampler`] ([`memory`]): the process's memory figures;
-//! - [`AlertChannel`] ([`alerts`]): a destination for alerts.
+//! - [`AlertChannel`] ([`alerts`]): a destination for alerts;
+//! - [`AuditLog`] and [`CheckpointSink`] ([`audit`]): the audit log's store and the copy of its
+//!   checkpoints outside the relay.
 //!
 //! Ports depend only on [`crate::model`], never on an actor, so every actor can use them.
 
 pub mod alerts;
+pub mod audit;
 pub mod clock;
 pub mod datakeys;
 pub mod health;
@@ -22,6 +25,9 @@ pub mod memory;
 pub mod store;
 
 pub use alerts::{AlertChannel, AlertEvent, AlertState};
+pub use audit::{
+    Action, ActorKind, AuditError, AuditEvent, AuditLog, CheckpointInfo, CheckpointSink, Outcome,
+};
 pub use clock::{Clock, SharedClock, Ticks};
 pub use datakeys::{DataKeyInfo, DataKeyReport, DataKeyRing, Reencrypt, ReencryptBatch};
 pub use health::{blocking, Finding, Probe, ProbeFuture, Status};

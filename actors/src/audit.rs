@@ -1,0 +1,566 @@
+//! The audit writer: every security-relevant event becomes a record of the append-only,
+//! tamper-evident audit log ([`crate::ports::AuditLog`]), and the log is checkpointed (signed)
+//! every [`AuditConfig::checkpoint_every`] records or [`AuditConfig::checkpoint_interval`].
+//!
+//! Messages first: [`Record`] (fire and forget: the caller never waits on the disk),
+//! [`RecordNow`] (answered once the record is durable: for operations that must not go
+//! unrecorded), [`Flush`] (everything waiting is written and checkpointed) and [`GetStatus`].
+//! Then the [`AuditWriter`] actor, the [`AuditStatus`] that health and metrics read, and
+//! [`AuditAlerts`], the alert channel that records alert transitions.
+//!
+//! Events are written in batches, one blocking call at a time: whatever arrives while a batch is
+//! on the disk goes in the next one (a group commit, as the queue does). When the log cannot be
+//! written (disk full), [`RecordNow`] callers get the error at once, so the operation they guard
+//! fails rather than going unrecorded; fire-and-forget events wait (up to
+//! [`AuditConfig::max_pending`]) and are written when the disk is back. The status says so, which
+//! makes the `audit` health component unhealthy and so fires the `component_unhealthy` alert.
+//!
+//! On each tick it also compares the supervised actors' restart counters with what it saw last
+//! and records every restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::clock::SharedClock;
+use crate::metrics::{Metrics, SUPERVISED_ACTORS};
+use crate::ports::audit::{
+    Action, AuditError, AuditEvent, AuditLog, CheckpointInfo, CheckpointSink, Outcome,
+};
+use crate::ports::{AlertChannel, AlertEvent, AlertState};
+
+/// Appends an event; returns at once.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Record {
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// Appends an event and answers with its sequence number once it is durable, or with the
+/// reason it could not be written.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<u64, AuditError>")]
+pub struct RecordNow {
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// Writes everything waiting, signs a checkpoint, and answers with the log's size.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<u64, AuditError>")]
+pub struct Flush;
+
+/// The writer's status.
+#[derive(Message, Debug)]
+#[rtype(result = "AuditSnapshot")]
+pub struct GetStatus;
+
+/// Tunables.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditConfig {
+    /// A checkpoint after this many new records.
+    pub checkpoint_every: u64,
+    /// A checkpoint at least this often while records arrive.
+    pub checkpoint_interval: Duration,
+    /// How often the writer looks at its timers, restart counters and failed writes.
+    pub tick: Duration,
+    /// Housekeeping (archiving) this often.
+    pub maintain_every: Duration,
+    /// Most records in one append.
+    pub batch_max: usize,
+    /// Most fire-and-forget events kept while the log cannot be written.
+    pub max_pending: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1_000,
+            checkpoint_interval: Duration::from_secs(60),
+            tick: Duration::from_secs(5),
+            maintain_every: Duration::from_secs(24 * 3_600),
+            batch_max: 1_000,
+            max_pending: 10_000,
+        }
+    }
+}
+
+/// What health, metrics and the API read about the writer.
+#[derive(Debug, Default)]
+pub struct AuditStatus {
+    size: AtomicU64,
+    checkpoint_size: AtomicU64,
+    checkpoint_ms: AtomicI64,
+    pending: AtomicU64,
+    failing_since_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A copy of [`AuditStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditSnapshot {
+    /// Records in the log.
+    pub size: u64,
+    /// Records covered by the last checkpoint.
+    pub checkpoint_size: u64,
+    /// When the last checkpoint was signed (epoch ms; 0: none yet).
+    pub checkpoint_ms: i64,
+    /// Events waiting to be written.
+    pub pending: u64,
+    /// Since when writes fail (epoch ms), if they do.
+    pub failing_since_ms: Option<i64>,
+    /// The last write error, while writes fail.
+    pub last_error: Option<String>,
+}
+
+impl AuditStatus {
+    /// The status now.
+    pub fn snapshot(&self) -> AuditSnapshot {
+        let failing = self.failing_since_ms.load(Ordering::Relaxed);
+        AuditSnapshot {
+            size: self.size.load(Ordering::Relaxed),
+            checkpoint_size: self.checkpoint_size.load(Ordering::Relaxed),
+            checkpoint_ms: self.checkpoint_ms.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+            failing_since_ms: (failing != 0).then_some(failing),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    fn failed(&self, now_ms: i64, error: &AuditError) {
+        let _ = self.failing_since_ms.compare_exchange(
+            0,
+            now_ms.max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error.to_string());
+        }
+    }
+
+    fn succeeded(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = None;
+        }
+    }
+}
+
+struct Pending {
+    event: AuditEvent,
+    reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
+}
+
+/// The audit writer actor.
+pub struct AuditWriter {
+    log: Arc<dyn AuditLog>,
+    config: AuditConfig,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    status: Arc<AuditStatus>,
+    sink: Option<Arc<dyn CheckpointSink>>,
+    logger: slog::Logger,
+    pending: VecDeque<Pending>,
+    /// A call to the log is on the blocking pool.
+    busy: bool,
+    /// Records appended since the last checkpoint.
+    since_checkpoint: u64,
+    /// When the last checkpoint was signed (or the writer started).
+    last_checkpoint_ms: i64,
+    last_maintain_ms: i64,
+    /// A checkpoint is wanted as soon as the pending records are written.
+    want_checkpoint: bool,
+    /// [`Flush`] callers, answered after the next checkpoint.
+    flushes: Vec<oneshot::Sender<Result<u64, AuditError>>>,
+    /// Restart counts last seen, by actor.
+    restarts_seen: HashMap<&'static str, u64>,
+    /// The last append failed: wait for the tick before trying again.
+    backing_off: bool,
+}
+
+impl AuditWriter {
+    /// A writer over `log`, reporting into `status`.
+    pub fn new(
+        log: Arc<dyn AuditLog>,
+        config: AuditConfig,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        status: Arc<AuditStatus>,
+        logger: slog::Logger,
+    ) -> Self {
+        let now = clock.now_ms();
+        Self {
+            log,
+            config,
+            clock,
+            metrics,
+            status,
+            sink: None,
+            logger,
+            pending: VecDeque::new(),
+            busy: false,
+            since_checkpoint: 0,
+            last_checkpoint_ms: now,
+            last_maintain_ms: now,
+            want_checkpoint: false,
+            flushes: Vec::new(),
+            restarts_seen: HashMap::new(),
+            backing_off: false,
+        }
+    }
+
+    /// Also sends every checkpoint to `sink`.
+    pub fn with_sink(mut self, sink: Arc<dyn CheckpointSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Starts it under an actix `Supervisor`.
+    pub fn start_supervised(self) -> Addr<Self> {
+        actix::Supervisor::start(move |_| self)
+    }
+
+    fn push(
+        &mut self,
+        mut event: AuditEvent,
+        reply: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    ) {
+        if event.at_ms == 0 {
+            event.at_ms = self.clock.now_ms();
+        }
+        if reply.is_none() && self.pending.len() >= self.config.max_pending {
+            // Only fire-and-forget events wait this long: the oldest goes.
+            if let Some(index) = self.pending.iter().position(|p| p.reply.is_none()) {
+                if let Some(dropped) = self.pending.remove(index) {
+                    self.metrics.audit_dropped.inc();
+                    slog::error!(self.logger, "audit event dropped: the log stays unwritable and the wait list is full";
+                        "action" => dropped.event.action.as_str());
+                }
+            }
+        }
+        self.pending.push_back(Pending { event, reply });
+        self.status
+            .pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Starts the next call to the log, if none is running: an append of what waits, else a
+    /// wanted checkpoint.
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        if !self.pending.is_empty() && !self.backing_off {
+            self.append(ctx);
+        } else if self.want_checkpoint || !self.flushes.is_empty() {
+            if self.pending.is_empty() {
+                self.checkpoint(ctx);
+            } else {
+                // Flushing while the log cannot be written.
+                let error = AuditError::Write(
+                    self.status
+                        .snapshot()
+                        .last_error
+                        .unwrap_or_else(|| "records are waiting".into()),
+                );
+                for flush in self.flushes.drain(..) {
+                    let _ = flush.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, ctx: &mut Context<Self>) {
+        self.busy = true;
+        let take = self.pending.len().min(self.config.batch_max);
+        let batch: Vec<Pending> = self.pending.drain(..take).collect();
+        let events: Vec<AuditEvent> = batch.iter().map(|p| p.event.clone()).collect();
+        let log = self.log.clone();
+        let work = tokio::task::spawn_blocking(move || log.append(&events));
+        ctx.spawn(
+            async move { work.await.unwrap_or(Err(AuditError::Unavailable)) }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.busy = false;
+                    match result {
+                        Ok(seqs) => {
+                            act.backing_off = false;
+                            act.status.succeeded();
+                            let n = seqs.len() as u64;
+                            act.metrics.audit_records.inc_by(n);
+                            if let Some(last) = seqs.last() {
+                                act.status.size.store(*last, Ordering::Relaxed);
+                            }
+                            for (pending, seq) in batch.into_iter().zip(seqs) {
+                                if let Some(reply) = pending.reply {
+                                    let _ = reply.send(Ok(seq));
+                                }
+                            }
+                            act.since_checkpoint += n;
+                            if act.since_checkpoint >= act.config.checkpoint_every {
+                                act.want_checkpoint = true;
+                            }
+                        }
+                        Err(e) => {
+                            act.failed(&e);
+                            // Those waiting for an answer get it now; the rest wait for the
+                            // disk, in their order.
+                            for pending in batch.into_iter().rev() {
+                                match pending.reply {
+                                    Some(reply) => {
+                                        let _ = reply.send(Err(e.clone()));
+                                    }
+                                    None => act.pending.push_front(pending),
+                                }
+                            }
+                        }
+                    }
+                    act.status
+                        .pending
+                        .store(act.pending.len() as u64, Ordering::Relaxed);
+                    act.kick(ctx);
+                }),
+        );
+    }
+
+    fn failed(&mut self, e: &AuditError) {
+        if self.status.snapshot().failing_since_ms.is_none() {
+            slog::error!(self.logger, "the audit log cannot be written; operations that must be audited are refused until it can"; "error" => %e);
+        }
+        self.backing_off = true;
+        self.metrics.audit_write_failures.inc();
+        self.status.failed(self.clock.now_ms(), e);
+    }
+
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        self.busy = true;
+        self.want_checkpoint = false;
+        let log = self.log.clone();
+        let now = self.clock.now_ms();
+        let work = tokio::task::spawn_blocking(move || {
+            let made = log.checkpoint(now)?;
+            Ok((made, log.size()?))
+        });
+        ctx.spawn(
+            async move { work.await.unwrap_or(Err(AuditError::Unavailable)) }
+                .into_actor(self)
+                .map(
+                    move |result: Result<(Option<CheckpointInfo>, u64), AuditError>, act, ctx| {
+                        act.busy = false;
+                        let answer = match result {
+                            Ok((made, size)) => {
+                                act.status.size.store(size, Ordering::Relaxed);
+                                act.since_checkpoint = 0;
+                                act.last_checkpoint_ms = now;
+                                if let Some(info) = made {
+                                    act.checkpointed(info);
+                                }
+                                Ok(size)
+                            }
+                            Err(e) => {
+                                act.failed(&e);
+                                Err(e)
+                            }
+                        };
+                        for flush in act.flushes.drain(..) {
+                            let _ = flush.send(answer.clone());
+                        }
+                        act.kick(ctx);
+                    },
+                ),
+        );
+    }
+
+    fn checkpointed(&mut self, info: CheckpointInfo) {
+        self.status
+            .checkpoint_size
+            .store(info.size, Ordering::Relaxed);
+        self.status
+            .checkpoint_ms
+            .store(info.at_ms, Ordering::Relaxed);
+        self.metrics
+            .audit_checkpoint_size
+            .set(i64::try_from(info.size).unwrap_or(i64::MAX));
+        slog::debug!(self.logger, "audit checkpoint signed"; "size" => info.size);
+        if let Some(sink) = &self.sink {
+            sink.publish(&info);
+        }
+    }
+
+    /// Records the restarts counted since the last look.
+    fn look_at_restarts(&mut self, baseline: bool) {
+        for &actor in SUPERVISED_ACTORS {
+            let now = self
+                .metrics
+                .actor_restarts
+                .with_label_values(&[actor])
+                .get();
+            let seen = self.restarts_seen.insert(actor, now).unwrap_or(0);
+            if !baseline && now > seen {
+                let event = AuditEvent::system(Action::ActorRestarted, Outcome::Ok)
+                    .on(actor)
+                    .with_details(serde_json::json!({ "restarts": now - seen, "total": now }));
+                self.push(event, None);
+            }
+        }
+    }
+
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        let log = self.log.clone();
+        let now = self.clock.now_ms();
+        self.last_maintain_ms = now;
+        self.busy = true;
+        let work = tokio::task::spawn_blocking(move || log.maintain(now));
+        ctx.spawn(
+            async move { work.await.unwrap_or(Err(AuditError::Unavailable)) }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.busy = false;
+                    match result {
+                        Ok(0) => {}
+                        Ok(n) => slog::info!(act.logger, "audit records archived"; "records" => n),
+                        Err(e) => {
+                            slog::warn!(act.logger, "audit housekeeping failed; it runs again tomorrow"; "error" => %e);
+                        }
+                    }
+                    act.kick(ctx);
+                }),
+        );
+    }
+}
+
+impl Actor for AuditWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        self.busy = false;
+        self.look_at_restarts(self.restarts_seen.is_empty());
+        ctx.add_stream(self.clock.interval(self.config.tick));
+        // What an earlier run left uncovered is checkpointed at start.
+        self.want_checkpoint = true;
+        self.kick(ctx);
+    }
+}
+
+impl Supervised for AuditWriter {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.metrics
+            .actor_restarts
+            .with_label_values(&["audit"])
+            .inc();
+        slog::warn!(self.logger, "audit writer restarting"; "pending" => self.pending.len());
+    }
+}
+
+impl StreamHandler<()> for AuditWriter {
+    fn handle(&mut self, _tick: (), ctx: &mut Self::Context) {
+        let now = self.clock.now_ms();
+        self.look_at_restarts(false);
+        self.backing_off = false;
+        let interval =
+            i64::try_from(self.config.checkpoint_interval.as_millis()).unwrap_or(i64::MAX);
+        if self.since_checkpoint > 0 && now.saturating_sub(self.last_checkpoint_ms) >= interval {
+            self.want_checkpoint = true;
+        }
+        let maintain = i64::try_from(self.config.maintain_every.as_millis()).unwrap_or(i64::MAX);
+        if !self.busy
+            && self.pending.is_empty()
+            && now.saturating_sub(self.last_maintain_ms) >= maintain
+        {
+            self.maintain(ctx);
+            return;
+        }
+        self.kick(ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl Handler<Record> for AuditWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Record, ctx: &mut Self::Context) {
+        self.push(msg.event, None);
+        self.kick(ctx);
+    }
+}
+
+impl Handler<RecordNow> for AuditWriter {
+    type Result = ResponseFuture<Result<u64, AuditError>>;
+
+    fn handle(&mut self, msg: RecordNow, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if self.backing_off {
+            // The last write failed: answer from it at once rather than queue behind it, so a
+            // guarded operation fails fast; the next tick tries the disk again.
+            let error = AuditError::Write(
+                self.status
+                    .snapshot()
+                    .last_error
+                    .unwrap_or_else(|| "the last write failed".into()),
+            );
+            return Box::pin(async move { Err(error) });
+        }
+        self.push(msg.event, Some(tx));
+        self.kick(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(AuditError::Unavailable)) })
+    }
+}
+
+impl Handler<Flush> for AuditWriter {
+    type Result = ResponseFuture<Result<u64, AuditError>>;
+
+    fn handle(&mut self, _msg: Flush, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.flushes.push(tx);
+        self.want_checkpoint = true;
+        self.backing_off = false;
+        self.kick(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(AuditError::Unavailable)) })
+    }
+}
+
+impl Handler<GetStatus> for AuditWriter {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status.snapshot())
+    }
+}
+
+/// The alert channel that records every alert transition (first notices only; repeats of an
+/// alert still firing are not new events).
+pub struct AuditAlerts(pub Recipient<Record>);
+
+impl AlertChannel for AuditAlerts {
+    fn name(&self) -> &str {
+        "audit"
+    }
+
+    fn send(&self, event: &AlertEvent) {
+        if event.repeat {
+            return;
+        }
+        let action = match event.state {
+            AlertState::Firing => Action::AlertFired,
+            AlertState::Resolved => Action::AlertResolved,
+        };
+        let mut audit = AuditEvent::system(action, Outcome::Ok)
+            .on(event.alert)
+            .with_details(serde_json::json!({
+                "summary": event.summary,
+                "value": event.value,
+                "threshold": event.threshold,
+            }));
+        audit.at_ms = event.at_ms;
+        self.0.do_send(Record { event: audit });
+    }
+}

@@ -1,0 +1,469 @@
+//! Verification of the whole audit log, archives included, against its signed checkpoints; and
+//! inclusion proofs.
+//!
+//! [`verify`] reads every checkpoint (the checkpoint file and the `audit_checkpoints` table),
+//! checks each signature with the verifier key, then walks every record in order (the archives,
+//! oldest first, then the table), recomputing each leaf hash from the record's columns and the
+//! tree from the leaves. It stops at the first thing that does not hold:
+//!
+//! - a checkpoint whose signature does not verify, or whose origin is not this log's (forged);
+//! - two checkpoints of one size with different roots (a fork);
+//! - a record whose seq is not the next one (deleted, or the table was cut);
+//! - a record whose columns do not hash to its stored leaf hash (changed, or swapped with
+//!   another: the seq is hashed too);
+//! - a tree whose root at a checkpoint's size is not the checkpoint's (a record changed and its
+//!   stored leaf hash rewritten to match: the failure names the span between the two checkpoints);
+//! - fewer records than the largest checkpoint covers (a truncated tail).
+//!
+//! Records after the last checkpoint are checked for their leaf hashes and order only; the report
+//! says how many there are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use diesel::SqliteConnection;
+use serde::Serialize;
+
+use super::archive::{self, Line};
+use super::merkle::{self, Frontier, Hash};
+use super::note::{split_notes, Checkpoint, NoteVerifier};
+use super::record;
+use crate::store::audit::{self as rows, AuditRow};
+use crate::store::StoreError;
+
+/// What verification needs besides the database.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The checkpoint file.
+    pub checkpoint_file: PathBuf,
+    /// The archive directory.
+    pub archive_dir: PathBuf,
+}
+
+/// What held.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Records checked (archives and database).
+    pub records: u64,
+    /// The first record checked (1 unless old archives were deleted by retention).
+    pub first: u64,
+    /// Archive files read.
+    pub archives: usize,
+    /// Distinct checkpoints whose signatures were checked.
+    pub checkpoints: usize,
+    /// The largest checkpoint's size.
+    pub checkpoint_size: u64,
+    /// When it was signed (epoch ms).
+    pub checkpoint_ms: i64,
+    /// Records after it (checked for order and leaf hashes; not yet signed for).
+    pub uncovered: u64,
+}
+
+/// What did not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The first bad record, and what is wrong with it.
+    #[error("record {seq}: {why}")]
+    Record {
+        /// Its seq.
+        seq: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A checkpoint that is forged or contradicts another.
+    #[error("checkpoint {what}: {why}")]
+    Checkpoint {
+        /// Which (its source and size).
+        what: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The log could not be read at all.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Unreadable(e.to_string())
+    }
+}
+
+struct Known {
+    root: Hash,
+    time_ms: i64,
+    source: String,
+}
+
+/// Opens one checkpoint note with `verifier`, checking that it is this log's.
+fn open_checkpoint(verifier: &NoteVerifier, note: &str, what: &str) -> Result<Checkpoint, Failure> {
+    let bad = |why: String| Failure::Checkpoint {
+        what: what.to_owned(),
+        why,
+    };
+    let text = verifier
+        .open(note)
+        .map_err(|e| bad(format!("{e} (forged, or signed by another key)")))?;
+    let checkpoint = Checkpoint::parse(text).map_err(|e| bad(e.to_string()))?;
+    if checkpoint.origin != verifier.name() {
+        return Err(bad(format!(
+            "its origin is {:?}, not this log's {:?}",
+            checkpoint.origin,
+            verifier.name()
+        )));
+    }
+    Ok(checkpoint)
+}
+
+fn learn(
+    known: &mut BTreeMap<u64, Known>,
+    checkpoint: Checkpoint,
+    source: String,
+) -> Result<(), Failure> {
+    match known.get(&checkpoint.size) {
+        Some(seen) if seen.root != checkpoint.root => Err(Failure::Checkpoint {
+            what: source,
+            why: format!(
+                "its root for {} records differs from that of {} (the log was forked or rewritten)",
+                checkpoint.size, seen.source
+            ),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            known.insert(
+                checkpoint.size,
+                Known {
+                    root: checkpoint.root,
+                    time_ms: checkpoint.time_ms,
+                    source,
+                },
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Every checkpoint of the file and the table, signatures checked.
+fn checkpoints(
+    conn: &mut SqliteConnection,
+    verifier: &NoteVerifier,
+    sources: &Sources,
+) -> Result<BTreeMap<u64, Known>, Failure> {
+    let mut known = BTreeMap::new();
+    let file = match std::fs::read(&sources.checkpoint_file) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(Failure::Unreadable(format!(
+                "{}: {e}",
+                sources.checkpoint_file.display()
+            )))
+        }
+    };
+    let split = split_notes(&file);
+    for (i, note) in split.notes.iter().enumerate() {
+        let what = format!("{} entry {}", sources.checkpoint_file.display(), i + 1);
+        let checkpoint = open_checkpoint(verifier, note, &what)?;
+        learn(&mut known, checkpoint, what)?;
+    }
+    let from_file = known.len();
+    for row in rows::checkpoints(conn)? {
+        let what = format!("of size {} in the database", row.size);
+        let checkpoint = open_checkpoint(verifier, &row.note, &what)?;
+        if i64::try_from(checkpoint.size).ok() != Some(row.size) {
+            return Err(Failure::Checkpoint {
+                what,
+                why: format!("the signed note says {} records", checkpoint.size),
+            });
+        }
+        learn(&mut known, checkpoint, what)?;
+    }
+    if from_file == 0 && !known.is_empty() {
+        return Err(Failure::Checkpoint {
+            what: sources.checkpoint_file.display().to_string(),
+            why: "the database has checkpoints but the checkpoint file has none (it was removed or emptied)".into(),
+        });
+    }
+    Ok(known)
+}
+
+/// Walks the tree leaf by leaf, checking each against the checkpoints as it grows.
+struct Walk<'a> {
+    known: &'a BTreeMap<u64, Known>,
+    frontier: Frontier,
+    /// Size at the last checkpoint passed.
+    checked_at: u64,
+    records: u64,
+    /// Every leaf, when a proof is wanted.
+    leaves: Option<Vec<Hash>>,
+}
+
+impl Walk<'_> {
+    fn record(&mut self, row: &AuditRow) -> Result<(), Failure> {
+        let expected = self.frontier.size() + 1;
+        let seq = u64::try_from(row.seq).unwrap_or(0);
+        if seq != expected {
+            return Err(Failure::Record {
+                seq: expected,
+                why: if seq > expected {
+                    format!("is missing (the next record is {seq}): deleted")
+                } else {
+                    format!("appears again as record {seq}: records were copied or reordered")
+                },
+            });
+        }
+        let leaf = record::leaf_of(row);
+        if row.leaf_hash != leaf {
+            return Err(Failure::Record {
+                seq,
+                why:
+                    "its fields do not match its leaf hash: changed, or swapped with another record"
+                        .into(),
+            });
+        }
+        self.frontier.push(leaf);
+        if let Some(leaves) = &mut self.leaves {
+            leaves.push(leaf);
+        }
+        self.records += 1;
+        self.at_size()
+    }
+
+    /// Compares the root with a checkpoint of this size, if there is one.
+    fn at_size(&mut self) -> Result<(), Failure> {
+        let size = self.frontier.size();
+        if let Some(known) = self.known.get(&size) {
+            if known.root != self.frontier.root() {
+                return Err(Failure::Record {
+                    seq: self.checked_at + 1,
+                    why: format!(
+                        "records {}..{} do not hash to the checkpoint of size {size} ({}): one of them was changed, removed or reordered and its leaf hash rewritten",
+                        self.checked_at + 1,
+                        size,
+                        known.source
+                    ),
+                });
+            }
+            self.checked_at = size;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of a walk over the whole log.
+pub struct Walked {
+    /// What held.
+    pub report: Report,
+    /// Every leaf from the first record checked, when asked for.
+    pub leaves: Option<Vec<Hash>>,
+}
+
+/// Verifies the log; with `keep_leaves`, also returns every leaf (for proofs).
+pub fn walk(
+    conn: &mut SqliteConnection,
+    verifier: &NoteVerifier,
+    sources: &Sources,
+    keep_leaves: bool,
+) -> Result<Walked, Failure> {
+    let known = checkpoints(conn, verifier, sources)?;
+    let archives = archive::list(&sources.archive_dir)
+        .map_err(|e| Failure::Unreadable(format!("{}: {e}", sources.archive_dir.display())))?;
+    let mut walk = Walk {
+        known: &known,
+        frontier: Frontier::new(),
+        checked_at: 0,
+        records: 0,
+        leaves: keep_leaves.then(Vec::new),
+    };
+    let mut first = 1;
+    for (i, file) in archives.iter().enumerate() {
+        let what = file.path.display().to_string();
+        let lines = archive::read(&file.path).map_err(Failure::Unreadable)?;
+        for line in lines {
+            match line {
+                Line::Start {
+                    size,
+                    frontier,
+                    checkpoint,
+                } => {
+                    if i == 0 && size > 0 {
+                        // Older archives were deleted by retention: start from this one's
+                        // frontier, which its signed checkpoint vouches for.
+                        let bytes = hex::decode(&frontier)
+                            .map_err(|e| Failure::Unreadable(format!("{what}: frontier: {e}")))?;
+                        let start = Frontier::from_bytes(&bytes)
+                            .map_err(|e| Failure::Unreadable(format!("{what}: frontier: {e}")))?;
+                        let note = checkpoint.ok_or_else(|| Failure::Checkpoint {
+                            what: what.clone(),
+                            why: "the archive starts mid-log without a checkpoint".into(),
+                        })?;
+                        let signed = open_checkpoint(verifier, &note, &format!("{what} (start)"))?;
+                        if signed.size != size
+                            || signed.root != start.root()
+                            || start.size() != size
+                        {
+                            return Err(Failure::Checkpoint {
+                                what: format!("{what} (start)"),
+                                why: "the frontier does not match its signed checkpoint".into(),
+                            });
+                        }
+                        walk.frontier = start;
+                        walk.checked_at = size;
+                        first = size + 1;
+                        if keep_leaves {
+                            return Err(Failure::Unreadable(
+                                "older archives were deleted by retention: proofs need every leaf from record 1".into(),
+                            ));
+                        }
+                    } else if size != walk.frontier.size() {
+                        return Err(Failure::Record {
+                            seq: walk.frontier.size() + 1,
+                            why: format!(
+                                "is missing: the archive {what} starts after record {size}"
+                            ),
+                        });
+                    }
+                }
+                Line::Record(archived) => {
+                    let row = archived.to_row().map_err(Failure::Unreadable)?;
+                    walk.record(&row)?;
+                }
+                Line::End { size, checkpoint } => {
+                    let signed = open_checkpoint(verifier, &checkpoint, &format!("{what} (end)"))?;
+                    if signed.size != size
+                        || size != walk.frontier.size()
+                        || signed.root != walk.frontier.root()
+                    {
+                        return Err(Failure::Record {
+                            seq: walk.checked_at + 1,
+                            why: format!(
+                                "the archive {what} does not hash to its own end checkpoint"
+                            ),
+                        });
+                    }
+                    walk.checked_at = size;
+                }
+            }
+        }
+    }
+    const PAGE: i64 = 5_000;
+    loop {
+        let after = i64::try_from(walk.frontier.size()).unwrap_or(i64::MAX);
+        let page = rows::rows_after(conn, after, PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for row in &page {
+            walk.record(row)?;
+        }
+    }
+    // Rows the walk did not reach are below it: the table restarts at an earlier seq.
+    let (largest, latest) = known
+        .iter()
+        .next_back()
+        .map(|(size, k)| (*size, k.time_ms))
+        .unwrap_or((0, 0));
+    let size = walk.frontier.size();
+    if largest > size {
+        return Err(Failure::Record {
+            seq: size + 1,
+            why: format!(
+                "is missing: the log ends at record {size}, but a checkpoint covers {largest} records (the tail was truncated)"
+            ),
+        });
+    }
+    Ok(Walked {
+        report: Report {
+            records: walk.records,
+            first,
+            archives: archives.len(),
+            checkpoints: known.len(),
+            checkpoint_size: largest,
+            checkpoint_ms: latest,
+            uncovered: size - largest,
+        },
+        leaves: walk.leaves,
+    })
+}
+
+/// Verifies the whole log.
+pub fn verify(
+    conn: &mut SqliteConnection,
+    verifier: &NoteVerifier,
+    sources: &Sources,
+) -> Result<Report, Failure> {
+    walk(conn, verifier, sources, false).map(|w| w.report)
+}
+
+/// An inclusion proof of one record in the tree of the latest checkpoint.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Proof {
+    /// The record.
+    pub seq: u64,
+    /// Its leaf hash (hex).
+    pub leaf_hash: String,
+    /// The tree's size (the checkpoint's).
+    pub tree_size: u64,
+    /// The tree's root (base64, as in the checkpoint).
+    pub root_hash: String,
+    /// The audit path, leaf to root (hex), RFC 9162 §2.1.3.
+    pub proof: Vec<String>,
+    /// The signed checkpoint the root is from.
+    pub checkpoint: String,
+}
+
+/// Proves that record `seq` is in the log as of its latest checkpoint (after verifying it).
+pub fn prove(
+    conn: &mut SqliteConnection,
+    verifier: &NoteVerifier,
+    sources: &Sources,
+    seq: u64,
+) -> Result<Proof, Failure> {
+    let walked = walk(conn, verifier, sources, true)?;
+    let leaves = walked.leaves.unwrap_or_default();
+    let size = walked.report.checkpoint_size;
+    if seq == 0 || seq > size {
+        return Err(Failure::Unreadable(format!(
+            "record {seq} is not covered by a checkpoint yet (the latest covers {size} records); try again after the next one"
+        )));
+    }
+    let covered = leaves
+        .get(..usize::try_from(size).unwrap_or(usize::MAX))
+        .ok_or_else(|| Failure::Unreadable("the leaves do not reach the checkpoint".into()))?;
+    let path = merkle::inclusion_proof(covered, seq - 1)
+        .map_err(|e| Failure::Unreadable(e.to_string()))?;
+    let note = checkpoint_note(conn, sources, size)?;
+    let root = merkle::root(covered);
+    use base64::Engine;
+    Ok(Proof {
+        seq,
+        leaf_hash: hex::encode(covered[usize::try_from(seq - 1).unwrap_or(0)]),
+        tree_size: size,
+        root_hash: base64::engine::general_purpose::STANDARD.encode(root),
+        proof: path.iter().map(hex::encode).collect(),
+        checkpoint: note,
+    })
+}
+
+/// The note of the checkpoint of `size` (the table's, else the file's).
+fn checkpoint_note(
+    conn: &mut SqliteConnection,
+    sources: &Sources,
+    size: u64,
+) -> Result<String, Failure> {
+    let at = i64::try_from(size).unwrap_or(i64::MAX);
+    if let Some(row) = rows::checkpoint_at_most(conn, at)?.filter(|r| r.size == at) {
+        return Ok(row.note);
+    }
+    let file = std::fs::read_to_string(&sources.checkpoint_file)
+        .map_err(|e| Failure::Unreadable(e.to_string()))?;
+    split_notes(&file)
+        .notes
+        .iter()
+        .rev()
+        .find(|n| n.lines().nth(1) == Some(size.to_string().as_str()))
+        .map(|n| (*n).to_owned())
+        .ok_or_else(|| Failure::Unreadable(format!("no checkpoint note of size {size}")))
+}
