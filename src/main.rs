@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use beepmyphone::cli::{admin, client, keys, local, Cli, Command, KeysCommand, TokenCommand};
+use beepmyphone::cli::{
+    admin, audit, client, keys, local, Cli, Command, KeysCommand, TokenCommand,
+};
 use beepmyphone::config::{Overrides, Settings};
 use beepmyphone::startup::{Application, Options};
 
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Admin { command } => local_result(admin::run(command, &mut std::io::stdout())),
+        Command::Audit { command } => local_result(audit::run(command, &mut std::io::stdout())),
     }
 }
 

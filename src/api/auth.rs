@@ -161,8 +161,12 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Authenticates a bearer token.
-pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+/// Authenticates a bearer token (from `ip`, which the audit record of a token's first use keeps).
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Principal, ApiError> {
     if token.starts_with(API_TOKEN_PREFIX) {
         let hash = hash_secret(token);
         let now = state.clock.now_ms();
@@ -185,6 +189,25 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
             ApiError::Internal(format!("token {} has scope {}", row.id, row.scope))
         })?;
         let id = ApiTokenId::from_trusted(row.id);
+        if row.last_used_at.is_none() {
+            let source = crate::audit::AuditContext {
+                ip: ip.map(|ip| ip.to_string()),
+                request_id: crate::request_id::current_request_id(),
+                trace_id: crate::request_id::current_trace_id().map(|t| t.to_string()),
+            };
+            state.audit.record(
+                source
+                    .event(
+                        beepmyphone_actors::ports::Action::TokenFirstUsed,
+                        (
+                            beepmyphone_actors::ports::ActorKind::Token,
+                            Some(id.to_string()),
+                        ),
+                        beepmyphone_actors::ports::Outcome::Ok,
+                    )
+                    .on(id.to_string()),
+            );
+        }
         state.api_tokens.insert(
             hash,
             CachedToken {
@@ -325,7 +348,10 @@ pub async fn authenticate_request(
             _ if foreign_scheme => Err(ApiError::Unauthorized(
                 "the Authorization header must be `Bearer <token>`".into(),
             )),
-            (Some(token), _, Some(state)) => authenticate(&state, &token).await.map(Some),
+            (Some(token), _, Some(state)) => {
+                let ip = state.limits.client_ip(req.request());
+                authenticate(&state, &token, ip).await.map(Some)
+            }
             (None, Some(cookie), Some(state)) => {
                 authenticate_session(&state, req.request(), &cookie).await
             }

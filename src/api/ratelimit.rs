@@ -81,6 +81,26 @@ fn too_many<B>(
     res
 }
 
+/// Counts a violation of `ip`; a block it causes is recorded in the audit log (the IP sealed in
+/// the record's source IP).
+async fn violation(state: &AppState, ip: IpAddr, now: i64) {
+    if state.limits.limiter.violation(ip, now).await {
+        let until = state.limits.limiter.blocked_until(ip, now);
+        let mut event = beepmyphone_actors::ports::AuditEvent::system(
+            beepmyphone_actors::ports::Action::IpBlocked,
+            beepmyphone_actors::ports::Outcome::Ok,
+        )
+        .with_details(serde_json::json!({
+            "until": until.map(beepmyphone_actors::model::rfc3339),
+            "seconds": state.settings.limits.block_seconds,
+        }));
+        event.ip = Some(ip.to_string());
+        event.request_id = crate::request_id::current_request_id();
+        event.trace_id = crate::request_id::current_trace_id().map(|t| t.to_string());
+        state.audit.record(event);
+    }
+}
+
 async fn denied<B>(
     state: &AppState,
     req: ServiceRequest,
@@ -89,7 +109,7 @@ async fn denied<B>(
     decision: &Decision,
     now: i64,
 ) -> ServiceResponse<EitherBody<B>> {
-    state.limits.limiter.violation(ip, now).await;
+    violation(state, ip, now).await;
     state
         .graph
         .metrics
@@ -175,7 +195,7 @@ pub async fn limit_ip(
         let rule = &limits.rules.ip;
         let decision = limits.limiter.check(rule, &key, now, true).await;
         if !decision.allowed {
-            limits.limiter.violation(ip, now).await;
+            violation(&state, ip, now).await;
         }
         add_headers(&mut res, rule, &decision);
     }

@@ -1015,6 +1015,89 @@ pub struct NotificationListQuery {
     pub cursor: Option<String>,
 }
 
+/// The actions `GET /audit` filters by (every [`beepmyphone_actors::ports::Action`]).
+pub const AUDIT_ACTIONS: [&str; 22] = [
+    "admin.login",
+    "admin.logout",
+    "admin.session_ended",
+    "token.created",
+    "token.first_used",
+    "token.deleted",
+    "pairing.code_created",
+    "device.paired",
+    "device.refreshed",
+    "device.refresh_reuse",
+    "device.logout",
+    "device.deleted",
+    "signing_key.rotated",
+    "signing_key.retired",
+    "data_key.rotated",
+    "data_key.retired",
+    "ip.blocked",
+    "ip.unblocked",
+    "config.loaded",
+    "actor.restarted",
+    "alert.fired",
+    "alert.resolved",
+];
+
+/// `GET /audit` filters.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditListQuery {
+    /// Only this action.
+    #[garde(custom(one_of(&AUDIT_ACTIONS, "must be an audit action such as admin.login (see the API documentation)")))]
+    #[param(pattern = "^[a-z_]+\\.[a-z_]+$")]
+    pub action: Option<String>,
+    /// Only records by this actor: an admin, token or device id, or `system` or `anonymous`.
+    #[garde(custom(actor_filter))]
+    #[param(pattern = "^(system|anonymous|(adm|tok|dev)_[0-9A-Za-z]{1,40})$")]
+    pub actor: Option<String>,
+    /// Only records about this subject (a device, token, key or session id, an actor name).
+    #[garde(custom(line(1, 128)))]
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    pub subject: Option<String>,
+    /// At or after (RFC 3339).
+    #[garde(custom(timestamp))]
+    #[param(format = DateTime)]
+    pub since: Option<String>,
+    /// Before (RFC 3339).
+    #[garde(custom(timestamp))]
+    #[param(format = DateTime)]
+    pub until: Option<String>,
+    /// Page size, 1..500 (default 50).
+    #[garde(custom(page_size))]
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    #[garde(custom(seq_cursor))]
+    #[param(pattern = "^[0-9]{1,18}$")]
+    pub cursor: Option<String>,
+}
+
+fn actor_filter(value: &Option<String>, (): &()) -> garde::Result {
+    let ok = |raw: &str| {
+        matches!(raw, "system" | "anonymous")
+            || ["adm_", "tok_", "dev_"].iter().any(|p| {
+                raw.strip_prefix(p).is_some_and(|rest| {
+                    (1..=40).contains(&rest.len())
+                        && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+                })
+            })
+    };
+    match value {
+        Some(raw) if !ok(raw) => Err(garde::Error::new(
+            "must be an admin, token or device id (adm_…, tok_…, dev_…), system or anonymous",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A page of a list.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -129,7 +129,7 @@ impl SqliteAuditLog {
 
 impl AuditLog for SqliteAuditLog {
     fn append(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
-        let cipher = self.store.cipher().map_err(write_err)?.clone();
+        let cipher = self.store.cipher().ok().cloned();
         let mut guard = self.frontier()?;
         let mut conn = self.store.conn().map_err(write_err)?;
         let (frontier, seqs) = conn
@@ -143,8 +143,12 @@ impl AuditLog for SqliteAuditLog {
                 let mut seqs = Vec::with_capacity(events.len());
                 for event in events {
                     let seq = frontier.size() + 1;
-                    let row = record::seal(event, i64::try_from(seq).unwrap_or(i64::MAX), &cipher)
-                        .map_err(StoreError::crypto)?;
+                    let row = record::seal(
+                        event,
+                        i64::try_from(seq).unwrap_or(i64::MAX),
+                        cipher.as_ref(),
+                    )
+                    .map_err(StoreError::crypto)?;
                     let leaf: Hash = record::leaf_of(&row);
                     frontier.push(leaf);
                     batch.push(row);

@@ -102,6 +102,11 @@ pub struct AuditContext {
 }
 
 impl AuditContext {
+    /// The relay itself as the actor.
+    pub fn system() -> (ActorKind, Option<String>) {
+        (ActorKind::System, None)
+    }
+
     /// An event of `action` by `actor` (kind and id) from this request.
     pub fn event(
         &self,
@@ -205,10 +210,19 @@ pub async fn start(
     let store = store.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let signer = signing::load_or_create(&keys_dir).map_err(|e| e.to_string())?;
-        log::SqliteAuditLog::open(store, signer, file, archiver).map_err(|e| e.to_string())
+        // A crash mid-append can leave half a note at the end: it never counted, so it goes.
+        let repaired = log::repair_torn_tail(&file)
+            .map_err(|e| format!("checkpoint file {}: {e}", file.display()))?;
+        log::SqliteAuditLog::open(store, signer, file, archiver)
+            .map(|log| (log, repaired))
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())??;
+    let (opened, repaired) = opened;
+    if repaired {
+        slog::warn!(log, "the audit checkpoint file ended in a torn note (a crash while writing it); it was cut back to the last complete one");
+    }
     slog::info!(log, "audit log open"; "origin" => opened.origin());
     let status = Arc::new(AuditStatus::default());
     let mut writer = AuditWriter::new(

@@ -70,8 +70,13 @@ pub struct Personal {
     pub details: serde_json::Value,
 }
 
-/// The row of `event` at position `seq`, sealed with the current audit key, leaf hash set.
-pub fn seal(event: &AuditEvent, seq: i64, cipher: &Cipher) -> Result<AuditRow, CryptoError> {
+/// The row of `event` at position `seq`, its personal part (if any) sealed with the current audit
+/// key, leaf hash set. Without data keys only events with nothing personal can be stored.
+pub fn seal(
+    event: &AuditEvent,
+    seq: i64,
+    cipher: Option<&Cipher>,
+) -> Result<AuditRow, CryptoError> {
     let personal = Personal {
         ip: event.ip.clone(),
         details: event.details.clone(),
@@ -79,7 +84,9 @@ pub fn seal(event: &AuditEvent, seq: i64, cipher: &Cipher) -> Result<AuditRow, C
     let (key_id, sealed) = if personal.ip.is_none() && personal.details.is_null() {
         (None, None)
     } else {
-        let sealer = cipher.sealer(Purpose::Audit)?;
+        let sealer = cipher
+            .ok_or(CryptoError::NoKey(Purpose::Audit))?
+            .sealer(Purpose::Audit)?;
         let plain = serde_json::to_vec(&personal)
             .map_err(|e| CryptoError::Keys(format!("audit details: {e}")))?;
         let sealed = sealer.seal(fields::AUDIT_SEALED, &seq.to_string(), &plain)?;
@@ -245,7 +252,8 @@ mod tests {
             .with_details(serde_json::json!({"username": "root"}));
         event.ip = Some("192.0.2.1".into());
         event.at_ms = 5;
-        let row = seal(&event, 11, &cipher).unwrap();
+        let row = seal(&event, 11, Some(&cipher)).unwrap();
+        assert!(seal(&event, 11, None).is_err());
         assert_eq!(row.leaf_hash, leaf_of(&row).to_vec());
         let personal = open(&row, &cipher).unwrap().unwrap();
         assert_eq!(personal.ip.as_deref(), Some("192.0.2.1"));
@@ -259,7 +267,7 @@ mod tests {
         let bare = seal(
             &AuditEvent::system(Action::ConfigLoaded, Outcome::Ok),
             1,
-            &cipher,
+            None,
         )
         .unwrap();
         assert!(bare.sealed.is_none() && bare.key_id.is_none());

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use beepmyphone_actors::keys::{reconcile, KeyState};
 use beepmyphone_actors::model::rfc3339;
+use beepmyphone_actors::ports::{Action, Outcome};
 
 use crate::security::keys::{DiskKeyRing, KEY_SCAN_INTERVAL};
 
@@ -27,8 +28,17 @@ pub fn keys_passphrase(
 /// ([`super::datakeys::rotate`]).
 pub fn keys_rotate(args: &ConfigArgs, data: bool, out: &mut impl Write) -> Result<(), LocalError> {
     let settings = settings(args)?;
+    let store = super::local::open_store(&settings)?;
+    let action = if data {
+        Action::DataKeyRotated
+    } else {
+        Action::SigningKeyRotated
+    };
+    // Recorded before the rotation: a rotation is never unrecorded.
+    super::audit::record(&settings, &store, action, None, Outcome::Requested)?;
     if data {
-        return super::datakeys::rotate(&settings, out);
+        super::datakeys::rotate(&settings, out)?;
+        return super::audit::record(&settings, &store, action, None, Outcome::Ok);
     }
     let dir = settings.keys_dir();
     let policy = crate::security::keys::policy(&settings.auth);
@@ -56,6 +66,13 @@ pub fn keys_rotate(args: &ConfigArgs, data: bool, out: &mut impl Write) -> Resul
     }
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
     if let Some(created) = done.created.as_ref().or(done.keys.last().filter(|_| first)) {
+        super::audit::record(
+            &settings,
+            &store,
+            action,
+            Some(created.kid.clone()),
+            Outcome::Ok,
+        )?;
         writeln!(out, "New signing key: {} (current)", created.kid).map_err(io)?;
     }
     for key in done.keys.iter().filter(|k| k.state == KeyState::Verifying) {

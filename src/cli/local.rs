@@ -7,6 +7,8 @@ use beepmyphone_actors::model::rfc3339;
 use qrcode::render::unicode;
 use qrcode::QrCode;
 
+use beepmyphone_actors::ports::{Action, Outcome};
+
 use crate::api::routes::pairing::mint_pairing_code;
 use crate::api::routes::tokens::mint_api_token;
 use crate::config::{Overrides, Settings};
@@ -90,6 +92,13 @@ pub fn pairing_code(
     }
     let store = open(&settings)?;
     let now = chrono::Utc::now().timestamp_millis();
+    super::audit::record(
+        &settings,
+        &store,
+        Action::PairingCodeCreated,
+        None,
+        Outcome::Ok,
+    )?;
     let mut conn = store
         .conn()
         .map_err(|e| LocalError::Failed(e.to_string()))?;
@@ -153,12 +162,27 @@ pub fn token_create(
         ));
     }
     let store = open(&settings)?;
+    // Recorded before the credential exists: a token is never made unrecorded.
+    super::audit::record(
+        &settings,
+        &store,
+        Action::TokenCreated,
+        None,
+        Outcome::Requested,
+    )?;
     let mut conn = store
         .conn()
         .map_err(|e| LocalError::Failed(e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
     let (row, secret) = mint_api_token(&mut conn, name, scope, now)
         .map_err(|e| LocalError::Failed(e.to_string()))?;
+    super::audit::record(
+        &settings,
+        &store,
+        Action::TokenCreated,
+        Some(row.id.clone()),
+        Outcome::Ok,
+    )?;
     writeln!(out, "{}", secret.expose_secret()).map_err(|e| LocalError::Failed(e.to_string()))?;
     eprintln!("created {} ({}, scope {})", row.id, row.name, row.scope);
     Ok(())

@@ -1,9 +1,11 @@
 //! The `beepmyphone` command line: `serve`, the local admin commands that work on the data
-//! directory (`pairing-code`, `token create`, `keys rotate|status`, `admin add|passwd|list|remove`), and the client commands (`send`, `listen`).
+//! directory (`pairing-code`, `token create`, `keys rotate|status`, `admin add|passwd|list|remove`,
+//! `audit verify|prove|export`), and the client commands (`send`, `listen`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 
 pub mod admin;
+pub mod audit;
 pub mod client;
 pub mod datakeys;
 pub mod keys;
@@ -81,6 +83,12 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the HTTP API (as served at /api/v1/openapi.json).
     Openapi,
+    /// The tamper-evident audit log: verify it, prove a record is in it, export it.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Admin accounts for the dashboard.
     Admin {
         /// What to do with admin accounts.

@@ -393,6 +393,8 @@ pub struct NewSession {
     pub id: SecretString,
     /// The session.
     pub session: Session,
+    /// How many of the admin's oldest sessions this login ended (the cap).
+    pub ended: usize,
 }
 
 /// Creates, checks, lists and ends admin sessions over a [`SessionReader`] and a [`SessionWriter`].
@@ -582,6 +584,7 @@ impl SessionManager {
         Ok(NewSession {
             id,
             session: self.session(id_hash, record),
+            ended: ended.len(),
         })
     }
 

@@ -16,10 +16,13 @@ use serde::Serialize;
 use beepmyphone_actors::model::rfc3339;
 use beepmyphone_actors::registry::Kick;
 
+use beepmyphone_actors::ports::{Action, ActorKind, Outcome};
+
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::middleware::RequestLog;
 use crate::api::schemas::{check, LoginRequest, Page};
+use crate::audit::AuditContext;
 use crate::crypto::secrets::ExposeSecret;
 use crate::domain::AdminId;
 use crate::error::ApiError;
@@ -123,6 +126,7 @@ fn clear_cookie(response: &mut HttpResponseBuilder, req: &HttpRequest) -> Result
 async fn login(
     state: web::Data<AppState>,
     log: RequestLog,
+    source: AuditContext,
     req: HttpRequest,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -149,12 +153,46 @@ async fn login(
         Some(admin) if matches => admin,
         _ => {
             let tried: String = username.chars().take(64).collect();
-            slog::warn!(log, "admin login refused"; "username" => tried);
+            slog::warn!(log, "admin login refused"; "username" => &tried);
+            // The name tried is sealed with the record (it may be a mistyped password).
+            state.audit.record(
+                source
+                    .event(
+                        Action::AdminLogin,
+                        crate::audit::anonymous(),
+                        Outcome::Denied,
+                    )
+                    .with_details(serde_json::json!({ "username": tried })),
+            );
             return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
         }
     };
     let new = state.sessions.create(&admin.id, &admin.username).await?;
     slog::info!(log, "admin logged in"; "admin" => &admin.username, "session" => &new.session.public_id);
+    state.audit.record(
+        source
+            .event(
+                Action::AdminLogin,
+                (ActorKind::Admin, Some(admin.id.to_string())),
+                Outcome::Ok,
+            )
+            .on(new.session.public_id.to_string())
+            .with_details(serde_json::json!({ "username": admin.username })),
+    );
+    if new.ended > 0 {
+        state.audit.record(
+            source
+                .event(
+                    Action::SessionEnded,
+                    crate::audit::AuditContext::system(),
+                    Outcome::Ok,
+                )
+                .on(admin.id.to_string())
+                .with_details(
+                    serde_json::json!({ "reason": "session cap", "sessions": new.ended }),
+                ),
+        );
+    }
     let max_age = state.sessions.absolute_ms() / 1_000;
     let mut response = HttpResponse::Ok();
     set_cookie(
@@ -175,9 +213,11 @@ async fn login(
 async fn logout(
     state: web::Data<AppState>,
     log: RequestLog,
+    source: AuditContext,
     req: HttpRequest,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    let actor = crate::audit::actor_of(&principal);
     match principal {
         Principal::Device { device, jti, exp } => {
             state.revocations.logout(&device, jti.as_str(), exp).await?;
@@ -187,16 +227,26 @@ async fn logout(
                 reason: "logged out".into(),
             });
             slog::info!(log, "device logged out; its token and refresh family are revoked"; "device" => %device);
+            state.audit.record(
+                source
+                    .event(Action::DeviceLogout, actor, Outcome::Ok)
+                    .on(device.to_string()),
+            );
             Ok(HttpResponse::NoContent().finish())
         }
         Principal::Session {
             admin_id,
             username,
             id_hash,
-            ..
+            public_id,
         } => {
             state.sessions.end(&id_hash, admin_id.as_str()).await?;
             slog::info!(log, "admin logged out"; "admin" => &username);
+            state.audit.record(
+                source
+                    .event(Action::AdminLogout, actor, Outcome::Ok)
+                    .on(public_id.to_string()),
+            );
             let mut response = HttpResponse::NoContent();
             clear_cookie(&mut response, &req)?;
             Ok(response.finish())
@@ -250,9 +300,11 @@ async fn list_sessions(
 async fn delete_session(
     state: web::Data<AppState>,
     req: HttpRequest,
+    source: AuditContext,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let actor = crate::audit::actor_of(&principal);
     let (admin_id, current) = session_of(principal)?;
     let not_found = || ApiError::NotFound(format!("no session {}", path.as_str()));
     let target = state
@@ -269,6 +321,12 @@ async fn delete_session(
     {
         return Err(not_found());
     }
+    state.audit.record(
+        source
+            .event(Action::SessionEnded, actor, Outcome::Ok)
+            .on(target.public_id.to_string())
+            .with_details(serde_json::json!({ "reason": "deleted" })),
+    );
     let mut response = HttpResponse::NoContent();
     if target.id_hash == current {
         clear_cookie(&mut response, &req)?;

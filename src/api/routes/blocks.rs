@@ -5,7 +5,10 @@ use std::net::IpAddr;
 
 use actix_web::{web, HttpResponse};
 
+use beepmyphone_actors::ports::{Action, Outcome};
+
 use crate::api::auth::Principal;
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -64,6 +67,7 @@ async fn list_blocks(
     responses((status = 204, description = "Unblocked")))]
 async fn delete_block(
     state: web::Data<AppState>,
+    source: AuditContext,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -83,6 +87,12 @@ async fn delete_block(
             )
         })?;
     if lifted {
+        state.audit.record(
+            source
+                .by(&principal, Action::IpUnblocked, Outcome::Ok)
+                // An IP is personal data: in the sealed details, not the subject.
+                .with_details(serde_json::json!({ "ip": ip.to_string() })),
+        );
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("{ip} is not blocked")))

@@ -9,8 +9,12 @@ use beepmyphone_actors::model::rfc3339;
 use beepmyphone_actors::ports::DataKeyInfo;
 use beepmyphone_actors::reencrypt::ProgressSnapshot;
 
-use super::keys::{key_manager_error, key_manager_unavailable};
+use super::keys::{audited_result, key_manager_error, key_manager_unavailable};
+use beepmyphone_actors::ports::Action;
+use beepmyphone_actors::ports::Outcome;
+
 use crate::api::auth::Principal;
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -125,16 +129,31 @@ async fn list_data_keys(
         (status = 429, description = "Rate limited, or the previous data-key rotation was less than 60 s ago; `Retry-After` says when to retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn rotate_data_keys(
     state: web::Data<AppState>,
+    source: AuditContext,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    let event = |outcome| source.by(&principal, Action::DataKeyRotated, outcome);
+    state.audit.record_now(event(Outcome::Requested)).await?;
     let report = state
         .key_manager
         .send(RotateData {
             requested_by: principal.key(),
         })
         .await
-        .map_err(|_| key_manager_unavailable())?
-        .map_err(key_manager_error)?;
+        .map_err(|_| key_manager_unavailable())
+        .and_then(|r| r.map_err(key_manager_error));
+    let report = audited_result(
+        &state,
+        report,
+        |report| {
+            let ids: Vec<String> = report.created.iter().map(u32::to_string).collect();
+            event(Outcome::Ok)
+                .on(ids.join(","))
+                .with_details(serde_json::json!({ "created": report.created }))
+        },
+        event,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(view(&state, &report)))
 }

@@ -10,11 +10,14 @@ use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
 use beepmyphone_actors::queue::{RemoveDevice, UpsertDevice};
 use beepmyphone_actors::registry::{Kick, OnlineDevices};
 
+use beepmyphone_actors::ports::{Action, Outcome};
+
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::middleware::RequestLog;
 use crate::api::page_limit;
 use crate::api::schemas::{check, DeviceListQuery, Page, PatchDeviceRequest, QuietHoursBody};
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::devices::{self, DeliveryCounts, DeviceChanges, DeviceRow};
@@ -274,17 +277,32 @@ async fn patch_device(
 async fn delete_device(
     state: web::Data<AppState>,
     log: RequestLog,
+    source: AuditContext,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
     let device = parse_device_id(&path)?;
     let id = device.to_string();
+    let event = |outcome| {
+        source
+            .by(&principal, Action::DeviceDeleted, outcome)
+            .on(device.to_string())
+    };
+    // Written before the device goes: a deletion is never unrecorded.
+    state.audit.record_now(event(Outcome::Requested)).await?;
     let existed = state
         .store
         .run(move |conn| Ok(devices::delete(conn, &id)?))
-        .await?;
-    if !existed {
+        .await;
+    match &existed {
+        Ok(true) => state.audit.record(event(Outcome::Ok)),
+        Ok(false) => state.audit.record(
+            event(Outcome::Failed).with_details(serde_json::json!({ "reason": "no such device" })),
+        ),
+        Err(_) => state.audit.record(event(Outcome::Failed)),
+    }
+    if !existed? {
         return Err(ApiError::NotFound(format!("no device {device}")));
     }
     state.graph.queue.do_send(RemoveDevice {

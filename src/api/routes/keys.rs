@@ -13,8 +13,11 @@ use serde::Serialize;
 use beepmyphone_actors::keys::{KeyManagerError, KeyStatus, Rotate};
 use beepmyphone_actors::model::rfc3339;
 
+use beepmyphone_actors::ports::{Action, AuditEvent, Outcome};
+
 use crate::api::auth::Principal;
 use crate::api::schemas::Page;
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -95,18 +98,53 @@ async fn list_keys(
         (status = 429, description = "Rate limited (see `Retry-After` and the `RateLimit` headers), or the rotation was refused: the previous one was less than 60 s ago, or 8 keys are in force; `Retry-After` says when to retry", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn rotate_keys(
     state: web::Data<AppState>,
+    source: AuditContext,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    let event = |outcome| source.by(&principal, Action::SigningKeyRotated, outcome);
+    // A key rotation is never unrecorded: the request first, then its result, both durable
+    // before the answer.
+    state.audit.record_now(event(Outcome::Requested)).await?;
     let created = state
         .key_manager
         .send(Rotate {
             requested_by: principal.key(),
         })
         .await
-        .map_err(|_| key_manager_unavailable())?
-        .map_err(key_manager_error)?;
+        .map_err(|_| key_manager_unavailable())
+        .and_then(|r| r.map_err(key_manager_error));
+    let created = audited_result(
+        &state,
+        created,
+        |created| event(Outcome::Ok).on(created.kid.clone()),
+        event,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(KeyView::from(&created)))
+}
+
+/// Records the result of a key operation (its success through `ok`, a refusal or failure with
+/// its reason) durably, and hands the result on.
+pub async fn audited_result<T>(
+    state: &AppState,
+    result: Result<T, ApiError>,
+    ok: impl FnOnce(&T) -> AuditEvent,
+    other: impl FnOnce(Outcome) -> AuditEvent,
+) -> Result<T, ApiError> {
+    let event = match &result {
+        Ok(value) => ok(value),
+        Err(e @ ApiError::RateLimited { .. }) => {
+            other(Outcome::Denied).with_details(serde_json::json!({ "reason": e.to_string() }))
+        }
+        Err(e) => {
+            other(Outcome::Failed).with_details(serde_json::json!({ "reason": e.to_string() }))
+        }
+    };
+    if let Err(e) = state.audit.record_now(event).await {
+        slog::error!(state.log, "a key operation's result could not be recorded; its request is in the audit log"; "error" => %e);
+    }
+    result
 }
 
 /// The answer when the key manager cannot be reached.

@@ -1,5 +1,6 @@
 //! Route handlers, one module per resource; each has a `configure` that registers its routes.
 
+pub mod audit;
 pub mod auth;
 pub mod blocks;
 pub mod datakeys;

@@ -13,10 +13,13 @@ use beepmyphone_actors::model::{rfc3339, DeviceId};
 use beepmyphone_actors::queue::UpsertDevice;
 use beepmyphone_actors::registry::Kick;
 
+use beepmyphone_actors::ports::{Action, ActorKind, Outcome};
+
 use crate::api::auth::Principal;
 use crate::api::body::{Json, OptionalJson};
 use crate::api::middleware::RequestLog;
 use crate::api::schemas::{check, DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
+use crate::audit::AuditContext;
 use crate::crypto::secrets::{
     hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, ExposeSecret,
     SecretString,
@@ -70,6 +73,7 @@ pub fn mint_pairing_code(
 async fn create_pairing_code(
     state: web::Data<AppState>,
     principal: Principal,
+    source: AuditContext,
     OptionalJson(request): OptionalJson<PairingCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
@@ -85,6 +89,12 @@ async fn create_pairing_code(
             mint_pairing_code(conn, now, ttl)
         })
         .await?;
+    // The code itself is a secret: only its expiry is recorded.
+    state.audit.record(
+        source
+            .by(&principal, Action::PairingCodeCreated, Outcome::Ok)
+            .with_details(serde_json::json!({ "expiresAt": rfc3339(expires_at) })),
+    );
     Ok(HttpResponse::Created().json(PairingCodeResponse {
         code: code.expose_secret().to_owned(),
         expires_at: rfc3339(expires_at),
@@ -155,11 +165,21 @@ impl From<diesel::result::Error> for ApiError {
 async fn pair_device(
     state: web::Data<AppState>,
     log: RequestLog,
+    source: AuditContext,
     Json(request): Json<PairRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check(&request)?;
-    let code = normalize_pairing_code(&request.code)
-        .ok_or_else(|| ApiError::Conflict("the pairing code is invalid, used or expired".into()))?;
+    let refused = |state: &AppState| {
+        state.audit.record(source.event(
+            Action::DevicePaired,
+            crate::audit::anonymous(),
+            Outcome::Denied,
+        ));
+        ApiError::Conflict("the pairing code is invalid, used or expired".into())
+    };
+    let Some(code) = normalize_pairing_code(&request.code) else {
+        return Err(refused(&state));
+    };
     let code_hash = hash_secret(&code);
     let now = state.clock.now_ms();
     let device = DeviceId::generate();
@@ -178,6 +198,7 @@ async fn pair_device(
         tokens_valid_after: 0,
     };
     let policy = row.policy()?;
+    let (device_name, platform) = (row.name.clone(), row.platform.clone());
     let family = ulid::Ulid::new().to_string();
     let cipher = state.store.cipher()?.clone();
     let tokens = issue_tokens(
@@ -194,7 +215,21 @@ async fn pair_device(
         device.clone(),
         family,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        ApiError::Conflict(_) => refused(&state),
+        other => other,
+    })?;
+    state.audit.record(
+        source
+            .event(
+                Action::DevicePaired,
+                (ActorKind::Device, Some(device.to_string())),
+                Outcome::Ok,
+            )
+            .on(device.to_string())
+            .with_details(serde_json::json!({ "name": device_name, "platform": platform })),
+    );
     // Queued before the answer goes out, so a publish that follows it finds the device; a
     // restarting queue processes it after reloading (the store has the device either way).
     state.graph.queue.do_send(UpsertDevice {
@@ -211,6 +246,7 @@ async fn pair_device(
 async fn refresh_tokens(
     state: web::Data<AppState>,
     log: RequestLog,
+    source: AuditContext,
     Json(request): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check(&request)?;
@@ -244,6 +280,16 @@ async fn refresh_tokens(
             reason: "tokens revoked".into(),
         });
         slog::warn!(log, "refresh token reused; family and access tokens revoked"; "device" => &row.device_id);
+        state.audit.record(
+            source
+                .event(
+                    Action::RefreshReuse,
+                    crate::audit::anonymous(),
+                    Outcome::Denied,
+                )
+                .on(row.device_id.clone())
+                .with_details(serde_json::json!({ "family": row.family_id, "revoked": true })),
+        );
         return Err(invalid());
     }
     let device = DeviceId::from_trusted(row.device_id.as_str());
@@ -258,9 +304,18 @@ async fn refresh_tokens(
             }
             Ok(())
         },
-        device,
+        device.clone(),
         row.family_id,
     )
     .await?;
+    state.audit.record(
+        source
+            .event(
+                Action::DeviceRefreshed,
+                (ActorKind::Device, Some(device.to_string())),
+                Outcome::Ok,
+            )
+            .on(device.to_string()),
+    );
     Ok(HttpResponse::Ok().json(tokens))
 }

@@ -7,11 +7,14 @@ use serde::Serialize;
 
 use beepmyphone_actors::model::rfc3339;
 
+use beepmyphone_actors::ports::{Action, Outcome};
+
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::middleware::RequestLog;
 use crate::api::page_limit;
 use crate::api::schemas::{check, CreateTokenRequest, Page, TokenListQuery};
+use crate::audit::AuditContext;
 use crate::crypto::secrets::{hash_secret, new_api_token, ExposeSecret, SecretString};
 use crate::domain::Scope;
 use crate::error::ApiError;
@@ -89,6 +92,7 @@ struct CreatedToken {
 async fn create_token(
     state: web::Data<AppState>,
     log: RequestLog,
+    source: AuditContext,
     principal: Principal,
     Json(request): Json<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -98,11 +102,27 @@ async fn create_token(
         .ok_or_else(|| ApiError::field("scope", "must be admin, publish or metrics"))?;
     let now = state.clock.now_ms();
     let name = request.name;
+    let details = serde_json::json!({ "name": name, "scope": scope.as_str() });
+    // A new credential is never made unrecorded.
+    state
+        .audit
+        .record_now(
+            source
+                .by(&principal, Action::TokenCreated, Outcome::Requested)
+                .with_details(details.clone()),
+        )
+        .await?;
     let (row, secret) = state
         .store
         .run(move |conn| mint_api_token(conn, &name, scope, now))
         .await?;
     slog::info!(log, "api token created"; "token_id" => &row.id, "scope" => scope.as_str());
+    state.audit.record(
+        source
+            .by(&principal, Action::TokenCreated, Outcome::Ok)
+            .on(row.id.clone())
+            .with_details(details),
+    );
     Ok(HttpResponse::Created().json(CreatedToken {
         view: row.into(),
         token: secret.expose_secret().to_owned(),
@@ -136,6 +156,7 @@ async fn list_tokens(
 async fn delete_token(
     state: web::Data<AppState>,
     log: RequestLog,
+    source: AuditContext,
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -149,5 +170,10 @@ async fn delete_token(
     let hash = hash.ok_or_else(|| ApiError::NotFound(format!("no token {id}")))?;
     state.api_tokens.remove(&hash);
     slog::info!(log, "api token deleted"; "token_id" => &id);
+    state.audit.record(
+        source
+            .by(&principal, Action::TokenDeleted, Outcome::Ok)
+            .on(id),
+    );
     Ok(HttpResponse::NoContent().finish())
 }

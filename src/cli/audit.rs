@@ -1,0 +1,318 @@
+//! `beepmyphone audit verify | prove | export`: the audit log, read straight from the data
+//! directory (safe while the relay runs), and [`record`], which the other local commands use to
+//! record what they do.
+//!
+//! `verify` exits 0 when every record and checkpoint holds, 1 naming the first that does not, 2
+//! for a usage or configuration error (no database, no signing key, a bad `--key`).
+
+use std::io::Write;
+use std::path::Path;
+
+use beepmyphone_actors::ports::{Action, ActorKind, AuditEvent, AuditLog, Outcome};
+use clap::Subcommand;
+
+use crate::audit::log::SqliteAuditLog;
+use crate::audit::verify::{self, Sources};
+use crate::audit::{record as records, signing};
+use crate::config::Settings;
+use crate::crypto::disk::{algorithm_of, OpenOptions};
+use crate::crypto::{Cipher, DiskDataKeys, KekSource};
+use crate::store::audit::{self as rows, AuditFilter};
+use crate::store::{Store, DB_FILE};
+
+use super::local::{settings, LocalError};
+use super::ConfigArgs;
+
+/// `beepmyphone audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every record (archives included) against its leaf hash, the Merkle tree and the
+    /// signed checkpoints. Exit 0: all holds; 1: the first bad record or checkpoint is named; 2:
+    /// usage or configuration error.
+    Verify {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The verifier key to check checkpoints with (`name+id+key`, as in
+        /// `keys/audit-signing.vkey`); default: derived from the signing key in the keys
+        /// directory. Pin it somewhere the relay cannot write.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an inclusion proof (RFC 9162) of one record in the tree of the latest checkpoint,
+    /// as JSON, with that checkpoint.
+    Prove {
+        /// The record's seq.
+        seq: u64,
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The verifier key (see `audit verify`).
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+    },
+    /// Print records, oldest first, their sealed parts opened (needs the data keys), for an
+    /// investigation.
+    Export {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// From this time on (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// `jsonl` (one record per line) or `json` (one array).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "json"])]
+        format: String,
+    },
+}
+
+/// Runs an audit command.
+pub fn run(command: AuditCommand, out: &mut impl Write) -> Result<(), LocalError> {
+    match command {
+        AuditCommand::Verify { config, key, json } => {
+            verify_command(&settings(&config)?, key.as_deref(), json, out)
+        }
+        AuditCommand::Prove { seq, config, key } => {
+            prove_command(&settings(&config)?, seq, key.as_deref(), out)
+        }
+        AuditCommand::Export {
+            config,
+            since,
+            until,
+            format,
+        } => export(
+            &settings(&config)?,
+            since.as_deref(),
+            until.as_deref(),
+            &format,
+            out,
+        ),
+    }
+}
+
+fn io(e: std::io::Error) -> LocalError {
+    LocalError::Failed(e.to_string())
+}
+
+/// The store of an existing data directory (a missing database is a usage error, not a new log).
+fn existing_store(settings: &Settings) -> Result<Store, LocalError> {
+    let db = settings.storage.data_dir.join(DB_FILE);
+    if !db.is_file() {
+        return Err(LocalError::Usage(format!(
+            "no relay database at {} (is --data-dir right?)",
+            db.display()
+        )));
+    }
+    super::local::open_store(settings)
+}
+
+fn sources(settings: &Settings) -> Sources {
+    Sources {
+        checkpoint_file: settings.audit_checkpoint_file(),
+        archive_dir: settings.audit_archive_dir(),
+    }
+}
+
+fn verifier(
+    settings: &Settings,
+    key: Option<&str>,
+) -> Result<crate::audit::note::NoteVerifier, LocalError> {
+    signing::verifier(&settings.keys_dir(), key).map_err(|e| LocalError::Usage(e.to_string()))
+}
+
+fn verify_command(
+    settings: &Settings,
+    key: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), LocalError> {
+    let store = existing_store(settings)?;
+    let verifier = verifier(settings, key)?;
+    let mut conn = store
+        .conn()
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    match verify::verify(&mut conn, &verifier, &sources(settings)) {
+        Ok(report) => {
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| LocalError::Failed(e.to_string()))?;
+                writeln!(out, "{text}").map_err(io)?;
+            } else {
+                writeln!(
+                    out,
+                    "audit log verified: {} records (from record {}, {} archives), {} signed checkpoints",
+                    report.records, report.first, report.archives, report.checkpoints
+                )
+                .map_err(io)?;
+                if report.checkpoint_size > 0 {
+                    writeln!(
+                        out,
+                        "latest checkpoint: {} records, signed {}",
+                        report.checkpoint_size,
+                        beepmyphone_actors::model::rfc3339(report.checkpoint_ms)
+                    )
+                    .map_err(io)?;
+                }
+                if report.uncovered > 0 {
+                    writeln!(
+                        out,
+                        "{} records after it are in order but not yet covered by a checkpoint",
+                        report.uncovered
+                    )
+                    .map_err(io)?;
+                }
+            }
+            Ok(())
+        }
+        Err(verify::Failure::Unreadable(why)) => Err(LocalError::Failed(format!(
+            "audit log cannot be read: {why}"
+        ))),
+        Err(failure) => Err(LocalError::Failed(format!(
+            "audit log verification FAILED: {failure}"
+        ))),
+    }
+}
+
+fn prove_command(
+    settings: &Settings,
+    seq: u64,
+    key: Option<&str>,
+    out: &mut impl Write,
+) -> Result<(), LocalError> {
+    let store = existing_store(settings)?;
+    let verifier = verifier(settings, key)?;
+    let mut conn = store
+        .conn()
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    let proof = verify::prove(&mut conn, &verifier, &sources(settings), seq)
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&proof).map_err(|e| LocalError::Failed(e.to_string()))?;
+    writeln!(out, "{text}").map_err(io)
+}
+
+/// The data keys, to open sealed parts.
+fn cipher(settings: &Settings) -> Result<Cipher, LocalError> {
+    let source =
+        KekSource::from_settings(&settings.encryption).map_err(|e| LocalError::Usage(e.0))?;
+    let algorithm = algorithm_of(&settings.encryption).map_err(|e| LocalError::Usage(e.0))?;
+    let (_, ring) = DiskDataKeys::open(
+        &settings.keys_dir(),
+        &OpenOptions {
+            source: &source,
+            algorithm,
+            iterations: settings.encryption.pbkdf2_iterations,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        },
+    )
+    .map_err(|e| LocalError::Usage(e.to_string()))?;
+    Ok(Cipher::new(ring))
+}
+
+fn time(name: &str, value: Option<&str>) -> Result<Option<i64>, LocalError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    LocalError::Usage(format!(
+                        "--{name}: must be an RFC 3339 time such as 2026-01-31T12:00:00Z"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+fn export(
+    settings: &Settings,
+    since: Option<&str>,
+    until: Option<&str>,
+    format: &str,
+    out: &mut impl Write,
+) -> Result<(), LocalError> {
+    let (since, until) = (time("since", since)?, time("until", until)?);
+    let store = existing_store(settings)?;
+    let cipher = cipher(settings)?;
+    let mut conn = store
+        .conn()
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    let mut filter = AuditFilter {
+        since,
+        until,
+        after_seq: Some(0),
+        ..AuditFilter::default()
+    };
+    let json = format == "json";
+    if json {
+        write!(out, "[").map_err(io)?;
+    }
+    let mut first = true;
+    loop {
+        let page =
+            rows::list(&mut conn, &filter, 1_000).map_err(|e| LocalError::Failed(e.to_string()))?;
+        let Some(last) = page.last().map(|r| r.seq) else {
+            break;
+        };
+        for row in page {
+            let text = serde_json::to_string(&records::view(row, &cipher))
+                .map_err(|e| LocalError::Failed(e.to_string()))?;
+            match (json, first) {
+                (true, true) => write!(out, "\n{text}"),
+                (true, false) => write!(out, ",\n{text}"),
+                (false, _) => writeln!(out, "{text}"),
+            }
+            .map_err(io)?;
+            first = false;
+        }
+        filter.after_seq = Some(last);
+    }
+    if json {
+        writeln!(out, "\n]").map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Appends one event by the local operator (`system`, id `cli`) to the log of `settings`'s data
+/// directory: written before what it records, so a command that cannot record does nothing.
+/// Nothing personal goes in (the CLI opens no data keys for this).
+pub fn record(
+    settings: &Settings,
+    store: &Store,
+    action: Action,
+    subject: Option<String>,
+    outcome: Outcome,
+) -> Result<(), LocalError> {
+    let log = open_log(settings, store)?;
+    let mut event = AuditEvent::new(action, ActorKind::System, outcome).by("cli");
+    event.subject = subject;
+    event.at_ms = chrono::Utc::now().timestamp_millis();
+    log.append(&[event])
+        .map(|_| ())
+        .map_err(|e| LocalError::Failed(format!("not done: {e}")))
+}
+
+fn open_log(settings: &Settings, store: &Store) -> Result<SqliteAuditLog, LocalError> {
+    let signer = signing::load_or_create(&settings.keys_dir())
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    ensure_dir(&settings.audit_checkpoint_file())?;
+    SqliteAuditLog::open(
+        store.clone(),
+        signer,
+        settings.audit_checkpoint_file(),
+        None,
+    )
+    .map_err(|e| LocalError::Failed(e.to_string()))
+}
+
+fn ensure_dir(file: &Path) -> Result<(), LocalError> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(io),
+        _ => Ok(()),
+    }
+}
