@@ -128,6 +128,7 @@ fn ensure_initial_token(
     store: &Store,
     data_dir: &Path,
     now: i64,
+    audit: &crate::audit::Audit,
     log: &slog::Logger,
 ) -> Result<(), StartError> {
     let mut conn = store.conn()?;
@@ -138,7 +139,15 @@ fn ensure_initial_token(
         return Ok(());
     }
     let path = data_dir.join(INITIAL_TOKEN_FILE);
-    let (_, secret) = mint_api_token(&mut conn, "initial admin", Scope::Admin, now)?;
+    let (row, secret) = mint_api_token(&mut conn, "initial admin", Scope::Admin, now)?;
+    audit.record(
+        beepmyphone_actors::ports::AuditEvent::system(
+            beepmyphone_actors::ports::Action::TokenCreated,
+            beepmyphone_actors::ports::Outcome::Ok,
+        )
+        .on(row.id)
+        .with_details(serde_json::json!({ "name": "initial admin", "scope": "admin" })),
+    );
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -364,7 +373,7 @@ impl Application {
             audit.writer().clone().recipient(),
         )
         .await?;
-        ensure_initial_token(&store, &data_dir, clock.now_ms(), &log)?;
+        ensure_initial_token(&store, &data_dir, clock.now_ms(), &audit, &log)?;
         restrict("after start-up")?;
         // One Redis pool (when configured) for revocations, sessions and rate limits.
         let redis = if settings.redis.url.is_empty() {

@@ -55,6 +55,12 @@ pub struct RecordNow {
 #[rtype(result = "Result<u64, AuditError>")]
 pub struct Flush;
 
+/// Runs the housekeeping (archiving, retention) now, after what is waiting is written; answers
+/// with the records archived. (The writer also runs it every [`AuditConfig::maintain_every`].)
+#[derive(Message, Debug)]
+#[rtype(result = "Result<u64, AuditError>")]
+pub struct Maintain;
+
 /// The writer's status.
 #[derive(Message, Debug)]
 #[rtype(result = "AuditSnapshot")]
@@ -179,6 +185,10 @@ pub struct AuditWriter {
     want_checkpoint: bool,
     /// [`Flush`] callers, answered after the next checkpoint.
     flushes: Vec<oneshot::Sender<Result<u64, AuditError>>>,
+    /// Housekeeping is due.
+    want_maintain: bool,
+    /// [`Maintain`] callers, answered after the next housekeeping.
+    maintains: Vec<oneshot::Sender<Result<u64, AuditError>>>,
     /// Restart counts last seen, by actor.
     restarts_seen: HashMap<&'static str, u64>,
     /// The last append failed: wait for the tick before trying again.
@@ -211,6 +221,8 @@ impl AuditWriter {
             last_maintain_ms: now,
             want_checkpoint: false,
             flushes: Vec::new(),
+            want_maintain: false,
+            maintains: Vec::new(),
             restarts_seen: HashMap::new(),
             backing_off: false,
         }
@@ -252,13 +264,19 @@ impl AuditWriter {
     }
 
     /// Starts the next call to the log, if none is running: an append of what waits, else a
-    /// wanted checkpoint.
+    /// wanted checkpoint, else wanted housekeeping.
     fn kick(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
         }
         if !self.pending.is_empty() && !self.backing_off {
             self.append(ctx);
+        } else if self.want_maintain
+            && self.pending.is_empty()
+            && !self.want_checkpoint
+            && self.flushes.is_empty()
+        {
+            self.maintain(ctx);
         } else if self.want_checkpoint || !self.flushes.is_empty() {
             if self.pending.is_empty() {
                 self.checkpoint(ctx);
@@ -342,6 +360,9 @@ impl AuditWriter {
     fn checkpoint(&mut self, ctx: &mut Context<Self>) {
         self.busy = true;
         self.want_checkpoint = false;
+        // Those who asked before it started (what they waited for is written): a flush that
+        // arrives meanwhile waits for the next one.
+        let flushes = std::mem::take(&mut self.flushes);
         let log = self.log.clone();
         let now = self.clock.now_ms();
         let work = tokio::task::spawn_blocking(move || {
@@ -369,7 +390,7 @@ impl AuditWriter {
                                 Err(e)
                             }
                         };
-                        for flush in act.flushes.drain(..) {
+                        for flush in flushes {
                             let _ = flush.send(answer.clone());
                         }
                         act.kick(ctx);
@@ -416,19 +437,24 @@ impl AuditWriter {
         let log = self.log.clone();
         let now = self.clock.now_ms();
         self.last_maintain_ms = now;
+        self.want_maintain = false;
         self.busy = true;
+        let waiters = std::mem::take(&mut self.maintains);
         let work = tokio::task::spawn_blocking(move || log.maintain(now));
         ctx.spawn(
             async move { work.await.unwrap_or(Err(AuditError::Unavailable)) }
                 .into_actor(self)
-                .map(|result, act, ctx| {
+                .map(move |result, act, ctx| {
                     act.busy = false;
-                    match result {
+                    match &result {
                         Ok(0) => {}
                         Ok(n) => slog::info!(act.logger, "audit records archived"; "records" => n),
                         Err(e) => {
                             slog::warn!(act.logger, "audit housekeeping failed; it runs again tomorrow"; "error" => %e);
                         }
+                    }
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
                     }
                     act.kick(ctx);
                 }),
@@ -523,6 +549,18 @@ impl Handler<Flush> for AuditWriter {
         self.flushes.push(tx);
         self.want_checkpoint = true;
         self.backing_off = false;
+        self.kick(ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(AuditError::Unavailable)) })
+    }
+}
+
+impl Handler<Maintain> for AuditWriter {
+    type Result = ResponseFuture<Result<u64, AuditError>>;
+
+    fn handle(&mut self, _msg: Maintain, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.maintains.push(tx);
+        self.want_maintain = true;
         self.kick(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(AuditError::Unavailable)) })
     }

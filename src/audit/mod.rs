@@ -68,6 +68,16 @@ impl Audit {
         }
     }
 
+    /// Appends the result of an operation whose request [`Audit::record_now`] wrote before it:
+    /// durable before the answer goes out, but the operation is done either way, so a failure
+    /// is only logged (the request is in the log).
+    pub async fn record_result(&self, event: AuditEvent, log: &slog::Logger) {
+        let action = event.action.as_str();
+        if let Err(e) = self.record_now(event).await {
+            slog::error!(log, "the result of an audited operation could not be recorded; its request is in the audit log"; "action" => action, "error" => %e);
+        }
+    }
+
     /// The writer's address (tests flush through it).
     pub fn writer(&self) -> &Addr<AuditWriter> {
         &self.writer

@@ -295,13 +295,16 @@ async fn delete_device(
         .store
         .run(move |conn| Ok(devices::delete(conn, &id)?))
         .await;
-    match &existed {
-        Ok(true) => state.audit.record(event(Outcome::Ok)),
-        Ok(false) => state.audit.record(
-            event(Outcome::Failed).with_details(serde_json::json!({ "reason": "no such device" })),
-        ),
-        Err(_) => state.audit.record(event(Outcome::Failed)),
-    }
+    let result = match &existed {
+        Ok(true) => event(Outcome::Ok),
+        Ok(false) => {
+            event(Outcome::Failed).with_details(serde_json::json!({ "reason": "no such device" }))
+        }
+        Err(e) => {
+            event(Outcome::Failed).with_details(serde_json::json!({ "reason": e.to_string() }))
+        }
+    };
+    state.audit.record_result(result, &log).await;
     if !existed? {
         return Err(ApiError::NotFound(format!("no device {device}")));
     }

@@ -141,9 +141,7 @@ pub async fn audited_result<T>(
             other(Outcome::Failed).with_details(serde_json::json!({ "reason": e.to_string() }))
         }
     };
-    if let Err(e) = state.audit.record_now(event).await {
-        slog::error!(state.log, "a key operation's result could not be recorded; its request is in the audit log"; "error" => %e);
-    }
+    state.audit.record_result(event, &state.log).await;
     result
 }
 

@@ -117,12 +117,16 @@ async fn create_token(
         .run(move |conn| mint_api_token(conn, &name, scope, now))
         .await?;
     slog::info!(log, "api token created"; "token_id" => &row.id, "scope" => scope.as_str());
-    state.audit.record(
-        source
-            .by(&principal, Action::TokenCreated, Outcome::Ok)
-            .on(row.id.clone())
-            .with_details(details),
-    );
+    state
+        .audit
+        .record_result(
+            source
+                .by(&principal, Action::TokenCreated, Outcome::Ok)
+                .on(row.id.clone())
+                .with_details(details),
+            &log,
+        )
+        .await;
     Ok(HttpResponse::Created().json(CreatedToken {
         view: row.into(),
         token: secret.expose_secret().to_owned(),
