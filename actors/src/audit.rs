@@ -602,3 +602,344 @@ impl AlertChannel for AuditAlerts {
         self.0.do_send(Record { event: audit });
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// A log in memory: appends fail while `failing`; every call is counted.
+    #[derive(Default)]
+    struct Memory {
+        events: Mutex<Vec<AuditEvent>>,
+        batches: Mutex<Vec<usize>>,
+        checkpoints: Mutex<Vec<u64>>,
+        maintained: Mutex<u32>,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl AuditLog for Memory {
+        fn append(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(AuditError::Write("database or disk is full".into()));
+            }
+            let mut all = self.events.lock().unwrap();
+            let first = all.len() as u64 + 1;
+            all.extend(events.iter().cloned());
+            self.batches.lock().unwrap().push(events.len());
+            Ok((first..first + events.len() as u64).collect())
+        }
+
+        fn size(&self) -> Result<u64, AuditError> {
+            Ok(self.events.lock().unwrap().len() as u64)
+        }
+
+        fn checkpoint(&self, now_ms: i64) -> Result<Option<CheckpointInfo>, AuditError> {
+            let size = self.size()?;
+            let mut made = self.checkpoints.lock().unwrap();
+            if size == 0 || made.last() == Some(&size) {
+                return Ok(None);
+            }
+            made.push(size);
+            Ok(Some(CheckpointInfo {
+                size,
+                at_ms: now_ms,
+                note: format!("size {size}\n"),
+            }))
+        }
+
+        fn maintain(&self, _now_ms: i64) -> Result<u64, AuditError> {
+            *self.maintained.lock().unwrap() += 1;
+            Ok(7)
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<u64>>);
+
+    impl CheckpointSink for Sink {
+        fn publish(&self, checkpoint: &CheckpointInfo) {
+            self.0.lock().unwrap().push(checkpoint.size);
+        }
+    }
+
+    struct Setup {
+        log: Arc<Memory>,
+        clock: ManualClock,
+        metrics: Arc<Metrics>,
+        status: Arc<AuditStatus>,
+        sink: Arc<Sink>,
+        writer: Addr<AuditWriter>,
+    }
+
+    fn start(config: AuditConfig) -> Setup {
+        let log = Arc::new(Memory::default());
+        let clock = ManualClock::new(1_000);
+        let metrics = Arc::new(Metrics::new("0", "x"));
+        let status = Arc::new(AuditStatus::default());
+        let sink = Arc::new(Sink::default());
+        let writer = AuditWriter::new(
+            log.clone(),
+            config,
+            Arc::new(clock.clone()),
+            metrics.clone(),
+            status.clone(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .with_sink(sink.clone())
+        .start_supervised();
+        Setup {
+            log,
+            clock,
+            metrics,
+            status,
+            sink,
+            writer,
+        }
+    }
+
+    fn event(action: Action) -> AuditEvent {
+        AuditEvent::system(action, Outcome::Ok)
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[actix::test]
+    async fn records_are_stamped_batched_and_checkpointed() {
+        let s = start(AuditConfig {
+            checkpoint_every: 3,
+            ..AuditConfig::default()
+        });
+        for _ in 0..5 {
+            s.writer.do_send(Record {
+                event: event(Action::IpBlocked),
+            });
+        }
+        let seq = s
+            .writer
+            .send(RecordNow {
+                event: event(Action::DeviceDeleted),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq, 6, "in the order sent");
+        let events = s.log.events.lock().unwrap().clone();
+        assert!(
+            events.iter().all(|e| e.at_ms == 1_000),
+            "stamped by the clock"
+        );
+        assert!(s.log.batches.lock().unwrap().len() < 6, "batched");
+        settle().await;
+        assert_eq!(
+            s.log.checkpoints.lock().unwrap().last(),
+            Some(&6),
+            "three new records call for a checkpoint, without a flush"
+        );
+        assert_eq!(s.writer.send(Flush).await.unwrap().unwrap(), 6);
+        settle().await;
+        let made = s.log.checkpoints.lock().unwrap().clone();
+        assert_eq!(made.last(), Some(&6));
+        assert_eq!(s.sink.0.lock().unwrap().last(), Some(&6));
+        let status = s.writer.send(GetStatus).await.unwrap();
+        assert_eq!((status.size, status.checkpoint_size), (6, 6));
+        assert_eq!(s.metrics.audit_records.get(), 6);
+        assert_eq!(s.metrics.audit_checkpoint_size.get(), 6);
+        // Nothing new: no new checkpoint.
+        s.writer.send(Flush).await.unwrap().unwrap();
+        assert_eq!(s.log.checkpoints.lock().unwrap().len(), made.len());
+    }
+
+    #[actix::test]
+    async fn a_checkpoint_follows_the_interval_while_records_arrive() {
+        let s = start(AuditConfig {
+            checkpoint_every: 1_000,
+            checkpoint_interval: Duration::from_secs(60),
+            tick: Duration::from_secs(5),
+            ..AuditConfig::default()
+        });
+        s.writer
+            .send(RecordNow {
+                event: event(Action::ConfigLoaded),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        settle().await;
+        let at_start = s.log.checkpoints.lock().unwrap().len();
+        s.writer
+            .send(RecordNow {
+                event: event(Action::IpBlocked),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        s.clock.advance(Duration::from_secs(30));
+        settle().await;
+        assert_eq!(s.log.checkpoints.lock().unwrap().len(), at_start, "not yet");
+        s.clock.advance(Duration::from_secs(35));
+        settle().await;
+        assert_eq!(s.log.checkpoints.lock().unwrap().last(), Some(&2));
+    }
+
+    #[actix::test]
+    async fn an_unwritable_log_refuses_guarded_events_keeps_the_rest_and_recovers() {
+        let s = start(AuditConfig {
+            max_pending: 3,
+            ..AuditConfig::default()
+        });
+        settle().await;
+        s.log.failing.store(true, Ordering::SeqCst);
+        let refused = s
+            .writer
+            .send(RecordNow {
+                event: event(Action::DeviceDeleted),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(refused, Err(AuditError::Write(ref e)) if e.contains("disk is full")));
+        let snapshot = s.status.snapshot();
+        assert!(snapshot.failing_since_ms.is_some());
+        assert!(snapshot.last_error.unwrap().contains("disk is full"));
+        // Backing off: the next guarded event is refused at once.
+        assert!(s
+            .writer
+            .send(RecordNow {
+                event: event(Action::SigningKeyRotated),
+            })
+            .await
+            .unwrap()
+            .is_err());
+        for _ in 0..5 {
+            s.writer.do_send(Record {
+                event: event(Action::IpBlocked),
+            });
+        }
+        settle().await;
+        assert_eq!(s.status.snapshot().pending, 3, "at most max_pending wait");
+        assert_eq!(s.metrics.audit_dropped.get(), 2);
+        assert!(s.writer.send(Flush).await.unwrap().is_err());
+        // The disk is back: the next tick writes what waited.
+        s.log.failing.store(false, Ordering::SeqCst);
+        s.clock.advance(Duration::from_secs(5));
+        settle().await;
+        assert_eq!(s.log.events.lock().unwrap().len(), 3);
+        assert!(s.status.snapshot().failing_since_ms.is_none());
+        assert!(s.metrics.audit_write_failures.get() >= 1);
+        assert!(s
+            .writer
+            .send(RecordNow {
+                event: event(Action::DeviceDeleted),
+            })
+            .await
+            .unwrap()
+            .is_ok());
+    }
+
+    #[actix::test]
+    async fn restarts_of_supervised_actors_are_recorded_once_each() {
+        let s = start(AuditConfig::default());
+        settle().await;
+        s.metrics
+            .actor_restarts
+            .with_label_values(&["queue"])
+            .inc_by(2);
+        s.clock.advance(Duration::from_secs(5));
+        settle().await;
+        s.writer.send(Flush).await.unwrap().unwrap();
+        let events = s.log.events.lock().unwrap().clone();
+        let restarts: Vec<&AuditEvent> = events
+            .iter()
+            .filter(|e| e.action == Action::ActorRestarted)
+            .collect();
+        assert_eq!(restarts.len(), 1);
+        assert_eq!(restarts[0].subject.as_deref(), Some("queue"));
+        assert_eq!(restarts[0].details["restarts"], 2);
+        // Seen once: the next tick records nothing new.
+        s.clock.advance(Duration::from_secs(5));
+        settle().await;
+        s.writer.send(Flush).await.unwrap().unwrap();
+        assert_eq!(
+            s.log
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.action == Action::ActorRestarted)
+                .count(),
+            1
+        );
+    }
+
+    #[actix::test]
+    async fn housekeeping_runs_on_demand_and_daily() {
+        let s = start(AuditConfig::default());
+        assert_eq!(s.writer.send(Maintain).await.unwrap().unwrap(), 7);
+        assert_eq!(*s.log.maintained.lock().unwrap(), 1);
+        s.clock.advance(Duration::from_secs(24 * 3_600));
+        settle().await;
+        assert_eq!(*s.log.maintained.lock().unwrap(), 2);
+    }
+
+    #[actix::test]
+    async fn alert_transitions_are_recorded_but_not_their_repeats() {
+        let s = start(AuditConfig::default());
+        let channel = AuditAlerts(s.writer.clone().recipient());
+        assert_eq!(channel.name(), "audit");
+        let alert = |state, repeat| AlertEvent {
+            alert: "queue_lag",
+            state,
+            summary: "12 deliveries wait".into(),
+            value: 12.0,
+            threshold: 10.0,
+            at_ms: 5_000,
+            repeat,
+        };
+        channel.send(&alert(AlertState::Firing, false));
+        channel.send(&alert(AlertState::Firing, true));
+        channel.send(&alert(AlertState::Resolved, false));
+        settle().await;
+        s.writer.send(Flush).await.unwrap().unwrap();
+        let events = s.log.events.lock().unwrap().clone();
+        let actions: Vec<Action> = events.iter().map(|e| e.action).collect();
+        assert_eq!(actions, [Action::AlertFired, Action::AlertResolved]);
+        assert_eq!(events[0].at_ms, 5_000);
+        assert_eq!(events[0].subject.as_deref(), Some("queue_lag"));
+        assert_eq!(events[0].details["threshold"], 10.0);
+    }
+
+    #[test]
+    fn names_parse_back() {
+        for action in Action::ALL {
+            assert_eq!(Action::parse(action.as_str()), Some(*action));
+        }
+        for kind in crate::ports::ActorKind::ALL {
+            assert_eq!(crate::ports::ActorKind::parse(kind.as_str()), Some(kind));
+        }
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
+        }
+        assert_eq!(Action::parse("nope"), None);
+        assert_eq!(
+            serde_json::to_value(Action::DeviceDeleted).unwrap(),
+            "device.deleted"
+        );
+        let e = AuditEvent::new(
+            Action::AdminLogin,
+            crate::ports::ActorKind::Admin,
+            Outcome::Denied,
+        )
+        .by("adm_1")
+        .on("ses_1");
+        assert_eq!(
+            (e.actor_id.as_deref(), e.subject.as_deref()),
+            (Some("adm_1"), Some("ses_1"))
+        );
+    }
+}
