@@ -190,23 +190,14 @@ pub async fn authenticate(
         })?;
         let id = ApiTokenId::from_trusted(row.id);
         if row.last_used_at.is_none() {
-            let source = crate::audit::AuditContext {
-                ip: ip.map(|ip| ip.to_string()),
-                request_id: crate::request_id::current_request_id(),
-                trace_id: crate::request_id::current_trace_id().map(|t| t.to_string()),
-            };
-            state.audit.record(
-                source
-                    .event(
-                        beepmyphone_actors::ports::Action::TokenFirstUsed,
-                        (
-                            beepmyphone_actors::ports::ActorKind::Token,
-                            Some(id.to_string()),
-                        ),
-                        beepmyphone_actors::ports::Outcome::Ok,
-                    )
-                    .on(id.to_string()),
-            );
+            use beepmyphone_actors::ports::{Action, ActorKind, AuditEvent, Outcome};
+            let mut event = AuditEvent::new(Action::TokenFirstUsed, ActorKind::Token, Outcome::Ok)
+                .by(id.to_string())
+                .on(id.to_string());
+            event.ip = ip.map(|ip| ip.to_string());
+            event.request_id = crate::request_id::current_request_id();
+            event.trace_id = crate::request_id::current_trace_id().map(|t| t.to_string());
+            state.audit.record(event);
         }
         state.api_tokens.insert(
             hash,

@@ -3,6 +3,7 @@
 //! Routes live per resource in [`routes`] and are registered in one [`configure`]. Every error is
 //! an [`crate::error::ApiError`]; unknown paths and methods get problem documents too.
 
+pub mod audited;
 pub mod auth;
 pub mod body;
 pub mod headers;

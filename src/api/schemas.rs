@@ -1048,7 +1048,7 @@ pub const AUDIT_ACTIONS: [&str; 22] = [
 pub struct AuditListQuery {
     /// Only this action.
     #[garde(custom(one_of(&AUDIT_ACTIONS, "must be an audit action such as admin.login (see the API documentation)")))]
-    #[param(pattern = "^[a-z_]+\\.[a-z_]+$")]
+    #[param(schema_with = audit_action_schema)]
     pub action: Option<String>,
     /// Only records by this actor: an admin, token or device id, or `system` or `anonymous`.
     #[garde(custom(actor_filter))]
@@ -1078,6 +1078,15 @@ pub struct AuditListQuery {
     #[garde(custom(seq_cursor))]
     #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
+}
+
+fn audit_action_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(AUDIT_ACTIONS))
+        .description(Some("Only this action."))
+        .build()
 }
 
 fn actor_filter(value: &Option<String>, (): &()) -> garde::Result {

@@ -10,9 +10,10 @@
 //! - [`archive`]: retention (compressed archives with their checkpoints);
 //! - [`verify`]: `audit verify` and `audit prove`.
 //!
-//! Handlers reach the writer through [`Audit`] (in the app state) with an [`AuditContext`] (the
-//! request's source IP, request id and trace id): [`Audit::record`] for what is only worth
-//! knowing, [`Audit::record_now`] before an operation that must not go unrecorded.
+//! Handlers reach the writer through [`Audit`] (in the app state), building events with
+//! `crate::api::audited::AuditContext` (the request's source IP, request id and trace id):
+//! [`Audit::record`] for what is only worth knowing, [`Audit::record_now`] before an operation
+//! that must not go unrecorded.
 
 pub mod archive;
 pub mod log;
@@ -29,18 +30,13 @@ use beepmyphone_actors::audit::{AuditAlerts, AuditStatus, AuditWriter, Record, R
 use beepmyphone_actors::clock::SharedClock;
 use beepmyphone_actors::metrics::Metrics;
 use beepmyphone_actors::ports::{
-    Action, ActorKind, AuditError, AuditEvent, CheckpointInfo, CheckpointSink, Outcome,
+    Action, AuditError, AuditEvent, CheckpointInfo, CheckpointSink, Outcome,
 };
 
-use crate::api::auth::Principal;
 use crate::config::Settings;
-use crate::error::ApiError;
 use crate::store::Store;
 
-/// The checkpoint file's default name in the data directory.
-pub const CHECKPOINT_FILE: &str = "audit-checkpoints.log";
-/// The archive directory's default name in the data directory.
-pub const ARCHIVE_DIR: &str = "audit-archive";
+pub use crate::config::{ARCHIVE_DIR, CHECKPOINT_FILE};
 
 /// The writer, as handlers use it.
 #[derive(Clone)]
@@ -57,14 +53,13 @@ impl Audit {
         self.writer.do_send(Record { event });
     }
 
-    /// Appends `event` and waits until it is durable: a 503 when it cannot be written, so the
-    /// caller stops before doing what it guards.
-    pub async fn record_now(&self, mut event: AuditEvent) -> Result<u64, ApiError> {
+    /// Appends `event` and waits until it is durable, or says why it cannot be written (the
+    /// API answers 503 then: the caller stops before doing what it guards).
+    pub async fn record_now(&self, mut event: AuditEvent) -> Result<u64, AuditError> {
         event.at_ms = self.clock.now_ms();
         match self.writer.send(RecordNow { event }).await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(unavailable(&e)),
-            Err(_) => Err(unavailable(&AuditError::Unavailable)),
+            Ok(result) => result,
+            Err(_) => Err(AuditError::Unavailable),
         }
     }
 
@@ -91,82 +86,6 @@ impl Audit {
     /// The alert channel that records alert transitions.
     pub fn alert_channel(&self) -> AuditAlerts {
         AuditAlerts(self.writer.clone().recipient())
-    }
-}
-
-fn unavailable(e: &AuditError) -> ApiError {
-    ApiError::Unavailable(format!(
-        "not done: the audit log cannot record it right now ({e}); try again"
-    ))
-}
-
-/// Where an event came from: the request's source IP, request id and trace id (an extractor).
-#[derive(Debug, Clone, Default)]
-pub struct AuditContext {
-    /// The client's IP (through trusted proxies).
-    pub ip: Option<String>,
-    /// `X-Request-Id`.
-    pub request_id: Option<String>,
-    /// The W3C trace id.
-    pub trace_id: Option<String>,
-}
-
-impl AuditContext {
-    /// The relay itself as the actor.
-    pub fn system() -> (ActorKind, Option<String>) {
-        (ActorKind::System, None)
-    }
-
-    /// An event of `action` by `actor` (kind and id) from this request.
-    pub fn event(
-        &self,
-        action: Action,
-        (actor, actor_id): (ActorKind, Option<String>),
-        outcome: Outcome,
-    ) -> AuditEvent {
-        AuditEvent {
-            actor_id,
-            ip: self.ip.clone(),
-            request_id: self.request_id.clone(),
-            trace_id: self.trace_id.clone(),
-            ..AuditEvent::new(action, actor, outcome)
-        }
-    }
-
-    /// An event by whoever `principal` is.
-    pub fn by(&self, principal: &Principal, action: Action, outcome: Outcome) -> AuditEvent {
-        self.event(action, actor_of(principal), outcome)
-    }
-}
-
-/// The audit actor of a caller.
-pub fn actor_of(principal: &Principal) -> (ActorKind, Option<String>) {
-    match principal {
-        Principal::Token { id, .. } => (ActorKind::Token, Some(id.to_string())),
-        Principal::Device { device, .. } => (ActorKind::Device, Some(device.to_string())),
-        Principal::Session { admin_id, .. } => (ActorKind::Admin, Some(admin_id.to_string())),
-    }
-}
-
-/// Nobody known.
-pub fn anonymous() -> (ActorKind, Option<String>) {
-    (ActorKind::Anonymous, None)
-}
-
-impl actix_web::FromRequest for AuditContext {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, actix_web::Error>>;
-
-    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let ip = req
-            .app_data::<actix_web::web::Data<crate::state::AppState>>()
-            .and_then(|state| state.limits.client_ip(req))
-            .map(|ip| ip.to_string());
-        std::future::ready(Ok(Self {
-            ip,
-            request_id: crate::request_id::current_request_id(),
-            trace_id: crate::request_id::current_trace_id().map(|t| t.to_string()),
-        }))
     }
 }
 

@@ -52,6 +52,12 @@ fn name_of(pem: &[u8], path: &Path) -> Result<String, SigningKeyError> {
 pub fn load_or_create(keys_dir: &Path) -> Result<NoteSigner, SigningKeyError> {
     let path = keys_dir.join(KEY_FILE);
     if !path.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(keys_dir)
+            .map_err(|e| error(keys_dir, e))?;
         let fresh = NoteSigner::generate("beepmyphone.audit/new").map_err(|e| error(&path, e))?;
         let pem = fresh.to_pkcs8_pem().map_err(|e| error(&path, e))?;
         match write_new(&path, &pem) {

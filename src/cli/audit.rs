@@ -1,17 +1,14 @@
 //! `beepmyphone audit verify | prove | export`: the audit log, read straight from the data
-//! directory (safe while the relay runs), and [`record`], which the other local commands use to
-//! record what they do.
+//! directory (safe while the relay runs). (The other local commands record what they do through
+//! [`super::local::record`].)
 //!
 //! `verify` exits 0 when every record and checkpoint holds, 1 naming the first that does not, 2
 //! for a usage or configuration error (no database, no signing key, a bad `--key`).
 
 use std::io::Write;
-use std::path::Path;
 
-use beepmyphone_actors::ports::{Action, ActorKind, AuditEvent, AuditLog, Outcome};
 use clap::Subcommand;
 
-use crate::audit::log::SqliteAuditLog;
 use crate::audit::verify::{self, Sources};
 use crate::audit::{record as records, signing};
 use crate::config::Settings;
@@ -276,43 +273,4 @@ fn export(
         writeln!(out, "\n]").map_err(io)?;
     }
     Ok(())
-}
-
-/// Appends one event by the local operator (`system`, id `cli`) to the log of `settings`'s data
-/// directory: written before what it records, so a command that cannot record does nothing.
-/// Nothing personal goes in (the CLI opens no data keys for this).
-pub fn record(
-    settings: &Settings,
-    store: &Store,
-    action: Action,
-    subject: Option<String>,
-    outcome: Outcome,
-) -> Result<(), LocalError> {
-    let log = open_log(settings, store)?;
-    let mut event = AuditEvent::new(action, ActorKind::System, outcome).by("cli");
-    event.subject = subject;
-    event.at_ms = chrono::Utc::now().timestamp_millis();
-    log.append(&[event])
-        .map(|_| ())
-        .map_err(|e| LocalError::Failed(format!("not done: {e}")))
-}
-
-fn open_log(settings: &Settings, store: &Store) -> Result<SqliteAuditLog, LocalError> {
-    let signer = signing::load_or_create(&settings.keys_dir())
-        .map_err(|e| LocalError::Failed(e.to_string()))?;
-    ensure_dir(&settings.audit_checkpoint_file())?;
-    SqliteAuditLog::open(
-        store.clone(),
-        signer,
-        settings.audit_checkpoint_file(),
-        None,
-    )
-    .map_err(|e| LocalError::Failed(e.to_string()))
-}
-
-fn ensure_dir(file: &Path) -> Result<(), LocalError> {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(io),
-        _ => Ok(()),
-    }
 }

@@ -35,10 +35,10 @@ pub fn keys_rotate(args: &ConfigArgs, data: bool, out: &mut impl Write) -> Resul
         Action::SigningKeyRotated
     };
     // Recorded before the rotation: a rotation is never unrecorded.
-    super::audit::record(&settings, &store, action, None, Outcome::Requested)?;
+    super::local::record(&settings, &store, action, None, Outcome::Requested)?;
     if data {
         super::datakeys::rotate(&settings, out)?;
-        return super::audit::record(&settings, &store, action, None, Outcome::Ok);
+        return super::local::record(&settings, &store, action, None, Outcome::Ok);
     }
     let dir = settings.keys_dir();
     let policy = crate::security::keys::policy(&settings.auth);
@@ -66,7 +66,7 @@ pub fn keys_rotate(args: &ConfigArgs, data: bool, out: &mut impl Write) -> Resul
     }
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
     if let Some(created) = done.created.as_ref().or(done.keys.last().filter(|_| first)) {
-        super::audit::record(
+        super::local::record(
             &settings,
             &store,
             action,

@@ -2,15 +2,18 @@
 //! in WAL mode with a busy timeout) and never need the server.
 
 use std::io::Write;
+use std::path::Path;
 
 use beepmyphone_actors::model::rfc3339;
 use qrcode::render::unicode;
 use qrcode::QrCode;
 
-use beepmyphone_actors::ports::{Action, Outcome};
+use beepmyphone_actors::ports::{Action, ActorKind, AuditEvent, AuditLog, Outcome};
 
 use crate::api::routes::pairing::mint_pairing_code;
 use crate::api::routes::tokens::mint_api_token;
+use crate::audit::log::SqliteAuditLog;
+use crate::audit::signing;
 use crate::config::{Overrides, Settings};
 use crate::crypto::secrets::ExposeSecret;
 use crate::domain::Scope;
@@ -92,7 +95,7 @@ pub fn pairing_code(
     }
     let store = open(&settings)?;
     let now = chrono::Utc::now().timestamp_millis();
-    super::audit::record(
+    record(
         &settings,
         &store,
         Action::PairingCodeCreated,
@@ -163,7 +166,7 @@ pub fn token_create(
     }
     let store = open(&settings)?;
     // Recorded before the credential exists: a token is never made unrecorded.
-    super::audit::record(
+    record(
         &settings,
         &store,
         Action::TokenCreated,
@@ -176,7 +179,7 @@ pub fn token_create(
     let now = chrono::Utc::now().timestamp_millis();
     let (row, secret) = mint_api_token(&mut conn, name, scope, now)
         .map_err(|e| LocalError::Failed(e.to_string()))?;
-    super::audit::record(
+    record(
         &settings,
         &store,
         Action::TokenCreated,
@@ -186,4 +189,45 @@ pub fn token_create(
     writeln!(out, "{}", secret.expose_secret()).map_err(|e| LocalError::Failed(e.to_string()))?;
     eprintln!("created {} ({}, scope {})", row.id, row.name, row.scope);
     Ok(())
+}
+
+/// Appends one event by the local operator (`system`, id `cli`) to the log of `settings`'s data
+/// directory: written before what it records, so a command that cannot record does nothing.
+/// Nothing personal goes in (the CLI opens no data keys for this).
+pub fn record(
+    settings: &Settings,
+    store: &Store,
+    action: Action,
+    subject: Option<String>,
+    outcome: Outcome,
+) -> Result<(), LocalError> {
+    let log = open_log(settings, store)?;
+    let mut event = AuditEvent::new(action, ActorKind::System, outcome).by("cli");
+    event.subject = subject;
+    event.at_ms = chrono::Utc::now().timestamp_millis();
+    log.append(&[event])
+        .map(|_| ())
+        .map_err(|e| LocalError::Failed(format!("not done: {e}")))
+}
+
+fn open_log(settings: &Settings, store: &Store) -> Result<SqliteAuditLog, LocalError> {
+    let signer = signing::load_or_create(&settings.keys_dir())
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    ensure_dir(&settings.audit_checkpoint_file())?;
+    SqliteAuditLog::open(
+        store.clone(),
+        signer,
+        settings.audit_checkpoint_file(),
+        None,
+    )
+    .map_err(|e| LocalError::Failed(e.to_string()))
+}
+
+fn ensure_dir(file: &Path) -> Result<(), LocalError> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| LocalError::Failed(e.to_string()))
+        }
+        _ => Ok(()),
+    }
 }

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, SecretSetting};
 
+/// The checkpoint file's default name in the data directory.
+pub const CHECKPOINT_FILE: &str = "audit-checkpoints.log";
+/// The archive directory's default name in the data directory.
+pub const ARCHIVE_DIR: &str = "audit-archive";
+
 /// Seven years and two leap days: the seed plan's retention.
 pub const DEFAULT_RETENTION_DAYS: u64 = 7 * 365 + 2;
 

@@ -15,7 +15,7 @@ mod audit;
 mod encryption;
 mod monitoring;
 
-pub use audit::{AuditSettings, DEFAULT_RETENTION_DAYS};
+pub use audit::{AuditSettings, ARCHIVE_DIR, CHECKPOINT_FILE, DEFAULT_RETENTION_DAYS};
 pub use encryption::{EncryptionSettings, MIN_PBKDF2_ITERATIONS, PASSPHRASE_ENV};
 
 pub use monitoring::{
@@ -660,7 +660,7 @@ impl Settings {
     /// directory).
     pub fn audit_checkpoint_file(&self) -> PathBuf {
         if self.audit.checkpoint_file.as_os_str().is_empty() {
-            self.storage.data_dir.join(crate::audit::CHECKPOINT_FILE)
+            self.storage.data_dir.join(audit::CHECKPOINT_FILE)
         } else {
             self.audit.checkpoint_file.clone()
         }
@@ -669,7 +669,7 @@ impl Settings {
     /// Where audit archives go (`audit.archive_dir`, by default in the data directory).
     pub fn audit_archive_dir(&self) -> PathBuf {
         if self.audit.archive_dir.as_os_str().is_empty() {
-            self.storage.data_dir.join(crate::audit::ARCHIVE_DIR)
+            self.storage.data_dir.join(audit::ARCHIVE_DIR)
         } else {
             self.audit.archive_dir.clone()
         }

@@ -1001,7 +1001,11 @@ mod tests {
             DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
         // The first reservation covers every current AES-GCM key.
         let totals = disk.reserve(&ring).unwrap();
-        assert_eq!(totals.len(), 3, "{totals:?}");
+        assert_eq!(
+            totals.len(),
+            4,
+            "content, devices, sessions, audit: {totals:?}"
+        );
         assert!(totals
             .iter()
             .all(|&(_, _, reserved, limit)| reserved == RESERVATION && limit == 1 << 30));
@@ -1012,16 +1016,16 @@ mod tests {
         let ids = disk
             .rotate(&[Purpose::Content], &XCHACHA20_POLY1305, 2_000)
             .unwrap();
-        assert_eq!(ids, vec![5]);
+        assert_eq!(ids, vec![6]);
         let listed = DiskDataKeys::list(dir.path()).unwrap();
         assert_eq!(listed[0].state, DataKeyState::DecryptOnly);
         assert_eq!(listed[0].decrypt_only_ms, Some(2_000));
-        assert_eq!(listed[4].algorithm, "xchacha20-poly1305");
+        assert_eq!(listed[5].algorithm, "xchacha20-poly1305");
         let ring = disk.reload(&ring).unwrap();
-        assert_eq!(ring.current(Purpose::Content).unwrap().id, 5);
-        assert_eq!(ring.ids_of(Purpose::Content), vec![1, 5]);
+        assert_eq!(ring.current(Purpose::Content).unwrap().id, 6);
+        assert_eq!(ring.ids_of(Purpose::Content), vec![1, 6]);
         // XChaCha20 keys are not counted.
-        assert!(!disk.reserve(&ring).unwrap().iter().any(|t| t.0 == 5));
+        assert!(!disk.reserve(&ring).unwrap().iter().any(|t| t.0 == 6));
         disk.retire(&[1, 2], 3_000).unwrap();
         let listed = DiskDataKeys::list(dir.path()).unwrap();
         assert_eq!(listed[0].state, DataKeyState::Retired);
@@ -1029,7 +1033,7 @@ mod tests {
         // A current key is never retired that way.
         assert_eq!(listed[1].state, DataKeyState::Current);
         let ring = disk.reload(&ring).unwrap();
-        assert_eq!(ring.ids_of(Purpose::Content), vec![5]);
+        assert_eq!(ring.ids_of(Purpose::Content), vec![6]);
         // A purpose without a current key (one a newer relay added) gets one on open.
         edit_ring(dir.path(), |r| {
             for key in r["keys"].as_array_mut().unwrap() {
@@ -1039,7 +1043,7 @@ mod tests {
             }
         });
         let (_, ring) = DiskDataKeys::open(dir.path(), &options(&KekSource::KeyFile)).unwrap();
-        assert_eq!(ring.current(Purpose::Sessions).unwrap().id, 6);
+        assert_eq!(ring.current(Purpose::Sessions).unwrap().id, 7);
         assert_eq!(DataKeyState::DecryptOnly.as_str(), "decrypt_only");
     }
 

@@ -266,9 +266,9 @@ mod tests {
         std::fs::write(&path, serde_json::to_vec(&ring).unwrap()).unwrap();
         let rotated = service.step(1_000, false).unwrap();
         let grace = RETIRE_GRACE_MS;
-        assert_eq!(rotated.created, vec![5], "{rotated:?}");
+        assert_eq!(rotated.created, vec![6], "{rotated:?}");
         assert_eq!(state(&rotated, 2), "decrypt_only");
-        assert_eq!(state(&rotated, 5), "current");
+        assert_eq!(state(&rotated, 6), "current");
         // The device is still under key 2: it is stale, and key 2 stays until it moves.
         assert_eq!(rotated.stale_rows, 1);
         assert_eq!(

@@ -78,6 +78,7 @@ async fn anonymous_callers_get_the_states_and_admins_the_details() {
             "store",
             "disk",
             "keys",
+            "audit",
             "encryption",
             "ratelimit"
         ]

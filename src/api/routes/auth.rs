@@ -18,11 +18,11 @@ use beepmyphone_actors::registry::Kick;
 
 use beepmyphone_actors::ports::{Action, ActorKind, Outcome};
 
+use crate::api::audited::AuditContext;
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::middleware::RequestLog;
 use crate::api::schemas::{check, LoginRequest, Page};
-use crate::audit::AuditContext;
 use crate::crypto::secrets::ExposeSecret;
 use crate::domain::AdminId;
 use crate::error::ApiError;
@@ -159,7 +159,7 @@ async fn login(
                 source
                     .event(
                         Action::AdminLogin,
-                        crate::audit::anonymous(),
+                        crate::api::audited::anonymous(),
                         Outcome::Denied,
                     )
                     .with_details(serde_json::json!({ "username": tried })),
@@ -184,7 +184,7 @@ async fn login(
             source
                 .event(
                     Action::SessionEnded,
-                    crate::audit::AuditContext::system(),
+                    crate::api::audited::AuditContext::system(),
                     Outcome::Ok,
                 )
                 .on(admin.id.to_string())
@@ -217,7 +217,7 @@ async fn logout(
     req: HttpRequest,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = crate::audit::actor_of(&principal);
+    let actor = crate::api::audited::actor_of(&principal);
     match principal {
         Principal::Device { device, jti, exp } => {
             state.revocations.logout(&device, jti.as_str(), exp).await?;
@@ -304,7 +304,7 @@ async fn delete_session(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = crate::audit::actor_of(&principal);
+    let actor = crate::api::audited::actor_of(&principal);
     let (admin_id, current) = session_of(principal)?;
     let not_found = || ApiError::NotFound(format!("no session {}", path.as_str()));
     let target = state

@@ -7,8 +7,8 @@ use actix_web::{web, HttpResponse};
 
 use beepmyphone_actors::ports::{Action, Outcome};
 
+use crate::api::audited::AuditContext;
 use crate::api::auth::Principal;
-use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 

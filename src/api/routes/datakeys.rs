@@ -13,8 +13,8 @@ use super::keys::{audited_result, key_manager_error, key_manager_unavailable};
 use beepmyphone_actors::ports::Action;
 use beepmyphone_actors::ports::Outcome;
 
+use crate::api::audited::AuditContext;
 use crate::api::auth::Principal;
-use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 

@@ -12,12 +12,12 @@ use beepmyphone_actors::registry::{Kick, OnlineDevices};
 
 use beepmyphone_actors::ports::{Action, Outcome};
 
+use crate::api::audited::AuditContext;
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::middleware::RequestLog;
 use crate::api::page_limit;
 use crate::api::schemas::{check, DeviceListQuery, Page, PatchDeviceRequest, QuietHoursBody};
-use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::devices::{self, DeliveryCounts, DeviceChanges, DeviceRow};

@@ -15,9 +15,9 @@ use beepmyphone_actors::model::rfc3339;
 
 use beepmyphone_actors::ports::{Action, AuditEvent, Outcome};
 
+use crate::api::audited::AuditContext;
 use crate::api::auth::Principal;
 use crate::api::schemas::Page;
-use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::state::AppState;
 

@@ -15,11 +15,11 @@ use beepmyphone_actors::registry::Kick;
 
 use beepmyphone_actors::ports::{Action, ActorKind, Outcome};
 
+use crate::api::audited::AuditContext;
 use crate::api::auth::Principal;
 use crate::api::body::{Json, OptionalJson};
 use crate::api::middleware::RequestLog;
 use crate::api::schemas::{check, DeviceTokens, PairRequest, PairingCodeRequest, RefreshRequest};
-use crate::audit::AuditContext;
 use crate::crypto::secrets::{
     hash_secret, new_pairing_code, new_refresh_token, normalize_pairing_code, ExposeSecret,
     SecretString,
@@ -172,7 +172,7 @@ async fn pair_device(
     let refused = |state: &AppState| {
         state.audit.record(source.event(
             Action::DevicePaired,
-            crate::audit::anonymous(),
+            crate::api::audited::anonymous(),
             Outcome::Denied,
         ));
         ApiError::Conflict("the pairing code is invalid, used or expired".into())
@@ -284,7 +284,7 @@ async fn refresh_tokens(
             source
                 .event(
                     Action::RefreshReuse,
-                    crate::audit::anonymous(),
+                    crate::api::audited::anonymous(),
                     Outcome::Denied,
                 )
                 .on(row.device_id.clone())

@@ -9,12 +9,12 @@ use beepmyphone_actors::model::rfc3339;
 
 use beepmyphone_actors::ports::{Action, Outcome};
 
+use crate::api::audited::AuditContext;
 use crate::api::auth::Principal;
 use crate::api::body::Json;
 use crate::api::middleware::RequestLog;
 use crate::api::page_limit;
 use crate::api::schemas::{check, CreateTokenRequest, Page, TokenListQuery};
-use crate::audit::AuditContext;
 use crate::crypto::secrets::{hash_secret, new_api_token, ExposeSecret, SecretString};
 use crate::domain::Scope;
 use crate::error::ApiError;
