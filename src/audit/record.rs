@@ -145,7 +145,7 @@ pub struct RecordView {
     pub request_id: Option<String>,
     /// The request's trace id.
     pub trace_id: Option<String>,
-    /// Anything else recorded.
+    /// Anything else recorded (an empty object when nothing).
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
     /// The record's leaf hash (hex).
@@ -156,8 +156,9 @@ pub struct RecordView {
 /// record is still listed: the log's integrity does not depend on the key).
 pub fn view(row: AuditRow, cipher: &Cipher) -> RecordView {
     let (ip, details) = match open(&row, cipher) {
+        Ok(Some(personal)) if personal.details.is_null() => (personal.ip, serde_json::json!({})),
         Ok(Some(personal)) => (personal.ip, personal.details),
-        Ok(None) => (None, serde_json::Value::Null),
+        Ok(None) => (None, serde_json::json!({})),
         Err(_) => (
             None,
             serde_json::json!({ "sealed": "does not open with the audit keys in this ring" }),

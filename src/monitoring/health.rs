@@ -315,15 +315,15 @@ pub struct AuditProbe(pub Arc<beepmyphone_actors::audit::AuditStatus>);
 
 /// The audit finding from the writer's status.
 pub fn audit_finding(status: &beepmyphone_actors::audit::AuditSnapshot) -> Finding {
-    match (&status.last_error, status.failing_since_ms) {
-        (Some(error), Some(_)) | (Some(error), None) => Finding::new(
+    match &status.last_error {
+        Some(error) => Finding::new(
             Status::Unhealthy,
             format!(
                 "{error}; {} events wait, and operations that must be audited are refused",
                 status.pending
             ),
         ),
-        (None, _) => Finding::new(
+        None => Finding::new(
             Status::Healthy,
             format!(
                 "{} records, {} covered by the last signed checkpoint",
