@@ -467,3 +467,236 @@ fn checkpoint_note(
         .map(|n| (*n).to_owned())
         .ok_or_else(|| Failure::Unreadable(format!("no checkpoint note of size {size}")))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use beepmyphone_actors::ports::{Action, AuditEvent, AuditLog, Outcome};
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+    use crate::audit::log::SqliteAuditLog;
+    use crate::audit::note::NoteSigner;
+    use crate::audit::signing;
+    use crate::store::Store;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: Store,
+        log: SqliteAuditLog,
+        sources: Sources,
+        verifier: NoteVerifier,
+        signer: NoteSigner,
+    }
+
+    /// A log of `n` records with a checkpoint every `every`.
+    fn fixture(n: u64, every: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &crate::config::StorageSettings::default())
+            .unwrap()
+            .with_cipher(crate::crypto::ring::tests::test_cipher());
+        let keys = dir.path().join("keys");
+        let signer = signing::load_or_create(&keys).unwrap();
+        let verifier = signer.verifier().unwrap();
+        let file = dir.path().join("audit-checkpoints.log");
+        let log = SqliteAuditLog::open(
+            store.clone(),
+            signing::load(&keys).unwrap(),
+            file.clone(),
+            None,
+        )
+        .unwrap();
+        for i in 1..=n {
+            let mut event = AuditEvent::system(Action::IpBlocked, Outcome::Ok);
+            event.ip = Some(format!("192.0.2.{i}"));
+            log.append(&[event]).unwrap();
+            if i % every == 0 {
+                log.checkpoint(i64::try_from(i).unwrap()).unwrap();
+            }
+        }
+        Fixture {
+            sources: Sources {
+                checkpoint_file: file,
+                archive_dir: dir.path().join("audit-archive"),
+            },
+            dir,
+            store,
+            log,
+            verifier,
+            signer,
+        }
+    }
+
+    fn run(f: &Fixture) -> Result<Report, Failure> {
+        let mut conn = f.store.conn().unwrap();
+        verify(&mut conn, &f.verifier, &f.sources)
+    }
+
+    fn append_note(f: &Fixture, checkpoint: &Checkpoint) {
+        let note = f.signer.sign(&checkpoint.to_text()).unwrap();
+        crate::audit::log::append_note(&f.sources.checkpoint_file, &note).unwrap();
+    }
+
+    #[test]
+    fn an_untouched_log_verifies_and_reports_what_it_covers() {
+        let f = fixture(7, 3);
+        let report = run(&f).unwrap();
+        assert_eq!(
+            report,
+            Report {
+                records: 7,
+                first: 1,
+                archives: 0,
+                checkpoints: 2,
+                checkpoint_size: 6,
+                checkpoint_ms: 6,
+                uncovered: 1,
+            }
+        );
+        assert_eq!(f.log.size().unwrap(), 7);
+        // Nothing new since the last checkpoint: none is made.
+        f.log.checkpoint(100).unwrap();
+        assert!(f.log.checkpoint(101).unwrap().is_none());
+        // An empty log verifies too, with nothing to say.
+        let empty = fixture(0, 1);
+        assert_eq!(run(&empty).unwrap().records, 0);
+        assert!(empty.log.checkpoint(1).unwrap().is_none());
+    }
+
+    #[test]
+    fn checkpoints_of_another_origin_or_a_fork_are_refused() {
+        let f = fixture(4, 2);
+        let mut conn = f.store.conn().unwrap();
+        let root = rows::last_checkpoint(&mut conn).unwrap().unwrap();
+        drop(conn);
+        let signed = Checkpoint::parse(f.verifier.open(&root.note).unwrap()).unwrap();
+        // Signed by this key, for another log.
+        let other = fixture(4, 2);
+        append_note(
+            &other,
+            &Checkpoint {
+                origin: "beepmyphone.audit/elsewhere".into(),
+                ..signed.clone()
+            },
+        );
+        let Err(Failure::Checkpoint { why, .. }) = run(&Fixture {
+            signer: signing::load(&f.dir.path().join("keys")).unwrap(),
+            ..other
+        }) else {
+            panic!("another origin verified")
+        };
+        assert!(why.contains("not this log's"), "{why}");
+        // Two roots for one size: a fork.
+        append_note(
+            &f,
+            &Checkpoint {
+                root: [7; 32],
+                ..signed.clone()
+            },
+        );
+        let Err(Failure::Checkpoint { why, .. }) = run(&f) else {
+            panic!("a fork verified")
+        };
+        assert!(why.contains("forked"), "{why}");
+    }
+
+    #[test]
+    fn a_table_checkpoint_must_say_its_own_size_and_the_file_must_be_readable() {
+        let f = fixture(4, 2);
+        {
+            let mut conn = f.store.conn().unwrap();
+            conn.batch_execute("UPDATE audit_checkpoints SET size = 3 WHERE size = 4")
+                .unwrap();
+        }
+        let Err(Failure::Checkpoint { why, .. }) = run(&f) else {
+            panic!("a mislabelled checkpoint verified")
+        };
+        assert!(why.contains("says 4 records"), "{why}");
+        let g = fixture(2, 2);
+        std::fs::remove_file(&g.sources.checkpoint_file).unwrap();
+        std::fs::create_dir(&g.sources.checkpoint_file).unwrap();
+        assert!(matches!(run(&g), Err(Failure::Unreadable(_))));
+        // A failure reads as what it names.
+        let failure = Failure::Record {
+            seq: 3,
+            why: "is missing".into(),
+        };
+        assert_eq!(failure.to_string(), "record 3: is missing");
+        assert!(Failure::from(StoreError::Other("x".into()))
+            .to_string()
+            .contains('x'));
+    }
+
+    #[test]
+    fn proofs_cover_checkpointed_records_only_and_verify() {
+        let f = fixture(5, 4);
+        let mut conn = f.store.conn().unwrap();
+        let proof = prove(&mut conn, &f.verifier, &f.sources, 3).unwrap();
+        assert_eq!(proof.tree_size, 4);
+        let checkpoint = Checkpoint::parse(f.verifier.open(&proof.checkpoint).unwrap()).unwrap();
+        let hash = |s: &str| -> Hash { hex::decode(s).unwrap().try_into().unwrap() };
+        let path: Vec<Hash> = proof.proof.iter().map(|p| hash(p)).collect();
+        assert!(merkle::verify_inclusion(
+            &hash(&proof.leaf_hash),
+            2,
+            4,
+            &path,
+            &checkpoint.root
+        ));
+        for seq in [0, 5] {
+            assert!(matches!(
+                prove(&mut conn, &f.verifier, &f.sources, seq),
+                Err(Failure::Unreadable(_))
+            ));
+        }
+        // The note comes from the file when the table has lost it.
+        conn.batch_execute("DELETE FROM audit_checkpoints").unwrap();
+        let again = prove(&mut conn, &f.verifier, &f.sources, 1).unwrap();
+        assert_eq!(again.checkpoint, proof.checkpoint);
+    }
+
+    #[test]
+    fn the_writer_resumes_and_notices_a_longer_table() {
+        let f = fixture(3, 2);
+        // Another writer (the CLI) appends: this one rebuilds its frontier first.
+        let other = SqliteAuditLog::open(
+            f.store.clone(),
+            signing::load(&f.dir.path().join("keys")).unwrap(),
+            f.sources.checkpoint_file.clone(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(other.origin(), f.signer.name());
+        other
+            .append(&[AuditEvent::system(Action::ConfigLoaded, Outcome::Ok)])
+            .unwrap();
+        let seqs = f
+            .log
+            .append(&[AuditEvent::system(Action::ConfigLoaded, Outcome::Ok)])
+            .unwrap();
+        assert_eq!(seqs, vec![5]);
+        f.log.checkpoint(9).unwrap();
+        assert_eq!(run(&f).unwrap().checkpoint_size, 5);
+        // A gap in the table stops a rebuild (and so a start) with the record named.
+        let mut conn = f.store.conn().unwrap();
+        conn.batch_execute("DELETE FROM audit_checkpoints; DELETE FROM audit_log WHERE seq = 2")
+            .unwrap();
+        let Err(StoreError::Corrupt(why)) = crate::audit::log::rebuild(&mut conn) else {
+            panic!("a gap was rebuilt")
+        };
+        assert!(why.contains("record 2 is missing"), "{why}");
+    }
+
+    #[test]
+    fn a_torn_note_at_the_end_of_the_file_is_cut_back() {
+        let f = fixture(2, 2);
+        let path = &f.sources.checkpoint_file;
+        let whole = std::fs::read_to_string(path).unwrap();
+        assert!(!crate::audit::log::repair_torn_tail(path).unwrap());
+        std::fs::write(path, format!("{whole}beepmyphone.audit/x\n3\n")).unwrap();
+        assert!(crate::audit::log::repair_torn_tail(path).unwrap());
+        assert_eq!(std::fs::read_to_string(path).unwrap(), whole);
+        let missing = f.dir.path().join("none.log");
+        assert!(!crate::audit::log::repair_torn_tail(&missing).unwrap());
+    }
+}
