@@ -264,34 +264,32 @@ impl AuditWriter {
     }
 
     /// Starts the next call to the log, if none is running: an append of what waits, else a
-    /// wanted checkpoint, else wanted housekeeping.
+    /// wanted checkpoint, else wanted housekeeping. After a failed write nothing is tried until
+    /// the next tick (or a [`Flush`]); flushes waiting meanwhile get the error.
     fn kick(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
         }
-        if !self.pending.is_empty() && !self.backing_off {
-            self.append(ctx);
-        } else if self.want_maintain
-            && self.pending.is_empty()
-            && !self.want_checkpoint
-            && self.flushes.is_empty()
-        {
-            self.maintain(ctx);
-        } else if self.want_checkpoint || !self.flushes.is_empty() {
-            if self.pending.is_empty() {
-                self.checkpoint(ctx);
-            } else {
-                // Flushing while the log cannot be written.
+        if self.backing_off {
+            if !self.flushes.is_empty() {
                 let error = AuditError::Write(
                     self.status
                         .snapshot()
                         .last_error
-                        .unwrap_or_else(|| "records are waiting".into()),
+                        .unwrap_or_else(|| "the last write failed".into()),
                 );
                 for flush in self.flushes.drain(..) {
                     let _ = flush.send(Err(error.clone()));
                 }
             }
+            return;
+        }
+        if !self.pending.is_empty() {
+            self.append(ctx);
+        } else if self.want_checkpoint || !self.flushes.is_empty() {
+            self.checkpoint(ctx);
+        } else if self.want_maintain {
+            self.maintain(ctx);
         }
     }
 
@@ -328,6 +326,9 @@ impl AuditWriter {
                         }
                         Err(e) => {
                             act.failed(&e);
+                            // The next tick tries again: what waits, or else a checkpoint, whose
+                            // success says the log is writable again.
+                            act.want_checkpoint = true;
                             // Those waiting for an answer get it now; the rest wait for the
                             // disk, in their order.
                             for pending in batch.into_iter().rev() {
@@ -377,6 +378,8 @@ impl AuditWriter {
                         act.busy = false;
                         let answer = match result {
                             Ok((made, size)) => {
+                                act.backing_off = false;
+                                act.status.succeeded();
                                 act.status.size.store(size, Ordering::Relaxed);
                                 act.since_checkpoint = 0;
                                 act.last_checkpoint_ms = now;
@@ -387,6 +390,8 @@ impl AuditWriter {
                             }
                             Err(e) => {
                                 act.failed(&e);
+                                // Tried again on the next tick.
+                                act.want_checkpoint = true;
                                 Err(e)
                             }
                         };
@@ -840,6 +845,31 @@ mod tests {
             .await
             .unwrap()
             .is_ok());
+    }
+
+    #[actix::test]
+    async fn the_status_recovers_on_a_tick_when_nothing_waits() {
+        let s = start(AuditConfig::default());
+        settle().await;
+        s.log.failing.store(true, Ordering::SeqCst);
+        assert!(s
+            .writer
+            .send(RecordNow {
+                event: event(Action::DeviceDeleted),
+            })
+            .await
+            .unwrap()
+            .is_err());
+        assert!(s.status.snapshot().failing_since_ms.is_some());
+        // The disk is back, and no event comes: the next tick's checkpoint says so.
+        s.log.failing.store(false, Ordering::SeqCst);
+        s.clock.advance(Duration::from_secs(5));
+        settle().await;
+        assert!(s.status.snapshot().failing_since_ms.is_none());
+        assert!(
+            s.log.events.lock().unwrap().is_empty(),
+            "the refused event stays out"
+        );
     }
 
     #[actix::test]
