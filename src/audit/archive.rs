@@ -318,3 +318,100 @@ impl Archiver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64) -> AuditRow {
+        AuditRow {
+            seq,
+            at_ms: 1,
+            actor_kind: "system".into(),
+            actor_id: None,
+            action: "config.loaded".into(),
+            subject: None,
+            outcome: "ok".into(),
+            request_id: None,
+            trace_id: None,
+            key_id: Some(4),
+            sealed: Some(vec![1, 2, 3]),
+            leaf_hash: vec![9; 32],
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_and_bad_ones_are_named() {
+        let archived = ArchivedRow::from(&row(3));
+        assert_eq!(archived.to_row().unwrap(), row(3));
+        let bad_sealed = ArchivedRow {
+            sealed: Some("not base64!".into()),
+            ..archived.clone()
+        };
+        assert!(bad_sealed
+            .to_row()
+            .unwrap_err()
+            .contains("record 3: sealed"));
+        let bad_leaf = ArchivedRow {
+            leaf_hash: "zz".into(),
+            ..archived
+        };
+        assert!(bad_leaf
+            .to_row()
+            .unwrap_err()
+            .contains("record 3: leaf hash"));
+    }
+
+    #[test]
+    fn only_archive_files_are_listed_in_order_and_bad_ones_do_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(list(&dir.path().join("none")).unwrap().is_empty());
+        for name in [
+            "audit-000000000011-000000000020.jsonl.gz",
+            "audit-000000000001-000000000010.jsonl.gz",
+            "audit-x-y.jsonl.gz",
+            "audit-1.jsonl.gz",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"not gzip").unwrap();
+        }
+        let found = list(dir.path()).unwrap();
+        let ranges: Vec<(i64, i64)> = found.iter().map(|a| (a.first, a.last)).collect();
+        assert_eq!(ranges, [(1, 10), (11, 20)]);
+        assert!(read(&found[0].path).is_err(), "not gzip");
+        assert!(read(&dir.path().join("gone.jsonl.gz")).is_err());
+        let path = dir.path().join("bad-line.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"{\"type\":\"end\",\"size\":1,\"checkpoint\":\"x\"}\n{oops\n")
+            .unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        assert!(read(&path).unwrap_err().contains("line 2"));
+        assert_eq!(file_name(1, 10), "audit-000000000001-000000000010.jsonl.gz");
+    }
+
+    #[test]
+    fn nothing_is_archived_when_both_periods_are_off_or_nothing_is_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &crate::config::StorageSettings::default()).unwrap();
+        let off = Archiver {
+            dir: dir.path().join("a"),
+            archive_after_ms: 0,
+            retention_ms: 0,
+        };
+        assert_eq!(off.run(&store, 1_000).unwrap(), 0);
+        let on = Archiver {
+            archive_after_ms: 10,
+            retention_ms: 20,
+            ..off
+        };
+        // An empty log: nothing to archive, no directory to expire from.
+        assert_eq!(on.run(&store, 1_000).unwrap(), 0);
+        let mut settings = crate::config::Settings::default();
+        settings.storage.data_dir = dir.path().to_path_buf();
+        settings.audit.archive_after_days = 2;
+        let from = Archiver::from_settings(&settings);
+        assert_eq!(from.archive_after_ms, 2 * 86_400_000);
+        assert_eq!(from.dir, dir.path().join(crate::config::ARCHIVE_DIR));
+    }
+}

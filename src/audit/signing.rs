@@ -137,3 +137,26 @@ mod tests {
         assert!(load(other.path().join("missing").as_path()).is_err());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_foreign_key_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = verifier(dir.path(), None).unwrap_err();
+        assert!(missing.to_string().contains(KEY_FILE), "{missing}");
+        // An RSA key where the Ed25519 key should be.
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let pem = openssl::pkey::PKey::from_rsa(rsa)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), pem).unwrap();
+        assert!(load(dir.path()).is_err());
+        std::fs::write(dir.path().join(KEY_FILE), b"not a key").unwrap();
+        assert!(load_or_create(dir.path()).is_err());
+    }
+}
