@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use beepmyphone_actors::clock::Clock;
 
-use crate::helpers::{eventually, spawn_app_with, start_in, test_settings, TestApp};
+use crate::helpers::{
+    eventually, record_requests, spawn_app_with, start_in, test_settings, TestApp,
+};
 
 /// A webhook receiver on port 0 that keeps every JSON body it is sent.
 fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -37,22 +39,6 @@ fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     .run();
     actix_rt::spawn(server);
     (format!("http://127.0.0.1:{port}/hook"), bodies)
-}
-
-/// Requests as the timing middleware records them, straight into the relay's metrics (the test
-/// cannot make the relay slow on purpose).
-fn record_requests(app: &TestApp, n: usize, seconds: f64) {
-    let metrics = &app.state.graph.metrics;
-    for _ in 0..n {
-        metrics
-            .http_duration
-            .with_label_values(&["/api/v1/notifications", "POST"])
-            .observe(seconds);
-        metrics
-            .http_requests
-            .with_label_values(&["/api/v1/notifications", "POST", "202"])
-            .inc();
-    }
 }
 
 /// A round trip through the relay: its actors have run their first poll since (the alert

@@ -14,19 +14,17 @@ use serde_json::{json, Value};
 
 use beepmyphone::audit::merkle;
 use beepmyphone::audit::note::{Checkpoint, NoteVerifier};
-use beepmyphone::crypto::secrets::secret_string;
-use beepmyphone::security::admins;
-use beepmyphone::security::passwords::Bcrypt;
 use beepmyphone_actors::audit::{Flush, Maintain};
 use beepmyphone_actors::clock::Clock;
 use beepmyphone_actors::ports::Action;
 use beepmyphone_actors::queue::InjectFault;
 
 use crate::helpers::{
-    beep, eventually, spawn_app, spawn_app_with, spawn_process, start_in, test_settings, TestApp,
+    beep, create_admin, eventually, record_requests, spawn_app, spawn_app_with, spawn_process,
+    start_in, test_settings, TestApp,
 };
 
-const PASSWORD: &str = "correct horse battery staple";
+const PASSWORD: &str = crate::helpers::ADMIN_PASSWORD;
 
 /// Writes everything the writer holds and signs a checkpoint; the log's size.
 async fn flush(app: &TestApp) -> u64 {
@@ -56,24 +54,6 @@ async fn records(app: &TestApp, query: &str) -> Vec<Value> {
             None => return out,
         }
     }
-}
-
-async fn create_admin(app: &TestApp, name: &str) {
-    let (store, name) = (app.state.store.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let mut conn = store.conn().unwrap();
-        let bcrypt = Bcrypt::new(4, true).unwrap();
-        admins::add(
-            &mut conn,
-            &bcrypt,
-            &name,
-            &secret_string(PASSWORD.into()),
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .unwrap();
-    })
-    .await
-    .unwrap();
 }
 
 /// Logs in; the cookie (`beep_session=…`) and CSRF token.
@@ -115,21 +95,6 @@ async fn as_session(
     let bytes = res.body().await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (res.status().as_u16(), body)
-}
-
-/// Requests as the timing middleware records them (as in tests/api/alerts.rs).
-fn record_requests(app: &TestApp, n: usize, seconds: f64) {
-    let metrics = &app.state.graph.metrics;
-    for _ in 0..n {
-        metrics
-            .http_duration
-            .with_label_values(&["/api/v1/notifications", "POST"])
-            .observe(seconds);
-        metrics
-            .http_requests
-            .with_label_values(&["/api/v1/notifications", "POST", "202"])
-            .inc();
-    }
 }
 
 /// A round trip, then the clock moves.

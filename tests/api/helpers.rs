@@ -604,3 +604,41 @@ pub fn spawn_process_with(data_dir: &Path, env: &[(&str, &str)]) -> ChildRelay {
         output,
     }
 }
+
+/// The password [`create_admin`] gives admins.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Creates an admin directly through the library (bcrypt cost 4), on a running relay's store.
+pub async fn create_admin(app: &TestApp, name: &str) {
+    let (store, name) = (app.state.store.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut conn = store.conn().unwrap();
+        let bcrypt = beepmyphone::security::passwords::Bcrypt::new(4, true).unwrap();
+        beepmyphone::security::admins::add(
+            &mut conn,
+            &bcrypt,
+            &name,
+            &beepmyphone::crypto::secrets::secret_string(ADMIN_PASSWORD.into()),
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// Requests as the timing middleware records them, straight into the relay's metrics (the test
+/// cannot make the relay slow on purpose).
+pub fn record_requests(app: &TestApp, n: usize, seconds: f64) {
+    let metrics = &app.state.graph.metrics;
+    for _ in 0..n {
+        metrics
+            .http_duration
+            .with_label_values(&["/api/v1/notifications", "POST"])
+            .observe(seconds);
+        metrics
+            .http_requests
+            .with_label_values(&["/api/v1/notifications", "POST", "202"])
+            .inc();
+    }
+}

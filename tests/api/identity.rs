@@ -21,10 +21,11 @@ use beepmyphone::security::passwords::Bcrypt;
 use beepmyphone::startup::{Application, Options};
 
 use crate::helpers::{
-    spawn_app_with, spawn_process, start_in, test_settings, ChildRelay, Device, TestApp,
+    create_admin, spawn_app_with, spawn_process, start_in, test_settings, ChildRelay, Device,
+    TestApp,
 };
 
-const PASSWORD: &str = "correct horse battery staple";
+const PASSWORD: &str = crate::helpers::ADMIN_PASSWORD;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -49,25 +50,6 @@ fn unique_prefix() -> String {
 fn use_redis(settings: &mut Settings) {
     settings.redis.url = redis_url();
     settings.redis.key_prefix = unique_prefix();
-}
-
-/// Creates an admin directly through the library (bcrypt cost 4), on a running relay's store.
-async fn create_admin(app: &TestApp, name: &str) {
-    let (store, name) = (app.state.store.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let mut conn = store.conn().unwrap();
-        let bcrypt = Bcrypt::new(4, true).unwrap();
-        admins::add(
-            &mut conn,
-            &bcrypt,
-            &name,
-            &secret_string(PASSWORD.into()),
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .unwrap();
-    })
-    .await
-    .unwrap();
 }
 
 /// A logged-in admin session.
