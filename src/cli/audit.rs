@@ -12,8 +12,6 @@ use clap::Subcommand;
 use crate::audit::verify::{self, Sources};
 use crate::audit::{record as records, signing};
 use crate::config::Settings;
-use crate::crypto::disk::{algorithm_of, OpenOptions};
-use crate::crypto::{Cipher, DiskDataKeys, KekSource};
 use crate::store::audit::{self as rows, AuditFilter};
 use crate::store::{Store, DB_FILE};
 
@@ -123,17 +121,26 @@ fn verifier(
     signing::verifier(&settings.keys_dir(), key).map_err(|e| LocalError::Usage(e.to_string()))
 }
 
+/// A connection to an existing log and the key its checkpoints are checked with.
+fn reading(
+    settings: &Settings,
+    key: Option<&str>,
+) -> Result<(crate::store::Conn, crate::audit::note::NoteVerifier), LocalError> {
+    let store = existing_store(settings)?;
+    let verifier = verifier(settings, key)?;
+    let conn = store
+        .conn()
+        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    Ok((conn, verifier))
+}
+
 fn verify_command(
     settings: &Settings,
     key: Option<&str>,
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), LocalError> {
-    let store = existing_store(settings)?;
-    let verifier = verifier(settings, key)?;
-    let mut conn = store
-        .conn()
-        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    let (mut conn, verifier) = reading(settings, key)?;
     match verify::verify(&mut conn, &verifier, &sources(settings)) {
         Ok(report) => {
             if json {
@@ -182,34 +189,12 @@ fn prove_command(
     key: Option<&str>,
     out: &mut impl Write,
 ) -> Result<(), LocalError> {
-    let store = existing_store(settings)?;
-    let verifier = verifier(settings, key)?;
-    let mut conn = store
-        .conn()
-        .map_err(|e| LocalError::Failed(e.to_string()))?;
+    let (mut conn, verifier) = reading(settings, key)?;
     let proof = verify::prove(&mut conn, &verifier, &sources(settings), seq)
         .map_err(|e| LocalError::Failed(e.to_string()))?;
     let text =
         serde_json::to_string_pretty(&proof).map_err(|e| LocalError::Failed(e.to_string()))?;
     writeln!(out, "{text}").map_err(io)
-}
-
-/// The data keys, to open sealed parts.
-fn cipher(settings: &Settings) -> Result<Cipher, LocalError> {
-    let source =
-        KekSource::from_settings(&settings.encryption).map_err(|e| LocalError::Usage(e.0))?;
-    let algorithm = algorithm_of(&settings.encryption).map_err(|e| LocalError::Usage(e.0))?;
-    let (_, ring) = DiskDataKeys::open(
-        &settings.keys_dir(),
-        &OpenOptions {
-            source: &source,
-            algorithm,
-            iterations: settings.encryption.pbkdf2_iterations,
-            now_ms: chrono::Utc::now().timestamp_millis(),
-        },
-    )
-    .map_err(|e| LocalError::Usage(e.to_string()))?;
-    Ok(Cipher::new(ring))
 }
 
 fn time(name: &str, value: Option<&str>) -> Result<Option<i64>, LocalError> {
@@ -235,7 +220,7 @@ fn export(
 ) -> Result<(), LocalError> {
     let (since, until) = (time("since", since)?, time("until", until)?);
     let store = existing_store(settings)?;
-    let cipher = cipher(settings)?;
+    let cipher = super::datakeys::cipher(settings)?;
     let mut conn = store
         .conn()
         .map_err(|e| LocalError::Failed(e.to_string()))?;

@@ -19,9 +19,12 @@ fn failed(e: impl std::fmt::Display) -> LocalError {
     LocalError::Failed(e.to_string())
 }
 
-/// Opens the ring as the relay would (creating it on first use); a wrong passphrase or a missing
-/// key file is a usage error (exit 2), as for `serve`.
-fn open(settings: &Settings, source: &KekSource) -> Result<DiskDataKeys, LocalError> {
+/// Opens the ring as the relay would (creating it on first use), with the keys it holds; a wrong
+/// passphrase or a missing key file is a usage error (exit 2), as for `serve`.
+fn open_with_ring(
+    settings: &Settings,
+    source: &KekSource,
+) -> Result<(DiskDataKeys, crate::crypto::DataRing), LocalError> {
     let algorithm = algorithm_of(&settings.encryption).map_err(|e| LocalError::Usage(e.0))?;
     DiskDataKeys::open(
         &settings.keys_dir(),
@@ -32,8 +35,18 @@ fn open(settings: &Settings, source: &KekSource) -> Result<DiskDataKeys, LocalEr
             now_ms: chrono::Utc::now().timestamp_millis(),
         },
     )
-    .map(|(disk, _)| disk)
     .map_err(|e| LocalError::Usage(e.to_string()))
+}
+
+/// [`open_with_ring`], the ring file alone.
+fn open(settings: &Settings, source: &KekSource) -> Result<DiskDataKeys, LocalError> {
+    open_with_ring(settings, source).map(|(disk, _)| disk)
+}
+
+/// The data keys, to open sealed values (`audit export`).
+pub(super) fn cipher(settings: &Settings) -> Result<crate::crypto::Cipher, LocalError> {
+    let (_, ring) = open_with_ring(settings, &source(settings)?)?;
+    Ok(crate::crypto::Cipher::new(ring))
 }
 
 fn source(settings: &Settings) -> Result<KekSource, LocalError> {
