@@ -39,6 +39,7 @@ pub mod security;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 /// The git commit this binary was built from (`unknown` outside a git checkout).

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use beepmyphone::cli::{
-    admin, audit, client, keys, local, Cli, Command, KeysCommand, TokenCommand,
+    admin, audit, cert, client, keys, local, Cli, Command, KeysCommand, TokenCommand,
 };
 use beepmyphone::config::{Overrides, Settings};
 use beepmyphone::startup::{Application, Options};
@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         }
         Command::Admin { command } => local_result(admin::run(command, &mut std::io::stdout())),
         Command::Audit { command } => local_result(audit::run(command, &mut std::io::stdout())),
+        Command::Cert { command } => local_result(cert::run(command, &mut std::io::stdout())),
     }
 }
 
@@ -138,7 +139,8 @@ fn serve(settings: Settings) -> ExitCode {
             drop(log);
             exit(match e {
                 beepmyphone::startup::StartError::Config(_)
-                | beepmyphone::startup::StartError::DataKeys(_) => 2,
+                | beepmyphone::startup::StartError::DataKeys(_)
+                | beepmyphone::startup::StartError::Tls(_) => 2,
                 _ => 1,
             })
         }

@@ -37,7 +37,7 @@ use crate::crypto::secrets::ExposeSecret;
 use crate::crypto::{Cipher, DataKeyError, DiskDataKeys, KekSource};
 use crate::domain::Scope;
 use crate::monitoring::health::{
-    AuditProbe, DiskProbe, EncryptionProbe, KeysProbe, RedisProbe, StoreProbe,
+    AuditProbe, DiskProbe, EncryptionProbe, KeysProbe, RedisProbe, StoreProbe, TlsProbe,
 };
 use crate::redis::Redis;
 use crate::security::cleanup;
@@ -86,6 +86,10 @@ pub enum StartError {
     /// records).
     #[error("audit log: {0}")]
     Audit(String),
+    /// The TLS certificate cannot be served (expired, not matching its key, lacking a host
+    /// name, unreadable).
+    #[error("tls: {0}")]
+    Tls(String),
     /// Something else on disk.
     #[error("{0}")]
     Io(String),
@@ -119,6 +123,9 @@ pub struct Application {
     server: Server,
     /// The token-free metrics listener (`metrics.listen`), with its port.
     metrics_server: Option<(u16, Server)>,
+    /// The plain-HTTP listener that redirects to HTTPS (`tls.redirect_http_listen`), with its
+    /// port.
+    redirect_server: Option<(u16, Server)>,
     state: web::Data<AppState>,
     shutdown_timeout: Duration,
 }
@@ -364,6 +371,10 @@ impl Application {
             .await
             .map_err(StartError::Audit)?;
         audit.record(crate::audit::config_loaded(&settings));
+        // The certificate before anything listens: an unusable one stops start-up here.
+        let tls = crate::tls::prepare(&settings, clock.now_ms())
+            .await
+            .map_err(|e| StartError::Tls(e.to_string()))?;
         let (keys, ring, key_manager) = start_key_manager(
             &settings,
             &clock,
@@ -405,6 +416,29 @@ impl Application {
             probes.push(Arc::new(RedisProbe(redis.clone())));
         }
         probes.push(Arc::new(AuditProbe(audit.status().clone())));
+        let acceptor = match &tls {
+            Some(prepared) => Some(
+                prepared
+                    .acceptor()
+                    .map_err(|e| StartError::Tls(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let tls = tls.map(|prepared| {
+            prepared.start(
+                &settings,
+                &clock,
+                metrics.clone(),
+                audit.writer().clone().recipient(),
+                &log,
+            )
+        });
+        if let Some(tls) = &tls {
+            probes.push(Arc::new(TlsProbe {
+                status: tls.status.clone(),
+                clock: clock.clone(),
+            }));
+        }
         probes.push(Arc::new(EncryptionProbe {
             cipher: store.cipher()?.clone(),
             reencrypt: reencrypt.clone(),
@@ -501,6 +535,7 @@ impl Application {
             limits,
             reencrypt,
             audit,
+            tls,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -557,18 +592,43 @@ impl Application {
         .keep_alive(Duration::from_secs(settings.server.keep_alive_seconds))
         .backlog(4_096)
         .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_seconds)
-        .listen(listener)
+        .shutdown_timeout(settings.server.shutdown_timeout_seconds);
+        let server = match acceptor {
+            Some(acceptor) => server.listen_openssl(listener, acceptor),
+            None => server.listen(listener),
+        }
         .map_err(|source| StartError::Bind {
             addr: addr.to_string(),
             source,
         })?
         .run();
-        slog::info!(log, "listening"; "addr" => format!("{}:{port}", addr.ip()), "data_dir" => %data_dir.display(), "workers" => workers);
+        let redirect_server = match settings.tls.redirect_http_listen.as_str() {
+            "" => None,
+            listen => {
+                let bind_error = |source| StartError::Bind {
+                    addr: listen.to_owned(),
+                    source,
+                };
+                let listener = TcpListener::bind(listen).map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                let public_url = Some(settings.server.public_url.trim_end_matches('/'))
+                    .filter(|url| url.starts_with("https://"))
+                    .map(str::to_owned);
+                slog::info!(log, "redirecting plain HTTP to HTTPS"; "addr" => %bound);
+                Some((
+                    bound.port(),
+                    crate::tls::redirect_listener(listener, public_url, port)
+                        .map_err(bind_error)?,
+                ))
+            }
+        };
+        slog::info!(log, "listening"; "addr" => format!("{}:{port}", addr.ip()), "data_dir" => %data_dir.display(), "workers" => workers,
+            "tls" => settings.tls.mode.as_str());
         Ok(Self {
             port,
             server,
             metrics_server,
+            redirect_server,
             state,
             shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_seconds),
         })
@@ -582,6 +642,11 @@ impl Application {
     /// The port of the token-free metrics listener, when `metrics.listen` is set.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_server.as_ref().map(|(port, _)| *port)
+    }
+
+    /// The port of the plain-HTTP redirect listener, when `tls.redirect_http_listen` is set.
+    pub fn redirect_port(&self) -> Option<u16> {
+        self.redirect_server.as_ref().map(|(port, _)| *port)
     }
 
     /// The shared state (tests reach the actor graph through it).
@@ -624,12 +689,16 @@ impl Application {
                 self.state.settings.otlp.export_interval_ms,
             ))
         });
-        let metrics_server = self.metrics_server.map(|(_, server)| {
-            let handle = server.handle();
-            (handle, actix_rt::spawn(server))
-        });
+        let side_servers: Vec<_> = [self.metrics_server, self.redirect_server]
+            .into_iter()
+            .flatten()
+            .map(|(_, server)| {
+                let handle = server.handle();
+                (handle, actix_rt::spawn(server))
+            })
+            .collect();
         let result = self.server.await;
-        if let Some((handle, task)) = metrics_server {
+        for (handle, task) in side_servers {
             handle.stop(true).await;
             let _ = task.await; // its own outcome does not change the relay's
         }

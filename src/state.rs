@@ -113,6 +113,8 @@ pub struct AppState {
     pub reencrypt: Arc<beepmyphone_actors::reencrypt::Progress>,
     /// The audit log's writer.
     pub audit: crate::audit::Audit,
+    /// The certificate manager, when the relay serves HTTPS (`tls.mode`).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl AppState {

@@ -15,13 +15,16 @@
 //! - [`memory::MemoryMonitor`]: samples the process's memory and flags sustained growth;
 //! - [`alerts::AlertManager`]: evaluates the alert rules and sends transitions to its channels;
 //! - [`audit::AuditWriter`]: appends security-relevant events to the tamper-evident audit log and
-//!   signs its checkpoints.
+//!   signs its checkpoints;
+//! - [`certs::CertificateManager`]: keeps the TLS certificate valid (renewal, reload of changed
+//!   files) and in service without a restart.
 //!
 //! Beside them:
 //!
 //! - [`socket`]: the messages a device socket accepts (the socket actor itself is in the binary);
 //! - [`ports`]: every trait the actors need from outside ([`ports::QueueStore`], [`ports::Clock`],
-//!   [`ports::KeyRing`], [`ports::Probe`], [`ports::MemorySampler`], [`ports::AlertChannel`], [`ports::AuditLog`]);
+//!   [`ports::KeyRing`], [`ports::Probe`], [`ports::MemorySampler`], [`ports::AlertChannel`], [`ports::AuditLog`],
+//!   [`ports::CertificateProvider`]);
 //!   [`clock`] holds the two clocks that implement one;
 //! - [`model`]: ids, priorities, notifications and device policies; [`guard`]: panic containment;
 //! - [`trace`]: the W3C trace id a notification carries from its publish request to its ack.
@@ -36,6 +39,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod batcher;
+pub mod certs;
 pub mod clock;
 pub mod guard;
 pub mod health;

@@ -48,7 +48,9 @@ const KNOWN_CLOSE_CODES: &[u16] = &[
 ];
 
 /// The supervised actors, by the name their restarts are counted under.
-pub const SUPERVISED_ACTORS: &[&str] = &["queue", "registry", "batcher", "keys", "health", "audit"];
+pub const SUPERVISED_ACTORS: &[&str] = &[
+    "queue", "registry", "batcher", "keys", "health", "audit", "tls",
+];
 
 /// The `rule` label values of `beepmyphone_ratelimit_rejections_total`: the rate-limit rules by
 /// name, `sockets` (too many open sockets from one IP) and `blocked` (a blocked IP).
@@ -192,6 +194,12 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// Records covered by the last signed checkpoint.
     pub audit_checkpoint_size: IntGauge,
+    /// When the served TLS certificate expires (unix seconds; 0 with TLS off).
+    pub tls_certificate_expiry: IntGauge,
+    /// Certificates put into service (issued or loaded), by reason (`renewed`, `reloaded`).
+    pub tls_certificate_changes: IntCounterVec,
+    /// Renewals or reloads that failed (the certificate in force stays).
+    pub tls_failures: IntCounter,
     verifications: [IntCounter; 4],
     /// Supervised actors restarted, by actor.
     pub actor_restarts: IntCounterVec,
@@ -401,6 +409,19 @@ impl Metrics {
             audit_checkpoint_size: gauge(
                 "beepmyphone_audit_checkpoint_size",
                 "Records covered by the last signed audit checkpoint.",
+            ),
+            tls_certificate_expiry: gauge(
+                "beepmyphone_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires (unix seconds; 0 with TLS off).",
+            ),
+            tls_certificate_changes: counters(
+                "beepmyphone_tls_certificate_changes_total",
+                "TLS certificates put into service without a restart, by reason (renewed, reloaded).",
+                &["reason"],
+            ),
+            tls_failures: counter(
+                "beepmyphone_tls_failures_total",
+                "TLS certificate renewals or reloads that failed (the certificate in force stays).",
             ),
             verifications: Verification::ALL
                 .map(|v| verification_family.with_label_values(&[v.as_str()])),

@@ -1016,7 +1016,7 @@ pub struct NotificationListQuery {
 }
 
 /// The actions `GET /audit` filters by (every [`beepmyphone_actors::ports::Action`]).
-pub const AUDIT_ACTIONS: [&str; 22] = [
+pub const AUDIT_ACTIONS: [&str; 24] = [
     "admin.login",
     "admin.logout",
     "admin.session_ended",
@@ -1039,6 +1039,8 @@ pub const AUDIT_ACTIONS: [&str; 22] = [
     "actor.restarted",
     "alert.fired",
     "alert.resolved",
+    "tls.certificate_renewed",
+    "tls.certificate_reloaded",
 ];
 
 /// `GET /audit` filters.

@@ -15,6 +15,10 @@
 //! reconnects with exponential backoff and full jitter. Close 4003 (device revoked) ends it with
 //! exit 1, unless a `--code` was given, which is then used to pair again.
 //!
+//! Over https both check the relay's certificate by the system's trust store, or by the CA
+//! fingerprint given with `--ca-fingerprint` (kept with `listen`'s credentials from pairing on);
+//! `--insecure` turns the check off ([`super::trust`]).
+//!
 //! Tokens never appear in output: not on stdout, not in error messages.
 
 use std::collections::{HashSet, VecDeque};
@@ -34,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::trust::{self, Trust, TrustArgs};
 use crate::ws::protocol::{close, MAX_ACK_IDS};
 
 /// The relay assumed when neither `--server` nor `BEEP_SERVER` nor stored credentials name one.
@@ -88,6 +93,9 @@ pub struct SendArgs {
     pub title: String,
     /// The body.
     pub body: Option<String>,
+    /// How the relay's certificate is checked (https only).
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// `beepmyphone listen`.
@@ -108,6 +116,10 @@ pub struct ListenArgs {
     /// The device name to pair with (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+    /// How the relay's certificate is checked (https only). A fingerprint given when pairing is
+    /// kept with the credentials and pinned from then on.
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// Runs `send`; returns the process exit code.
@@ -263,12 +275,21 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(server: &str) -> Result<Self, ClientError> {
+    fn new(server: &str, trust: &Trust) -> Result<Self, ClientError> {
         let base = normalize_server(server)?;
+        if *trust == Trust::Insecure {
+            eprintln!("beepmyphone: warning: --insecure: the relay's certificate is not checked");
+        }
+        let tls = trust::connector(trust)
+            .map_err(|e| ClientError::Transport(format!("cannot set up TLS: {e}")))?;
         let client = awc::Client::builder()
             // HTTP/1.1 only, so the client never speaks HTTP/2 even against a TLS server that
             // offers it (the h2 crate is in the tree only through awc; see deny.toml).
-            .connector(awc::Connector::new().max_http_version(awc::http::Version::HTTP_11))
+            .connector(
+                awc::Connector::new()
+                    .max_http_version(awc::http::Version::HTTP_11)
+                    .openssl(tls),
+            )
             .timeout(REQUEST_TIMEOUT)
             .add_default_header((
                 awc::http::header::USER_AGENT,
@@ -296,7 +317,7 @@ impl Relay {
         let mut response = request
             .send_json(body)
             .await
-            .map_err(|e| ClientError::Transport(format!("cannot reach {}: {e}", self.base)))?;
+            .map_err(|e| connect_error(&self.base, &e))?;
         let status = response.status();
         let bytes = response
             .body()
@@ -315,6 +336,19 @@ impl Relay {
             ))
         })
     }
+}
+
+/// A failed connection, with what to do when the relay's certificate was not trusted.
+fn connect_error(base: &str, error: &dyn fmt::Display) -> ClientError {
+    let error = error.to_string();
+    let hint = if error.contains("certificate verify failed") {
+        "; the relay's certificate is not trusted: pass the CA fingerprint that \
+         `beepmyphone pairing-code` shows with --ca-fingerprint, or install the relay's CA \
+         (`beepmyphone cert export-ca`)"
+    } else {
+        ""
+    };
+    ClientError::Transport(format!("cannot reach {base}: {error}{hint}"))
 }
 
 /// Checks a relay URL (http or https, a host, no user info) and drops trailing slashes.
@@ -364,7 +398,12 @@ struct Published {
 
 async fn run_send(args: SendArgs) -> Result<(), ClientError> {
     let token = require_token(args.token.as_deref())?;
-    let relay = Relay::new(&args.server)?;
+    let trust = args
+        .trust
+        .trust()
+        .map_err(ClientError::Usage)?
+        .unwrap_or_default();
+    let relay = Relay::new(&args.server, &trust)?;
     let published: Published = relay
         .post_json("/notifications", Some(token), &publish_body(&args))
         .await?;
@@ -420,6 +459,9 @@ pub struct Credentials {
     pub access_token: String,
     /// The current (single-use) refresh token.
     pub refresh_token: String,
+    /// The relay's CA fingerprint pinned at pairing, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
 }
 
 impl fmt::Debug for Credentials {
@@ -429,6 +471,7 @@ impl fmt::Debug for Credentials {
             .field("device_id", &self.device_id)
             .field("access_token", &"<redacted>")
             .field("refresh_token", &"<redacted>")
+            .field("ca_fingerprint", &self.ca_fingerprint)
             .finish()
     }
 }
@@ -771,14 +814,26 @@ impl Listener {
         let server = explicit
             .or_else(|| stored.as_ref().map(|c| c.server.clone()))
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        let relay = Relay::new(&server)?;
+        let base = normalize_server(&server)?;
+        let asked = args.trust.trust().map_err(ClientError::Usage)?;
+        // An explicit check wins; else the pin kept from pairing with this relay.
+        let trust = asked.clone().unwrap_or_else(|| {
+            stored
+                .as_ref()
+                .filter(|c| same_server(&c.server, &base))
+                .and_then(|c| c.ca_fingerprint.clone())
+                .map_or(Trust::System, Trust::Pinned)
+        });
+        let relay = Relay::new(&server, &trust)?;
         let start = choose_start(stored, args.code, &relay.base, &path)?;
         let name = args.name.unwrap_or_else(host_name);
         let mut listener = Self::new(relay, path, name, args.count);
+        listener.credentials.ca_fingerprint = trust.pin().map(str::to_owned);
         match start {
             Start::Resume(credentials, code) => {
                 listener.credentials = Credentials {
                     server: listener.relay.base.clone(),
+                    ca_fingerprint: listener.credentials.ca_fingerprint.take(),
                     ..credentials
                 };
                 listener.spare_code = code;
@@ -795,6 +850,7 @@ impl Listener {
                 device_id: String::new(),
                 access_token: String::new(),
                 refresh_token: String::new(),
+                ca_fingerprint: None,
             },
             relay,
             path,
@@ -845,6 +901,7 @@ impl Listener {
             device_id,
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
+            ca_fingerprint: self.credentials.ca_fingerprint.take(),
         };
         self.stale = false;
         save_credentials(&self.path, &self.credentials)
@@ -969,7 +1026,7 @@ impl Listener {
             .max_frame_size(MAX_FRAME_BYTES)
             .connect()
             .await
-            .map_err(|e| ClientError::Transport(format!("cannot open the device socket: {e}")))?;
+            .map_err(|e| connect_error(&self.relay.base, &e))?;
         let ended = self.session(&mut socket).await;
         if matches!(ended, Ok(Ended::Done)) {
             close_politely(&mut socket).await;

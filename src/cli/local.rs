@@ -64,7 +64,8 @@ fn open(settings: &Settings) -> Result<Store, LocalError> {
     Store::open(&settings.storage.data_dir, &storage).map_err(|e| LocalError::Failed(e.to_string()))
 }
 
-/// The URL devices should use: `server.public_url`, else derived from `server.listen`.
+/// The URL devices should use: `server.public_url`, else derived from `server.listen` (`https`
+/// when TLS is on).
 pub fn public_url(settings: &Settings) -> String {
     if !settings.server.public_url.is_empty() {
         return settings.server.public_url.trim_end_matches('/').to_owned();
@@ -74,11 +75,13 @@ pub fn public_url(settings: &Settings) -> String {
         .listen
         .replace("0.0.0.0", "127.0.0.1")
         .replace("[::]", "[::1]");
-    format!("http://{listen}")
+    let scheme = if settings.tls.enabled() { "https" } else { "http" };
+    format!("{scheme}://{listen}")
 }
 
-/// `beepmyphone pairing-code`: prints the code, its expiry, and (unless `no_qr`) a QR code of
-/// `beepmyphone://pair?server=…&code=…` that a device app can scan.
+/// `beepmyphone pairing-code`: prints the code, its expiry, the CA fingerprint to pin (TLS modes
+/// `local-ca` and `self-signed`), and (unless `no_qr`) a QR code of
+/// `beepmyphone://pair?server=…&code=…[&ca=sha256:…]` that a device app can scan.
 pub fn pairing_code(
     args: &ConfigArgs,
     ttl: Option<u64>,
@@ -120,13 +123,21 @@ pub fn pairing_code(
         }
         None => public_url(&settings),
     };
+    let pin = pin_of(&settings)?;
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
     writeln!(out, "Pairing code: {}", code.expose_secret()).map_err(io)?;
     writeln!(out, "Expires:      {}", rfc3339(expires_at)).map_err(io)?;
     writeln!(out, "Server:       {server}").map_err(io)?;
+    let pin_flag = match &pin {
+        Some(pin) => {
+            writeln!(out, "CA fingerprint: {pin}").map_err(io)?;
+            format!(" --ca-fingerprint {pin}")
+        }
+        None => String::new(),
+    };
     writeln!(
         out,
-        "On the device: beepmyphone listen --server {server} --code {}",
+        "On the device: beepmyphone listen --server {server}{pin_flag} --code {}",
         code.expose_secret()
     )
     .map_err(io)?;
@@ -136,6 +147,9 @@ pub fn pairing_code(
         link.query_pairs_mut()
             .append_pair("server", &server)
             .append_pair("code", code.expose_secret());
+        if let Some(pin) = &pin {
+            link.query_pairs_mut().append_pair("ca", pin);
+        }
         let qr =
             QrCode::new(link.as_str().as_bytes()).map_err(|e| LocalError::Failed(e.to_string()))?;
         let image = qr
@@ -146,6 +160,26 @@ pub fn pairing_code(
         writeln!(out, "\n{image}").map_err(io)?;
     }
     Ok(())
+}
+
+/// The fingerprint devices pin (the local CA's, or a self-signed certificate's own), when the
+/// relay issues its certificates; `None` with TLS off or in mode `files` (the system's trust
+/// store checks those).
+fn pin_of(settings: &Settings) -> Result<Option<String>, LocalError> {
+    if !matches!(
+        settings.tls.mode,
+        crate::config::TlsMode::LocalCa | crate::config::TlsMode::SelfSigned
+    ) {
+        return Ok(None);
+    }
+    let info = super::cert::provider(settings)?
+        .inspect(chrono::Utc::now().timestamp_millis())
+        .map_err(|e| {
+            LocalError::Failed(format!(
+                "no certificate to pin yet ({e}); start the relay once, or run beepmyphone cert renew"
+            ))
+        })?;
+    Ok(info.pin)
 }
 
 /// `beepmyphone token create`: prints the new token (shown once) on stdout.

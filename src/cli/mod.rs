@@ -1,15 +1,18 @@
 //! The `beepmyphone` command line: `serve`, the local admin commands that work on the data
 //! directory (`pairing-code`, `token create`, `keys rotate|status`, `admin add|passwd|list|remove`,
-//! `audit verify|prove|export`), and the client commands (`send`, `listen`).
+//! `audit verify|prove|export`, `cert status|renew|export-ca`), and the client commands (`send`,
+//! `listen`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 
 pub mod admin;
 pub mod audit;
+pub mod cert;
 pub mod client;
 pub mod datakeys;
 pub mod keys;
 pub mod local;
+pub mod trust;
 
 use std::path::PathBuf;
 
@@ -88,6 +91,12 @@ pub enum Command {
         /// What to do with the audit log.
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// The TLS certificate: its status, a renewal now, the local CA for installing on devices.
+    Cert {
+        /// What to do with the certificate.
+        #[command(subcommand)]
+        command: cert::CertCommand,
     },
     /// Admin accounts for the dashboard.
     Admin {

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 mod audit;
 mod encryption;
 mod monitoring;
+mod tls;
 
 pub use audit::{AuditSettings, ARCHIVE_DIR, CHECKPOINT_FILE, DEFAULT_RETENTION_DAYS};
 pub use encryption::{EncryptionSettings, MIN_PBKDF2_ITERATIONS, PASSPHRASE_ENV};
+pub use tls::{TlsKeyType, TlsMode, TlsSettings};
 
 pub use monitoring::{
     AlertSettings, HealthSettings, MemorySettings, MetricsSettings, OtlpHeaders, OtlpSettings,
@@ -307,6 +309,8 @@ pub struct Settings {
     pub encryption: EncryptionSettings,
     /// The audit log.
     pub audit: AuditSettings,
+    /// HTTPS and WSS on the relay itself.
+    pub tls: TlsSettings,
 }
 
 impl Default for SessionSettings {
@@ -471,6 +475,7 @@ impl Settings {
         self.otlp.validate()?;
         self.encryption.validate()?;
         self.audit.validate()?;
+        self.tls.validate()?;
         if let Some(bad_proxy) = self
             .limits
             .trusted_proxies

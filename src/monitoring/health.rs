@@ -343,9 +343,92 @@ impl Probe for AuditProbe {
     }
 }
 
+/// Below this many days to expiry, the `tls` component is degraded.
+pub const TLS_DEGRADED_DAYS: i64 = 14;
+
+/// The served TLS certificate (`tls`): degraded under [`TLS_DEGRADED_DAYS`] to expiry or after a
+/// failed renewal or reload, unhealthy once it expired.
+pub struct TlsProbe {
+    /// The certificate manager's status.
+    pub status: Arc<beepmyphone_actors::certs::TlsStatus>,
+    /// The injected clock.
+    pub clock: beepmyphone_actors::clock::SharedClock,
+}
+
+/// The TLS finding at `now_ms`.
+pub fn tls_finding(status: &beepmyphone_actors::certs::TlsSnapshot, now_ms: i64) -> Finding {
+    let cert = &status.certificate;
+    let left_ms = cert.not_after_ms - now_ms;
+    let days = left_ms.div_euclid(86_400_000);
+    if left_ms <= 0 {
+        return Finding::new(
+            Status::Unhealthy,
+            format!("the certificate {} expired", cert.fingerprint),
+        );
+    }
+    let expiry = format!("the certificate expires in {days} days");
+    match &status.last_error {
+        Some(error) => Finding::new(
+            Status::Degraded,
+            format!("{expiry}; the last renewal or reload failed: {error}"),
+        ),
+        None if days < TLS_DEGRADED_DAYS => Finding::new(
+            Status::Degraded,
+            format!("{expiry} (renew it: beepmyphone cert renew, or new files in mode files)"),
+        ),
+        None => Finding::new(Status::Healthy, expiry),
+    }
+}
+
+impl Probe for TlsProbe {
+    fn name(&self) -> &str {
+        "tls"
+    }
+
+    fn check(&self) -> ProbeFuture {
+        Box::pin(std::future::ready(tls_finding(
+            &self.status.snapshot(),
+            self.clock.now_ms(),
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_is_degraded_near_expiry_and_unhealthy_after() {
+        use beepmyphone_actors::certs::TlsSnapshot;
+        use beepmyphone_actors::ports::CertificateInfo;
+        const DAY: i64 = 86_400_000;
+        let snapshot = |not_after_ms, last_error: Option<&str>| TlsSnapshot {
+            certificate: CertificateInfo {
+                mode: "files".into(),
+                subject: "CN=relay".into(),
+                issuer: "CN=ca".into(),
+                hosts: vec!["relay".into()],
+                not_before_ms: 0,
+                not_after_ms,
+                fingerprint: "sha256:00".into(),
+                key: "ECDSA P-256".into(),
+                pin: None,
+                ca_not_after_ms: None,
+            },
+            checked_at_ms: 0,
+            last_error: last_error.map(str::to_owned),
+        };
+        let now = 1_000 * DAY;
+        let status = |not_after, error| tls_finding(&snapshot(not_after, error), now).status;
+        assert_eq!(status(now + 30 * DAY, None), Status::Healthy);
+        assert_eq!(status(now + 14 * DAY, None), Status::Healthy);
+        assert_eq!(status(now + 14 * DAY - 1, None), Status::Degraded);
+        assert_eq!(status(now + 60 * DAY, Some("disk full")), Status::Degraded);
+        assert_eq!(status(now, None), Status::Unhealthy);
+        assert!(tls_finding(&snapshot(now + 3 * DAY, None), now)
+            .reason
+            .contains("expires in 3 days"));
+    }
 
     #[test]
     fn audit_is_unhealthy_while_it_cannot_write() {

@@ -156,6 +156,10 @@ actions! {
     AlertFired => "alert.fired",
     /// An alert cleared.
     AlertResolved => "alert.resolved",
+    /// A new TLS certificate was issued and put into service (by the schedule or on request).
+    CertificateRenewed => "tls.certificate_renewed",
+    /// Changed certificate files were loaded and put into service.
+    CertificateReloaded => "tls.certificate_reloaded",
 }
 
 impl Action {

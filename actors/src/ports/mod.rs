@@ -11,7 +11,8 @@
 //! - [`MemorySampler`] ([`memory`]): the process's memory figures;
 //! - [`AlertChannel`] ([`alerts`]): a destination for alerts;
 //! - [`AuditLog`] and [`CheckpointSink`] ([`audit`]): the audit log's store and the copy of its
-//!   checkpoints outside the relay.
+//!   checkpoints outside the relay;
+//! - [`CertificateProvider`] ([`tls`]): the TLS certificates the relay serves.
 //!
 //! Ports depend only on [`crate::model`], never on an actor, so every actor can use them.
 
@@ -23,6 +24,7 @@ pub mod health;
 pub mod keys;
 pub mod memory;
 pub mod store;
+pub mod tls;
 
 pub use alerts::{AlertChannel, AlertEvent, AlertState};
 pub use audit::{
@@ -37,3 +39,4 @@ pub use store::{
     CommitBatch, DeliveryChange, InsertOp, InsertOutcome, PendingDelivery, QueueSnapshot,
     QueueStore, StoreError,
 };
+pub use tls::{CertificateInfo, CertificateProvider, TlsError};
