@@ -22,7 +22,8 @@ use crate::metrics::Metrics;
 use crate::ports::audit::{Action, AuditEvent, Outcome};
 use crate::ports::tls::{CertificateInfo, CertificateProvider, TlsError};
 
-/// Issues a new certificate now and serves it; answers with it.
+/// Issues a new certificate now and serves it; answers with it. The caller records it in the
+/// audit log (the manager records only what it does on its own: scheduled renewals, reloads).
 #[derive(Message, Debug)]
 #[rtype(result = "Result<CertificateInfo, TlsError>")]
 pub struct Renew {
@@ -34,6 +35,9 @@ pub struct Renew {
 #[derive(Message, Debug)]
 #[rtype(result = "TlsSnapshot")]
 pub struct GetCertificate;
+
+/// Who renews on the daily check.
+const SCHEDULE: &str = "schedule";
 
 /// Tunables.
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +174,12 @@ impl CertificateManager {
     /// Whether the certificate in force expires within the renewal window at `now_ms`.
     fn due(&self, now_ms: i64) -> bool {
         let window = i64::try_from(self.config.renew_before.as_millis()).unwrap_or(i64::MAX);
-        self.status.snapshot().certificate.not_after_ms.saturating_sub(now_ms) <= window
+        self.status
+            .snapshot()
+            .certificate
+            .not_after_ms
+            .saturating_sub(now_ms)
+            <= window
     }
 
     /// Runs `work` (a load or a renewal) on the blocking pool and applies its outcome.
@@ -217,12 +226,15 @@ impl CertificateManager {
                 slog::info!(self.log, "TLS certificate in service";
                     "why" => change.as_str(), "requested_by" => requested_by,
                     "fingerprint" => &info.fingerprint, "not_after_ms" => info.not_after_ms);
-                self.metrics.tls_certificate_expiry.set(info.not_after_ms / 1_000);
+                self.metrics
+                    .tls_certificate_expiry
+                    .set(info.not_after_ms / 1_000);
                 self.metrics
                     .tls_certificate_changes
                     .with_label_values(&[change.as_str()])
                     .inc();
-                if let Some(audit) = &self.audit {
+                let on_its_own = change == Change::Reloaded || requested_by == SCHEDULE;
+                if let Some(audit) = self.audit.as_ref().filter(|_| on_its_own) {
                     let action = match change {
                         Change::Renewed => Action::CertificateRenewed,
                         Change::Reloaded => Action::CertificateReloaded,
@@ -257,7 +269,10 @@ impl CertificateManager {
         }
         let now = self.clock.now_ms();
         if self.provider.stamp() != self.stamp {
-            ctx.spawn(self.run(Change::Reloaded, "files changed".into()).map(|_, _, _| ()));
+            ctx.spawn(
+                self.run(Change::Reloaded, "files changed".into())
+                    .map(|_, _, _| ()),
+            );
             return;
         }
         let check_every = i64::try_from(self.config.check_every.as_millis()).unwrap_or(i64::MAX);
@@ -266,7 +281,7 @@ impl CertificateManager {
         }
         self.status.lock().checked_at_ms = now;
         if self.due(now) {
-            ctx.spawn(self.run(Change::Renewed, "schedule".into()).map(|_, _, _| ()));
+            ctx.spawn(self.run(Change::Renewed, SCHEDULE.into()).map(|_, _, _| ()));
         }
     }
 }
@@ -282,7 +297,10 @@ impl Actor for CertificateManager {
 
 impl Supervised for CertificateManager {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.metrics.actor_restarts.with_label_values(&["tls"]).inc();
+        self.metrics
+            .actor_restarts
+            .with_label_values(&["tls"])
+            .inc();
         slog::warn!(self.log, "certificate manager restarting");
     }
 }

@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(routes::datakeys::configure)
             .configure(routes::blocks::configure)
             .configure(routes::audit::configure)
+            .configure(routes::tls::configure)
             .configure(routes::notifications::configure)
             .configure(openapi::configure)
             .route("/ws", web::get().to(routes::socket::connect)),
@@ -65,6 +66,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/blocks", "GET"),
     ("/api/v1/blocks/{ip}", "DELETE"),
     ("/api/v1/audit", "GET"),
+    ("/api/v1/tls", "GET"),
+    ("/api/v1/tls/renew", "POST"),
     ("/api/v1/notifications", "GET, POST"),
     ("/api/v1/notifications/batch", "POST"),
     ("/api/v1/notifications/{id}", "GET"),

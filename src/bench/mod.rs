@@ -70,9 +70,13 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// The relay's URL (plain http).
+    /// The relay's URL (http, or https with the certificate check of --ca-fingerprint or
+    /// --insecure, else the system's trust store).
     #[arg(long, env = "BEEP_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// How the relay's certificate is checked (https only).
+    #[command(flatten)]
+    pub trust: crate::tls::client::TrustArgs,
     /// An admin API token (pairs the devices, publishes).
     #[arg(long, env = "BEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -390,6 +394,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         run_id: run_id.clone(),
         start: Instant::now(),
         spread_sources: plan.server_is_loopback(),
+        trust: plan.trust.clone(),
     });
     let shared = Arc::new(Shared::default());
     let mut workers = Vec::with_capacity(plan.threads);

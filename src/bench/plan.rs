@@ -65,6 +65,8 @@ pub struct Plan {
     pub restart_cmd: Option<String>,
     /// Delete the paired devices at the end.
     pub cleanup: bool,
+    /// How the relay's certificate is checked (https).
+    pub trust: crate::tls::client::Trust,
 }
 
 impl Plan {
@@ -73,9 +75,13 @@ impl Plan {
         let usage = |m: &str| Err(BenchError::Usage(m.to_owned()));
         let scenario = args.scenario;
         let server = args.server.trim_end_matches('/').to_owned();
-        if !server.starts_with("http://") {
-            return usage("--server must be an http:// URL (the bench speaks plain HTTP)");
+        if !server.starts_with("http://") && !server.starts_with("https://") {
+            return usage("--server must be an http:// or https:// URL");
         }
+        let trust = match args.trust.trust() {
+            Ok(trust) => trust.unwrap_or_default(),
+            Err(why) => return usage(&why),
+        };
         let Some(token) = args.token.clone().filter(|t| !t.is_empty()) else {
             return usage("an admin token is needed: --token or BEEP_TOKEN");
         };
@@ -152,6 +158,7 @@ impl Plan {
             pid: args.pid,
             restart_cmd: args.restart_cmd.clone(),
             cleanup: !args.keep_devices,
+            trust,
         })
     }
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub start: Instant,
     /// Whether sockets may bind 127.0.0.x source addresses.
     pub spread_sources: bool,
+    /// How the relay's certificate is checked (https).
+    pub trust: crate::tls::client::Trust,
 }
 
 impl Config {
@@ -344,7 +346,7 @@ struct Local {
     sockets: RefCell<Vec<actix_rt::task::JoinHandle<()>>>,
 }
 
-fn client(source: Option<Ipv4Addr>) -> awc::Client {
+fn client(source: Option<Ipv4Addr>, trust: &crate::tls::client::Trust) -> awc::Client {
     // HTTP/1.1 only: the generator never speaks HTTP/2 (see deny.toml on h2).
     let mut connector = awc::Connector::new()
         .max_http_version(awc::http::Version::HTTP_11)
@@ -352,6 +354,11 @@ fn client(source: Option<Ipv4Addr>) -> awc::Client {
         .timeout(Duration::from_secs(10));
     if let Some(ip) = source {
         connector = connector.local_address(IpAddr::V4(ip));
+    }
+    // A connector that cannot be built (OpenSSL out of memory) leaves awc's default, which
+    // checks by the system's store: never weaker than asked.
+    if let Ok(tls) = crate::tls::client::connector(trust) {
+        connector = connector.openssl(tls);
     }
     awc::Client::builder()
         .connector(connector)
@@ -366,13 +373,14 @@ async fn worker_main(
     histograms: Histograms,
 ) -> WorkerResult {
     let (shutdown, _) = watch::channel(false);
+    let http = client(None, &config.trust);
     let local = Rc::new(Local {
         config,
         shared,
         histograms: RefCell::new(histograms),
         received: RefCell::new(SeqSet::new()),
         accepted: RefCell::new(SeqSet::new()),
-        http: client(None),
+        http,
         ws_clients: RefCell::new(HashMap::new()),
         shutdown,
         sockets: RefCell::new(Vec::new()),
@@ -611,7 +619,7 @@ impl Local {
         self.ws_clients
             .borrow_mut()
             .entry(source)
-            .or_insert_with(|| client(source))
+            .or_insert_with(|| client(source, &self.config.trust))
             .clone()
     }
 

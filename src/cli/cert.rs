@@ -47,7 +47,8 @@ pub fn run(command: CertCommand, out: &mut impl Write) -> Result<(), LocalError>
             let pem = provider(&settings(&config)?)?
                 .ca_pem()
                 .map_err(|e| LocalError::Failed(e.to_string()))?;
-            out.write_all(&pem).map_err(|e| LocalError::Failed(e.to_string()))
+            out.write_all(&pem)
+                .map_err(|e| LocalError::Failed(e.to_string()))
         }
     }
 }
@@ -56,7 +57,8 @@ pub fn run(command: CertCommand, out: &mut impl Write) -> Result<(), LocalError>
 pub fn provider(settings: &Settings) -> Result<DiskCertificates, LocalError> {
     if !settings.tls.enabled() {
         return Err(LocalError::Usage(
-            "TLS is off (tls.mode = \"off\"); set tls.mode to self-signed, local-ca or files".into(),
+            "TLS is off (tls.mode = \"off\"); set tls.mode to self-signed, local-ca or files"
+                .into(),
         ));
     }
     crate::tls::provider(settings, Served::default()).map_err(|e| LocalError::Usage(e.to_string()))

@@ -17,7 +17,7 @@
 //!
 //! Over https both check the relay's certificate by the system's trust store, or by the CA
 //! fingerprint given with `--ca-fingerprint` (kept with `listen`'s credentials from pairing on);
-//! `--insecure` turns the check off ([`super::trust`]).
+//! `--insecure` turns the check off ([`crate::tls::client`]).
 //!
 //! Tokens never appear in output: not on stdout, not in error messages.
 
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::trust::{self, Trust, TrustArgs};
+use crate::tls::client::{self as trust, Trust, TrustArgs};
 use crate::ws::protocol::{close, MAX_ACK_IDS};
 
 /// The relay assumed when neither `--server` nor `BEEP_SERVER` nor stored credentials name one.
@@ -1347,6 +1347,7 @@ mod tests {
             device_id: "dev_1".into(),
             access_token: "secret-access".into(),
             refresh_token: "secret-refresh".into(),
+            ca_fingerprint: Some(format!("sha256:{}", "ab".repeat(32))),
         };
         save_credentials(&path, &credentials).unwrap();
         save_credentials(&path, &credentials).unwrap(); // replaces

@@ -75,7 +75,11 @@ pub fn public_url(settings: &Settings) -> String {
         .listen
         .replace("0.0.0.0", "127.0.0.1")
         .replace("[::]", "[::1]");
-    let scheme = if settings.tls.enabled() { "https" } else { "http" };
+    let scheme = if settings.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
     format!("{scheme}://{listen}")
 }
 
@@ -172,7 +176,8 @@ fn pin_of(settings: &Settings) -> Result<Option<String>, LocalError> {
     ) {
         return Ok(None);
     }
-    let info = super::cert::provider(settings)?
+    let info = crate::tls::provider(settings, crate::tls::Served::default())
+        .map_err(|e| LocalError::Usage(e.to_string()))?
         .inspect(chrono::Utc::now().timestamp_millis())
         .map_err(|e| {
             LocalError::Failed(format!(

@@ -12,7 +12,6 @@ pub mod client;
 pub mod datakeys;
 pub mod keys;
 pub mod local;
-pub mod trust;
 
 use std::path::PathBuf;
 

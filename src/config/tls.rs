@@ -119,7 +119,10 @@ impl TlsSettings {
             .iter()
             .find(|h| h.trim().is_empty() || h.contains(['/', ' ', ',']))
         {
-            return bad("hosts", &format!("{host:?} is not a host name or IP address"));
+            return bad(
+                "hosts",
+                &format!("{host:?} is not a host name or IP address"),
+            );
         }
         if !self.redirect_http_listen.is_empty() {
             if !self.enabled() {
@@ -147,9 +150,11 @@ mod tests {
         assert!(!settings.enabled());
     }
 
+    type Change = fn(&mut TlsSettings);
+
     #[test]
     fn bad_values_name_their_key() {
-        let cases: [(fn(&mut TlsSettings), &str); 7] = [
+        let cases: [(Change, &str); 7] = [
             (|s| s.mode = TlsMode::Files, "tls.cert_file"),
             (
                 |s| {

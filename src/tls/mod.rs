@@ -3,6 +3,8 @@
 //! restart (docs/security.md, "TLS").
 //!
 //! - [`certs`]: generation and checks on openssl (keys, CA, server certificates, validation);
+//! - [`client`]: how the client commands check the relay's certificate (system store, pinned
+//!   CA fingerprint, `--insecure`);
 //! - [`DiskCertificates`]: the providers of the three modes, on the files of the keys directory
 //!   (`keys/tls/`) or the operator's;
 //! - [`Served`]: the context new handshakes use, and the acceptor actix-web serves with;
@@ -10,6 +12,7 @@
 //! - [`Tls`]: what start-up keeps: the [`CertificateManager`] and its status.
 
 pub mod certs;
+pub mod client;
 mod provider;
 mod serve;
 
@@ -47,7 +50,10 @@ pub struct Prepared {
 pub fn provider(settings: &Settings, served: Served) -> Result<DiskCertificates, TlsError> {
     let public_host = url::Url::parse(&settings.server.public_url)
         .ok()
-        .and_then(|url| url.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()));
+        .and_then(|url| {
+            url.host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_owned())
+        });
     DiskCertificates::new(
         &settings.tls,
         &settings.keys_dir(),

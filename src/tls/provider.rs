@@ -64,8 +64,8 @@ impl DiskCertificates {
     ) -> Result<Self, TlsError> {
         let mut required = Vec::new();
         for host in settings.hosts.iter().map(String::as_str).chain(public_host) {
-            let host = Host::parse(host)
-                .map_err(|e| TlsError::Invalid(format!("tls.hosts: {e}")))?;
+            let host =
+                Host::parse(host).map_err(|e| TlsError::Invalid(format!("tls.hosts: {e}")))?;
             if !required.contains(&host) {
                 required.push(host);
             }
@@ -169,7 +169,11 @@ impl DiskCertificates {
         let cert = certs::new_ca(&key, CA_NAME, now_s, CA_DAYS).map_err(invalid)?;
         self.ensure_dir()?;
         write(&key_path, &certs::key_pem(&key).map_err(invalid)?, 0o600)?;
-        write(&cert_path, &certs::chain_pem(&[cert.clone()]).map_err(invalid)?, 0o600)?;
+        write(
+            &cert_path,
+            &certs::chain_pem(std::slice::from_ref(&cert)).map_err(invalid)?,
+            0o600,
+        )?;
         Ok((cert, key))
     }
 
@@ -187,8 +191,9 @@ impl DiskCertificates {
         &self,
         now_ms: i64,
     ) -> Result<(CertificateInfo, Vec<X509>, PKey<Private>), TlsError> {
-        let chain = certs::read_chain(&std::fs::read(&self.cert_file).map_err(io(&self.cert_file))?)
-            .map_err(|e| TlsError::Invalid(format!("{}: {e}", self.cert_file.display())))?;
+        let chain =
+            certs::read_chain(&std::fs::read(&self.cert_file).map_err(io(&self.cert_file))?)
+                .map_err(|e| TlsError::Invalid(format!("{}: {e}", self.cert_file.display())))?;
         let key = certs::read_key(&std::fs::read(&self.key_file).map_err(io(&self.key_file))?)
             .map_err(|e| TlsError::Invalid(format!("{}: {e}", self.key_file.display())))?;
         let checked = certs::validate(&chain, &key, &self.required, now_ms.div_euclid(1_000))
@@ -245,8 +250,16 @@ impl CertificateProvider for DiskCertificates {
         self.ensure_dir()?;
         // The key first: a crash between the two writes leaves a pair that does not match, which
         // the next start replaces (a new certificate), never one that serves a stale key.
-        write(&self.key_file, &certs::key_pem(&key).map_err(invalid)?, 0o600)?;
-        write(&self.cert_file, &certs::chain_pem(&chain).map_err(invalid)?, 0o600)?;
+        write(
+            &self.key_file,
+            &certs::key_pem(&key).map_err(invalid)?,
+            0o600,
+        )?;
+        write(
+            &self.cert_file,
+            &certs::chain_pem(&chain).map_err(invalid)?,
+            0o600,
+        )?;
         self.load(now_ms)
     }
 
@@ -255,7 +268,9 @@ impl CertificateProvider for DiskCertificates {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for path in [&self.cert_file, &self.key_file] {
             match std::fs::metadata(path) {
-                Ok(meta) => (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino()).hash(&mut hasher),
+                Ok(meta) => {
+                    (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino()).hash(&mut hasher)
+                }
                 Err(_) => 0u8.hash(&mut hasher),
             }
         }

@@ -106,10 +106,7 @@ struct Target {
 }
 
 async fn redirect(req: HttpRequest, target: web::Data<Target>) -> HttpResponse {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let base = match &target.public_url {
         Some(url) => url.clone(),
         None => {

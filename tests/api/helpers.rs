@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use beepmyphone::config::Settings;
 use beepmyphone::startup::{Application, Options};
 use beepmyphone::state::AppState;
+use beepmyphone::tls::client::Trust;
 use beepmyphone_actors::clock::ManualClock;
 
 /// A relay running in this process.
@@ -36,6 +37,8 @@ pub struct TestApp {
     pub client: awc::Client,
     /// The token-free metrics listener's port, when `metrics.listen` is set.
     pub metrics_port: Option<u16>,
+    /// The plain-HTTP redirect listener's port, when `tls.redirect_http_listen` is set.
+    pub redirect_port: Option<u16>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -165,12 +168,34 @@ impl CapturedLog {
     }
 }
 
+/// Starts a relay whose manual clock starts at `start_ms` (epoch ms) rather than now.
+pub async fn spawn_app_at(start_ms: i64, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(data_dir.path());
+    tweak(&mut settings);
+    start_with_clock(
+        data_dir,
+        settings,
+        beepmyphone::logging::discard(),
+        ManualClock::new(start_ms),
+    )
+    .await
+}
+
 async fn start_logging_to(
     data_dir: tempfile::TempDir,
     settings: Settings,
     log: slog::Logger,
 ) -> TestApp {
-    let clock = ManualClock::starting_now();
+    start_with_clock(data_dir, settings, log, ManualClock::starting_now()).await
+}
+
+async fn start_with_clock(
+    data_dir: tempfile::TempDir,
+    settings: Settings,
+    log: slog::Logger,
+    clock: ManualClock,
+) -> TestApp {
     let app = Application::build(
         settings,
         Options {
@@ -184,6 +209,7 @@ async fn start_logging_to(
     .expect("relay starts");
     let port = app.port();
     let metrics_port = app.metrics_port();
+    let redirect_port = app.redirect_port();
     let state = app.state();
     let handle = app.handle();
     actix_rt::spawn(app.run_until_stopped());
@@ -191,11 +217,21 @@ async fn start_logging_to(
         .expect("initial admin token")
         .trim()
         .to_owned();
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .finish();
+    // Over TLS, the client pins what the relay says devices should pin (or, for an operator's
+    // certificate, checks nothing: the tests of verification build their own clients).
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
+    let trust = match state
+        .tls
+        .as_ref()
+        .map(|tls| tls.status.snapshot().certificate.pin)
+    {
+        Some(Some(pin)) => Trust::Pinned(pin),
+        Some(None) => Trust::Insecure,
+        None => Trust::System,
+    };
+    let client = tls_client(&trust);
     TestApp {
-        address: format!("http://127.0.0.1:{port}"),
+        address: format!("{scheme}://127.0.0.1:{port}"),
         port,
         admin_token,
         data_dir,
@@ -203,8 +239,21 @@ async fn start_logging_to(
         state,
         client,
         metrics_port,
+        redirect_port,
         handle,
     }
+}
+
+/// An HTTP client that checks the relay's certificate as `trust` says.
+pub fn tls_client(trust: &Trust) -> awc::Client {
+    awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .max_http_version(awc::http::Version::HTTP_11)
+                .openssl(beepmyphone::tls::client::connector(trust).expect("TLS client")),
+        )
+        .timeout(Duration::from_secs(20))
+        .finish()
 }
 
 impl TestApp {
@@ -322,7 +371,10 @@ impl TestApp {
     pub async fn connect(&self, token: Option<&str>) -> WsClient {
         let mut req = self
             .client
-            .ws(format!("ws://127.0.0.1:{}/api/v1/ws", self.port))
+            .ws(format!(
+                "{}/api/v1/ws",
+                self.address.replacen("http", "ws", 1)
+            ))
             .max_frame_size(16 * 1024 * 1024);
         if let Some(token) = token {
             req = req.bearer_auth(token);

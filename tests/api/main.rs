@@ -21,5 +21,6 @@ mod openapi;
 mod otlp;
 mod socket;
 mod startup;
+mod tls;
 mod tokens;
 mod validation;

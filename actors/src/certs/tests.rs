@@ -185,7 +185,10 @@ async fn changed_files_are_loaded_and_broken_ones_leave_the_certificate_in_force
     )));
     relay.advance(Duration::from_secs(10)).await;
     let snapshot = relay.status.snapshot();
-    assert_eq!(snapshot.certificate.fingerprint, format!("sha256:{:064x}", 7));
+    assert_eq!(
+        snapshot.certificate.fingerprint,
+        format!("sha256:{:064x}", 7)
+    );
     assert_eq!(
         snapshot.last_error.as_deref(),
         Some("the private key does not match the certificate")

@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod notifications;
 pub mod pairing;
 pub mod socket;
+pub mod tls;
 pub mod tokens;

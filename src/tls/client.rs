@@ -10,7 +10,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509StoreContextRef;
 
-use crate::tls::certs::{fingerprint, parse_fingerprint};
+use super::certs::{fingerprint, parse_fingerprint};
 
 /// The certificate check of a client command.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -72,7 +72,9 @@ const UNTRUSTED_ROOT: [std::ffi::c_int; 2] = [
 /// Whether the certificate OpenSSL stopped at is the pinned root.
 fn is_pinned_root(pin: &str, ctx: &X509StoreContextRef) -> bool {
     UNTRUSTED_ROOT.contains(&ctx.error().as_raw())
-        && ctx.current_cert().is_some_and(|cert| fingerprint(&cert.to_owned()) == pin)
+        && ctx
+            .current_cert()
+            .is_some_and(|cert| fingerprint(&cert.to_owned()) == pin)
 }
 
 /// An OpenSSL connector for awc (`awc::Connector::openssl`, after `max_http_version`, which
