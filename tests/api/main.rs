@@ -22,5 +22,6 @@ mod otlp;
 mod socket;
 mod startup;
 mod tls;
+mod tls_cli;
 mod tokens;
 mod validation;
