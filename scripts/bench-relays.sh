@@ -1,6 +1,7 @@
 # Sourced by the comparison benches (bench-metrics.sh, bench-encryption.sh): starts a relay for a
 # load run the way scripts/bench.sh does (log level warning, per-IP socket and frame limits
-# lifted), in $WORK/NAME, and waits until it answers.
+# lifted), in $WORK/NAME, and waits until it answers (over http, or https for a relay started with
+# BEEP__TLS__MODE: the liveness probe alone skips the certificate check).
 #
 #   start_relay NAME PORT BINARY [VAR=VALUE ...]     # extra settings as environment variables
 start_relay() {
@@ -17,6 +18,7 @@ start_relay() {
     echo $! >"$WORK/$name.pid"
     for _ in $(seq 1 200); do
         curl -fsS "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && return 0
+        curl -fsSk "https://127.0.0.1:$port/health/live" >/dev/null 2>&1 && return 0
         sleep 0.1 # waiting for another process to listen
     done
     echo "the $name relay did not start:" >&2

@@ -46,7 +46,9 @@ LOG="$DATA/relay.log"
 JSON="$DATA/testssl.json"
 REPORT="$DATA/testssl.txt"
 cleanup() {
-  [ -n "${RELAY:-}" ] && kill "$RELAY" 2>/dev/null && wait "$RELAY" 2>/dev/null || true
+  if [ -n "${RELAY:-}" ] && kill "$RELAY" 2>/dev/null; then
+    wait "$RELAY" 2>/dev/null || true
+  fi
   rm -rf "$DATA"
 }
 trap cleanup EXIT

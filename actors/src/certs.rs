@@ -10,7 +10,11 @@
 //! [`CertificatesConfig::check_every`] (a day) it renews what expires within
 //! [`CertificatesConfig::renew_before`]. Either way the provider serves the new certificate to
 //! new connections; open connections keep theirs. A failed load or renewal keeps the certificate
-//! in force, is logged, counted and shown in the status, and is tried again on the next check.
+//! in force, is logged, counted and shown in the status; a renewal is tried again on the next
+//! check, a load when the files change again. The first check runs on the first tick after start,
+//! so a certificate from files that is already due is reported at once. A provider that cannot
+//! issue (mode `files`) is never asked to: a due certificate is logged as a warning each day,
+//! and health degrades as its end nears.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,6 +133,8 @@ pub struct CertificateManager {
     log: slog::Logger,
     /// The provider's stamp when its files were last loaded or written.
     stamp: u64,
+    /// When the next renewal check is due (epoch ms; the first tick after start).
+    next_check_ms: i64,
     /// A load or renewal is on the blocking pool.
     busy: bool,
 }
@@ -156,6 +162,7 @@ impl CertificateManager {
             audit: None,
             log,
             stamp,
+            next_check_ms: i64::MIN,
             busy: false,
         }
     }
@@ -275,13 +282,22 @@ impl CertificateManager {
             );
             return;
         }
-        let check_every = i64::try_from(self.config.check_every.as_millis()).unwrap_or(i64::MAX);
-        if now.saturating_sub(self.status.snapshot().checked_at_ms) < check_every {
+        if now < self.next_check_ms {
             return;
         }
+        let check_every = i64::try_from(self.config.check_every.as_millis()).unwrap_or(i64::MAX);
+        self.next_check_ms = now.saturating_add(check_every);
         self.status.lock().checked_at_ms = now;
-        if self.due(now) {
+        if !self.due(now) {
+            return;
+        }
+        if self.provider.can_issue() {
             ctx.spawn(self.run(Change::Renewed, SCHEDULE.into()).map(|_, _, _| ()));
+        } else {
+            let cert = self.status.snapshot().certificate;
+            slog::warn!(self.log, "the TLS certificate expires soon: replace its files (the relay reloads them)";
+                "fingerprint" => &cert.fingerprint, "not_after_ms" => cert.not_after_ms,
+                "days_left" => (cert.not_after_ms - now).div_euclid(86_400_000));
         }
     }
 }
@@ -318,6 +334,9 @@ impl Handler<Renew> for CertificateManager {
     type Result = ResponseActFuture<Self, Result<CertificateInfo, TlsError>>;
 
     fn handle(&mut self, msg: Renew, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.provider.can_issue() {
+            return Box::pin(fut::ready(Err(TlsError::CannotIssue)));
+        }
         if self.busy {
             return Box::pin(fut::ready(Err(TlsError::Unavailable(
                 "a renewal or reload is under way; try again in a moment".into(),

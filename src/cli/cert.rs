@@ -44,7 +44,14 @@ pub fn run(command: CertCommand, out: &mut impl Write) -> Result<(), LocalError>
         CertCommand::Status { config } => status(&settings(&config)?, out),
         CertCommand::Renew { config } => renew(&settings(&config)?, out),
         CertCommand::ExportCa { config } => {
-            let pem = provider(&settings(&config)?)?
+            let settings = settings(&config)?;
+            if settings.tls.mode != crate::config::TlsMode::LocalCa {
+                return Err(LocalError::Usage(format!(
+                    "the relay has no local CA (tls.mode is \"{}\", not \"local-ca\")",
+                    settings.tls.mode.as_str()
+                )));
+            }
+            let pem = provider(&settings)?
                 .ca_pem()
                 .map_err(|e| LocalError::Failed(e.to_string()))?;
             out.write_all(&pem)

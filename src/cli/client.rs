@@ -817,18 +817,18 @@ impl Listener {
         let base = normalize_server(&server)?;
         let asked = args.trust.trust().map_err(ClientError::Usage)?;
         // An explicit check wins; else the pin kept from pairing with this relay.
-        let trust = asked.clone().unwrap_or_else(|| {
-            stored
-                .as_ref()
-                .filter(|c| same_server(&c.server, &base))
-                .and_then(|c| c.ca_fingerprint.clone())
-                .map_or(Trust::System, Trust::Pinned)
-        });
+        let stored_pin = stored
+            .as_ref()
+            .filter(|c| same_server(&c.server, &base))
+            .and_then(|c| c.ca_fingerprint.clone());
+        let trust =
+            asked.unwrap_or_else(|| stored_pin.clone().map_or(Trust::System, Trust::Pinned));
         let relay = Relay::new(&server, &trust)?;
         let start = choose_start(stored, args.code, &relay.base, &path)?;
         let name = args.name.unwrap_or_else(host_name);
         let mut listener = Self::new(relay, path, name, args.count);
-        listener.credentials.ca_fingerprint = trust.pin().map(str::to_owned);
+        // The pin to keep: a new one, else the one kept from pairing (also under --insecure).
+        listener.credentials.ca_fingerprint = trust.pin().map(str::to_owned).or(stored_pin);
         match start {
             Start::Resume(credentials, code) => {
                 listener.credentials = Credentials {

@@ -100,6 +100,8 @@ pub fn pairing_code(
             "--ttl must be between 60 and 3600 seconds".into(),
         ));
     }
+    // The pin first: without a certificate to pin, no code is minted.
+    let pin = pin_of(&settings)?;
     let store = open(&settings)?;
     let now = chrono::Utc::now().timestamp_millis();
     record(
@@ -127,7 +129,6 @@ pub fn pairing_code(
         }
         None => public_url(&settings),
     };
-    let pin = pin_of(&settings)?;
     let io = |e: std::io::Error| LocalError::Failed(e.to_string());
     writeln!(out, "Pairing code: {}", code.expose_secret()).map_err(io)?;
     writeln!(out, "Expires:      {}", rfc3339(expires_at)).map_err(io)?;

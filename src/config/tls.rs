@@ -55,7 +55,7 @@ pub struct TlsSettings {
     pub mode: TlsMode,
     /// Mode `files`: the certificate chain (PEM, server certificate first).
     pub cert_file: PathBuf,
-    /// Mode `files`: its private key (PEM; RSA of 2048 bits or more, or ECDSA P-256).
+    /// Mode `files`: its private key (PEM; RSA of 2048 bits or more, or ECDSA P-256 or P-384).
     pub key_file: PathBuf,
     /// Host names and IP addresses the certificate must cover, besides the host of
     /// `server.public_url`. Issued certificates also cover localhost, 127.0.0.1, ::1 and the

@@ -128,7 +128,9 @@ pub enum CertError {
     #[error("the certificate does not cover the host name {0}")]
     MissingHost(String),
     /// The key is too weak or of an unsupported kind.
-    #[error("weak or unsupported key: {0} (use RSA of 2048 bits or more, or ECDSA P-256)")]
+    #[error(
+        "weak or unsupported key: {0} (use RSA of 2048 bits or more, or ECDSA P-256 or P-384)"
+    )]
     WeakKey(String),
     /// A host name that is neither an IP literal nor a valid DNS name.
     #[error("invalid host name {0:?}")]

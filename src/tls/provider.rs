@@ -263,6 +263,10 @@ impl CertificateProvider for DiskCertificates {
         self.load(now_ms)
     }
 
+    fn can_issue(&self) -> bool {
+        matches!(self.mode, TlsMode::SelfSigned | TlsMode::LocalCa)
+    }
+
     fn stamp(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -289,4 +293,104 @@ fn machine_host_name() -> Option<String> {
         .find_map(|path| std::fs::read_to_string(path).ok())
         .map(|name| name.trim().to_ascii_lowercase())
         .filter(|name| Host::parse(name).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsSettings;
+
+    const DAY_MS: i64 = 86_400_000;
+
+    fn now_ms() -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+
+    fn provider(
+        dir: &Path,
+        mode: TlsMode,
+        tweak: impl FnOnce(&mut TlsSettings),
+    ) -> DiskCertificates {
+        let mut settings = TlsSettings {
+            mode,
+            ..TlsSettings::default()
+        };
+        tweak(&mut settings);
+        DiskCertificates::new(&settings, dir, Some("relay.example"), Served::default()).unwrap()
+    }
+
+    #[test]
+    fn a_start_reuses_a_good_certificate_and_replaces_one_that_is_due_or_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let certs = provider(dir.path(), TlsMode::SelfSigned, |s| {
+            s.certificate_days = 31;
+        });
+        let first = certs.prepare(now).unwrap();
+        assert!(first.hosts.iter().any(|h| h == "relay.example"));
+        assert_eq!(certs.prepare(now).unwrap().fingerprint, first.fingerprint);
+        // Two days later it is inside the 30-day window: a start renews it.
+        let due = certs.prepare(now + 2 * DAY_MS).unwrap();
+        assert_ne!(due.fingerprint, first.fingerprint);
+        // A key that does not match (a crash between the two writes): replaced too.
+        let stray = certs::generate_key(KeyType::EcdsaP256).unwrap();
+        write(&certs.key_file, &certs::key_pem(&stray).unwrap(), 0o600).unwrap();
+        assert!(certs.inspect(now).is_err());
+        let stamp = certs.stamp();
+        let fixed = certs.prepare(now).unwrap();
+        assert_ne!(fixed.fingerprint, due.fingerprint);
+        assert_ne!(certs.stamp(), stamp);
+    }
+
+    #[test]
+    fn the_local_ca_is_made_once_and_checked_before_it_issues() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let certs = provider(dir.path(), TlsMode::LocalCa, |_| {});
+        let first = certs.prepare(now).unwrap();
+        let renewed = certs.renew(now).unwrap();
+        assert_eq!(renewed.pin, first.pin);
+        assert!(renewed.ca_not_after_ms.unwrap() > now + 3_000 * DAY_MS);
+        let pem = certs.ca_pem().unwrap();
+        assert_eq!(
+            Some(certs::fingerprint(&certs::read_chain(&pem).unwrap()[0])),
+            first.pin
+        );
+        // A CA key that is not the CA's.
+        let ca_key = dir.path().join(TLS_DIR).join(CA_KEY);
+        let original = std::fs::read(&ca_key).unwrap();
+        let stray = certs::generate_key(KeyType::EcdsaP256).unwrap();
+        write(&ca_key, &certs::key_pem(&stray).unwrap(), 0o600).unwrap();
+        let error = certs.renew(now).unwrap_err().to_string();
+        assert!(error.contains("does not match"), "{error}");
+        // An expired CA: a clear way out.
+        write(&ca_key, &original, 0o600).unwrap();
+        let error = certs.renew(now + 3_700 * DAY_MS).unwrap_err().to_string();
+        assert!(error.contains("move the tls folder"), "{error}");
+    }
+
+    #[test]
+    fn files_are_only_read_and_other_modes_have_no_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = provider(dir.path(), TlsMode::Files, |s| {
+            s.cert_file = dir.path().join("missing.crt");
+            s.key_file = dir.path().join("missing.key");
+        });
+        assert_eq!(certs.renew(now_ms()), Err(TlsError::CannotIssue));
+        let error = certs.prepare(now_ms()).unwrap_err().to_string();
+        assert!(error.contains("missing.crt"), "{error}");
+        let error = certs.ca_pem().unwrap_err().to_string();
+        assert!(error.contains("no local CA"), "{error}");
+        let bad = DiskCertificates::new(
+            &TlsSettings {
+                mode: TlsMode::SelfSigned,
+                hosts: vec!["not a host".into()],
+                ..TlsSettings::default()
+            },
+            dir.path(),
+            None,
+            Served::default(),
+        );
+        assert!(bad.is_err());
+    }
 }

@@ -110,8 +110,13 @@ async fn redirect(req: HttpRequest, target: web::Data<Target>) -> HttpResponse {
     let base = match &target.public_url {
         Some(url) => url.clone(),
         None => {
-            let info = req.connection_info();
-            let host = host_only(info.host());
+            // The Host header itself (not X-Forwarded-Host: nothing proxies to this listener).
+            let host = host_only(
+                req.headers()
+                    .get(actix_web::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default(),
+            );
             let port = match target.https_port {
                 443 => String::new(),
                 port => format!(":{port}"),

@@ -122,6 +122,21 @@ async fn a_device_pinning_the_local_ca_pairs_receives_and_keeps_its_pin() {
     let (code, out, err) = output_of(listen(&["--credentials", creds, "--count", "1"])).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(second["id"].as_str().unwrap()), "{out}");
+    // --insecure for one run does not drop the pin kept for the next.
+    let third = app.publish(json!({"title": "unchecked"})).await;
+    let (code, out, err) = output_of(listen(&[
+        "--credentials",
+        creds,
+        "--insecure",
+        "--count",
+        "1",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(third["id"].as_str().unwrap()), "{out}");
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(&credentials).unwrap()).unwrap();
+    assert_eq!(stored["caFingerprint"], pin.as_str());
 
     // send: refused without the pin (the system's store does not know the CA), with a hint;
     // accepted with it.
@@ -279,7 +294,7 @@ async fn cert_commands_say_clearly_what_they_cannot_do() {
 
     let signed = spawn_app_with(|s| s.tls.mode = TlsMode::SelfSigned).await;
     let (code, _, err) = local(&signed, TlsMode::SelfSigned, &["cert", "export-ca"]).await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("no local CA"), "{err}");
     // pairing-code pins the self-signed certificate itself.
     let (code, out, err) = local(&signed, TlsMode::SelfSigned, &["pairing-code", "--no-qr"]).await;
@@ -313,6 +328,16 @@ async fn cert_commands_say_clearly_what_they_cannot_do() {
     .await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cannot be served"), "{err}");
+    // No code is minted when there is nothing to pin yet.
+    let (code, out, err) = beep_with(
+        fresh.path(),
+        &["pairing-code", "--no-qr", "--data-dir", dir],
+        &env_for(TlsMode::LocalCa),
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no certificate to pin yet"), "{err}");
+    assert!(!out.contains("Pairing code"), "{out}");
     // Mode files: renewing is the operator's CA's job.
     let (code, _, err) = beep_with(
         fresh.path(),

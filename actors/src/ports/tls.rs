@@ -56,6 +56,9 @@ pub trait CertificateProvider: Send + Sync + 'static {
     /// Issues and stores a new certificate (and key), then serves it; [`TlsError::CannotIssue`]
     /// for a provider that only reads files.
     fn renew(&self, now_ms: i64) -> Result<CertificateInfo, TlsError>;
+    /// Whether [`CertificateProvider::renew`] can issue at all (false for certificates from
+    /// files).
+    fn can_issue(&self) -> bool;
     /// A stamp of the files (their sizes and modification times): when it changes, the manager
     /// loads them again.
     fn stamp(&self) -> u64;
