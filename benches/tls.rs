@@ -31,7 +31,7 @@ fn ends(
     let served = Served::default();
     let provider = DiskCertificates::new(&settings, dir.path(), None, served.clone()).unwrap();
     let now = chrono::Utc::now().timestamp_millis();
-    let pin = provider.prepare(now).unwrap().pin.unwrap();
+    let pin = provider.prepare(now).unwrap().0.pin.unwrap();
     let mut acceptor = served.acceptor().unwrap();
     acceptor.set_max_proto_version(Some(version)).unwrap();
     (

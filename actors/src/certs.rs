@@ -149,6 +149,7 @@ impl CertificateManager {
         metrics: Arc<Metrics>,
         log: slog::Logger,
     ) -> Self {
+        // Taken after the certificate in `status` was read: see `with_stamp`.
         let stamp = provider.stamp();
         metrics
             .tls_certificate_expiry
@@ -165,6 +166,13 @@ impl CertificateManager {
             next_check_ms: i64::MIN,
             busy: false,
         }
+    }
+
+    /// The provider's stamp from before the certificate in `status` was read (so that files
+    /// changed since are loaded on the first tick).
+    pub fn with_stamp(mut self, stamp: u64) -> Self {
+        self.stamp = stamp;
+        self
     }
 
     /// Records renewals and reloads into `audit`.
@@ -199,11 +207,19 @@ impl CertificateManager {
         let provider = self.provider.clone();
         let now = self.clock.now_ms();
         let work = tokio::task::spawn_blocking(move || {
-            let result = match change {
-                Change::Renewed => provider.renew(now),
-                Change::Reloaded => provider.load(now),
-            };
-            (result, provider.stamp())
+            // The stamp of what a load reads is taken before it reads: files that change while
+            // it runs (a cert copied before its key) change the stamp again, so they are loaded
+            // again on the next tick. A renewal's stamp is that of the files it wrote.
+            match change {
+                Change::Renewed => {
+                    let result = provider.renew(now);
+                    (result, provider.stamp())
+                }
+                Change::Reloaded => {
+                    let stamp = provider.stamp();
+                    (provider.load(now), stamp)
+                }
+            }
         });
         async move {
             work.await

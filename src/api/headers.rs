@@ -54,6 +54,23 @@ fn set_static(headers: &mut HeaderMap, secure: bool, api: bool, csp: Option<&Hea
 }
 
 fn over_tls(req: &ServiceRequest, trusted: &[Cidr]) -> bool {
+    request_over_tls(req.request(), trusted)
+}
+
+/// `limits.trusted_proxies`, parsed (checked at start-up).
+pub fn trusted_proxies(state: &AppState) -> Vec<Cidr> {
+    state
+        .settings
+        .limits
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| Cidr::parse(p))
+        .collect()
+}
+
+/// Whether `req` came over TLS: to this relay's HTTPS listener, or through a trusted proxy that
+/// says `X-Forwarded-Proto: https` (the same rule for HSTS and for `Secure` cookies).
+pub fn request_over_tls(req: &actix_web::HttpRequest, trusted: &[Cidr]) -> bool {
     if req.app_config().secure() {
         return true;
     }
@@ -83,17 +100,7 @@ pub async fn security_headers(
                 .and_then(|v| v.to_str().ok())
                 .filter(|o| security.cors_allowed_origins.iter().any(|a| a == o))
                 .and_then(|o| HeaderValue::from_str(o).ok());
-            let trusted: Vec<Cidr> = if state.settings.limits.trusted_proxies.is_empty() {
-                Vec::new()
-            } else {
-                state
-                    .settings
-                    .limits
-                    .trusted_proxies
-                    .iter()
-                    .filter_map(|p| Cidr::parse(p))
-                    .collect()
-            };
+            let trusted = trusted_proxies(state);
             (
                 HeaderValue::from_str(&security.content_security_policy).ok(),
                 origin,

@@ -411,11 +411,31 @@ mod tests {
             vec!["latency", "--token", "t", "--rate", "0"],
             vec!["throughput", "--token", "t", "--batch", "501"],
             vec!["throughput", "--token", "t", "--devices", "0"],
-            vec!["throughput", "--token", "t", "--server", "https://x"],
+            vec!["throughput", "--token", "t", "--server", "ws://x"],
+            vec!["throughput", "--token", "t", "--server", "https://x", "--ca-fingerprint", "abc"],
             vec!["latency", "--token", "t", "--restart-cmd", "true"],
         ] {
             let err = Plan::resolve(&args(&line)).unwrap_err();
             assert!(matches!(err, BenchError::Usage(_)), "{line:?}: {err}");
         }
+    }
+
+    #[test]
+    fn an_https_relay_is_reached_over_wss_with_the_check_asked_for() {
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let plan = Plan::resolve(&args(&[
+            "throughput",
+            "--token",
+            "t",
+            "--server",
+            "https://127.0.0.1:8443",
+            "--ca-fingerprint",
+            &pin,
+        ]))
+        .unwrap();
+        assert_eq!(plan.ws_url(), "wss://127.0.0.1:8443/api/v1/ws");
+        assert_eq!(plan.trust, crate::tls::client::Trust::Pinned(pin));
+        let plain = Plan::resolve(&args(&["throughput", "--token", "t"])).unwrap();
+        assert_eq!(plain.trust, crate::tls::client::Trust::System);
     }
 }

@@ -501,6 +501,12 @@ impl Settings {
         if !self.server.public_url.is_empty() && url::Url::parse(&self.server.public_url).is_err() {
             return bad("server.public_url", "must be an absolute URL or empty");
         }
+        if self.tls.enabled() && self.server.public_url.starts_with("http://") {
+            return bad(
+                "server.public_url",
+                "must be an https:// URL when TLS is on (tls.mode)",
+            );
+        }
         if self.server.body_timeout_seconds == 0 {
             return bad("server.body_timeout_seconds", "must be at least 1");
         }

@@ -185,4 +185,16 @@ mod tests {
             assert!(error.contains(key), "{error} should name {key}");
         }
     }
+
+    #[test]
+    fn the_public_url_is_https_when_tls_is_on() {
+        let mut settings = crate::config::Settings::default();
+        settings.server.public_url = "http://relay.lan:8080".into();
+        settings.validate().unwrap();
+        settings.tls.mode = TlsMode::LocalCa;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("server.public_url"), "{error}");
+        settings.server.public_url = "https://relay.lan:8080".into();
+        settings.validate().unwrap();
+    }
 }

@@ -275,6 +275,13 @@ pub fn new_ca(key: &PKey<Private>, name: &str, now: i64, days: u32) -> Result<X5
     let subject = make_name(name, Some(CA_ORG))?;
     let mut b = base_builder(key, &subject, now, days)?;
     b.set_issuer_name(&subject)?;
+    add_ca_extensions(&mut b)?;
+    b.sign(key, MessageDigest::sha256())?;
+    Ok(b.build())
+}
+
+/// basicConstraints critical CA:TRUE pathlen:0, keyUsage critical keyCertSign+cRLSign, SKI.
+fn add_ca_extensions(b: &mut X509Builder) -> Result<(), CertError> {
     b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
     b.append_extension(
         KeyUsage::new()
@@ -285,8 +292,98 @@ pub fn new_ca(key: &PKey<Private>, name: &str, now: i64, days: u32) -> Result<X5
     )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
+    Ok(())
+}
+
+/// DNS suffixes a local CA may always vouch for: names that only resolve on a local network.
+const LOCAL_DNS: [&str; 5] = ["localhost", "local", "lan", "home.arpa", "internal"];
+/// Address ranges a local CA may always vouch for (address/mask): loopback, private, link-local
+/// and shared (CGNAT, Tailscale) ranges.
+const LOCAL_IPS: [&str; 9] = [
+    "127.0.0.0/255.0.0.0",
+    "10.0.0.0/255.0.0.0",
+    "172.16.0.0/255.240.0.0",
+    "192.168.0.0/255.255.0.0",
+    "169.254.0.0/255.255.0.0",
+    "100.64.0.0/255.192.0.0",
+    "::1/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    "fc00::/fe00::",
+    "fe80::/ffc0::",
+];
+
+/// A root CA for the relay's own server certificates: [`new_ca`], restricted by critical name
+/// constraints to `hosts` and to local names and addresses ([`LOCAL_DNS`], [`LOCAL_IPS`]), and
+/// by its extended key usage to TLS servers. A device that installs it trusts it for nothing
+/// else, even if its key leaks.
+pub fn new_local_ca(
+    key: &PKey<Private>,
+    name: &str,
+    now: i64,
+    days: u32,
+    hosts: &[Host],
+) -> Result<X509, CertError> {
+    let mut permitted: Vec<String> = LOCAL_DNS.iter().map(|d| format!("DNS:{d}")).collect();
+    permitted.extend(LOCAL_IPS.iter().map(|ip| format!("IP:{ip}")));
+    for host in hosts {
+        let entry = match host {
+            Host::Dns(dns) => format!("DNS:{}", dns.trim_start_matches("*.")),
+            Host::Ip(std::net::IpAddr::V4(ip)) => format!("IP:{ip}/255.255.255.255"),
+            Host::Ip(std::net::IpAddr::V6(ip)) => {
+                format!("IP:{ip}/ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+            }
+        };
+        if !permitted.contains(&entry) {
+            permitted.push(entry);
+        }
+    }
+    let constraints = format!(
+        "critical,{}",
+        permitted
+            .iter()
+            .map(|p| format!("permitted;{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let subject = make_name(name, Some(CA_ORG))?;
+    let mut b = base_builder(key, &subject, now, days)?;
+    b.set_issuer_name(&subject)?;
+    add_ca_extensions(&mut b)?;
+    // rust-openssl has no builder for name constraints: OpenSSL's own configuration syntax.
+    #[allow(deprecated)]
+    let extension = openssl::x509::X509Extension::new_nid(
+        None,
+        Some(&b.x509v3_context(None, None)),
+        Nid::NAME_CONSTRAINTS,
+        &constraints,
+    )?;
+    b.append_extension(extension)?;
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
     b.sign(key, MessageDigest::sha256())?;
     Ok(b.build())
+}
+
+/// Checks that `leaf` verifies as a TLS server certificate under `ca` alone at `now` (its
+/// signature, dates, the CA's name constraints and key usages); the OpenSSL reason otherwise.
+pub fn verify_issued(ca: &X509, leaf: &X509, now: i64) -> Result<(), String> {
+    let run = || -> Result<Result<(), String>, ErrorStack> {
+        let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+        store.add_cert(ca.clone())?;
+        let mut param = openssl::x509::verify::X509VerifyParam::new()?;
+        param.set_time(now);
+        param.set_purpose(openssl::x509::X509PurposeId::SSL_SERVER)?;
+        store.set_param(&param)?;
+        let store = store.build();
+        let chain = openssl::stack::Stack::new()?;
+        let mut context = openssl::x509::X509StoreContext::new()?;
+        context.init(&store, leaf, &chain, |c| {
+            Ok(if c.verify_cert()? {
+                Ok(())
+            } else {
+                Err(c.error().error_string().to_owned())
+            })
+        })
+    };
+    run().map_err(|e| e.to_string())?
 }
 
 /// A server certificate issued by the CA: basicConstraints CA:FALSE, keyUsage critical digitalSignature (+keyEncipherment for RSA keys), extendedKeyUsage serverAuth, SANs, SKI and AKI; issuer = CA subject; signed SHA-256.
@@ -980,5 +1077,45 @@ mod tests {
         let c = validate(&[cert], &key, &[h(&long)], NOW).unwrap();
         assert_eq!(c.subject, "");
         assert_eq!(c.hosts, vec![long]);
+    }
+
+    #[test]
+    fn a_local_ca_vouches_only_for_local_names_and_its_hosts() {
+        let now = 1_800_000_000;
+        let ca_key = generate_key(KeyType::EcdsaP256).unwrap();
+        let hosts = [
+            Host::parse("relay.example.org").unwrap(),
+            Host::parse("203.0.113.7").unwrap(),
+        ];
+        let ca = new_local_ca(&ca_key, "Local CA", now, 3_650, &hosts).unwrap();
+        let leaf_for = |names: &[&str]| {
+            let key = generate_key(KeyType::EcdsaP256).unwrap();
+            let hosts: Vec<Host> = names.iter().map(|n| Host::parse(n).unwrap()).collect();
+            issue(&ca, &ca_key, &key, &hosts, now, 90).unwrap()
+        };
+        for fine in [
+            &["localhost", "127.0.0.1", "::1"][..],
+            &["relay.example.org", "203.0.113.7"],
+            &["phone.lan", "192.168.1.5", "10.0.0.2", "fd00::5"],
+            &["nas.home.arpa", "printer.local", "a.relay.example.org"],
+        ] {
+            let leaf = leaf_for(fine);
+            assert_eq!(verify_issued(&ca, &leaf, now), Ok(()), "{fine:?}");
+        }
+        for outside in [
+            &["bank.example.com"][..],
+            &["8.8.8.8"],
+            &["relay.lan", "2001:db8::1"],
+        ] {
+            let leaf = leaf_for(outside);
+            let error = verify_issued(&ca, &leaf, now).unwrap_err();
+            assert!(
+                error.contains("name constraint") || error.contains("subtree"),
+                "{outside:?}: {error}"
+            );
+        }
+        // Dates still count.
+        let leaf = leaf_for(&["localhost"]);
+        assert!(verify_issued(&ca, &leaf, now + 100 * 86_400).is_err());
     }
 }

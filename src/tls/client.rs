@@ -96,3 +96,129 @@ pub fn connector(trust: &Trust) -> Result<SslConnector, openssl::error::ErrorSta
     }
     Ok(builder.build())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    use openssl::pkey::{PKey, Private};
+    use openssl::ssl::SslAcceptor;
+    use openssl::x509::X509;
+
+    use super::*;
+    use crate::tls::certs::{self, Host, KeyType};
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    /// Serves `chain` and `key` for one handshake on a loopback port.
+    fn serve_once(chain: Vec<X509>, key: PKey<Private>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut acceptor =
+                SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+            acceptor.set_certificate(&chain[0]).unwrap();
+            for cert in &chain[1..] {
+                acceptor.add_extra_chain_cert(cert.clone()).unwrap();
+            }
+            acceptor.set_private_key(&key).unwrap();
+            let acceptor = acceptor.build();
+            if let Ok((stream, _)) = listener.accept() {
+                let _ = acceptor.accept(stream);
+            }
+        });
+        port
+    }
+
+    fn connect(trust: &Trust, port: u16, name: &str) -> Result<(), String> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        connector(trust)
+            .unwrap()
+            .connect(name, stream)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn localhost() -> Vec<Host> {
+        vec![Host::parse("localhost").unwrap()]
+    }
+
+    #[test]
+    fn a_pinned_ca_accepts_what_it_signed_and_nothing_forged_with_it() {
+        let ca_key = certs::generate_key(KeyType::EcdsaP256).unwrap();
+        let ca = certs::new_local_ca(&ca_key, "test CA", now(), 30, &localhost()).unwrap();
+        let pin = Trust::Pinned(certs::fingerprint(&ca));
+        let key = certs::generate_key(KeyType::EcdsaP256).unwrap();
+        let leaf = certs::issue(&ca, &ca_key, &key, &localhost(), now(), 30).unwrap();
+        let port = serve_once(vec![leaf.clone(), ca.clone()], key.clone());
+        assert_eq!(connect(&pin, port, "localhost"), Ok(()));
+
+        // A leaf with the CA's name but signed by another key, sent with the real CA: refused.
+        let forger = certs::generate_key(KeyType::EcdsaP256).unwrap();
+        let fake_ca = {
+            let mut b = openssl::x509::X509Builder::new().unwrap();
+            b.set_version(2).unwrap();
+            b.set_subject_name(ca.subject_name()).unwrap();
+            b.set_issuer_name(ca.subject_name()).unwrap();
+            b.set_pubkey(&forger).unwrap();
+            b.set_not_before(ca.not_before()).unwrap();
+            b.set_not_after(ca.not_after()).unwrap();
+            let bc = openssl::x509::extension::BasicConstraints::new()
+                .ca()
+                .build()
+                .unwrap();
+            b.append_extension(bc).unwrap();
+            let ski = openssl::x509::extension::SubjectKeyIdentifier::new()
+                .build(&b.x509v3_context(None, None))
+                .unwrap();
+            b.append_extension(ski).unwrap();
+            b.sign(&forger, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+            b.build()
+        };
+        let forged = certs::issue(&fake_ca, &forger, &key, &localhost(), now(), 30).unwrap();
+        let port = serve_once(vec![forged, ca.clone()], key.clone());
+        let error = connect(&pin, port, "localhost").unwrap_err();
+        assert!(error.contains("certificate verify failed"), "{error}");
+
+        // The right chain under another name: refused (the pin does not excuse the host name).
+        let port = serve_once(vec![leaf.clone(), ca.clone()], key.clone());
+        assert!(connect(&pin, port, "relay.example").is_err());
+        // The system's store does not know the CA; a wrong pin neither.
+        let port = serve_once(vec![leaf.clone(), ca.clone()], key.clone());
+        assert!(connect(&Trust::System, port, "localhost").is_err());
+        let port = serve_once(vec![leaf, ca], key);
+        let wrong = Trust::Pinned(format!("sha256:{}", "0".repeat(64)));
+        assert!(connect(&wrong, port, "localhost").is_err());
+    }
+
+    #[test]
+    fn a_pinned_self_signed_certificate_and_insecure() {
+        let key = certs::generate_key(KeyType::EcdsaP256).unwrap();
+        let cert = certs::self_signed(&key, &localhost(), now(), 30).unwrap();
+        let pin = Trust::Pinned(certs::fingerprint(&cert));
+        let port = serve_once(vec![cert.clone()], key.clone());
+        assert_eq!(connect(&pin, port, "localhost"), Ok(()));
+        let port = serve_once(vec![cert], key);
+        assert_eq!(connect(&Trust::Insecure, port, "anything.example"), Ok(()));
+    }
+
+    #[test]
+    fn the_flags_give_the_check() {
+        let args = |fp: Option<&str>, insecure| TrustArgs {
+            ca_fingerprint: fp.map(str::to_owned),
+            insecure,
+        };
+        assert_eq!(args(None, false).trust(), Ok(None));
+        assert_eq!(args(None, true).trust(), Ok(Some(Trust::Insecure)));
+        let pin = format!("SHA256:{}", "AB".repeat(32));
+        assert_eq!(
+            args(Some(&pin), false).trust(),
+            Ok(Some(Trust::Pinned(format!("sha256:{}", "ab".repeat(32)))))
+        );
+        assert!(args(Some("nope"), false).trust().is_err());
+        assert_eq!(Trust::Insecure.pin(), None);
+    }
+}

@@ -44,6 +44,8 @@ pub struct Prepared {
     provider: Arc<DiskCertificates>,
     served: Served,
     info: CertificateInfo,
+    /// The files' stamp from before `info` was read.
+    stamp: u64,
 }
 
 /// The provider `settings` name (TLS on), serving into `served`.
@@ -72,13 +74,14 @@ pub async fn prepare(settings: &Settings, now_ms: i64) -> Result<Option<Prepared
     let served = Served::default();
     let provider = Arc::new(provider(settings, served.clone())?);
     let work = provider.clone();
-    let info = tokio::task::spawn_blocking(move || work.prepare(now_ms))
+    let (info, stamp) = tokio::task::spawn_blocking(move || work.prepare(now_ms))
         .await
         .map_err(|e| TlsError::Unavailable(e.to_string()))??;
     Ok(Some(Prepared {
         provider,
         served,
         info,
+        stamp,
     }))
 }
 
@@ -118,6 +121,7 @@ impl Prepared {
             metrics,
             log.new(slog::o!("actor" => "tls")),
         )
+        .with_stamp(self.stamp)
         .with_audit(audit)
         .start_supervised();
         Tls { manager, status }

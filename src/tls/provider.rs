@@ -107,16 +107,17 @@ impl DiskCertificates {
     /// At start-up: loads the certificate, first issuing one where the provider can and what is
     /// on disk is missing, unusable, lacks a host or is due for renewal. Mode `files` only loads,
     /// and fails on anything unusable.
-    pub fn prepare(&self, now_ms: i64) -> Result<CertificateInfo, TlsError> {
-        if self.mode == TlsMode::Files {
-            return self.load(now_ms);
+    /// Also returns the files' stamp from before the certificate was read (for
+    /// [`beepmyphone_actors::certs::CertificateManager::with_stamp`]).
+    pub fn prepare(&self, now_ms: i64) -> Result<(CertificateInfo, u64), TlsError> {
+        let due = self.mode != TlsMode::Files
+            && !matches!(self.read_checked(now_ms),
+                Ok((info, _, _)) if info.not_after_ms - now_ms > self.renew_before_ms);
+        if due {
+            self.renew(now_ms)?;
         }
-        match self.read_checked(now_ms) {
-            Ok((info, _, _)) if info.not_after_ms - now_ms > self.renew_before_ms => {
-                self.load(now_ms)
-            }
-            _ => self.renew(now_ms),
-        }
+        let stamp = self.stamp();
+        Ok((self.load(now_ms)?, stamp))
     }
 
     /// Reads and checks the certificate on disk without serving it (`beepmyphone cert status`,
@@ -146,7 +147,9 @@ impl DiskCertificates {
     /// The local CA, created on first use.
     fn ca(&self, now_s: i64) -> Result<(X509, PKey<Private>), TlsError> {
         let (cert_path, key_path) = (self.ca_dir.join(CA_CERT), self.ca_dir.join(CA_KEY));
-        if cert_path.exists() || key_path.exists() {
+        // A key without its certificate is a first start that stopped between the two writes:
+        // that CA was never published (nothing it signed was written), so a new one replaces it.
+        if cert_path.exists() {
             let cert = certs::read_chain(&std::fs::read(&cert_path).map_err(io(&cert_path))?)
                 .map_err(invalid)?
                 .remove(0);
@@ -166,7 +169,8 @@ impl DiskCertificates {
             return Ok((cert, key));
         }
         let key = certs::generate_key(self.key_type).map_err(invalid)?;
-        let cert = certs::new_ca(&key, CA_NAME, now_s, CA_DAYS).map_err(invalid)?;
+        let cert =
+            certs::new_local_ca(&key, CA_NAME, now_s, CA_DAYS, &self.issued).map_err(invalid)?;
         self.ensure_dir()?;
         write(&key_path, &certs::key_pem(&key).map_err(invalid)?, 0o600)?;
         write(
@@ -233,6 +237,12 @@ impl CertificateProvider for DiskCertificates {
     }
 
     fn renew(&self, now_ms: i64) -> Result<CertificateInfo, TlsError> {
+        if !self.can_issue() {
+            return Err(TlsError::CannotIssue);
+        }
+        // One writer at a time: the relay and `beepmyphone cert renew` beside it.
+        self.ensure_dir()?;
+        let _lock = lock(&self.ca_dir)?;
         let now_s = now_ms.div_euclid(1_000);
         let key = certs::generate_key(self.key_type).map_err(invalid)?;
         let chain = match self.mode {
@@ -242,8 +252,21 @@ impl CertificateProvider for DiskCertificates {
             }
             TlsMode::LocalCa => {
                 let (ca, ca_key) = self.ca(now_s)?;
-                let leaf = certs::issue(&ca, &ca_key, &key, &self.issued, now_s, self.days)
-                    .map_err(invalid)?;
+                // Never valid beyond the CA that vouches for it.
+                let (_, ca_until) = certs::validity(&ca).map_err(invalid)?;
+                let ca_days = u32::try_from((ca_until - now_s).div_euclid(86_400)).unwrap_or(0);
+                let days = self.days.min(ca_days).max(1);
+                let leaf =
+                    certs::issue(&ca, &ca_key, &key, &self.issued, now_s, days).map_err(invalid)?;
+                certs::verify_issued(&ca, &leaf, now_s).map_err(|why| {
+                    TlsError::Invalid(format!(
+                        "the local CA {} cannot vouch for these host names ({why}); it only covers \
+                         local names and addresses and the hosts configured when it was made: move \
+                         the tls folder of the keys directory aside to create a new one (devices \
+                         must pair again to pin it)",
+                        self.ca_dir.join(CA_CERT).display()
+                    ))
+                })?;
                 vec![leaf, ca]
             }
         };
@@ -280,6 +303,25 @@ impl CertificateProvider for DiskCertificates {
         }
         hasher.finish().max(1)
     }
+}
+
+/// An exclusive lock on `dir/.lock`, held until the file is dropped.
+fn lock(dir: &Path) -> Result<std::fs::File, TlsError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io(&path)(std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
@@ -326,18 +368,18 @@ mod tests {
         let certs = provider(dir.path(), TlsMode::SelfSigned, |s| {
             s.certificate_days = 31;
         });
-        let first = certs.prepare(now).unwrap();
+        let (first, _) = certs.prepare(now).unwrap();
         assert!(first.hosts.iter().any(|h| h == "relay.example"));
-        assert_eq!(certs.prepare(now).unwrap().fingerprint, first.fingerprint);
+        assert_eq!(certs.prepare(now).unwrap().0.fingerprint, first.fingerprint);
         // Two days later it is inside the 30-day window: a start renews it.
-        let due = certs.prepare(now + 2 * DAY_MS).unwrap();
+        let (due, _) = certs.prepare(now + 2 * DAY_MS).unwrap();
         assert_ne!(due.fingerprint, first.fingerprint);
         // A key that does not match (a crash between the two writes): replaced too.
         let stray = certs::generate_key(KeyType::EcdsaP256).unwrap();
         write(&certs.key_file, &certs::key_pem(&stray).unwrap(), 0o600).unwrap();
         assert!(certs.inspect(now).is_err());
         let stamp = certs.stamp();
-        let fixed = certs.prepare(now).unwrap();
+        let (fixed, _) = certs.prepare(now).unwrap();
         assert_ne!(fixed.fingerprint, due.fingerprint);
         assert_ne!(certs.stamp(), stamp);
     }
@@ -347,7 +389,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = now_ms();
         let certs = provider(dir.path(), TlsMode::LocalCa, |_| {});
-        let first = certs.prepare(now).unwrap();
+        let (first, _) = certs.prepare(now).unwrap();
         let renewed = certs.renew(now).unwrap();
         assert_eq!(renewed.pin, first.pin);
         assert!(renewed.ca_not_after_ms.unwrap() > now + 3_000 * DAY_MS);
@@ -392,5 +434,26 @@ mod tests {
             Served::default(),
         );
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn the_local_ca_refuses_a_host_outside_what_it_was_made_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        provider(dir.path(), TlsMode::LocalCa, |_| {})
+            .prepare(now)
+            .unwrap();
+        // A local address later is fine; a public name the CA was not made for is not.
+        let lan = provider(dir.path(), TlsMode::LocalCa, |s| {
+            s.hosts = vec!["192.168.7.7".into()]
+        });
+        assert!(lan.renew(now).is_ok());
+        let public = provider(dir.path(), TlsMode::LocalCa, |s| {
+            s.hosts = vec!["other.example".into()]
+        });
+        let error = public.renew(now).unwrap_err().to_string();
+        assert!(error.contains("cannot vouch"), "{error}");
+        // What is served is still the earlier certificate.
+        assert!(lan.inspect(now).is_ok());
     }
 }

@@ -43,11 +43,7 @@ fn policy(chain: &[X509], key: &PKey<Private>) -> Result<SslAcceptorBuilder, Cer
     builder.check_private_key()?;
     // HTTP/1.1 only (the relay is built without HTTP/2), as actix-web offers it.
     builder.set_alpn_select_callback(|_, offered| {
-        if offered.windows(9).any(|w| w == b"\x08http/1.1") {
-            Ok(b"http/1.1")
-        } else {
-            Err(AlpnError::NOACK)
-        }
+        openssl::ssl::select_next_proto(b"\x08http/1.1", offered).ok_or(AlpnError::NOACK)
     });
     Ok(builder)
 }
@@ -64,8 +60,14 @@ impl Served {
     /// every handshake (it holds no certificate of its own: a handshake before anything is
     /// served fails).
     pub fn acceptor(&self) -> Result<SslAcceptorBuilder, CertError> {
+        // The protocol versions, suites and ticket settings of a connection are this builder's
+        // (a switched context brings its certificate, key and ALPN choice): keep them in step
+        // with `policy`.
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
         builder.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+        // No stateless tickets: their key would live as long as the process; resumption goes
+        // through the server's session cache instead.
+        builder.set_options(openssl::ssl::SslOptions::NO_TICKET);
         let served = self.0.clone();
         builder.set_servername_callback(move |ssl, _alert| match served.load().as_ref() {
             Some(context) => ssl
@@ -106,7 +108,12 @@ struct Target {
 }
 
 async fn redirect(req: HttpRequest, target: web::Data<Target>) -> HttpResponse {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
     let base = match &target.public_url {
         Some(url) => url.clone(),
         None => {

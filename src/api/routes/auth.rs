@@ -97,7 +97,11 @@ const WRONG_CREDENTIALS: &str = "the username or password is wrong";
 /// The cookie's attributes after its value: `Path=/; HttpOnly; SameSite=Strict`, `Secure` when the
 /// request came over TLS.
 fn cookie_attributes(req: &HttpRequest, max_age_s: i64) -> String {
-    let secure = if req.connection_info().scheme() == "https" {
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| crate::api::headers::trusted_proxies(state))
+        .unwrap_or_default();
+    let secure = if crate::api::headers::request_over_tls(req, &trusted) {
         "; Secure"
     } else {
         ""
