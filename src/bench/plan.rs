@@ -412,7 +412,15 @@ mod tests {
             vec!["throughput", "--token", "t", "--batch", "501"],
             vec!["throughput", "--token", "t", "--devices", "0"],
             vec!["throughput", "--token", "t", "--server", "ws://x"],
-            vec!["throughput", "--token", "t", "--server", "https://x", "--ca-fingerprint", "abc"],
+            vec![
+                "throughput",
+                "--token",
+                "t",
+                "--server",
+                "https://x",
+                "--ca-fingerprint",
+                "abc",
+            ],
             vec!["latency", "--token", "t", "--restart-cmd", "true"],
         ] {
             let err = Plan::resolve(&args(&line)).unwrap_err();

@@ -109,10 +109,12 @@ fn one<'a>(found: &'a [Value], what: &str) -> &'a Value {
 
 #[actix_rt::test]
 async fn every_event_kind_is_recorded_and_found_through_the_api() {
+    // Over TLS (local CA), so that certificate renewals and reloads are among the events.
     let app = spawn_app_with(|s| {
         s.sessions.max_per_admin = 1;
         s.limits.ip_per_minute = 2;
         s.limits.trusted_proxies = vec!["127.0.0.1".into()];
+        s.tls.mode = beepmyphone::config::TlsMode::LocalCa;
     })
     .await;
 
@@ -238,6 +240,24 @@ async fn every_event_kind_is_recorded_and_found_through_the_api() {
         )
         .await;
     assert_eq!(status, 201, "{data}");
+
+    // The TLS certificate: renewed on request, then reloaded when its file is replaced (the same
+    // bytes under a new inode are a change).
+    let (status, tls) = app
+        .post("/api/v1/tls/renew", Some(&app.admin_token), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{tls}");
+    let server_crt = app.data_dir.path().join("keys/tls/server.crt");
+    let pem = std::fs::read(&server_crt).unwrap();
+    std::fs::remove_file(&server_crt).unwrap();
+    beepmyphone::tls::certs::write_atomic(&server_crt, &pem, 0o600).unwrap();
+    eventually("the certificate reloaded", || async {
+        app.clock.advance(Duration::from_secs(10));
+        flush(&app).await;
+        let found = records(&app, "action=tls.certificate_reloaded").await;
+        (!found.is_empty()).then_some(())
+    })
+    .await;
 
     // An actor restart, seen on the writer's next tick.
     app.state.graph.queue.do_send(InjectFault);

@@ -772,7 +772,8 @@ async fn wrong_password_and_unknown_user_take_the_same_time() {
 
 #[actix_rt::test]
 async fn login_sets_a_strict_http_only_cookie_with_a_fresh_session_each_time() {
-    let app = spawn_app_with(|_| {}).await;
+    // The test client stands in for a TLS-terminating proxy on loopback.
+    let app = spawn_app_with(|s| s.limits.trusted_proxies = vec!["127.0.0.1".into()]).await;
     create_admin(&app, "alice").await;
     let first = login(&app, "alice").await;
     let attributes: Vec<&str> = first.set_cookie.split(';').map(str::trim).collect();

@@ -839,4 +839,27 @@ async fn session_cookies_are_secure_under_tls() {
         .to_owned();
     assert!(cookie.contains("; Secure"), "{cookie}");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+
+    // Over plain HTTP, a client's own X-Forwarded-Proto does not make it Secure (only a trusted
+    // proxy's does, as for HSTS).
+    let plain = spawn_app().await;
+    create_admin(&plain, "alice").await;
+    let response = plain
+        .request(awc::http::Method::POST, "/api/v1/auth/login", None)
+        .insert_header(("X-Forwarded-Proto", "https"))
+        .send_json(&json!({"username": "alice", "password": ADMIN_PASSWORD}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert!(response
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
 }
