@@ -547,20 +547,10 @@ impl Application {
         let metrics_server = match settings.metrics.listen.as_str() {
             _ if !settings.metrics.enabled => None,
             "" => None,
-            listen => {
-                let bind_error = |source| StartError::Bind {
-                    addr: listen.to_owned(),
-                    source,
-                };
-                let listener = TcpListener::bind(listen).map_err(bind_error)?;
-                let bound = listener.local_addr().map_err(bind_error)?;
+            listen => Some(side_listener(listen, |listener, bound| {
                 slog::info!(log, "serving metrics without a token"; "addr" => %bound);
-                Some((
-                    bound.port(),
-                    crate::monitoring::metrics::listen(listener, state.scrape())
-                        .map_err(bind_error)?,
-                ))
-            }
+                crate::monitoring::metrics::listen(listener, state.scrape())
+            })?),
         };
         let record_requests = settings.metrics.enabled;
         let app_state = state.clone();
@@ -604,23 +594,13 @@ impl Application {
         .run();
         let redirect_server = match settings.tls.redirect_http_listen.as_str() {
             "" => None,
-            listen => {
-                let bind_error = |source| StartError::Bind {
-                    addr: listen.to_owned(),
-                    source,
-                };
-                let listener = TcpListener::bind(listen).map_err(bind_error)?;
-                let bound = listener.local_addr().map_err(bind_error)?;
+            listen => Some(side_listener(listen, |listener, bound| {
                 let public_url = Some(settings.server.public_url.trim_end_matches('/'))
                     .filter(|url| url.starts_with("https://"))
                     .map(str::to_owned);
                 slog::info!(log, "redirecting plain HTTP to HTTPS"; "addr" => %bound);
-                Some((
-                    bound.port(),
-                    crate::tls::redirect_listener(listener, public_url, port)
-                        .map_err(bind_error)?,
-                ))
-            }
+                crate::tls::redirect_listener(listener, public_url, port)
+            })?),
         };
         slog::info!(log, "listening"; "addr" => format!("{}:{port}", addr.ip()), "data_dir" => %data_dir.display(), "workers" => workers,
             "tls" => settings.tls.mode.as_str());
@@ -742,6 +722,21 @@ impl Application {
         }
         result
     }
+}
+
+/// Binds a side listener (the token-free metrics, the HTTPS redirect) on `listen` and starts
+/// `serve` on it; its port and server.
+fn side_listener(
+    listen: &str,
+    serve: impl FnOnce(TcpListener, std::net::SocketAddr) -> std::io::Result<Server>,
+) -> Result<(u16, Server), StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: listen.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(listen).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((bound.port(), serve(listener, bound).map_err(bind_error)?))
 }
 
 /// Reads the IP blocks shared through Redis every [`BLOCK_SYNC_INTERVAL`] of the injected clock
