@@ -257,6 +257,12 @@ pub fn tls_client(trust: &Trust) -> awc::Client {
 }
 
 impl TestApp {
+    /// The certificate the relay serves (TLS on).
+    pub fn certificate(&self) -> beepmyphone_actors::ports::CertificateInfo {
+        let tls = self.state.tls.as_ref().expect("TLS is on");
+        tls.status.snapshot().certificate
+    }
+
     /// Stops the server (sockets close) and returns the data directory for a restart.
     pub async fn stop(self) -> tempfile::TempDir {
         self.handle.stop(true).await;

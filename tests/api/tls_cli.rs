@@ -61,16 +61,7 @@ async fn output_of(child: tokio::process::Child) -> (i32, String, String) {
 #[actix_rt::test]
 async fn a_device_pinning_the_local_ca_pairs_receives_and_keeps_its_pin() {
     let app = spawn_app_with(|s| s.tls.mode = TlsMode::LocalCa).await;
-    let pin = app
-        .state
-        .tls
-        .as_ref()
-        .unwrap()
-        .status
-        .snapshot()
-        .certificate
-        .pin
-        .unwrap();
+    let pin = app.certificate().pin.unwrap();
     let (code, out, err) = local(&app, TlsMode::LocalCa, &["pairing-code", "--no-qr"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(line_value(&out, "CA fingerprint:"), pin);
@@ -299,14 +290,7 @@ async fn cert_commands_say_clearly_what_they_cannot_do() {
     // pairing-code pins the self-signed certificate itself.
     let (code, out, err) = local(&signed, TlsMode::SelfSigned, &["pairing-code", "--no-qr"]).await;
     assert_eq!(code, 0, "{err}");
-    let own = signed
-        .state
-        .tls
-        .as_ref()
-        .unwrap()
-        .status
-        .snapshot()
-        .certificate;
+    let own = signed.certificate();
     assert_eq!(line_value(&out, "CA fingerprint:"), own.fingerprint);
 
     // A local CA that is not there yet.
