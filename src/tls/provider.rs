@@ -114,7 +114,9 @@ impl DiskCertificates {
             && !matches!(self.read_checked(now_ms),
                 Ok((info, _, _)) if info.not_after_ms - now_ms > self.renew_before_ms);
         if due {
-            self.renew(now_ms)?;
+            // `renew` has loaded and served what it wrote; the stamp is that of its own files.
+            let info = self.renew(now_ms)?;
+            return Ok((info, self.stamp()));
         }
         let stamp = self.stamp();
         Ok((self.load(now_ms)?, stamp))

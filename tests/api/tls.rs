@@ -686,14 +686,17 @@ async fn health_and_metrics_follow_the_expiry() {
     )));
     // Seven days later: under 14 days left.
     app.clock.advance(DAY * 7);
-    let degraded = eventually("tls degraded", || {
-        let check = component(&app);
-        async move {
-            let c = check.await;
-            (c["status"] == "degraded").then_some(c)
-        }
-    })
-    .await;
+    let app = &app;
+    let until = |wanted: &'static str| {
+        eventually(wanted, move || {
+            let check = component(app);
+            async move {
+                let c = check.await;
+                (c["status"] == wanted).then_some(c)
+            }
+        })
+    };
+    let degraded = until("degraded").await;
     assert!(
         degraded["reason"]
             .as_str()
@@ -703,14 +706,7 @@ async fn health_and_metrics_follow_the_expiry() {
     );
     // Past its end: unhealthy, and /health says so.
     app.clock.advance(DAY * 14);
-    let expired = eventually("tls unhealthy", || {
-        let check = component(&app);
-        async move {
-            let c = check.await;
-            (c["status"] == "unhealthy").then_some(c)
-        }
-    })
-    .await;
+    let expired = until("unhealthy").await;
     assert!(
         expired["reason"].as_str().unwrap().contains("expired"),
         "{expired}"
