@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
@@ -495,6 +496,12 @@ impl Application {
             memory_alerts,
             &log,
         );
+        let history = beepmyphone_actors::history::MetricsHistory::new(
+            beepmyphone_actors::history::HistoryConfig::default(),
+            clock.clone(),
+            graph.metrics.clone(),
+        )
+        .start();
         let addr = settings.listen_addr()?;
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
             addr: addr.to_string(),
@@ -536,6 +543,9 @@ impl Application {
             reencrypt,
             audit,
             tls,
+            history,
+            verification: Default::default(),
+            streams: Default::default(),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()

@@ -115,6 +115,12 @@ pub struct AppState {
     pub audit: crate::audit::Audit,
     /// The certificate manager, when the relay serves HTTPS (`tls.mode`).
     pub tls: Option<crate::tls::Tls>,
+    /// The last hour of throughput, latency, queue depth and sockets (the dashboard's charts).
+    pub history: actix::Addr<beepmyphone_actors::history::MetricsHistory>,
+    /// The last audit verification the relay ran.
+    pub verification: crate::audit::verify::LastVerification,
+    /// Live event streams open per caller (`GET /api/v1/events`).
+    pub streams: crate::security::limits::StreamSlots,
 }
 
 impl AppState {

@@ -21,6 +21,10 @@
 //!
 //! Beside them:
 //!
+//! - [`history::MetricsHistory`]: samples throughput, latency, queue depth and sockets for the
+//!   dashboard's charts (the last hour, in memory);
+//!
+//! - [`feed`]: the activity feed (commits, deliveries, acks, presence, pairings) for live views;
 //! - [`socket`]: the messages a device socket accepts (the socket actor itself is in the binary);
 //! - [`ports`]: every trait the actors need from outside ([`ports::QueueStore`], [`ports::Clock`],
 //!   [`ports::KeyRing`], [`ports::Probe`], [`ports::MemorySampler`], [`ports::AlertChannel`], [`ports::AuditLog`],
@@ -41,8 +45,10 @@ pub mod audit;
 pub mod batcher;
 pub mod certs;
 pub mod clock;
+pub mod feed;
 pub mod guard;
 pub mod health;
+pub mod history;
 pub mod keys;
 pub mod memory;
 pub mod metrics;

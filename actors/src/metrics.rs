@@ -83,6 +83,11 @@ impl PerPriority {
     pub fn of(&self, priority: Priority) -> &IntCounter {
         &self.0[priority as usize]
     }
+
+    /// The sum over every priority.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(IntCounter::get).sum()
+    }
 }
 
 /// Relay-wide totals over every `DeviceQueue` that shares them: ready deliveries by priority

@@ -14,6 +14,7 @@ use actix::prelude::*;
 
 use crate::batcher::{Batcher, BatcherConfig};
 use crate::clock::SharedClock;
+use crate::feed::Feed;
 pub use crate::health::{
     Check, ComponentHealth, HealthConfig, HealthReport, HealthSupervisor, Watched,
 };
@@ -46,6 +47,8 @@ pub struct ActorGraph {
     pub health: Addr<HealthSupervisor>,
     /// The metrics every actor records into.
     pub metrics: Arc<Metrics>,
+    /// The activity feed the queue reports into (handlers add pairings and revocations).
+    pub feed: Feed,
 }
 
 /// Starts the graph on the current arbiter, each actor under supervision.
@@ -59,6 +62,8 @@ pub fn start_graph(
 ) -> ActorGraph {
     // The queue, batcher and registry form a cycle (queue → batcher → registry → queue); the
     // queue's context exists before the queue itself, which lets the other two take its address.
+    let feed = Feed::default();
+    let queue_feed = feed.clone();
     let others = Rc::new(RefCell::new(None));
     let slot = others.clone();
     let restarts = |actor: &str| metrics.actor_restarts.with_label_values(&[actor]);
@@ -89,7 +94,8 @@ pub fn start_graph(
                 batcher.clone().recipient(),
                 queue_metrics,
                 log.new(slog::o!("actor" => "queue")),
-            );
+            )
+            .with_feed(queue_feed.clone());
             *slot.borrow_mut() = Some((registry, batcher));
             queue
         })
@@ -116,5 +122,6 @@ pub fn start_graph(
         batcher,
         health,
         metrics,
+        feed,
     }
 }

@@ -37,6 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(routes::audit::configure)
             .configure(routes::tls::configure)
             .configure(routes::notifications::configure)
+            .configure(routes::events::configure)
+            .configure(routes::metrics::configure_api)
             .configure(openapi::configure)
             .route("/ws", web::get().to(routes::socket::connect)),
     )
@@ -66,6 +68,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/blocks", "GET"),
     ("/api/v1/blocks/{ip}", "DELETE"),
     ("/api/v1/audit", "GET"),
+    ("/api/v1/audit/verify", "GET, POST"),
+    ("/api/v1/events", "GET"),
+    ("/api/v1/metrics/history", "GET"),
     ("/api/v1/tls", "GET"),
     ("/api/v1/tls/renew", "POST"),
     ("/api/v1/notifications", "GET, POST"),

@@ -65,6 +65,7 @@ pub fn document() -> Document {
         routes::blocks::Api::openapi(),
         routes::health::Api::openapi(),
         routes::metrics::Api::openapi(),
+        routes::events::Api::openapi(),
     ] {
         doc.merge(part);
     }

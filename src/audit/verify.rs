@@ -40,6 +40,49 @@ pub struct Sources {
     pub archive_dir: PathBuf,
 }
 
+impl Sources {
+    /// The files `settings` name.
+    pub fn of(settings: &crate::config::Settings) -> Self {
+        Self {
+            checkpoint_file: settings.audit_checkpoint_file(),
+            archive_dir: settings.audit_archive_dir(),
+        }
+    }
+}
+
+/// The outcome of the relay's last verification (`POST /api/v1/audit/verify`), for the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// Whether the log held.
+    pub intact: bool,
+    /// What held (when intact).
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<Report>,
+    /// What did not hold (when not): the first bad record or checkpoint.
+    pub failure: Option<String>,
+}
+
+/// The last [`Verification`], kept in memory.
+#[derive(Debug, Default)]
+pub struct LastVerification(std::sync::Mutex<Option<Verification>>);
+
+impl LastVerification {
+    /// The last verification, if one ran since start.
+    pub fn get(&self) -> Option<Verification> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Keeps `verification` as the last.
+    pub fn set(&self, verification: Verification) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(verification);
+        }
+    }
+}
+
 /// What held.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -108,10 +108,7 @@ fn existing_store(settings: &Settings) -> Result<Store, LocalError> {
 }
 
 fn sources(settings: &Settings) -> Sources {
-    Sources {
-        checkpoint_file: settings.audit_checkpoint_file(),
-        archive_dir: settings.audit_archive_dir(),
-    }
+    Sources::of(settings)
 }
 
 fn verifier(

@@ -12,6 +12,49 @@ use crate::domain::ratelimit::Rule;
 use crate::redis::Redis;
 use crate::security::ratelimit::RateLimiter;
 
+/// Live event streams (`GET /api/v1/events`) a caller may hold open at once.
+pub const MAX_STREAMS_PER_CALLER: usize = 4;
+
+/// Open live event streams per caller; a stream holds its [`StreamSlot`] while it is open.
+#[derive(Debug, Default)]
+pub struct StreamSlots(std::sync::Arc<Mutex<HashMap<String, usize>>>);
+
+impl StreamSlots {
+    /// A slot for `caller`, or `None` when it already holds [`MAX_STREAMS_PER_CALLER`].
+    pub fn take(&self, caller: &str) -> Option<StreamSlot> {
+        let mut open = self.0.lock().ok()?;
+        let count = open.entry(caller.to_owned()).or_default();
+        if *count >= MAX_STREAMS_PER_CALLER {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            slots: self.0.clone(),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+/// One open stream; dropping it frees the slot.
+#[derive(Debug)]
+pub struct StreamSlot {
+    slots: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.slots.lock() {
+            if let Some(count) = open.get_mut(&self.caller) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.remove(&self.caller);
+                }
+            }
+        }
+    }
+}
+
 /// The rules in force.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -118,6 +161,18 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_slots_are_capped_per_caller_and_freed_on_drop() {
+        let slots = StreamSlots::default();
+        let held: Vec<StreamSlot> = (0..MAX_STREAMS_PER_CALLER)
+            .map(|_| slots.take("adm_1").expect("a free slot"))
+            .collect();
+        assert!(slots.take("adm_1").is_none());
+        assert!(slots.take("adm_2").is_some(), "another caller has its own");
+        drop(held);
+        assert!(slots.take("adm_1").is_some());
+    }
 
     #[test]
     fn every_rule_has_a_rejection_label() {

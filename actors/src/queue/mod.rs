@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::batcher::Deliver;
 use crate::clock::SharedClock;
+use crate::feed::{Activity, Feed};
 use crate::guard::guarded;
 use crate::metrics::{seconds_between, Metrics};
 use crate::model::{
@@ -207,6 +208,7 @@ pub struct NotificationQueue {
     commit: GroupCommit,
     last_sweep: i64,
     metrics: Arc<Metrics>,
+    feed: Feed,
 }
 
 impl NotificationQueue {
@@ -232,7 +234,14 @@ impl NotificationQueue {
             deadlines: VecDeque::new(),
             commit: GroupCommit::default(),
             last_sweep: 0,
+            feed: Feed::default(),
         }
+    }
+
+    /// Reports commits, deliveries, acks and presence to `feed`.
+    pub fn with_feed(mut self, feed: Feed) -> Self {
+        self.feed = feed;
+        self
     }
 
     /// Reloads devices and pending deliveries; the mailbox waits until it is done.
@@ -320,6 +329,11 @@ impl NotificationQueue {
             });
         }
         for note in &out.sent {
+            self.feed.emit(|| Activity::Delivered {
+                id: note.id.clone(),
+                device: device.clone(),
+                at: now,
+            });
             self.deadlines
                 .push_back((deadline, device.clone(), note.id.clone()));
             self.commit.sent(DeliveryChange {
@@ -547,8 +561,16 @@ impl Handler<Committed> for NotificationQueue {
         let Written { inserted, answers } = msg.written;
         guarded("queue", &log, ctx, |ctx| {
             let mut touched = HashSet::new();
+            let now = self.clock.now_ms();
             for (note, devices) in inserted {
                 self.metrics.published.of(note.priority).inc();
+                self.feed.emit(|| Activity::Published {
+                    id: note.id.clone(),
+                    priority: note.priority,
+                    devices: devices.len(),
+                    payload: note.payload.clone(),
+                    at: now,
+                });
                 for device in devices {
                     if let Some(queue) = self.devices.get_mut(&device) {
                         if queue.add(&note) && self.online.contains(&device) {
@@ -583,6 +605,11 @@ impl Handler<Ack> for NotificationQueue {
             for id in msg.ids {
                 if let Some(Acked { note, sent_at }) = queue.ack(&id) {
                     self.metrics.acked.of(note.priority).inc();
+                    self.feed.emit(|| Activity::Acked {
+                        id: note.id.clone(),
+                        device: msg.device.clone(),
+                        at: now,
+                    });
                     if let Some(sent_at) = sent_at {
                         self.metrics
                             .deliver_to_ack
@@ -610,6 +637,10 @@ impl Handler<DeviceOnline> for NotificationQueue {
             if self.online.insert(msg.device.clone()) {
                 self.online_since
                     .insert(msg.device.clone(), self.clock.now_ms());
+                self.feed.emit(|| Activity::Online {
+                    device: msg.device.clone(),
+                    at: self.clock.now_ms(),
+                });
             }
             self.commit.seen(msg.device.clone(), self.clock.now_ms());
             self.dispatch(&msg.device);
@@ -624,7 +655,12 @@ impl Handler<DeviceOffline> for NotificationQueue {
     fn handle(&mut self, msg: DeviceOffline, ctx: &mut Self::Context) {
         let log = self.log.clone();
         guarded("queue", &log, ctx, |ctx| {
-            self.online.remove(&msg.device);
+            if self.online.remove(&msg.device) {
+                self.feed.emit(|| Activity::Offline {
+                    device: msg.device.clone(),
+                    at: self.clock.now_ms(),
+                });
+            }
             self.online_since.remove(&msg.device);
             self.commit.seen(msg.device.clone(), self.clock.now_ms());
             if let Some(queue) = self.devices.get_mut(&msg.device) {

@@ -28,7 +28,7 @@ use crate::domain::AdminId;
 use crate::error::ApiError;
 use crate::security::passwords::PasswordError;
 use crate::security::revocation::RevocationError;
-use crate::security::sessions::{SessionError, SESSION_COOKIE};
+use crate::security::sessions::{NewSession, SessionError, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::store::admins;
 use crate::ws::protocol::close;
@@ -134,6 +134,41 @@ async fn login(
     req: HttpRequest,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let new = log_in(&state, &log, &source, request).await?;
+    let mut response = HttpResponse::Ok();
+    set_session_cookie(&mut response, &req, &state, &new)?;
+    Ok(response.json(LoginResponse {
+        username: new.session.username.clone(),
+        csrf_token: new.session.csrf_token.expose_secret().to_owned(),
+        expires_at: rfc3339(new.session.expires_at),
+    }))
+}
+
+/// Sets the new session's cookie on `response` (and `Cache-Control: no-store`).
+pub(crate) fn set_session_cookie(
+    response: &mut HttpResponseBuilder,
+    req: &HttpRequest,
+    state: &AppState,
+    new: &NewSession,
+) -> Result<(), ApiError> {
+    let max_age = state.sessions.absolute_ms() / 1_000;
+    set_cookie(
+        response,
+        new.id.expose_secret(),
+        &cookie_attributes(req, max_age),
+    )?;
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    Ok(())
+}
+
+/// Checks a password login and starts a session (ending the oldest beyond the cap); every
+/// attempt is recorded.
+pub(crate) async fn log_in(
+    state: &AppState,
+    log: &RequestLog,
+    source: &AuditContext,
+    request: LoginRequest,
+) -> Result<NewSession, ApiError> {
     check(&request)?;
     let LoginRequest { username, password } = request;
     let lookup = username.clone();
@@ -197,19 +232,7 @@ async fn login(
                 ),
         );
     }
-    let max_age = state.sessions.absolute_ms() / 1_000;
-    let mut response = HttpResponse::Ok();
-    set_cookie(
-        &mut response,
-        new.id.expose_secret(),
-        &cookie_attributes(&req, max_age),
-    )?;
-    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-    Ok(response.json(LoginResponse {
-        username: new.session.username.clone(),
-        csrf_token: new.session.csrf_token.expose_secret().to_owned(),
-        expires_at: rfc3339(new.session.expires_at),
-    }))
+    Ok(new)
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
@@ -222,8 +245,9 @@ async fn logout(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let actor = crate::api::audited::actor_of(&principal);
-    match principal {
+    match &principal {
         Principal::Device { device, jti, exp } => {
+            let (device, exp) = (device.clone(), *exp);
             state.revocations.logout(&device, jti.as_str(), exp).await?;
             state.graph.registry.do_send(Kick {
                 device: device.clone(),
@@ -238,19 +262,8 @@ async fn logout(
             );
             Ok(HttpResponse::NoContent().finish())
         }
-        Principal::Session {
-            admin_id,
-            username,
-            id_hash,
-            public_id,
-        } => {
-            state.sessions.end(&id_hash, admin_id.as_str()).await?;
-            slog::info!(log, "admin logged out"; "admin" => &username);
-            state.audit.record(
-                source
-                    .event(Action::AdminLogout, actor, Outcome::Ok)
-                    .on(public_id.to_string()),
-            );
+        Principal::Session { .. } => {
+            end_session(&state, &log, &source, &principal).await?;
             let mut response = HttpResponse::NoContent();
             clear_cookie(&mut response, &req)?;
             Ok(response.finish())
@@ -259,6 +272,43 @@ async fn logout(
             "API tokens do not log out; delete them with DELETE /api/v1/tokens/{id}".into(),
         )),
     }
+}
+
+/// Ends the caller's session (a session caller; anyone else is refused), recorded.
+pub(crate) async fn end_session(
+    state: &AppState,
+    log: &RequestLog,
+    source: &AuditContext,
+    principal: &Principal,
+) -> Result<(), ApiError> {
+    let actor = crate::api::audited::actor_of(principal);
+    let Principal::Session {
+        admin_id,
+        username,
+        id_hash,
+        public_id,
+    } = principal
+    else {
+        return Err(ApiError::Forbidden(
+            "this call needs an admin session (log in with a password)".into(),
+        ));
+    };
+    state.sessions.end(id_hash, admin_id.as_str()).await?;
+    slog::info!(log, "admin logged out"; "admin" => username);
+    state.audit.record(
+        source
+            .event(Action::AdminLogout, actor, Outcome::Ok)
+            .on(public_id.to_string()),
+    );
+    Ok(())
+}
+
+/// Clears the session cookie on `response`.
+pub(crate) fn clear_session_cookie(
+    response: &mut HttpResponseBuilder,
+    req: &HttpRequest,
+) -> Result<(), ApiError> {
+    clear_cookie(response, req)
 }
 
 /// The admin and session id hash of a session caller; 403 for anyone else.

@@ -26,11 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// An IP address blocked after repeated rate-limit violations.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BlockView {
-    ip: String,
+pub struct BlockView {
+    pub(crate) ip: String,
     /// When the block ends (RFC 3339).
-    blocked_until: String,
-    retry_after_seconds: u64,
+    pub(crate) blocked_until: String,
+    pub(crate) retry_after_seconds: u64,
 }
 
 /// `GET /blocks`.
@@ -46,8 +46,15 @@ async fn list_blocks(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    Ok(HttpResponse::Ok().json(BlockList {
+        items: blocks(&state).await,
+    }))
+}
+
+/// The IPs blocked now.
+pub(crate) async fn blocks(state: &AppState) -> Vec<BlockView> {
     let now = state.clock.now_ms();
-    let items: Vec<_> = state
+    state
         .limits
         .limiter
         .blocks(now)
@@ -58,8 +65,7 @@ async fn list_blocks(
             blocked_until: beepmyphone_actors::model::rfc3339(b.until_ms),
             retry_after_seconds: ((b.until_ms - now).max(0) as u64).div_ceil(1_000),
         })
-        .collect();
-    Ok(HttpResponse::Ok().json(BlockList { items }))
+        .collect()
 }
 
 #[utoipa::path(delete, path = "/api/v1/blocks/{ip}", tag = "limits",
@@ -71,8 +77,18 @@ async fn delete_block(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    unblock(&state, &source, &principal, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Lifts the block of an IP (admin).
+pub(crate) async fn unblock(
+    state: &AppState,
+    source: &AuditContext,
+    principal: &Principal,
+    raw: &str,
+) -> Result<(), ApiError> {
     principal.require_admin()?;
-    let raw = path.into_inner();
     let ip: IpAddr = raw.parse().map_err(|_| {
         ApiError::NotFound(format!("no block for {raw}: not an IPv4 or IPv6 address"))
     })?;
@@ -89,11 +105,11 @@ async fn delete_block(
     if lifted {
         state.audit.record(
             source
-                .by(&principal, Action::IpUnblocked, Outcome::Ok)
+                .by(principal, Action::IpUnblocked, Outcome::Ok)
                 // An IP is personal data: in the sealed details, not the subject.
                 .with_details(serde_json::json!({ "ip": ip.to_string() })),
         );
-        Ok(HttpResponse::NoContent().finish())
+        Ok(())
     } else {
         Err(ApiError::NotFound(format!("{ip} is not blocked")))
     }

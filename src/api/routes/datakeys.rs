@@ -32,17 +32,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A data key (never its bytes).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DataKeyView {
-    id: u32,
+pub struct DataKeyView {
+    pub(crate) id: u32,
     /// `content`, `devices`, `sessions` or `index`.
-    purpose: String,
+    pub(crate) purpose: String,
     /// `aes-256-gcm`, `xchacha20-poly1305`, or `hmac-sha256` for the index key.
-    algorithm: String,
+    pub(crate) algorithm: String,
     /// `current`, `decrypt_only` or `retired`.
-    state: String,
-    created_at: String,
+    pub(crate) state: String,
+    pub(crate) created_at: String,
     /// Encryptions reserved under it so far (AES-GCM keys are replaced before 2^30).
-    encryptions_reserved: u64,
+    pub(crate) encryptions_reserved: u64,
 }
 
 impl From<&DataKeyInfo> for DataKeyView {
@@ -61,15 +61,15 @@ impl From<&DataKeyInfo> for DataKeyView {
 /// The re-encryption job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ReencryptionView {
+pub struct ReencryptionView {
     /// Whether rows are being moved.
-    running: bool,
+    pub(crate) running: bool,
     /// Rows left (under decrypt-only keys, or from before encryption).
-    remaining: u64,
+    pub(crate) remaining: u64,
     /// Rows moved since start.
-    moved: u64,
+    pub(crate) moved: u64,
     /// Rows that did not open since start (left as they are; see `/health`).
-    failed: u64,
+    pub(crate) failed: u64,
 }
 
 impl From<ProgressSnapshot> for ReencryptionView {
@@ -86,13 +86,13 @@ impl From<ProgressSnapshot> for ReencryptionView {
 /// The data keys and the re-encryption job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DataKeysView {
+pub struct DataKeysView {
     /// Every key of the ring, oldest first (retired keys included, without their bytes).
-    items: Vec<DataKeyView>,
+    pub(crate) items: Vec<DataKeyView>,
     /// Ids of keys made by this call (rotation only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    created: Vec<u32>,
-    reencryption: ReencryptionView,
+    pub(crate) created: Vec<u32>,
+    pub(crate) reencryption: ReencryptionView,
 }
 
 fn view(state: &AppState, report: &DataKeyReport) -> DataKeysView {
@@ -110,6 +110,11 @@ async fn list_data_keys(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    Ok(HttpResponse::Ok().json(data_keys(&state).await?))
+}
+
+/// The data keys and the re-encryption job.
+pub(crate) async fn data_keys(state: &AppState) -> Result<DataKeysView, ApiError> {
     let report = state
         .key_manager
         .send(DataStatus)
@@ -121,7 +126,7 @@ async fn list_data_keys(
         created: Vec::new(),
         ..report
     };
-    Ok(HttpResponse::Ok().json(view(&state, &report)))
+    Ok(view(state, &report))
 }
 
 #[utoipa::path(post, path = "/api/v1/keys/data/rotate", tag = "keys",
@@ -132,8 +137,17 @@ async fn rotate_data_keys(
     source: AuditContext,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(rotate(&state, &source, &principal).await?))
+}
+
+/// Rotates the data keys (admin), recorded before and after; older rows move in the background.
+pub(crate) async fn rotate(
+    state: &AppState,
+    source: &AuditContext,
+    principal: &Principal,
+) -> Result<DataKeysView, ApiError> {
     principal.require_admin()?;
-    let event = |outcome| source.by(&principal, Action::DataKeyRotated, outcome);
+    let event = |outcome| source.by(principal, Action::DataKeyRotated, outcome);
     state.audit.record_now(event(Outcome::Requested)).await?;
     let report = state
         .key_manager
@@ -144,7 +158,7 @@ async fn rotate_data_keys(
         .map_err(|_| key_manager_unavailable())
         .and_then(|r| r.map_err(key_manager_error));
     let report = audited_result(
-        &state,
+        state,
         report,
         |report| {
             let ids: Vec<String> = report.created.iter().map(u32::to_string).collect();
@@ -155,5 +169,5 @@ async fn rotate_data_keys(
         event,
     )
     .await?;
-    Ok(HttpResponse::Created().json(view(&state, &report)))
+    Ok(view(state, &report))
 }

@@ -6,6 +6,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use beepmyphone_actors::feed::Activity;
 use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
 use beepmyphone_actors::queue::{RemoveDevice, UpsertDevice};
 use beepmyphone_actors::registry::{Kick, OnlineDevices};
@@ -43,25 +44,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceView {
-    id: String,
-    name: String,
-    platform: String,
-    app_version: Option<String>,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) platform: String,
+    pub(crate) app_version: Option<String>,
     /// `online` or `offline`.
-    status: &'static str,
-    created_at: String,
-    last_seen_at: Option<String>,
-    settings: SettingsView,
-    deliveries: DeliveryCounts,
+    pub(crate) status: &'static str,
+    pub(crate) created_at: String,
+    pub(crate) last_seen_at: Option<String>,
+    pub(crate) settings: SettingsView,
+    pub(crate) deliveries: DeliveryCounts,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SettingsView {
-    enabled: bool,
+pub struct SettingsView {
+    pub(crate) enabled: bool,
     #[schema(value_type = crate::api::schemas::PriorityName)]
-    min_priority: Priority,
-    quiet_hours: Option<QuietHoursBody>,
+    pub(crate) min_priority: Priority,
+    pub(crate) quiet_hours: Option<QuietHoursBody>,
 }
 
 /// The device as the API shows it; [`StoreError::Corrupt`] if its stored settings are (shown as
@@ -122,12 +123,20 @@ async fn list_devices(
     principal: Principal,
     query: web::Query<DeviceListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(list(&state, &principal, query.into_inner()).await?))
+}
+
+/// A page of devices, oldest first (for an admin).
+pub(crate) async fn list(
+    state: &AppState,
+    principal: &Principal,
+    query: DeviceListQuery,
+) -> Result<Page<DeviceView>, ApiError> {
     principal.require_admin()?;
-    let query = query.into_inner();
     check(&query)?;
     let limit = page_limit(query.limit)?;
     let want_online = query.status.as_deref().map(|s| s == "online");
-    let online = online_devices(&state).await?;
+    let online = online_devices(state).await?;
     let mut after = query.cursor.clone();
     let platform = query.platform;
     // Pages of the store, filtered by presence, until the page is full or the store is exhausted.
@@ -171,7 +180,18 @@ async fn list_devices(
             view(row, online, counts)
         })
         .collect::<Result<_, _>>()?;
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    Ok(Page { items, next_cursor })
+}
+
+/// One device, for an admin or the device itself.
+pub(crate) async fn get(
+    state: &AppState,
+    principal: &Principal,
+    raw_id: &str,
+) -> Result<DeviceView, ApiError> {
+    let device = parse_device_id(raw_id)?;
+    principal.require_admin_or_device(&device)?;
+    load_view(state, &device).await
 }
 
 async fn load_view(state: &AppState, device: &DeviceId) -> Result<DeviceView, ApiError> {
@@ -198,9 +218,7 @@ async fn get_device(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let device = parse_device_id(&path)?;
-    principal.require_admin_or_device(&device)?;
-    Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
+    Ok(HttpResponse::Ok().json(get(&state, &principal, &path).await?))
 }
 
 /// The store changes of a patch that passed [`check`] (a value the rules refuse is an error here
@@ -251,7 +269,17 @@ async fn patch_device(
     path: web::Path<String>,
     Json(request): Json<PatchDeviceRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let device = parse_device_id(&path)?;
+    Ok(HttpResponse::Ok().json(update(&state, &principal, &path, request).await?))
+}
+
+/// Changes a device's name or settings (an admin's or its own), effective at once.
+pub(crate) async fn update(
+    state: &AppState,
+    principal: &Principal,
+    raw_id: &str,
+    request: PatchDeviceRequest,
+) -> Result<DeviceView, ApiError> {
+    let device = parse_device_id(raw_id)?;
     principal.require_admin_or_device(&device)?;
     check(&request)?;
     let changes = changes_from(request)?;
@@ -269,7 +297,7 @@ async fn patch_device(
         device: device.clone(),
         policy,
     });
-    Ok(HttpResponse::Ok().json(load_view(&state, &device).await?))
+    load_view(state, &device).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = String, Path, description = "a device id (dev_…)")),
@@ -281,12 +309,24 @@ async fn delete_device(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    revoke(&state, &log, &source, &principal, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deletes a device (admin): its tokens and deliveries go, its sockets close with 4003.
+pub(crate) async fn revoke(
+    state: &AppState,
+    log: &RequestLog,
+    source: &AuditContext,
+    principal: &Principal,
+    raw_id: &str,
+) -> Result<(), ApiError> {
     principal.require_admin()?;
-    let device = parse_device_id(&path)?;
+    let device = parse_device_id(raw_id)?;
     let id = device.to_string();
     let event = |outcome| {
         source
-            .by(&principal, Action::DeviceDeleted, outcome)
+            .by(principal, Action::DeviceDeleted, outcome)
             .on(device.to_string())
     };
     // Written before the device goes: a deletion is never unrecorded.
@@ -304,7 +344,7 @@ async fn delete_device(
             event(Outcome::Failed).with_details(serde_json::json!({ "reason": e.to_string() }))
         }
     };
-    state.audit.record_result(result, &log).await;
+    state.audit.record_result(result, log).await;
     if !existed? {
         return Err(ApiError::NotFound(format!("no device {device}")));
     }
@@ -316,6 +356,10 @@ async fn delete_device(
         code: CLOSE_REVOKED,
         reason: "device revoked".into(),
     });
+    state.graph.feed.emit(|| Activity::Revoked {
+        device: device.clone(),
+        at: state.clock.now_ms(),
+    });
     slog::info!(log, "device deleted"; "device" => %device);
-    Ok(HttpResponse::NoContent().finish())
+    Ok(())
 }

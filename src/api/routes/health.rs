@@ -35,13 +35,24 @@ struct Probe {
 /// A component's or the relay's state.
 #[derive(Serialize, ToSchema, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
-enum HealthStatus {
+pub enum HealthStatus {
     /// Working.
     Healthy,
     /// Working, with reduced capacity or a fallback.
     Degraded,
     /// Not working.
     Unhealthy,
+}
+
+impl HealthStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 impl From<Status> for HealthStatus {
@@ -56,57 +67,57 @@ impl From<Status> for HealthStatus {
 
 /// One component (docs/operations.md lists them all).
 #[derive(Serialize, ToSchema)]
-struct ComponentBody {
+pub struct ComponentBody {
     /// `queue`, `registry`, `batcher`, `queue_lag`, `store`, `disk`, `keys`, `redis` (when
     /// configured), `ratelimit`.
-    name: String,
+    pub(crate) name: String,
     /// Its state.
-    status: HealthStatus,
+    pub(crate) status: HealthStatus,
     /// Why (admins only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// The rate limiter's backend.
 #[derive(Serialize, ToSchema)]
-struct RateLimitBody {
+pub struct RateLimitBody {
     /// `redis` or `embedded`.
-    backend: &'static str,
+    pub(crate) backend: &'static str,
     /// `degraded` while Redis fails and limits are per process.
-    status: HealthStatus,
+    pub(crate) status: HealthStatus,
 }
 
 /// The relay's health. Anonymous callers get `status` and each component's `name` and `status`;
 /// admins also get the reasons and the other fields.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct HealthBody {
+pub struct HealthBody {
     /// The worst component state.
-    status: HealthStatus,
+    pub(crate) status: HealthStatus,
     /// Per component.
-    components: Vec<ComponentBody>,
+    pub(crate) components: Vec<ComponentBody>,
     /// Admins only: restarts of the supervised actors since start (up to date, not cached).
     #[serde(skip_serializing_if = "Option::is_none")]
-    restarts: Option<u64>,
+    pub(crate) restarts: Option<u64>,
     /// Admins only: when the components were probed (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
-    checked_at: Option<String>,
+    pub(crate) checked_at: Option<String>,
     /// Admins only: the queue's counts (`devices`, `online`, `ready`, `inFlight`, `uncommitted`,
     /// `oldestReadyMs`), when the queue answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    queue: Option<serde_json::Value>,
+    pub(crate) queue: Option<serde_json::Value>,
     /// Admins only: `devices` online and open `sockets`, when the registry answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    sockets: Option<serde_json::Value>,
+    pub(crate) sockets: Option<serde_json::Value>,
     /// Admins only: the store's connection pool now.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pool: Option<serde_json::Value>,
+    pub(crate) pool: Option<serde_json::Value>,
     /// Admins only: the rate limiter's backend now.
     #[serde(skip_serializing_if = "Option::is_none")]
-    rate_limit: Option<RateLimitBody>,
+    pub(crate) rate_limit: Option<RateLimitBody>,
 }
 
 #[utoipa::path(get, path = "/health/live", tag = "health", security(()),
@@ -160,7 +171,18 @@ async fn detail(
     state: web::Data<AppState>,
     principal: Option<Principal>,
 ) -> Result<HttpResponse, ApiError> {
-    let report = report(&state).await?;
+    let admin = principal.is_some_and(|p| p.is_admin());
+    let body = health(&state, admin).await?;
+    let mut response = match body.status {
+        HealthStatus::Unhealthy => HttpResponse::ServiceUnavailable(),
+        _ => HttpResponse::Ok(),
+    };
+    Ok(response.json(body))
+}
+
+/// The relay's health; the reasons and figures only for `admin`.
+pub(crate) async fn health(state: &AppState, admin: bool) -> Result<HealthBody, ApiError> {
+    let report = report(state).await?;
     let limits = &state.limits.limiter;
     // The limiter notices a failing Redis on every call: read its state now, not from the report.
     let limiter_status = if limits.degraded() {
@@ -184,8 +206,7 @@ async fn detail(
         })
         .collect();
     let status = HealthReport::worst(&components);
-    let admin = principal.is_some_and(|p| p.is_admin());
-    let body = HealthBody {
+    Ok(HealthBody {
         status: status.into(),
         components: components
             .into_iter()
@@ -223,13 +244,7 @@ async fn detail(
             backend: limits.backend_name(),
             status: limiter_status.into(),
         }),
-    };
-    let mut response = if status == Status::Unhealthy {
-        HttpResponse::ServiceUnavailable()
-    } else {
-        HttpResponse::Ok()
-    };
-    Ok(response.json(body))
+    })
 }
 
 #[cfg(test)]

@@ -44,14 +44,14 @@ pub fn configure_well_known(cfg: &mut web::ServiceConfig) {
 /// A signing key (never its private half).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct KeyView {
-    kid: String,
-    created_at: String,
+pub struct KeyView {
+    pub(crate) kid: String,
+    pub(crate) created_at: String,
     /// `signing`, `verifying` or `retired`.
-    state: &'static str,
+    pub(crate) state: &'static str,
     /// When a verifying key stops verifying.
     #[serde(skip_serializing_if = "Option::is_none")]
-    retires_at: Option<String>,
+    pub(crate) retires_at: Option<String>,
 }
 
 impl From<&KeyStatus> for KeyView {
@@ -84,13 +84,16 @@ async fn list_keys(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
-    let keys = state.keys.load();
-    // Newest (current) first.
-    let items: Vec<KeyView> = keys.keys().iter().rev().map(KeyView::from).collect();
     Ok(HttpResponse::Ok().json(Page {
-        items,
+        items: signing_keys(&state),
         next_cursor: None,
     }))
+}
+
+/// The signing keys, newest (current) first.
+pub(crate) fn signing_keys(state: &AppState) -> Vec<KeyView> {
+    let keys = state.keys.load();
+    keys.keys().iter().rev().map(KeyView::from).collect()
 }
 
 #[utoipa::path(post, path = "/api/v1/keys/rotate", tag = "keys",
@@ -101,8 +104,17 @@ async fn rotate_keys(
     source: AuditContext,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(rotate(&state, &source, &principal).await?))
+}
+
+/// Rotates the signing key (admin), recorded before and after.
+pub(crate) async fn rotate(
+    state: &AppState,
+    source: &AuditContext,
+    principal: &Principal,
+) -> Result<KeyView, ApiError> {
     principal.require_admin()?;
-    let event = |outcome| source.by(&principal, Action::SigningKeyRotated, outcome);
+    let event = |outcome| source.by(principal, Action::SigningKeyRotated, outcome);
     // A key rotation is never unrecorded: the request first, then its result, both durable
     // before the answer.
     state.audit.record_now(event(Outcome::Requested)).await?;
@@ -115,13 +127,13 @@ async fn rotate_keys(
         .map_err(|_| key_manager_unavailable())
         .and_then(|r| r.map_err(key_manager_error));
     let created = audited_result(
-        &state,
+        state,
         created,
         |created| event(Outcome::Ok).on(created.kid.clone()),
         event,
     )
     .await?;
-    Ok(HttpResponse::Created().json(KeyView::from(&created)))
+    Ok(KeyView::from(&created))
 }
 
 /// Records the result of a key operation (its success through `ok`, a refusal or failure with

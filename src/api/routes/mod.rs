@@ -5,6 +5,7 @@ pub mod auth;
 pub mod blocks;
 pub mod datakeys;
 pub mod devices;
+pub mod events;
 pub mod health;
 pub mod keys;
 pub mod metrics;

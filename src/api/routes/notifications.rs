@@ -106,22 +106,32 @@ async fn publish(
     principal: Principal,
     Json(request): Json<PublishRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Accepted().json(publish_one(&state, &log, &principal, request).await?))
+}
+
+/// Publishes one notification (what `POST /notifications` does, for the dashboard too).
+pub(crate) async fn publish_one(
+    state: &AppState,
+    log: &RequestLog,
+    principal: &Principal,
+    request: PublishRequest,
+) -> Result<PublishResponse, ApiError> {
     principal.require_publisher()?;
     let valid = request.validate_into_record(
         state.clock.now_ms(),
         state.settings.delivery.default_ttl_seconds,
     )?;
-    let outcome = enqueue(&state, &principal, vec![valid], false).await?;
+    let outcome = enqueue(state, principal, vec![valid], false).await?;
     let outcome = outcome
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal("the queue answered nothing".into()))?;
     slog::info!(log, "notification published"; "notification_id" => %outcome.id, "targets" => outcome.targets, "duplicate" => outcome.duplicate);
-    Ok(HttpResponse::Accepted().json(PublishResponse {
+    Ok(PublishResponse {
         id: outcome.id.to_string(),
         status: "queued".into(),
         targets: outcome.targets,
-    }))
+    })
 }
 
 #[utoipa::path(post, path = "/api/v1/notifications/batch", tag = "notifications", request_body = BatchRequest,
@@ -156,42 +166,42 @@ async fn publish_batch(
 /// One device's delivery of a notification.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DeliveryView {
-    device_id: String,
+pub struct DeliveryView {
+    pub(crate) device_id: String,
     #[schema(value_type = String)]
-    status: DeliveryStatus,
-    attempts: i32,
-    sent_at: Option<String>,
-    acked_at: Option<String>,
+    pub(crate) status: DeliveryStatus,
+    pub(crate) attempts: i32,
+    pub(crate) sent_at: Option<String>,
+    pub(crate) acked_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, Default, utoipa::ToSchema)]
-struct Counts {
-    queued: usize,
-    sent: usize,
-    acked: usize,
-    expired: usize,
+pub struct Counts {
+    pub(crate) queued: usize,
+    pub(crate) sent: usize,
+    pub(crate) acked: usize,
+    pub(crate) expired: usize,
 }
 
 /// A notification as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct NotificationView {
-    id: String,
-    title: String,
-    body: String,
-    app: String,
+pub struct NotificationView {
+    pub(crate) id: String,
+    pub(crate) title: String,
+    pub(crate) body: String,
+    pub(crate) app: String,
     #[schema(value_type = crate::api::schemas::PriorityName)]
-    priority: Priority,
-    tags: Vec<String>,
-    click_url: Option<String>,
-    created_at: String,
-    expires_at: String,
-    status: &'static str,
-    targets: usize,
-    counts: Counts,
+    pub(crate) priority: Priority,
+    pub(crate) tags: Vec<String>,
+    pub(crate) click_url: Option<String>,
+    pub(crate) created_at: String,
+    pub(crate) expires_at: String,
+    pub(crate) status: &'static str,
+    pub(crate) targets: usize,
+    pub(crate) counts: Counts,
     #[serde(skip_serializing_if = "Option::is_none")]
-    deliveries: Option<Vec<DeliveryView>>,
+    pub(crate) deliveries: Option<Vec<DeliveryView>>,
 }
 
 /// The overall state: queued while any delivery waits, delivered while any is unacknowledged,
@@ -258,7 +268,15 @@ async fn list_notifications(
     principal: Principal,
     query: web::Query<NotificationListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
+    Ok(HttpResponse::Ok().json(list(&state, &principal, query.into_inner()).await?))
+}
+
+/// A page of notifications, newest first (a device's own, or any for an admin).
+pub(crate) async fn list(
+    state: &AppState,
+    principal: &Principal,
+    query: NotificationListQuery,
+) -> Result<Page<NotificationView>, ApiError> {
     check(&query)?;
     let limit = page_limit(query.limit)?;
     let mut filter = ListFilter::default();
@@ -344,7 +362,7 @@ async fn list_notifications(
             notification_view(row, record, &deliveries, false)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    Ok(Page { items, next_cursor })
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "notifications",

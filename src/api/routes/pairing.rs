@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use beepmyphone_actors::feed::Activity;
 use beepmyphone_actors::model::{rfc3339, DeviceId};
 use beepmyphone_actors::queue::UpsertDevice;
 use beepmyphone_actors::registry::Kick;
@@ -46,11 +47,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A new pairing code.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PairingCodeResponse {
+pub struct PairingCodeResponse {
     /// Show it to the device's user once; it works once.
-    code: String,
+    pub code: String,
     /// When it stops working (RFC 3339).
-    expires_at: String,
+    pub expires_at: String,
+    /// The same, epoch milliseconds (not serialised).
+    #[serde(skip)]
+    pub expires_at_ms: i64,
 }
 
 /// Creates a pairing code in the store; used by the API and by `beepmyphone pairing-code`.
@@ -76,6 +80,17 @@ async fn create_pairing_code(
     source: AuditContext,
     OptionalJson(request): OptionalJson<PairingCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created()
+        .json(new_pairing_code_for(&state, &principal, &source, request).await?))
+}
+
+/// Mints a pairing code for an admin (recorded in the audit log).
+pub(crate) async fn new_pairing_code_for(
+    state: &AppState,
+    principal: &Principal,
+    source: &AuditContext,
+    request: PairingCodeRequest,
+) -> Result<PairingCodeResponse, ApiError> {
     principal.require_admin()?;
     check(&request)?;
     let ttl = request
@@ -92,13 +107,14 @@ async fn create_pairing_code(
     // The code itself is a secret: only its expiry is recorded.
     state.audit.record(
         source
-            .by(&principal, Action::PairingCodeCreated, Outcome::Ok)
+            .by(principal, Action::PairingCodeCreated, Outcome::Ok)
             .with_details(serde_json::json!({ "expiresAt": rfc3339(expires_at) })),
     );
-    Ok(HttpResponse::Created().json(PairingCodeResponse {
+    Ok(PairingCodeResponse {
         code: code.expose_secret().to_owned(),
         expires_at: rfc3339(expires_at),
-    }))
+        expires_at_ms: expires_at,
+    })
 }
 
 /// Issues an access token and a refresh token (in `family`) for a device, and stores the latter.
@@ -230,6 +246,12 @@ async fn pair_device(
             .on(device.to_string())
             .with_details(serde_json::json!({ "name": device_name, "platform": platform })),
     );
+    state.graph.feed.emit(|| Activity::Paired {
+        device: device.clone(),
+        name: device_name,
+        platform,
+        at: now,
+    });
     // Queued before the answer goes out, so a publish that follows it finds the device; a
     // restarting queue processes it after reloading (the store has the device either way).
     state.graph.queue.do_send(UpsertDevice {

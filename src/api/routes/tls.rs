@@ -30,27 +30,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The certificate in force.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CertificateView {
+pub struct CertificateView {
     /// `self-signed`, `local-ca` or `files`.
-    mode: String,
-    subject: String,
-    issuer: String,
+    pub(crate) mode: String,
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
     /// The host names and addresses it covers.
-    hosts: Vec<String>,
-    not_before: String,
-    not_after: String,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) not_before: String,
+    pub(crate) not_after: String,
     /// Whole days until it expires (negative once expired).
-    days_left: i64,
+    pub(crate) days_left: i64,
     /// `sha256:` and the hex SHA-256 of the certificate.
-    fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Its key, e.g. `ECDSA P-256`.
-    key: String,
+    pub(crate) key: String,
     /// The fingerprint devices pin (the local CA's, or a self-signed certificate's own).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pin: Option<String>,
+    pub(crate) pin: Option<String>,
     /// When the local CA expires.
     #[serde(skip_serializing_if = "Option::is_none")]
-    ca_not_after: Option<String>,
+    pub(crate) ca_not_after: Option<String>,
 }
 
 impl CertificateView {
@@ -74,18 +74,18 @@ impl CertificateView {
 /// `GET /tls`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TlsView {
+pub struct TlsView {
     /// `off`, `self-signed`, `local-ca` or `files`.
-    mode: String,
+    pub(crate) mode: String,
     /// The certificate in force (absent with TLS off).
     #[serde(skip_serializing_if = "Option::is_none")]
-    certificate: Option<CertificateView>,
+    pub(crate) certificate: Option<CertificateView>,
     /// When the daily renewal check last ran.
     #[serde(skip_serializing_if = "Option::is_none")]
-    checked_at: Option<String>,
+    pub(crate) checked_at: Option<String>,
     /// The last failed renewal or reload, until one succeeds (the certificate in force stays).
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 impl TlsView {
@@ -115,8 +115,13 @@ async fn get_tls(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    Ok(HttpResponse::Ok().json(status(&state)))
+}
+
+/// The TLS mode and the certificate in force.
+pub(crate) fn status(state: &AppState) -> TlsView {
     let snapshot = state.tls.as_ref().map(|tls| tls.status.snapshot());
-    Ok(HttpResponse::Ok().json(TlsView::of(&state, snapshot)))
+    TlsView::of(state, snapshot)
 }
 
 #[utoipa::path(post, path = "/api/v1/tls/renew", tag = "tls",
@@ -127,13 +132,22 @@ async fn renew_certificate(
     source: AuditContext,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(renew(&state, &source, &principal).await?))
+}
+
+/// Renews the certificate now (admin; self-signed and local-ca), recorded before and after.
+pub(crate) async fn renew(
+    state: &AppState,
+    source: &AuditContext,
+    principal: &Principal,
+) -> Result<TlsView, ApiError> {
     principal.require_admin()?;
     let Some(tls) = &state.tls else {
         return Err(ApiError::Conflict(
             "TLS is off (tls.mode = \"off\"): there is no certificate to renew".into(),
         ));
     };
-    let event = |outcome| source.by(&principal, Action::CertificateRenewed, outcome);
+    let event = |outcome| source.by(principal, Action::CertificateRenewed, outcome);
     state.audit.record_now(event(Outcome::Requested)).await?;
     let renewed = tls
         .manager
@@ -152,11 +166,11 @@ async fn renew_certificate(
             })
         });
     audited_result(
-        &state,
+        state,
         renewed,
         |cert| event(Outcome::Ok).on(cert.fingerprint.clone()),
         event,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(TlsView::of(&state, Some(tls.status.snapshot()))))
+    Ok(TlsView::of(state, Some(tls.status.snapshot())))
 }

@@ -57,12 +57,12 @@ pub fn mint_api_token(
 /// A token as listed (never the secret).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenView {
-    id: String,
-    name: String,
-    scope: String,
-    created_at: String,
-    last_used_at: Option<String>,
+pub struct TokenView {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) scope: String,
+    pub(crate) created_at: String,
+    pub(crate) last_used_at: Option<String>,
 }
 
 impl From<ApiTokenRow> for TokenView {
@@ -80,11 +80,11 @@ impl From<ApiTokenRow> for TokenView {
 /// A new token with its secret.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreatedToken {
+pub struct CreatedToken {
     #[serde(flatten)]
-    view: TokenView,
+    pub(crate) view: TokenView,
     /// The secret, shown this once.
-    token: String,
+    pub(crate) token: String,
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
@@ -96,6 +96,17 @@ async fn create_token(
     principal: Principal,
     Json(request): Json<CreateTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(create(&state, &log, &source, &principal, request).await?))
+}
+
+/// Creates an API token (admin); recorded before it exists.
+pub(crate) async fn create(
+    state: &AppState,
+    log: &RequestLog,
+    source: &AuditContext,
+    principal: &Principal,
+    request: CreateTokenRequest,
+) -> Result<CreatedToken, ApiError> {
     principal.require_admin()?;
     check(&request)?;
     let scope = Scope::parse(&request.scope)
@@ -108,7 +119,7 @@ async fn create_token(
         .audit
         .record_now(
             source
-                .by(&principal, Action::TokenCreated, Outcome::Requested)
+                .by(principal, Action::TokenCreated, Outcome::Requested)
                 .with_details(details.clone()),
         )
         .await?;
@@ -121,16 +132,16 @@ async fn create_token(
         .audit
         .record_result(
             source
-                .by(&principal, Action::TokenCreated, Outcome::Ok)
+                .by(principal, Action::TokenCreated, Outcome::Ok)
                 .on(row.id.clone())
                 .with_details(details),
-            &log,
+            log,
         )
         .await;
-    Ok(HttpResponse::Created().json(CreatedToken {
+    Ok(CreatedToken {
         view: row.into(),
         token: secret.expose_secret().to_owned(),
-    }))
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(TokenListQuery),
@@ -140,8 +151,17 @@ async fn list_tokens(
     principal: Principal,
     query: web::Query<TokenListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(list(&state, &principal, query.into_inner()).await?))
+}
+
+/// A page of API tokens (admin), never their secrets.
+pub(crate) async fn list(
+    state: &AppState,
+    principal: &Principal,
+    query: TokenListQuery,
+) -> Result<Page<TokenView>, ApiError> {
     principal.require_admin()?;
-    check(&*query)?;
+    check(&query)?;
     let limit = page_limit(query.limit)?;
     let after = query.cursor.clone();
     let rows = state
@@ -152,7 +172,7 @@ async fn list_tokens(
         .then(|| rows.last().map(|r| r.id.clone()))
         .flatten();
     let items: Vec<TokenView> = rows.into_iter().map(TokenView::from).collect();
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    Ok(Page { items, next_cursor })
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "a token id (tok_…)")),
@@ -164,8 +184,19 @@ async fn delete_token(
     principal: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    delete(&state, &log, &source, &principal, path.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deletes an API token (admin); it stops working at once.
+pub(crate) async fn delete(
+    state: &AppState,
+    log: &RequestLog,
+    source: &AuditContext,
+    principal: &Principal,
+    id: String,
+) -> Result<(), ApiError> {
     principal.require_admin()?;
-    let id = path.into_inner();
     let lookup = id.clone();
     let hash = state
         .store
@@ -176,8 +207,8 @@ async fn delete_token(
     slog::info!(log, "api token deleted"; "token_id" => &id);
     state.audit.record(
         source
-            .by(&principal, Action::TokenDeleted, Outcome::Ok)
+            .by(principal, Action::TokenDeleted, Outcome::Ok)
             .on(id),
     );
-    Ok(HttpResponse::NoContent().finish())
+    Ok(())
 }
