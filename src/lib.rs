@@ -29,6 +29,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod logging;

@@ -577,8 +577,11 @@ impl Application {
                 .wrap(from_fn(authenticate_request))
                 .wrap(from_fn(limit_ip))
                 .wrap(from_fn(request_context))
+                // Refusals on dashboard pages become pages (every layer below can refuse).
+                .wrap(from_fn(crate::dashboard::errors::html_errors))
                 .wrap(from_fn(security_headers))
                 .wrap(Condition::new(record_requests, from_fn(record_request)))
+                .configure(crate::dashboard::configure)
                 .configure(api::configure)
         })
         .workers(workers)

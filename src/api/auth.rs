@@ -272,6 +272,16 @@ pub fn session_cookie(req: &HttpRequest) -> Option<String> {
 /// The header a cookie-authenticated, state-changing request must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// The dashboard's form posts carry the CSRF token in a form field, which only the dashboard's
+/// own extractor can read (`crate::dashboard::guard`); under this prefix the header is not
+/// required, and the session's token is left in [`SessionCsrf`] for that extractor to compare.
+pub const FORM_CSRF_PREFIX: &str = "/dashboard/";
+
+/// The CSRF token of the request's session (for the dashboard: its forms carry it, and its
+/// form extractor checks it).
+#[derive(Debug, Clone)]
+pub struct SessionCsrf(pub crate::crypto::secrets::SecretString);
+
 /// Marks a request whose session cookie named no live session, so the extractor can say so.
 #[derive(Debug, Clone, Copy)]
 struct SessionEnded;
@@ -294,7 +304,10 @@ async fn authenticate_session(
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe {
+    let form_checked = req.path().starts_with(FORM_CSRF_PREFIX);
+    req.extensions_mut()
+        .insert(SessionCsrf(session.csrf_token.clone()));
+    if !safe && !form_checked {
         let sent = req
             .headers()
             .get(CSRF_HEADER)

@@ -19,6 +19,16 @@ use crate::domain::net::Cidr;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The dashboard's policy, whatever `security.content_security_policy` says: its own scripts,
+/// styles and images only, no inline script or style, no `eval`, no other origin, no framing,
+/// forms only to itself.
+pub const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// Whether `path` is one of the dashboard's (its pages, assets and the `/` redirect).
+pub fn dashboard_path(path: &str) -> bool {
+    path == "/" || path == "/dashboard" || path.starts_with("/dashboard/")
+}
+
 const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
 const COOP: HeaderName = HeaderName::from_static("cross-origin-opener-policy");
 const CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
@@ -101,8 +111,13 @@ pub async fn security_headers(
                 .filter(|o| security.cors_allowed_origins.iter().any(|a| a == o))
                 .and_then(|o| HeaderValue::from_str(o).ok());
             let trusted = trusted_proxies(state);
+            let csp = if dashboard_path(req.path()) {
+                Some(HeaderValue::from_static(DASHBOARD_CSP))
+            } else {
+                HeaderValue::from_str(&security.content_security_policy).ok()
+            };
             (
-                HeaderValue::from_str(&security.content_security_policy).ok(),
+                csp,
                 origin,
                 over_tls(&req, &trusted),
                 state.settings.server.max_uri_bytes,
@@ -110,7 +125,7 @@ pub async fn security_headers(
         }
         None => (None, None, false, usize::MAX),
     };
-    let api = req.path().starts_with("/api/");
+    let api = req.path().starts_with("/api/") || dashboard_path(req.path());
     let uri_len = req.path().len() + req.query_string().len();
     let preflight = *req.method() == Method::OPTIONS
         && req

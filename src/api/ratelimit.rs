@@ -41,7 +41,10 @@ fn sensitive(method: &Method, path: &str) -> bool {
     *method == Method::POST
         && matches!(
             path.trim_end_matches('/'),
-            "/api/v1/auth/login" | "/api/v1/devices/pair" | "/api/v1/auth/refresh"
+            "/api/v1/auth/login"
+                | "/api/v1/devices/pair"
+                | "/api/v1/auth/refresh"
+                | "/dashboard/login"
         )
 }
 

@@ -10,7 +10,7 @@ use qrcode::QrCode;
 
 use beepmyphone_actors::ports::{Action, ActorKind, AuditEvent, AuditLog, Outcome};
 
-use crate::api::routes::pairing::mint_pairing_code;
+use crate::api::routes::pairing::{mint_pairing_code, pairing_link};
 use crate::api::routes::tokens::mint_api_token;
 use crate::audit::log::SqliteAuditLog;
 use crate::audit::signing;
@@ -147,7 +147,7 @@ pub fn pairing_code(
     )
     .map_err(io)?;
     if !no_qr {
-        let link = pairing_link(&server, code.expose_secret(), pin.as_deref())?;
+        let link = pairing_link(&server, code.expose_secret(), pin.as_deref());
         let qr = QrCode::new(link.as_bytes()).map_err(|e| LocalError::Failed(e.to_string()))?;
         let image = qr
             .render::<unicode::Dense1x2>()
@@ -157,20 +157,6 @@ pub fn pairing_code(
         writeln!(out, "\n{image}").map_err(io)?;
     }
     Ok(())
-}
-
-/// What the QR code holds: `beepmyphone://pair?server=…&code=…`, and `&ca=sha256:…` when the
-/// device should pin the relay's CA.
-pub fn pairing_link(server: &str, code: &str, pin: Option<&str>) -> Result<String, LocalError> {
-    let mut link =
-        url::Url::parse("beepmyphone://pair").map_err(|e| LocalError::Failed(e.to_string()))?;
-    link.query_pairs_mut()
-        .append_pair("server", server)
-        .append_pair("code", code);
-    if let Some(pin) = pin {
-        link.query_pairs_mut().append_pair("ca", pin);
-    }
-    Ok(link.into())
 }
 
 /// The fingerprint devices pin (the local CA's, or a self-signed certificate's own), when the
@@ -280,16 +266,16 @@ fn ensure_dir(file: &Path) -> Result<(), LocalError> {
 
 #[cfg(test)]
 mod tests {
-    use super::pairing_link;
+    use crate::api::routes::pairing::pairing_link;
 
     #[test]
     fn the_pairing_link_carries_the_pin_when_there_is_one() {
         assert_eq!(
-            pairing_link("https://relay.lan:8080", "K7QF-2M9X", Some("sha256:ab12")).unwrap(),
+            pairing_link("https://relay.lan:8080", "K7QF-2M9X", Some("sha256:ab12")),
             "beepmyphone://pair?server=https%3A%2F%2Frelay.lan%3A8080&code=K7QF-2M9X&ca=sha256%3Aab12"
         );
         assert_eq!(
-            pairing_link("http://127.0.0.1:8080", "K7QF-2M9X", None).unwrap(),
+            pairing_link("http://127.0.0.1:8080", "K7QF-2M9X", None),
             "beepmyphone://pair?server=http%3A%2F%2F127.0.0.1%3A8080&code=K7QF-2M9X"
         );
     }

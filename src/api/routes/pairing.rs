@@ -57,6 +57,19 @@ pub struct PairingCodeResponse {
     pub expires_at_ms: i64,
 }
 
+/// What a pairing QR code holds: `beepmyphone://pair?server=…&code=…`, and `&ca=sha256:…` when
+/// the device should pin the relay's CA (shown by `beepmyphone pairing-code` and the dashboard).
+pub fn pairing_link(server: &str, code: &str, pin: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("server", server)
+        .append_pair("code", code);
+    if let Some(pin) = pin {
+        query.append_pair("ca", pin);
+    }
+    format!("beepmyphone://pair?{}", query.finish())
+}
+
 /// Creates a pairing code in the store; used by the API and by `beepmyphone pairing-code`.
 pub fn mint_pairing_code(
     conn: &mut diesel::SqliteConnection,

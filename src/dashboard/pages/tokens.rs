@@ -1,0 +1,158 @@
+//! API tokens: `GET /dashboard/tokens` (the list; never a secret), `POST /dashboard/tokens`
+//! (creates one through the API's operation and shows its secret this once, on a page that is
+//! never cached), `GET|POST /dashboard/tokens/{id}/revoke`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::api::audited::AuditContext;
+use crate::api::middleware::RequestLog;
+use crate::api::routes::tokens::{self, CreatedToken, TokenView};
+use crate::api::schemas::{CreateTokenRequest, TokenListQuery};
+use crate::dashboard::guard::{Admin, Submitted};
+use crate::dashboard::pages::devices::Confirm;
+use crate::dashboard::view::{self, Flash, Layout};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The tokens page.
+#[derive(Template)]
+#[template(path = "tokens.html", config = "src/dashboard/askama.toml")]
+struct Tokens {
+    layout: Layout,
+    tokens: Vec<TokenView>,
+    created: Option<CreatedToken>,
+    next: Option<String>,
+}
+
+/// `?cursor=&done=`.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    cursor: Option<String>,
+    done: Option<String>,
+}
+
+async fn tokens_page(
+    state: &AppState,
+    admin: &Admin,
+    status: StatusCode,
+    flash: Option<Flash>,
+    created: Option<CreatedToken>,
+    cursor: Option<String>,
+) -> HttpResponse {
+    let query = TokenListQuery {
+        limit: Some(100),
+        cursor,
+    };
+    let (tokens, next, flash) = match tokens::list(state, &admin.principal, query).await {
+        Ok(page) => (page.items, page.next_cursor, flash),
+        Err(e) => (Vec::new(), None, Some(view::failure(&e).1)),
+    };
+    view::page(
+        status,
+        &Tokens {
+            layout: Layout::new(admin, "tokens").with(flash),
+            tokens,
+            created,
+            next,
+        },
+    )
+}
+
+/// `GET /dashboard/tokens`.
+pub async fn list(
+    state: web::Data<AppState>,
+    admin: Admin,
+    query: web::Query<ListQuery>,
+) -> HttpResponse {
+    let ListQuery { cursor, done } = query.into_inner();
+    tokens_page(
+        &state,
+        &admin,
+        StatusCode::OK,
+        view::done(done.as_deref()),
+        None,
+        cursor,
+    )
+    .await
+}
+
+/// The create form.
+#[derive(Deserialize)]
+pub struct CreateForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scope: String,
+}
+
+/// `POST /dashboard/tokens`.
+pub async fn create(
+    state: web::Data<AppState>,
+    log: RequestLog,
+    source: AuditContext,
+    posted: Submitted<CreateForm>,
+) -> HttpResponse {
+    let Submitted { admin, form } = posted;
+    let request = CreateTokenRequest {
+        name: form.name.trim().to_owned(),
+        scope: form.scope,
+    };
+    match tokens::create(&state, &log, &source, &admin.principal, request).await {
+        Ok(created) => {
+            let flash = Flash::ok("Token created. Copy its secret now: it is not shown again.");
+            tokens_page(
+                &state,
+                &admin,
+                StatusCode::CREATED,
+                Some(flash),
+                Some(created),
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            let (status, flash) = view::failure(&e);
+            tokens_page(&state, &admin, status, Some(flash), None, None).await
+        }
+    }
+}
+
+/// `GET /dashboard/tokens/{id}/revoke`: are you sure?
+pub async fn confirm_revoke(admin: Admin, id: web::Path<String>) -> HttpResponse {
+    view::ok(&Confirm {
+        layout: Layout::new(&admin, "tokens"),
+        title: "Revoke a token".into(),
+        question: format!("Revoke the API token {id}?"),
+        consequence: "Whatever uses it is refused from now on; this cannot be undone.",
+        action: format!("/dashboard/tokens/{id}/revoke"),
+        fields: Vec::new(),
+        confirm: "Revoke the token",
+        cancel: "/dashboard/tokens".into(),
+    })
+}
+
+/// Nothing but the CSRF token.
+#[derive(Deserialize)]
+pub struct Empty {}
+
+/// `POST /dashboard/tokens/{id}/revoke`.
+pub async fn revoke(
+    state: web::Data<AppState>,
+    log: RequestLog,
+    source: AuditContext,
+    id: web::Path<String>,
+    posted: Submitted<Empty>,
+) -> Result<HttpResponse, ApiError> {
+    tokens::delete(
+        &state,
+        &log,
+        &source,
+        &posted.admin.principal,
+        id.into_inner(),
+    )
+    .await?;
+    Ok(view::see_other("/dashboard/tokens?done=token-revoked"))
+}
