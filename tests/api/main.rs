@@ -5,7 +5,10 @@
 mod alerts;
 mod audit;
 mod bench;
+mod browser;
 mod cli;
+mod dashboard;
+mod dashboard_browser;
 mod delivery;
 mod devices;
 mod encryption;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
 use beepmyphone_actors::feed::{Activity, Received, Subscription};
@@ -100,7 +100,8 @@ fn frame(event: &str, data: &Value) -> Bytes {
 struct Open {
     state: web::Data<AppState>,
     subscription: Subscription,
-    keepalive: actix_rt::time::Interval,
+    /// Keep-alive ticks on the relay's clock.
+    keepalive: beepmyphone_actors::ports::Ticks,
     /// The session cookie, for a session's stream: it ends when the session does.
     cookie: Option<String>,
     _slot: StreamSlot,
@@ -120,7 +121,7 @@ impl Open {
                     &json!({ "at": rfc3339(self.state.clock.now_ms()), "missed": missed }),
                 )),
             },
-            _ = self.keepalive.tick() => {
+            _ = self.keepalive.next() => {
                 if let Some(cookie) = &self.cookie {
                     // Ended or unknown: the stream ends. Unavailable: keep going, check next time.
                     if let Ok(None) = self.state.sessions.authenticate(cookie).await {
@@ -156,8 +157,7 @@ async fn events(
         Principal::Session { .. } => session_cookie(&req),
         _ => None,
     };
-    let mut keepalive = actix_rt::time::interval(KEEPALIVE);
-    keepalive.reset();
+    let keepalive = state.clock.interval(KEEPALIVE);
     let open = Open {
         subscription: state.graph.feed.subscribe(),
         state: state.clone(),
@@ -172,7 +172,6 @@ async fn events(
         let chunk = open.next().await?;
         Some((Ok::<_, actix_web::Error>(chunk), open))
     });
-    use futures_util::StreamExt;
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))
