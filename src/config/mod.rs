@@ -254,7 +254,7 @@ impl Default for LimitSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecuritySettings {
-    /// The `Content-Security-Policy` of every response.
+    /// The `Content-Security-Policy` of every response but the dashboard's (its own is fixed).
     pub content_security_policy: String,
     /// Origins allowed to call the API from a browser (`https://dash.example.com`); empty: none.
     pub cors_allowed_origins: Vec<String>,

@@ -79,6 +79,10 @@ async fn every_documented_operation_is_routed() {
         if concrete.ends_with("/rotate") {
             continue;
         }
+        // A stream that never ends: its route is checked by its own tests (dashboard.rs).
+        if concrete == "/api/v1/events" {
+            continue;
+        }
         let (status, body) = app
             .send_json(
                 method.clone(),
