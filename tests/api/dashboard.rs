@@ -148,6 +148,33 @@ fn has_inline_handler(html: &str) -> bool {
     })
 }
 
+/// Every visible form control has a label: a `<label for=…>` naming its id, an enclosing
+/// `<label>`, or an `aria-label`.
+fn assert_labelled(path: &str, html: &str) {
+    for tag in ["<input", "<select", "<textarea"] {
+        for (at, _) in html.match_indices(tag) {
+            let end = at + html[at..].find('>').expect("a closed tag");
+            let element = &html[at..=end];
+            if element.contains("type=\"hidden\"") || element.contains("aria-label=") {
+                continue;
+            }
+            let by_for = element
+                .split("id=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .is_some_and(|id| html.contains(&format!("for=\"{id}\"")));
+            let before = &html[..at];
+            let enclosed = before
+                .rfind("<label")
+                .is_some_and(|label| !before[label..].contains("</label>"));
+            assert!(
+                by_for || enclosed,
+                "{path}: a control without a label: {element}"
+            );
+        }
+    }
+}
+
 /// What every dashboard answer must carry, and what no dashboard page may contain.
 fn assert_locked_down(path: &str, res: &Answer) {
     assert_eq!(

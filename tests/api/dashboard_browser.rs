@@ -72,6 +72,24 @@ async fn shoot(browser: &Browser, dir: &Path, name: &str) {
     }
 }
 
+/// The sum of the red, green and blue of the page's background (0 black, 765 white).
+async fn background(browser: &Browser) -> u32 {
+    let css = browser
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor",
+            vec![],
+        )
+        .await;
+    let css = css.as_str().expect("a colour");
+    css.trim_start_matches("rgba(")
+        .trim_start_matches("rgb(")
+        .trim_end_matches(')')
+        .split(',')
+        .take(3)
+        .map(|c| c.trim().parse::<u32>().expect("a colour component"))
+        .sum()
+}
+
 /// Opens `path` and checks it.
 async fn visit(browser: &Browser, app: &TestApp, path: &str) {
     browser.goto(&format!("{}{path}", app.address)).await;
@@ -135,6 +153,28 @@ async fn an_operator_runs_the_relay_from_the_dashboard() {
     assert_clean(&browser, &app, "overview").await;
     assert!(browser.exists("figure.chart polyline.series.s1").await);
     shoot(&browser, &dir, "overview").await;
+    // In dark mode too: the page's background turns dark.
+    let light = background(&browser).await;
+    browser
+        .cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        )
+        .await;
+    let dark = background(&browser).await;
+    assert!(
+        light > 600 && dark < 150,
+        "light {light}, dark {dark} (sums of RGB)"
+    );
+    browser
+        .screenshot(&dir.join("dashboard-overview-dark.png"))
+        .await;
+    browser
+        .cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
+        )
+        .await;
 
     // Pair: mint a code, pair a device over HTTP with it, see it appear.
     visit(&browser, &app, "/dashboard/pairing").await;
