@@ -277,6 +277,10 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// required, and the session's token is left in [`SessionCsrf`] for that extractor to compare.
 pub const FORM_CSRF_PREFIX: &str = "/dashboard/";
 
+/// Sent by the dashboard's script on requests the page makes by itself (a chart's refresh): the
+/// session is checked without counting as a use, so an open tab does not keep it from idling out.
+pub const BACKGROUND_HEADER: &str = "x-beep-background";
+
 /// The CSRF token of the request's session (for the dashboard: its forms carry it, and its
 /// form extractor checks it).
 #[derive(Debug, Clone)]
@@ -293,7 +297,13 @@ async fn authenticate_session(
     req: &HttpRequest,
     cookie: &str,
 ) -> Result<Option<Principal>, ApiError> {
-    let session = match state.sessions.authenticate(cookie).await {
+    let background = req.headers().contains_key(BACKGROUND_HEADER);
+    let looked_up = if background {
+        state.sessions.peek(cookie).await
+    } else {
+        state.sessions.authenticate(cookie).await
+    };
+    let session = match looked_up {
         Ok(Some(session)) => session,
         Ok(None) => return Ok(None),
         Err(SessionError::Unavailable(_)) => {
@@ -304,7 +314,8 @@ async fn authenticate_session(
         Err(e) => return Err(ApiError::Internal(e.to_string())),
     };
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let form_checked = req.path().starts_with(FORM_CSRF_PREFIX);
+    // The path as the router matches it (percent-decoded), as every path rule reads it.
+    let form_checked = req.match_info().as_str().starts_with(FORM_CSRF_PREFIX);
     req.extensions_mut()
         .insert(SessionCsrf(session.csrf_token.clone()));
     if !safe && !form_checked {
@@ -338,9 +349,9 @@ pub async fn authenticate_request(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if req.path() != "/api/v1/ws" {
+    if req.match_info().as_str() != "/api/v1/ws" {
         let token = bearer(req.request()).map(str::to_owned);
-        let cookie = match req.path() {
+        let cookie = match req.match_info().as_str() {
             LOGIN_PATH => None,
             _ => session_cookie(req.request()),
         };

@@ -111,7 +111,7 @@ pub async fn security_headers(
                 .filter(|o| security.cors_allowed_origins.iter().any(|a| a == o))
                 .and_then(|o| HeaderValue::from_str(o).ok());
             let trusted = trusted_proxies(state);
-            let csp = if dashboard_path(req.path()) {
+            let csp = if dashboard_path(req.match_info().as_str()) {
                 Some(HeaderValue::from_static(DASHBOARD_CSP))
             } else {
                 HeaderValue::from_str(&security.content_security_policy).ok()
@@ -125,7 +125,8 @@ pub async fn security_headers(
         }
         None => (None, None, false, usize::MAX),
     };
-    let api = req.path().starts_with("/api/") || dashboard_path(req.path());
+    let path = req.match_info().as_str();
+    let api = path.starts_with("/api/") || dashboard_path(path);
     let uri_len = req.path().len() + req.query_string().len();
     let preflight = *req.method() == Method::OPTIONS
         && req

@@ -140,7 +140,7 @@ pub async fn limit_ip(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = match req.app_data::<web::Data<AppState>>() {
-        Some(state) if state.limits.enabled && !exempt(req.path()) => state.clone(),
+        Some(state) if state.limits.enabled && !exempt(req.match_info().as_str()) => state.clone(),
         _ => {
             return next
                 .call(req)
@@ -171,9 +171,11 @@ pub async fn limit_ip(
     }
     let credentialed =
         req.headers().contains_key(AUTHORIZATION) || session_cookie(req.request()).is_some();
-    let rule = if req.path() == "/api/v1/ws" {
+    // The path as the router matches it (percent-decoded): `/api/v1/auth/%6cogin` is the login.
+    let path = req.match_info().as_str().to_owned();
+    let rule = if path == "/api/v1/ws" {
         Some(&limits.rules.ws)
-    } else if !credentialed && !sensitive(req.method(), req.path()) {
+    } else if !credentialed && !sensitive(req.method(), &path) {
         Some(&limits.rules.ip)
     } else {
         None
@@ -212,7 +214,9 @@ pub async fn limit_principal(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let client = req.extensions().get::<ClientIp>().copied();
     let (state, ip) = match (req.app_data::<web::Data<AppState>>(), client) {
-        (Some(state), Some(ClientIp(ip))) if req.path() != "/api/v1/ws" => (state.clone(), ip),
+        (Some(state), Some(ClientIp(ip))) if req.match_info().as_str() != "/api/v1/ws" => {
+            (state.clone(), ip)
+        }
         _ => {
             return next
                 .call(req)
@@ -230,7 +234,8 @@ pub async fn limit_principal(
         Principal::Device { device, .. } => (device.to_string(), false, false),
     });
     let is_admin = caller.as_ref().is_some_and(|c| c.1);
-    if sensitive(req.method(), req.path()) && !is_admin {
+    let path = req.match_info().as_str().to_owned();
+    if sensitive(req.method(), &path) && !is_admin {
         // Only failures spend this budget: a valid code, password or refresh token always works
         // until the budget is spent by failures.
         let rule = &rules.auth;
@@ -255,7 +260,7 @@ pub async fn limit_principal(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    let rule = if publisher && publishing(req.method(), req.path()) {
+    let rule = if publisher && publishing(req.method(), &path) {
         &rules.publish
     } else if admin {
         &rules.admin

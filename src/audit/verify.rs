@@ -65,11 +65,34 @@ pub struct Verification {
     pub failure: Option<String>,
 }
 
-/// The last [`Verification`], kept in memory.
+/// The last [`Verification`], kept in memory, and whether one is running.
 #[derive(Debug, Default)]
-pub struct LastVerification(std::sync::Mutex<Option<Verification>>);
+pub struct LastVerification(
+    std::sync::Mutex<Option<Verification>>,
+    std::sync::atomic::AtomicBool,
+);
+
+/// A running verification; dropping it lets the next one start.
+#[derive(Debug)]
+pub struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
 
 impl LastVerification {
+    /// Marks a verification as running, or `None` when one already is (one at a time: each
+    /// reads the whole log).
+    pub fn start(&self) -> Option<Running<'_>> {
+        use std::sync::atomic::Ordering;
+        self.1
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Running(&self.1))
+    }
+
     /// The last verification, if one ran since start.
     pub fn get(&self) -> Option<Verification> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
@@ -514,6 +537,24 @@ fn checkpoint_note(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn one_verification_runs_at_a_time_and_the_last_result_is_kept() {
+        let last = LastVerification::default();
+        assert_eq!(last.get(), None);
+        let running = last.start().expect("none is running");
+        assert!(last.start().is_none(), "a second waits for the first");
+        drop(running);
+        assert!(last.start().is_some());
+        let result = Verification {
+            at: "1970-01-01T00:00:00.000Z".into(),
+            intact: false,
+            report: None,
+            failure: Some("record 3: changed".into()),
+        };
+        last.set(result.clone());
+        assert_eq!(last.get(), Some(result));
+    }
     use beepmyphone_actors::ports::{Action, AuditEvent, AuditLog, Outcome};
     use diesel::connection::SimpleConnection;
 

@@ -51,8 +51,9 @@ pub async fn html_errors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
-    let on_dashboard = dashboard_path(req.path());
-    let login = req.path() == LOGIN_PAGE;
+    // The path as the router matches it (percent-decoded).
+    let on_dashboard = dashboard_path(req.match_info().as_str());
+    let login = req.match_info().as_str() == LOGIN_PAGE;
     let res = next.call(req).await?;
     let problem = res
         .headers()

@@ -25,7 +25,7 @@ use crate::error::ApiError;
 pub const LOGIN_PAGE: &str = "/dashboard/login";
 
 /// An admin with a dashboard session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admin {
     /// The session, as the API sees it (handlers pass it to the API's operations).
     pub principal: Principal,
@@ -33,6 +33,16 @@ pub struct Admin {
     pub username: String,
     /// The session's CSRF token, for the page's forms.
     pub csrf: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("principal", &self.principal)
+            .field("username", &self.username)
+            .field("csrf", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// Why a dashboard request was refused before its handler ran.

@@ -52,7 +52,7 @@ impl Flash {
 }
 
 /// The frame of every page after login.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Layout {
     /// Who is logged in.
     pub username: String,
@@ -62,6 +62,17 @@ pub struct Layout {
     pub section: &'static str,
     /// A message, if any.
     pub flash: Option<Flash>,
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layout")
+            .field("username", &self.username)
+            .field("csrf", &"[REDACTED]")
+            .field("section", &self.section)
+            .field("flash", &self.flash)
+            .finish()
+    }
 }
 
 impl Layout {
@@ -172,6 +183,21 @@ mod tests {
         assert_eq!(message(&ApiError::Conflict("taken".into())), "taken");
         let (status, flash) = failure(&ApiError::NotFound("no device".into()));
         assert_eq!((status, flash.kind), (StatusCode::NOT_FOUND, "error"));
+    }
+
+    #[test]
+    fn the_csrf_token_is_not_in_debug_output() {
+        let layout = Layout {
+            username: "alice".into(),
+            csrf: "s3cret-token".into(),
+            section: "overview",
+            flash: None,
+        };
+        let text = format!("{layout:?}");
+        assert!(
+            text.contains("alice") && !text.contains("s3cret-token"),
+            "{text}"
+        );
     }
 
     #[test]

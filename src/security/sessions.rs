@@ -592,6 +592,17 @@ impl SessionManager {
     /// Records its use when the last write is older than [`SessionManager::touch_every_ms`], in the
     /// background.
     pub async fn authenticate(&self, session_id: &str) -> Result<Option<Session>, SessionError> {
+        self.lookup(session_id, true).await
+    }
+
+    /// Like [`SessionManager::authenticate`], without recording a use: for what a page does by
+    /// itself (a chart's refresh, the event stream's keep-alive), which must not keep an idle
+    /// session alive.
+    pub async fn peek(&self, session_id: &str) -> Result<Option<Session>, SessionError> {
+        self.lookup(session_id, false).await
+    }
+
+    async fn lookup(&self, session_id: &str, touch: bool) -> Result<Option<Session>, SessionError> {
         let id_hash = hash_secret(session_id);
         let Some(sealed) = self.reader.get(&id_hash).await? else {
             return Ok(None);
@@ -604,7 +615,7 @@ impl SessionManager {
             self.end_in_background(id_hash, record.admin_id);
             return Ok(None);
         }
-        if now - record.last_seen_at >= self.touch_every_ms() {
+        if touch && now - record.last_seen_at >= self.touch_every_ms() {
             record.last_seen_at = now;
             let stored = self.seal(&id_hash, &record)?;
             let (writer, log) = (

@@ -207,6 +207,7 @@ fn assert_locked_down(path: &str, res: &Answer) {
             !has_inline_handler(&res.body),
             "{path} has an inline event handler"
         );
+        assert_labelled(path, &res.body);
     }
 }
 
@@ -972,4 +973,147 @@ async fn the_metrics_history_and_the_audit_verification_are_in_the_api() {
         )
         .await;
     assert_eq!(status, 403);
+}
+
+#[actix_rt::test]
+async fn percent_encoded_paths_get_the_same_rules() {
+    let app = spawn_app().await;
+    create_admin(&app, "gus").await;
+    let session = log_in(&app, "gus").await;
+    // The router decodes `%64` to `d`: the page is the dashboard's, with its policy and no-store.
+    let encoded = page(&app, "/%64ashboard/tokens", Some(&session)).await;
+    assert_eq!(encoded.status, 200);
+    assert_locked_down("/%64ashboard/tokens", &encoded);
+    // Failed logins at an encoded path spend the login budget all the same.
+    let mut limited = false;
+    for _ in 0..12 {
+        let res = post_form(
+            &app,
+            "/dashboard/%6cogin",
+            None,
+            &[("username", "gus"), ("password", "nope")],
+        )
+        .await;
+        if res.status == 429 {
+            limited = true;
+            break;
+        }
+        assert_eq!(res.status, 401, "{}", res.body);
+    }
+    assert!(
+        limited,
+        "the encoded login path is rate limited as the login"
+    );
+    // A path that only looks like the dashboard's reaches no API handler without the header.
+    let (_, tokens) = app.get("/api/v1/tokens", Some(&app.admin_token)).await;
+    let before = tokens["items"].as_array().unwrap().len();
+    for path in [
+        "/dashboard/%2e%2e/api/v1/tokens",
+        "/dashboard/../api/v1/tokens",
+        "//dashboard/x/../../api/v1/tokens",
+    ] {
+        let res = client()
+            .post(format!("{}{path}", app.address))
+            .insert_header(("Cookie", session.cookie.clone()))
+            .send_json(&json!({"name": "x", "scope": "admin"}))
+            .await
+            .expect("request");
+        assert!(
+            matches!(res.status().as_u16(), 403 | 404),
+            "{path}: {}",
+            res.status()
+        );
+    }
+    let (_, tokens) = app.get("/api/v1/tokens", Some(&app.admin_token)).await;
+    assert_eq!(
+        tokens["items"].as_array().unwrap().len(),
+        before,
+        "nothing was made"
+    );
+    // A revoke form can only name a token.
+    let res = page(
+        &app,
+        "/dashboard/tokens/..%2Fdevices%2Fdev_X/revoke",
+        Some(&session),
+    )
+    .await;
+    assert_eq!(res.status, 404);
+}
+
+#[actix_rt::test]
+async fn a_tokens_stream_ends_with_the_token() {
+    let app = spawn_app().await;
+    let (status, made) = app
+        .post(
+            "/api/v1/tokens",
+            Some(&app.admin_token),
+            &json!({"name": "watcher", "scope": "admin"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = made["token"].as_str().unwrap();
+    let stream_client = awc::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .finish();
+    let mut res = stream_client
+        .get(format!("{}/api/v1/events", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{id}"), Some(&app.admin_token))
+            .await,
+        204
+    );
+    app.clock.advance(Duration::from_secs(15));
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = res.next().await {
+            chunk.expect("chunk");
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended after the token was deleted");
+}
+
+#[actix_rt::test]
+async fn what_a_page_does_by_itself_does_not_keep_a_session_alive() {
+    let app = spawn_app().await;
+    create_admin(&app, "hal").await;
+    let (busy, idle) = (log_in(&app, "hal").await, log_in(&app, "hal").await);
+    let idle_ms = app.state.sessions.idle_ms();
+    let step =
+        Duration::from_millis(u64::try_from(app.state.sessions.touch_every_ms()).unwrap() + 1_000);
+    let background = |session: &Session| {
+        client()
+            .get(format!("{}/dashboard/", app.address))
+            .insert_header(("Cookie", session.cookie.clone()))
+            .insert_header(("X-Beep-Background", "1"))
+    };
+    let mut elapsed = 0;
+    while elapsed <= idle_ms + 60_000 {
+        app.clock.advance(step);
+        elapsed += i64::try_from(step.as_millis()).unwrap();
+        // A person's request keeps its session alive; the page's own refreshes do not.
+        assert_eq!(page(&app, "/dashboard/", Some(&busy)).await.status, 200);
+        let refreshed = background(&idle).send().await.expect("request");
+        let expected = if elapsed < idle_ms { 200 } else { 303 };
+        assert_eq!(refreshed.status().as_u16(), expected, "after {elapsed} ms");
+    }
+}
+
+#[test]
+fn the_page_checks_catch_what_they_look_for() {
+    assert!(has_inline_handler("<a onclick=\"x()\">"));
+    assert!(!has_inline_handler("<p>Quiet hours on only</p>"));
+    assert_labelled("ok", "<label for=\"a\">A</label><input id=\"a\"><label>B <input name=\"b\"></label><input type=\"hidden\" name=\"c\">");
+    let unlabelled =
+        std::panic::catch_unwind(|| assert_labelled("bad", "<label>A</label><input id=\"z\">"));
+    assert!(unlabelled.is_err());
+    assert_eq!(
+        references("<a href=\"/x\"> <img src=\"https://cdn\"> <p data-action=\"y\">"),
+        ["https://cdn", "/x"]
+    );
 }

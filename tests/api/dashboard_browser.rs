@@ -181,6 +181,11 @@ async fn an_operator_runs_the_relay_from_the_dashboard() {
     browser.find("#mint").await.click().await;
     let code = browser.find("#pairing-code").await.text().await;
     assert!(browser.exists(".qr svg path").await, "a QR code");
+    // The page watches the live stream for the device; pair once it does.
+    crate::helpers::eventually("the pairing page watches the stream", || async {
+        app.state.graph.feed.watched().then_some(())
+    })
+    .await;
     let countdown = browser.find("[data-countdown]").await.text().await;
     assert!(countdown.contains(':'), "the countdown runs: {countdown}");
     assert_clean(&browser, &app, "pairing code").await;

@@ -70,7 +70,8 @@ pub(crate) async fn records(
 }
 
 #[utoipa::path(post, path = "/api/v1/audit/verify", tag = "audit",
-    responses((status = 200, description = "The result (also when the log does not hold: `intact` is false)", body = Verification)))]
+    responses((status = 200, description = "The result (also when the log does not hold: `intact` is false)", body = Verification),
+        (status = 409, description = "A verification is running already", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn verify_log(
     state: web::Data<AppState>,
     principal: Principal,
@@ -81,6 +82,11 @@ async fn verify_log(
 
 /// Verifies the whole log with the relay's checkpoint key and keeps the result as the last.
 pub(crate) async fn run_verification(state: &AppState) -> Result<Verification, ApiError> {
+    let _running = state.verification.start().ok_or_else(|| {
+        ApiError::Conflict(
+            "a verification of the audit log is running; try again when it ends".into(),
+        )
+    })?;
     let verifier = crate::audit::signing::verifier(&state.settings.keys_dir(), None)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let sources = Sources::of(&state.settings);

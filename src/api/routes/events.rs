@@ -5,8 +5,11 @@
 //! token, and the `SameSite=Strict` cookie is not sent by other sites); an admin token works too.
 //!
 //! Opening a stream counts against the caller's rate limit like any request, and a caller may hold
-//! [`MAX_STREAMS_PER_CALLER`] at once (429 beyond). Every 15 s a comment line keeps proxies from
-//! closing an idle stream, and a session's stream ends once the session has (logout, expiry).
+//! [`MAX_STREAMS_PER_CALLER`] at once (429 beyond; a session counts apart from the admin's other
+//! sessions). Every 15 s of the relay's clock a comment line keeps proxies from closing an idle
+//! stream, and the credential is checked again: a session's stream ends once the session has
+//! (logout, expiry; the check does not count as a use, so an open tab does not keep the session
+//! from idling out), a token's once the token is deleted.
 //! Each event is `event: <type>` with a JSON `data` line; `lagged` says how many events a slow
 //! reader missed.
 
@@ -22,6 +25,7 @@ use beepmyphone_actors::feed::{Activity, Received, Subscription};
 use beepmyphone_actors::model::rfc3339;
 
 use crate::api::auth::{session_cookie, Principal};
+use crate::crypto::secrets::{secret_string, ExposeSecret, SecretString};
 use crate::error::ApiError;
 use crate::security::limits::{StreamSlot, MAX_STREAMS_PER_CALLER};
 use crate::state::AppState;
@@ -96,14 +100,37 @@ fn frame(event: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
+/// The credential a stream was opened with.
+enum Credential {
+    /// A session's cookie value.
+    Session(SecretString),
+    /// An API token.
+    Token(SecretString),
+}
+
+impl Credential {
+    /// Whether it still holds (`true` when that cannot be told now: checked again next time).
+    async fn holds(&self, state: &AppState) -> bool {
+        match self {
+            Credential::Session(cookie) => {
+                !matches!(state.sessions.peek(cookie.expose_secret()).await, Ok(None))
+            }
+            Credential::Token(token) => !matches!(
+                crate::api::auth::authenticate(state, token.expose_secret(), None).await,
+                Err(ApiError::Unauthorized(_))
+            ),
+        }
+    }
+}
+
 /// What one open stream holds.
 struct Open {
     state: web::Data<AppState>,
     subscription: Subscription,
     /// Keep-alive ticks on the relay's clock.
     keepalive: beepmyphone_actors::ports::Ticks,
-    /// The session cookie, for a session's stream: it ends when the session does.
-    cookie: Option<String>,
+    /// What opened it, checked again at every keep-alive.
+    credential: Credential,
     _slot: StreamSlot,
 }
 
@@ -122,11 +149,8 @@ impl Open {
                 )),
             },
             _ = self.keepalive.next() => {
-                if let Some(cookie) = &self.cookie {
-                    // Ended or unknown: the stream ends. Unavailable: keep going, check next time.
-                    if let Ok(None) = self.state.sessions.authenticate(cookie).await {
-                        return None;
-                    }
+                if !self.credential.holds(&self.state).await {
+                    return None;
                 }
                 Some(Bytes::from_static(b": keep-alive\n\n"))
             }
@@ -144,25 +168,33 @@ async fn events(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
+    let (credential, caller) = match &principal {
+        Principal::Session { public_id, .. } => (
+            session_cookie(&req).map(|c| Credential::Session(secret_string(c))),
+            public_id.to_string(),
+        ),
+        _ => (
+            crate::api::auth::bearer(&req).map(|t| Credential::Token(secret_string(t.to_owned()))),
+            principal.key(),
+        ),
+    };
+    let credential = credential
+        .ok_or_else(|| ApiError::Unauthorized("the stream needs a session or a token".into()))?;
     let slot = state
         .streams
-        .take(&principal.key())
+        .take(&caller)
         .ok_or_else(|| ApiError::RateLimited {
             retry_after_secs: KEEPALIVE.as_secs(),
             detail: format!(
                 "at most {MAX_STREAMS_PER_CALLER} event streams may be open at once; close one"
             ),
         })?;
-    let cookie = match principal {
-        Principal::Session { .. } => session_cookie(&req),
-        _ => None,
-    };
     let keepalive = state.clock.interval(KEEPALIVE);
     let open = Open {
         subscription: state.graph.feed.subscribe(),
         state: state.clone(),
         keepalive,
-        cookie,
+        credential,
         _slot: slot,
     };
     // The first chunk goes out at once, so the client knows the stream is live.

@@ -182,7 +182,11 @@
         if (busy || document.visibilityState !== 'visible') return;
         busy = true;
         try {
-          const res = await fetch(location.href, { credentials: 'same-origin' });
+          const res = await fetch(location.href, {
+            credentials: 'same-origin',
+            // A refresh the page makes by itself: not a use that keeps the session from idling out.
+            headers: { 'X-Beep-Background': '1' },
+          });
           // Session expired: the server redirected us to the login page.
           if (res.redirected && new URL(res.url).pathname.startsWith('/dashboard/login')) {
             location.reload();

@@ -120,9 +120,23 @@ pub async fn create(
     }
 }
 
+/// A token id as the relay makes them (`tok_` and a ULID), or 404: the id goes into a form's
+/// address, which must stay this token's.
+fn token_id(raw: &str) -> Result<&str, ApiError> {
+    let ok = raw
+        .strip_prefix("tok_")
+        .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(raw)
+    } else {
+        Err(ApiError::NotFound(format!("no token {raw}")))
+    }
+}
+
 /// `GET /dashboard/tokens/{id}/revoke`: are you sure?
-pub async fn confirm_revoke(admin: Admin, id: web::Path<String>) -> HttpResponse {
-    view::ok(&Confirm {
+pub async fn confirm_revoke(admin: Admin, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = token_id(&id)?;
+    Ok(view::ok(&Confirm {
         layout: Layout::new(&admin, "tokens"),
         title: "Revoke a token".into(),
         question: format!("Revoke the API token {id}?"),
@@ -131,7 +145,7 @@ pub async fn confirm_revoke(admin: Admin, id: web::Path<String>) -> HttpResponse
         fields: Vec::new(),
         confirm: "Revoke the token",
         cancel: "/dashboard/tokens".into(),
-    })
+    }))
 }
 
 /// Nothing but the CSRF token.
@@ -155,4 +169,17 @@ pub async fn revoke(
     )
     .await?;
     Ok(view::see_other("/dashboard/tokens?done=token-revoked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_token_ids_reach_a_form_address() {
+        assert!(token_id("tok_01M8W3TPMAWGWHY24J6ZS0DYXG").is_ok());
+        for bad in ["tok_", "..", "tok_../devices/dev_1", "tok_a?b", "dev_01M8"] {
+            assert!(token_id(bad).is_err(), "{bad}");
+        }
+    }
 }
