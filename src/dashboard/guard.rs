@@ -139,6 +139,10 @@ pub fn same_origin(req: &HttpRequest) -> bool {
         .is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(host))
 }
 
+/// A form with no fields but the CSRF token (a button).
+#[derive(Debug, Deserialize)]
+pub struct NoFields {}
+
 /// A form with the session's CSRF token.
 #[derive(Deserialize)]
 struct WithCsrf<T> {
@@ -208,6 +212,83 @@ mod tests {
         assert!(check(&[("origin", "https://RELAY.lan:8080")]));
         assert!(!check(&[("origin", "http://evil.example")]));
         assert!(!check(&[("origin", "null")]));
+    }
+
+    fn with_session(req: TestRequest) -> HttpRequest {
+        let req = req.to_http_request();
+        add_session(&req);
+        req
+    }
+
+    fn add_session(req: &HttpRequest) {
+        req.extensions_mut().insert(Principal::Session {
+            admin_id: crate::domain::AdminId::from_trusted("adm_1"),
+            username: "alice".into(),
+            id_hash: "h".into(),
+            public_id: crate::domain::SessionId::from_trusted("ses_1"),
+        });
+        req.extensions_mut()
+            .insert(SessionCsrf(crate::crypto::secrets::secret_string(
+                "the-token".into(),
+            )));
+    }
+
+    #[actix_rt::test]
+    async fn a_page_needs_a_session_and_only_reads() {
+        let mut payload = Payload::None;
+        let get = with_session(TestRequest::get());
+        let admin = Admin::from_request(&get, &mut payload).await.unwrap();
+        assert_eq!(
+            (admin.username.as_str(), admin.csrf.as_str()),
+            ("alice", "the-token")
+        );
+        assert!(
+            !format!("{admin:?}").contains("the-token"),
+            "not in Debug output"
+        );
+        let post = with_session(TestRequest::post());
+        assert!(matches!(
+            Admin::from_request(&post, &mut payload).await,
+            Err(Refused::Forged(_))
+        ));
+        let anonymous = TestRequest::get().to_http_request();
+        assert!(matches!(
+            Admin::from_request(&anonymous, &mut payload).await,
+            Err(Refused::LogIn)
+        ));
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Name {
+        name: String,
+    }
+
+    #[actix_rt::test]
+    async fn a_form_needs_the_token_this_origin_and_a_form_body() {
+        let submit = |body: &'static str, content_type: &'static str, site: &'static str| {
+            let (req, mut payload) = TestRequest::post()
+                .insert_header(("content-type", content_type))
+                .insert_header(("sec-fetch-site", site))
+                .set_payload(body)
+                .to_http_parts();
+            add_session(&req);
+            async move { Submitted::<Name>::from_request(&req, &mut payload).await }
+        };
+        let form = "application/x-www-form-urlencoded";
+        let ok = submit("csrf=the-token&name=x", form, "same-origin")
+            .await
+            .unwrap();
+        assert_eq!(ok.form.name, "x");
+        assert!(matches!(
+            submit("csrf=wrong&name=x", form, "same-origin").await,
+            Err(Refused::Forged(_))
+        ));
+        assert!(matches!(
+            submit("csrf=the-token&name=x", form, "cross-site").await,
+            Err(Refused::Forged(_))
+        ));
+        let json = submit("{\"name\":\"x\"}", "application/json", "same-origin").await;
+        assert!(matches!(json, Err(Refused::BadForm(_))), "{json:?}");
     }
 
     #[test]

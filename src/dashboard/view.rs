@@ -98,6 +98,28 @@ impl Layout {
     }
 }
 
+/// A confirmation page: a question, what follows, and a form that posts to `action`.
+#[derive(Template)]
+#[template(path = "confirm.html", config = "src/dashboard/askama.toml")]
+pub struct Confirm {
+    /// The frame.
+    pub layout: Layout,
+    /// The heading.
+    pub title: String,
+    /// What is asked.
+    pub question: String,
+    /// What follows.
+    pub consequence: &'static str,
+    /// Where the form posts.
+    pub action: String,
+    /// Hidden fields.
+    pub fields: Vec<(&'static str, String)>,
+    /// The button's label.
+    pub confirm: &'static str,
+    /// Where Cancel goes.
+    pub cancel: String,
+}
+
 /// What a person should read for `error` (field errors listed; internal errors not detailed).
 pub fn message(error: &ApiError) -> String {
     match error {

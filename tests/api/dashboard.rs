@@ -124,6 +124,19 @@ pub async fn log_in(app: &TestApp, name: &str) -> Session {
     }
 }
 
+/// Posts wrong passwords for `name` to `path` until the login budget is spent (each refusal
+/// before it a 401); returns the 429.
+async fn fail_logins_until_limited(app: &TestApp, path: &str, name: &str) -> Answer {
+    for _ in 0..12 {
+        let res = post_form(app, path, None, &[("username", name), ("password", "nope")]).await;
+        if res.status == 429 {
+            return res;
+        }
+        assert_eq!(res.status, 401, "{}", res.body);
+    }
+    panic!("{path}: twelve failed logins and no 429");
+}
+
 /// Every `src`/`href`/`action` value in a page.
 fn references(html: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -337,21 +350,7 @@ async fn login_refusals_read_as_messages_on_the_form() {
     assert!(forged.body.contains("another site"), "{}", forged.body);
     // Failures spend the address's login budget; then even the right password waits, and the
     // form says for how long.
-    let mut last = None;
-    for _ in 0..12 {
-        let res = post_form(
-            &app,
-            "/dashboard/login",
-            None,
-            &[("username", "alice"), ("password", "nope")],
-        )
-        .await;
-        if res.status == 429 {
-            last = Some(res);
-            break;
-        }
-    }
-    let limited = last.expect("the login rate limit answers 429");
+    let limited = fail_logins_until_limited(&app, "/dashboard/login", "alice").await;
     assert!(
         limited.body.contains("Too many requests"),
         "{}",
@@ -747,6 +746,19 @@ async fn the_pairing_page_shows_a_working_code_with_its_qr_code() {
     );
 }
 
+/// Whether the stream ends (within 10 s), reading what comes before its end.
+async fn stream_ends(
+    body: &mut (impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
+              + Unpin),
+) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            chunk.expect("chunk");
+        }
+    })
+    .await
+}
+
 /// Reads SSE events from `body` until one named `name` arrives; returns its data.
 async fn next_event(
     body: &mut (impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
@@ -912,12 +924,7 @@ async fn a_sessions_stream_ends_with_the_session() {
     assert_eq!(out.status, 303);
     // The next keep-alive (every 15 s of the relay's clock) finds the session gone.
     app.clock.advance(Duration::from_secs(15));
-    let end = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(chunk) = res.next().await {
-            chunk.expect("chunk");
-        }
-    })
-    .await;
+    let end = stream_ends(&mut res).await;
     assert!(end.is_ok(), "the stream ended after logout");
 }
 
@@ -985,25 +992,8 @@ async fn percent_encoded_paths_get_the_same_rules() {
     assert_eq!(encoded.status, 200);
     assert_locked_down("/%64ashboard/tokens", &encoded);
     // Failed logins at an encoded path spend the login budget all the same.
-    let mut limited = false;
-    for _ in 0..12 {
-        let res = post_form(
-            &app,
-            "/dashboard/%6cogin",
-            None,
-            &[("username", "gus"), ("password", "nope")],
-        )
-        .await;
-        if res.status == 429 {
-            limited = true;
-            break;
-        }
-        assert_eq!(res.status, 401, "{}", res.body);
-    }
-    assert!(
-        limited,
-        "the encoded login path is rate limited as the login"
-    );
+    let limited = fail_logins_until_limited(&app, "/dashboard/%6cogin", "gus").await;
+    assert!(limited.body.contains("Try again in"), "{}", limited.body);
     // A path that only looks like the dashboard's reaches no API handler without the header.
     let (_, tokens) = app.get("/api/v1/tokens", Some(&app.admin_token)).await;
     let before = tokens["items"].as_array().unwrap().len();
@@ -1069,12 +1059,7 @@ async fn a_tokens_stream_ends_with_the_token() {
         204
     );
     app.clock.advance(Duration::from_secs(15));
-    let end = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(chunk) = res.next().await {
-            chunk.expect("chunk");
-        }
-    })
-    .await;
+    let end = stream_ends(&mut res).await;
     assert!(end.is_ok(), "the stream ended after the token was deleted");
 }
 

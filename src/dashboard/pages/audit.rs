@@ -10,7 +10,7 @@ use crate::api::routes::audit;
 use crate::api::schemas::{AuditListQuery, AUDIT_ACTIONS};
 use crate::audit::record::RecordView;
 use crate::audit::verify::Verification;
-use crate::dashboard::guard::{Admin, Submitted};
+use crate::dashboard::guard::{Admin, NoFields, Submitted};
 use crate::dashboard::view::{self, Layout};
 use crate::state::AppState;
 
@@ -135,12 +135,8 @@ pub async fn list(
     }
 }
 
-/// Nothing but the CSRF token.
-#[derive(Deserialize)]
-pub struct Empty {}
-
 /// `POST /dashboard/audit/verify`.
-pub async fn verify(state: web::Data<AppState>, posted: Submitted<Empty>) -> HttpResponse {
+pub async fn verify(state: web::Data<AppState>, posted: Submitted<NoFields>) -> HttpResponse {
     let _ = &posted.admin;
     match audit::run_verification(&state).await {
         Ok(_) => view::see_other("/dashboard/audit?done=verified"),

@@ -16,8 +16,8 @@ use crate::api::routes::notifications::{self, NotificationView};
 use crate::api::schemas::{
     DeviceListQuery, NotificationListQuery, PatchDeviceRequest, QuietHoursBody, SettingsBody,
 };
-use crate::dashboard::guard::{Admin, Submitted};
-use crate::dashboard::view::{self, Flash, Layout};
+use crate::dashboard::guard::{Admin, NoFields, Submitted};
+use crate::dashboard::view::{self, Confirm, Flash, Layout};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -215,28 +215,6 @@ pub async fn save(
     }
 }
 
-/// The confirmation page.
-#[derive(Template)]
-#[template(path = "confirm.html", config = "src/dashboard/askama.toml")]
-pub struct Confirm {
-    /// The frame.
-    pub layout: Layout,
-    /// The heading.
-    pub title: String,
-    /// What is asked.
-    pub question: String,
-    /// What follows.
-    pub consequence: &'static str,
-    /// Where the form posts.
-    pub action: String,
-    /// Hidden fields.
-    pub fields: Vec<(&'static str, String)>,
-    /// The button's label.
-    pub confirm: &'static str,
-    /// Where Cancel goes.
-    pub cancel: String,
-}
-
 /// `GET /dashboard/devices/{id}/revoke`: are you sure?
 pub async fn confirm_revoke(
     state: web::Data<AppState>,
@@ -259,17 +237,13 @@ pub async fn confirm_revoke(
     }))
 }
 
-/// Nothing but the CSRF token.
-#[derive(Deserialize)]
-pub struct Empty {}
-
 /// `POST /dashboard/devices/{id}/revoke`.
 pub async fn revoke(
     state: web::Data<AppState>,
     log: RequestLog,
     source: AuditContext,
     id: web::Path<String>,
-    posted: Submitted<Empty>,
+    posted: Submitted<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     devices::revoke(&state, &log, &source, &posted.admin.principal, &id).await?;
     Ok(view::see_other("/dashboard/devices?done=revoked"))

@@ -10,8 +10,7 @@ use crate::api::audited::AuditContext;
 use crate::api::routes::datakeys::{self, DataKeysView};
 use crate::api::routes::keys::{self, KeyView};
 use crate::dashboard::guard::{Admin, Submitted};
-use crate::dashboard::pages::devices::Confirm;
-use crate::dashboard::view::{self, Flash, Layout};
+use crate::dashboard::view::{self, Confirm, Flash, Layout};
 use crate::error::ApiError;
 use crate::state::AppState;
 

@@ -15,7 +15,7 @@ use crate::api::routes::auth::{clear_session_cookie, end_session, log_in, set_se
 use crate::api::schemas::LoginRequest;
 use crate::crypto::secrets::secret_string;
 use crate::dashboard::errors::LoginPage;
-use crate::dashboard::guard::{same_origin, Submitted};
+use crate::dashboard::guard::{same_origin, NoFields, Submitted};
 use crate::dashboard::view::{self, Flash};
 use crate::state::AppState;
 
@@ -101,17 +101,13 @@ pub async fn login(
     }
 }
 
-/// Nothing but the CSRF token.
-#[derive(Deserialize)]
-pub struct Empty {}
-
 /// `POST /dashboard/logout`: ends the session (as `POST /auth/logout` does) and clears the cookie.
 pub async fn logout(
     state: web::Data<AppState>,
     log: RequestLog,
     source: AuditContext,
     req: HttpRequest,
-    posted: Submitted<Empty>,
+    posted: Submitted<NoFields>,
 ) -> HttpResponse {
     let mut response = HttpResponse::SeeOther();
     if let Err(e) = end_session(&state, &log, &source, &posted.admin.principal).await {

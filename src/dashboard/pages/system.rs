@@ -11,7 +11,7 @@ use crate::api::audited::AuditContext;
 use crate::api::routes::blocks::{self, BlockView};
 use crate::api::routes::health::{self, HealthBody};
 use crate::api::routes::tls::{self, TlsView};
-use crate::dashboard::guard::{Admin, Submitted};
+use crate::dashboard::guard::{Admin, NoFields, Submitted};
 use crate::dashboard::view::{self, Layout};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -21,10 +21,6 @@ use crate::state::AppState;
 pub struct Done {
     done: Option<String>,
 }
-
-/// Nothing but the CSRF token.
-#[derive(Deserialize)]
-pub struct Empty {}
 
 /// The health page.
 #[derive(Template)]
@@ -67,7 +63,7 @@ pub async fn certificates(
 pub async fn renew(
     state: web::Data<AppState>,
     source: AuditContext,
-    posted: Submitted<Empty>,
+    posted: Submitted<NoFields>,
 ) -> HttpResponse {
     match tls::renew(&state, &source, &posted.admin.principal).await {
         Ok(_) => view::see_other("/dashboard/certificates?done=renewed"),

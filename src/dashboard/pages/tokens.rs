@@ -11,9 +11,8 @@ use crate::api::audited::AuditContext;
 use crate::api::middleware::RequestLog;
 use crate::api::routes::tokens::{self, CreatedToken, TokenView};
 use crate::api::schemas::{CreateTokenRequest, TokenListQuery};
-use crate::dashboard::guard::{Admin, Submitted};
-use crate::dashboard::pages::devices::Confirm;
-use crate::dashboard::view::{self, Flash, Layout};
+use crate::dashboard::guard::{Admin, NoFields, Submitted};
+use crate::dashboard::view::{self, Confirm, Flash, Layout};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -148,17 +147,13 @@ pub async fn confirm_revoke(admin: Admin, id: web::Path<String>) -> Result<HttpR
     }))
 }
 
-/// Nothing but the CSRF token.
-#[derive(Deserialize)]
-pub struct Empty {}
-
 /// `POST /dashboard/tokens/{id}/revoke`.
 pub async fn revoke(
     state: web::Data<AppState>,
     log: RequestLog,
     source: AuditContext,
     id: web::Path<String>,
-    posted: Submitted<Empty>,
+    posted: Submitted<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     tokens::delete(
         &state,
