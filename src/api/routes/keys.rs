@@ -47,7 +47,7 @@ pub fn configure_well_known(cfg: &mut web::ServiceConfig) {
 pub struct KeyView {
     pub(crate) kid: String,
     pub(crate) created_at: String,
-    /// `signing`, `verifying` or `retired`.
+    /// `current` (signs new tokens), `verifying` or `retired`.
     pub(crate) state: &'static str,
     /// When a verifying key stops verifying.
     #[serde(skip_serializing_if = "Option::is_none")]
