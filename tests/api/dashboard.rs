@@ -82,6 +82,18 @@ pub async fn post_form(
     answer(req.send_form(&fields).await.expect("request")).await
 }
 
+/// POSTs a form of `session`'s with its CSRF token and `fields`.
+pub async fn submit(
+    app: &TestApp,
+    session: &Session,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> Answer {
+    let mut all = vec![("csrf", session.csrf.as_str())];
+    all.extend_from_slice(fields);
+    post_form(app, path, Some(session), &all).await
+}
+
 /// The `csrf` value of a page's first form.
 fn csrf_of(html: &str) -> String {
     let at = html
@@ -296,16 +308,11 @@ async fn every_dashboard_response_carries_the_strict_policy_and_loads_nothing_fr
     // Form posts too, refused or not.
     let forged = post_form(&app, "/dashboard/send", Some(&session), &[("title", "x")]).await;
     assert_locked_down("POST /dashboard/send", &forged);
-    let sent = post_form(
+    let sent = submit(
         &app,
+        &session,
         "/dashboard/send",
-        Some(&session),
-        &[
-            ("csrf", &session.csrf),
-            ("title", "hi"),
-            ("priority", "high"),
-            ("targets", "all"),
-        ],
+        &[("title", "hi"), ("priority", "high"), ("targets", "all")],
     )
     .await;
     assert_locked_down("POST /dashboard/send", &sent);
@@ -421,13 +428,7 @@ async fn the_session_cap_and_logout_are_said_in_words() {
     };
     let forged = post_form(&app, "/dashboard/logout", Some(&newest), &[]).await;
     assert_eq!(forged.status, 403);
-    let out = post_form(
-        &app,
-        "/dashboard/logout",
-        Some(&newest),
-        &[("csrf", &newest.csrf)],
-    )
-    .await;
+    let out = submit(&app, &newest, "/dashboard/logout", &[]).await;
     assert_eq!(
         (out.status, out.header("location")),
         (303, "/dashboard/login?done=logged-out")
@@ -522,12 +523,11 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
     let mut socket = app.connect_device(&device).await;
     let path = format!("/dashboard/devices/{}", device.id);
     // Settings: quiet hours in a time zone, a minimum priority, a new name.
-    let saved = post_form(
+    let saved = submit(
         &app,
+        &session,
         &path,
-        Some(&session),
         &[
-            ("csrf", &session.csrf),
             ("name", "Work laptop"),
             ("enabled", "on"),
             ("min_priority", "high"),
@@ -563,12 +563,11 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
     );
     assert!(shown.body.contains("Saved."));
     // A bad value is the API's own error, on the page, and changes nothing.
-    let bad = post_form(
+    let bad = submit(
         &app,
+        &session,
         &path,
-        Some(&session),
         &[
-            ("csrf", &session.csrf),
             ("name", "Work laptop"),
             ("min_priority", "high"),
             ("quiet", "on"),
@@ -590,13 +589,7 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
     // Revoke: a confirmation, then the socket closes at once.
     let confirm = page(&app, &format!("{path}/revoke"), Some(&session)).await;
     assert!(confirm.body.contains("Revoke the device"));
-    let revoked = post_form(
-        &app,
-        &format!("{path}/revoke"),
-        Some(&session),
-        &[("csrf", &session.csrf)],
-    )
-    .await;
+    let revoked = submit(&app, &session, &format!("{path}/revoke"), &[]).await;
     assert_eq!(
         (revoked.status, revoked.header("location")),
         (303, "/dashboard/devices?done=revoked")
@@ -605,11 +598,11 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
     assert_eq!(page(&app, &path, Some(&session)).await.status, 404);
     // Key rotations, both kinds.
     let (_, before) = app.get("/api/v1/keys", Some(&app.admin_token)).await;
-    let rotated = post_form(
+    let rotated = submit(
         &app,
+        &session,
         "/dashboard/keys/rotate",
-        Some(&session),
-        &[("csrf", &session.csrf), ("what", "signing")],
+        &[("what", "signing")],
     )
     .await;
     assert_eq!(
@@ -621,30 +614,30 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
         after["items"].as_array().unwrap().len(),
         before["items"].as_array().unwrap().len() + 1
     );
-    let data = post_form(
+    let data = submit(
         &app,
+        &session,
         "/dashboard/keys/rotate",
-        Some(&session),
-        &[("csrf", &session.csrf), ("what", "data")],
+        &[("what", "data")],
     )
     .await;
     assert_eq!(data.header("location"), "/dashboard/keys?done=data-rotated");
     // A second rotation within a minute is the API's 429, as a message.
-    let again = post_form(
+    let again = submit(
         &app,
+        &session,
         "/dashboard/keys/rotate",
-        Some(&session),
-        &[("csrf", &session.csrf), ("what", "data")],
+        &[("what", "data")],
     )
     .await;
     assert_eq!(again.status, 429, "{}", again.body);
     assert!(again.body.contains("class=\"flash error\""));
     // Unblocking an address that is not blocked says so.
-    let unblock = post_form(
+    let unblock = submit(
         &app,
+        &session,
         "/dashboard/blocks/unblock",
-        Some(&session),
-        &[("csrf", &session.csrf), ("ip", "192.0.2.7")],
+        &[("ip", "192.0.2.7")],
     )
     .await;
     assert_eq!(unblock.status, 404);
@@ -654,13 +647,7 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
         unblock.body
     );
     // Certificates with TLS off: said, and renewing is the API's 409.
-    let renew = post_form(
-        &app,
-        "/dashboard/certificates/renew",
-        Some(&session),
-        &[("csrf", &session.csrf)],
-    )
-    .await;
+    let renew = submit(&app, &session, "/dashboard/certificates/renew", &[]).await;
     assert_eq!(renew.status, 409);
     assert!(renew.body.contains("TLS is off"));
     // The audit log shows what the dashboard did, filtered, and verifies.
@@ -677,13 +664,7 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
     );
     assert!(!audit.body.contains("data-action=\"admin.login\""));
     assert!(audit.body.contains("Not verified since the relay started"));
-    let verified = post_form(
-        &app,
-        "/dashboard/audit/verify",
-        Some(&session),
-        &[("csrf", &session.csrf)],
-    )
-    .await;
+    let verified = submit(&app, &session, "/dashboard/audit/verify", &[]).await;
     assert_eq!(
         verified.header("location"),
         "/dashboard/audit?done=verified"
@@ -701,13 +682,7 @@ async fn the_pairing_page_shows_a_working_code_with_its_qr_code() {
     let app = spawn_app().await;
     create_admin(&app, "erin").await;
     let session = log_in(&app, "erin").await;
-    let minted = post_form(
-        &app,
-        "/dashboard/pairing",
-        Some(&session),
-        &[("csrf", &session.csrf), ("ttl", "300")],
-    )
-    .await;
+    let minted = submit(&app, &session, "/dashboard/pairing", &[("ttl", "300")]).await;
     assert_eq!(minted.status, 200, "{}", minted.body);
     let at = minted.body.find("id=\"pairing-code\">").unwrap() + 18;
     let code = minted.body[at..].split('<').next().unwrap().to_owned();
@@ -729,13 +704,7 @@ async fn the_pairing_page_shows_a_working_code_with_its_qr_code() {
         )
         .await;
     assert_eq!(status, 201);
-    let bad_ttl = post_form(
-        &app,
-        "/dashboard/pairing",
-        Some(&session),
-        &[("csrf", &session.csrf), ("ttl", "5")],
-    )
-    .await;
+    let bad_ttl = submit(&app, &session, "/dashboard/pairing", &[("ttl", "5")]).await;
     assert_eq!(bad_ttl.status, 400);
     assert!(
         bad_ttl
@@ -914,13 +883,7 @@ async fn a_sessions_stream_ends_with_the_session() {
         .unwrap()
         .unwrap();
     assert_eq!(&first[..], b"retry: 3000\n\n");
-    let out = post_form(
-        &app,
-        "/dashboard/logout",
-        Some(&session),
-        &[("csrf", &session.csrf)],
-    )
-    .await;
+    let out = submit(&app, &session, "/dashboard/logout", &[]).await;
     assert_eq!(out.status, 303);
     // The next keep-alive (every 15 s of the relay's clock) finds the session gone.
     app.clock.advance(Duration::from_secs(15));
