@@ -110,7 +110,16 @@
 
     const es = new EventSource('/api/v1/events');
     es.addEventListener('open', () => setStatus('Live', true));
-    es.addEventListener('error', () => setStatus('Reconnecting…', false)); // EventSource retries itself
+    // EventSource retries by itself after a dropped stream, but not after a refusal (a 429 when
+    // this session holds the most streams it may, a 401 once it has ended): say so.
+    es.addEventListener('error', () =>
+      setStatus(
+        es.readyState === EventSource.CLOSED
+          ? 'Not live: the relay refused the stream (too many open tabs, or the session ended). Reload to try again.'
+          : 'Reconnecting…',
+        false,
+      ),
+    );
 
     const badgesFor = (device) =>
       $$('[data-device-status]').filter((b) => b.getAttribute('data-device-status') === device);
