@@ -15,18 +15,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-BIN="$ROOT/target/release/beepmyphone"
 ROUNDS=${ROUNDS:-2}
 SOCKETS=${SOCKETS:-19000}
 SCRAPES=${SCRAPES:-50}
 DURATION=${DURATION:-10}
-WORK=$(mktemp -d)
-trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-[[ -x $BIN ]] || { echo "build it first: cargo build --release" >&2; exit 1; }
-ulimit -n "$(ulimit -Hn)"
 
 # shellcheck source=scripts/bench-relays.sh
 source "$ROOT/scripts/bench-relays.sh"
+bench_prepare
 
 start_relay on 38091 "$BIN" BEEP__METRICS__ENABLED=true
 start_relay off 38092 "$BIN" BEEP__METRICS__ENABLED=false

@@ -1,4 +1,16 @@
-# Sourced by the comparison benches (bench-metrics.sh, bench-encryption.sh): starts a relay for a
+# Sourced by the comparison benches (bench-metrics.sh, bench-tls.sh, bench-live.sh, …).
+#
+#   bench_prepare      # BIN (the release binary, which must exist), WORK (a temporary directory,
+#                      # removed at exit with every relay whose pid file is in it), the fd limit raised
+bench_prepare() {
+    BIN="$ROOT/target/release/beepmyphone"
+    WORK=$(mktemp -d)
+    trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+    [[ -x $BIN ]] || { echo "build it first: cargo build --release" >&2; exit 1; }
+    ulimit -n "$(ulimit -Hn)"
+}
+
+# start_relay starts a relay for a
 # load run the way scripts/bench.sh does (log level warning, per-IP socket and frame limits
 # lifted), in $WORK/NAME, and waits until it answers (over http, or https for a relay started with
 # BEEP__TLS__MODE: the liveness probe alone skips the certificate check).

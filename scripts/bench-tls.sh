@@ -17,17 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-BIN="$ROOT/target/release/beepmyphone"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 SOCKETS=${SOCKETS:-2000}
-WORK=$(mktemp -d)
-trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-[[ -x $BIN ]] || { echo "build it first: cargo build --release" >&2; exit 1; }
-ulimit -n "$(ulimit -Hn)"
 
 # shellcheck source=scripts/bench-relays.sh
 source "$ROOT/scripts/bench-relays.sh"
+bench_prepare
 
 start_relay plain 38093 "$BIN" BEEP__TLS__MODE=off
 start_relay tls 38094 "$BIN" BEEP__TLS__MODE=local-ca

@@ -136,6 +136,17 @@ pub async fn log_in(app: &TestApp, name: &str) -> Session {
     }
 }
 
+/// Posts the login form (from the relay's own origin).
+async fn login_form(app: &TestApp, name: &str, password: &str) -> Answer {
+    post_form(
+        app,
+        "/dashboard/login",
+        None,
+        &[("username", name), ("password", password)],
+    )
+    .await
+}
+
 /// Posts wrong passwords for `name` to `path` until the login budget is spent (each refusal
 /// before it a 401); returns the 429.
 async fn fail_logins_until_limited(app: &TestApp, path: &str, name: &str) -> Answer {
@@ -327,13 +338,7 @@ async fn every_dashboard_response_carries_the_strict_policy_and_loads_nothing_fr
 async fn login_refusals_read_as_messages_on_the_form() {
     let app = spawn_app().await;
     create_admin(&app, "alice").await;
-    let wrong = post_form(
-        &app,
-        "/dashboard/login",
-        None,
-        &[("username", "alice"), ("password", "nope")],
-    )
-    .await;
+    let wrong = login_form(&app, "alice", "nope").await;
     assert_eq!(wrong.status, 401);
     assert!(wrong.header("content-type").starts_with("text/html"));
     assert!(
@@ -369,13 +374,7 @@ async fn login_refusals_read_as_messages_on_the_form() {
         "the login form is shown again"
     );
     assert!(!limited.header("retry-after").is_empty());
-    let right = post_form(
-        &app,
-        "/dashboard/login",
-        None,
-        &[("username", "alice"), ("password", ADMIN_PASSWORD)],
-    )
-    .await;
+    let right = login_form(&app, "alice", ADMIN_PASSWORD).await;
     assert_eq!(right.status, 429);
 }
 
@@ -388,13 +387,7 @@ async fn the_session_cap_and_logout_are_said_in_words() {
     for _ in 1..cap {
         log_in(&app, "bob").await;
     }
-    let over = post_form(
-        &app,
-        "/dashboard/login",
-        None,
-        &[("username", "bob"), ("password", ADMIN_PASSWORD)],
-    )
-    .await;
+    let over = login_form(&app, "bob", ADMIN_PASSWORD).await;
     assert_eq!(
         (over.status, over.header("location")),
         (303, "/dashboard/?done=session-cap")
