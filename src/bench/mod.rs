@@ -30,7 +30,7 @@ use clap::Parser;
 use self::plan::{new_run_id, Pacing, Plan};
 use self::report::{
     ratio, read_rss_kb, Backlog, Connections, Counts, Frames, Report, Rss, RunSettings, Schedule,
-    Throughput,
+    Second, Throughput,
 };
 use self::stats::{reconcile, Percentiles, SeqSet};
 use self::worker::{Config, Device, Histograms, Job, PublishJob, Shared, Worker};
@@ -650,6 +650,7 @@ fn build_report(plan: &Plan, input: ReportInputs<'_>) -> Report {
         rss,
         schedule,
         backlog,
+        seconds: Second::all(&input.histograms.per_second, t.publish_start_us),
         nofile_limit: input.nofile,
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::stats::Percentiles;
+use super::stats::{PerSecond, Percentiles, SecondStats};
 
 /// The settings a run used (after the scenario's defaults).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -135,6 +135,55 @@ pub struct Schedule {
     pub send_lag_us: Percentiles,
 }
 
+/// One second of publishing: what was meant to be sent in it, and how it arrived.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Second {
+    /// Seconds since publishing started.
+    pub at: u64,
+    /// Receptions, those later than 5 ms, the worst latency.
+    #[serde(flatten)]
+    pub stats: SecondStats,
+}
+
+impl Second {
+    /// The seconds of `per_second` from `from_us` (µs since the bench's start) on.
+    pub fn all(per_second: &PerSecond, from_us: u64) -> Vec<Second> {
+        per_second
+            .since(from_us)
+            .into_iter()
+            .map(|(at, stats)| Second { at, stats })
+            .collect()
+    }
+}
+
+/// The summary's line on the seconds: how many had late receptions, and the worst three.
+fn seconds_line(seconds: &[Second]) -> Option<String> {
+    if seconds.len() < 2 {
+        return None;
+    }
+    let late = seconds.iter().filter(|s| s.stats.late > 0).count();
+    let mut worst: Vec<&Second> = seconds.iter().collect();
+    worst.sort_by(|a, b| b.stats.max_us.cmp(&a.stats.max_us).then(a.at.cmp(&b.at)));
+    let worst: Vec<String> = worst
+        .iter()
+        .take(3)
+        .map(|s| {
+            format!(
+                "+{} s max {} ms ({} of {} late)",
+                s.at,
+                ms(s.stats.max_us),
+                s.stats.late,
+                s.stats.received
+            )
+        })
+        .collect();
+    Some(format!(
+        "  seconds with receptions over 5 ms: {late} of {}; worst: {}\n",
+        seconds.len(),
+        worst.join(", ")
+    ))
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -175,6 +224,8 @@ pub struct Report {
     pub schedule: Option<Schedule>,
     /// Backlog flow, for the backlog scenario.
     pub backlog: Option<Backlog>,
+    /// Receptions by the second of their intended send, from the start of publishing.
+    pub seconds: Vec<Second>,
     /// The file-descriptor limit the bench ran with.
     pub nofile_limit: Option<u64>,
 }
@@ -282,6 +333,9 @@ impl Report {
                 let _ = writeln!(out, "  first lost: {:?}", n.lost_sample);
             }
             out.push_str(&percentile_line("latency", &self.latency_us));
+            if let Some(line) = seconds_line(&self.seconds) {
+                out.push_str(&line);
+            }
             out.push_str(&percentile_line(
                 "latency from send",
                 &self.latency_from_send_us,
@@ -388,6 +442,15 @@ mod tests {
         };
         report.errors.insert("HTTP 503".into(), 2);
         report.schedule = Some(Schedule::default());
+        let second = |at, late, max_us| Second {
+            at,
+            stats: SecondStats {
+                received: 5,
+                late,
+                max_us,
+            },
+        };
+        report.seconds = vec![second(0, 0, 900), second(1, 2, 70_000), second(2, 1, 6_000)];
         let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
         for key in [
             "scenario",
@@ -406,6 +469,7 @@ mod tests {
             "rss",
             "schedule",
             "backlog",
+            "seconds",
         ] {
             assert!(json.get(key).is_some(), "missing {key}: {json}");
         }
@@ -417,6 +481,12 @@ mod tests {
         let summary = report.summary();
         assert!(summary.contains("p50 1.500"), "{summary}");
         assert!(summary.contains("HTTP 503"), "{summary}");
+        assert!(
+            summary.contains("over 5 ms: 2 of 3; worst: +1 s max 70.000 ms (2 of 5 late), +2 s"),
+            "{summary}"
+        );
+        assert_eq!(json["seconds"][1]["late"], 2);
+        assert_eq!(json["seconds"][1]["max_us"], 70_000);
         assert!(summary.trim_end().ends_with("OK"), "{summary}");
     }
 }

@@ -169,6 +169,72 @@ impl Percentiles {
     }
 }
 
+/// Receptions by the second of their intended send time: how many, how many late, the worst.
+/// A tail that comes from one stall shows up as a few bad seconds; a tail spread over the run
+/// as many.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerSecond {
+    seconds: Vec<SecondStats>,
+}
+
+/// One second of a [`PerSecond`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SecondStats {
+    /// Notifications received whose intended send time fell in this second.
+    pub received: u64,
+    /// Of those, received more than [`PerSecond::LATE_US`] after it.
+    pub late: u64,
+    /// The largest latency among them, µs.
+    pub max_us: u64,
+}
+
+impl PerSecond {
+    /// What counts as late: the p99 target, 5 ms.
+    pub const LATE_US: u64 = 5_000;
+
+    /// Records a reception `latency_us` after its intended send at `intended_us` (µs since the
+    /// bench's start).
+    pub fn record(&mut self, intended_us: u64, latency_us: u64) {
+        let Ok(second) = usize::try_from(intended_us / 1_000_000) else {
+            return;
+        };
+        if second >= self.seconds.len() {
+            self.seconds.resize(second + 1, SecondStats::default());
+        }
+        if let Some(s) = self.seconds.get_mut(second) {
+            s.received += 1;
+            s.late += u64::from(latency_us > Self::LATE_US);
+            s.max_us = s.max_us.max(latency_us);
+        }
+    }
+
+    /// Adds `other`'s receptions.
+    pub fn merge(&mut self, other: &PerSecond) {
+        if other.seconds.len() > self.seconds.len() {
+            self.seconds
+                .resize(other.seconds.len(), SecondStats::default());
+        }
+        for (mine, theirs) in self.seconds.iter_mut().zip(&other.seconds) {
+            mine.received += theirs.received;
+            mine.late += theirs.late;
+            mine.max_us = mine.max_us.max(theirs.max_us);
+        }
+    }
+
+    /// The seconds from `from_us` on (µs since the bench's start, rounded down to its second),
+    /// each with its offset in seconds from there; seconds without receptions are left out.
+    pub fn since(&self, from_us: u64) -> Vec<(u64, SecondStats)> {
+        let first = from_us / 1_000_000;
+        self.seconds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64, *s))
+            .filter(|(i, s)| *i >= first && s.received > 0)
+            .map(|(i, s)| (i - first, s))
+            .collect()
+    }
+}
+
 /// Microseconds from `sent_us` to `received_us` (zero if the clock readings cross).
 pub fn latency_us(sent_us: u64, received_us: u64) -> u64 {
     received_us.saturating_sub(sent_us)
@@ -177,6 +243,29 @@ pub fn latency_us(sent_us: u64, received_us: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_second_counts_late_receptions_in_the_second_they_were_meant_for() {
+        let mut a = PerSecond::default();
+        a.record(1_200_000, 800);
+        a.record(1_900_000, 9_000);
+        a.record(3_000_000, 5_000);
+        let mut b = PerSecond::default();
+        b.record(3_999_999, 5_001);
+        b.record(500_000, 100);
+        a.merge(&b);
+        let late = |received, late, max_us| SecondStats {
+            received,
+            late,
+            max_us,
+        };
+        assert_eq!(
+            a.since(1_000_000),
+            vec![(0, late(2, 1, 9_000)), (2, late(2, 1, 5_001))],
+            "second 1 and 3 from the start, second 0 before it, second 2 empty"
+        );
+        assert_eq!(a.since(0).first(), Some(&(0, late(1, 0, 100))));
+    }
 
     #[test]
     fn seq_set_detects_duplicates_and_grows() {

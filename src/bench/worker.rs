@@ -29,7 +29,7 @@ use super::plan::{
     claim_range, encode_title, intended_offset_us, parse_title, source_address, target_index,
     Pacing, Parsed, Stamp,
 };
-use super::stats::{latency_us, new_histogram, SeqSet};
+use super::stats::{latency_us, new_histogram, PerSecond, SeqSet};
 use super::BenchError;
 
 /// How long a socket may take from connect to `hello`.
@@ -262,6 +262,8 @@ pub struct Histograms {
     pub connect: Histogram<u64>,
     /// Open loop: actual − intended send time.
     pub lag: Histogram<u64>,
+    /// Intended send → receive, by the second of the intended send.
+    pub per_second: PerSecond,
 }
 
 impl Histograms {
@@ -273,6 +275,7 @@ impl Histograms {
             publish: new_histogram()?,
             connect: new_histogram()?,
             lag: new_histogram()?,
+            per_second: PerSecond::default(),
         })
     }
 
@@ -282,6 +285,7 @@ impl Histograms {
         self.latency_from_send.add(&other.latency_from_send)?;
         self.publish.add(&other.publish)?;
         self.connect.add(&other.connect)?;
+        self.per_second.merge(&other.per_second);
         self.lag.add(&other.lag)
     }
 }
@@ -660,9 +664,9 @@ impl Local {
                 match parse_title(&item.title, &self.config.run_id) {
                     Parsed::Ours(stamp) => {
                         ours += 1;
-                        histograms
-                            .latency
-                            .saturating_record(latency_us(stamp.intended_us, now_us));
+                        let latency = latency_us(stamp.intended_us, now_us);
+                        histograms.latency.saturating_record(latency);
+                        histograms.per_second.record(stamp.intended_us, latency);
                         histograms
                             .latency_from_send
                             .saturating_record(latency_us(stamp.sent_us, now_us));

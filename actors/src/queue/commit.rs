@@ -75,6 +75,8 @@ pub(super) struct GroupCommit {
     drain_waiters: Vec<oneshot::Sender<()>>,
     flushing: bool,
     scheduled: bool,
+    /// When the oldest pending state change (sent, acked, expired, seen) was made, epoch ms.
+    marks_since: Option<i64>,
 }
 
 impl GroupCommit {
@@ -98,22 +100,30 @@ impl GroupCommit {
 
     /// A delivery was handed to a socket.
     pub(super) fn sent(&mut self, change: DeliveryChange) {
+        self.marked(change.at);
         self.pending.sent.push(change);
     }
 
     /// A delivery was acknowledged.
     pub(super) fn acked(&mut self, change: DeliveryChange) {
+        self.marked(change.at);
         self.pending.acked.push(change);
     }
 
     /// A delivery expired unacknowledged.
     pub(super) fn expired(&mut self, change: DeliveryChange) {
+        self.marked(change.at);
         self.pending.expired.push(change);
     }
 
     /// A device connected or disconnected at `at`.
     pub(super) fn seen(&mut self, device: DeviceId, at: i64) {
+        self.marked(at);
         self.pending.seen.push((device, at));
+    }
+
+    fn marked(&mut self, at: i64) {
+        self.marks_since.get_or_insert(at);
     }
 
     /// Whether publishers wait for the pending batch.
@@ -152,13 +162,35 @@ impl GroupCommit {
     }
 
     /// Takes the pending batch for writing, unless it is empty or a flush is already running.
-    pub(super) fn begin(&mut self) -> Option<Flush> {
+    ///
+    /// Publishers' inserts always go. The state changes go with them only once they are due: the
+    /// oldest is `window_ms` old at `now_ms`, there are `max_rows` of them, there are no inserts,
+    /// or someone waits for the queue to drain. So under a steady publish load the commits that
+    /// publishers wait for carry only inserts, and a delivery sent and acknowledged within the
+    /// window is written once (as acked) by a later commit.
+    pub(super) fn begin(&mut self, now_ms: i64, window_ms: i64, max_rows: usize) -> Option<Flush> {
         if self.flushing || self.pending.is_empty() {
             return None;
         }
+        let marks = self.pending.len() - self.pending.inserts.len();
+        let marks_due = self.pending.inserts.is_empty()
+            || marks >= max_rows
+            || !self.drain_waiters.is_empty()
+            || self
+                .marks_since
+                .is_some_and(|since| now_ms.saturating_sub(since) >= window_ms);
+        let batch = if marks_due {
+            self.marks_since = None;
+            std::mem::take(&mut self.pending)
+        } else {
+            CommitBatch {
+                inserts: std::mem::take(&mut self.pending.inserts),
+                ..CommitBatch::default()
+            }
+        };
         self.flushing = true;
         Some(Flush {
-            batch: std::mem::take(&mut self.pending),
+            batch,
             payloads: std::mem::take(&mut self.payloads),
             waiters: std::mem::take(&mut self.waiters),
         })
@@ -318,4 +350,97 @@ fn answer(
             }),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NotificationRecord, Priority};
+
+    fn insert() -> (InsertOp, Bytes) {
+        let record = NotificationRecord {
+            id: NotificationId::generate(),
+            title: "t".into(),
+            body: String::new(),
+            app: "test".into(),
+            priority: Priority::Normal,
+            tags: vec![],
+            click_url: None,
+            created_at: 0,
+            expires_at: 1,
+            trace_id: None,
+        };
+        let op = InsertOp {
+            record,
+            devices: vec![DeviceId::from_trusted("dev_a")],
+            publisher: "tok".into(),
+            idempotency_key: None,
+        };
+        (op, Bytes::from_static(b"{}"))
+    }
+
+    fn change(seq: i64, at: i64) -> DeliveryChange {
+        DeliveryChange {
+            seq,
+            device: DeviceId::from_trusted("dev_a"),
+            at,
+        }
+    }
+
+    fn rows(flush: &Flush) -> (usize, usize, usize) {
+        let b = &flush.batch;
+        (b.inserts.len(), b.sent.len(), b.acked.len())
+    }
+
+    #[test]
+    fn publishers_commits_leave_young_state_changes_for_a_later_commit() {
+        let mut commit = GroupCommit::default();
+        commit.sent(change(1, 1_000));
+        commit.acked(change(1, 1_002));
+        commit.publish(vec![insert()], oneshot::channel().0);
+        // 4 ms after the first change, window 5 ms: the publisher's insert goes alone.
+        let flush = commit.begin(1_004, 5, 100).unwrap();
+        assert_eq!(rows(&flush), (1, 0, 0));
+        assert!(commit.begin(1_004, 5, 100).is_none(), "one flush at a time");
+        commit.finished();
+        // Another insert once the oldest change is 5 ms old: everything goes.
+        commit.publish(vec![insert()], oneshot::channel().0);
+        commit.sent(change(2, 1_005));
+        let flush = commit.begin(1_005, 5, 100).unwrap();
+        assert_eq!(rows(&flush), (1, 2, 1));
+        commit.finished();
+        assert_eq!(commit.uncommitted(), 0);
+    }
+
+    #[test]
+    fn state_changes_go_at_once_without_inserts_at_the_row_limit_or_for_a_drain() {
+        let mut commit = GroupCommit::default();
+        commit.sent(change(1, 1_000));
+        let flush = commit.begin(1_000, 5, 100).unwrap();
+        assert_eq!(
+            rows(&flush),
+            (0, 1, 0),
+            "nothing else to commit: no reason to wait"
+        );
+        commit.finished();
+
+        commit.sent(change(2, 1_000));
+        commit.acked(change(2, 1_000));
+        commit.publish(vec![insert()], oneshot::channel().0);
+        assert_eq!(
+            rows(&commit.begin(1_000, 5, 2).unwrap()),
+            (1, 1, 1),
+            "two marks: the limit"
+        );
+        commit.finished();
+
+        commit.sent(change(3, 1_000));
+        commit.publish(vec![insert()], oneshot::channel().0);
+        assert!(commit.wait_drained().is_some());
+        assert_eq!(
+            rows(&commit.begin(1_000, 5, 100).unwrap()),
+            (1, 1, 0),
+            "a drain takes all"
+        );
+    }
 }

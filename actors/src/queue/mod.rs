@@ -372,7 +372,11 @@ impl NotificationQueue {
     /// Commits the pending batch on a blocking thread. One commit is in flight at a time; what
     /// arrives meanwhile shares the next one.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let Some(flush) = self.commit.begin() else {
+        let window_ms = i64::try_from(self.config.commit_window.as_millis()).unwrap_or(i64::MAX);
+        let Some(flush) =
+            self.commit
+                .begin(self.clock.now_ms(), window_ms, self.config.commit_max_rows)
+        else {
             return;
         };
         let store = self.store.clone();
