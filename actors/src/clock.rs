@@ -21,8 +21,8 @@ impl Clock for SystemClock {
         chrono::Utc::now().timestamp_millis()
     }
 
-    fn interval(&self, period: Duration) -> Ticks {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    fn interval_from(&self, first: Duration, period: Duration) -> Ticks {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Box::pin(futures_util::stream::unfold(
             interval,
@@ -69,10 +69,11 @@ impl Clock for ManualClock {
         self.now.load(Ordering::SeqCst)
     }
 
-    fn interval(&self, period: Duration) -> Ticks {
+    fn interval_from(&self, first: Duration, period: Duration) -> Ticks {
         let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX).max(1);
+        let first_ms = i64::try_from(first.as_millis()).unwrap_or(i64::MAX);
         let rx = self.changed.subscribe();
-        let next = self.now_ms() + period_ms;
+        let next = self.now_ms().saturating_add(first_ms);
         Box::pin(futures_util::stream::unfold(
             (rx, next),
             move |(mut rx, mut next)| async move {
@@ -111,5 +112,22 @@ mod tests {
         clock.advance(Duration::from_secs(25));
         assert_eq!(ticks.next().await, Some(()));
         assert_eq!(clock.now_ms(), 36_000);
+    }
+
+    #[actix_rt::test]
+    async fn a_manual_interval_from_ticks_first_after_its_offset_then_each_period() {
+        let clock = ManualClock::new(0);
+        let mut ticks = clock.interval_from(Duration::from_secs(5), Duration::from_secs(30));
+        clock.advance(Duration::from_secs(4));
+        assert!(ticks.next().now_or_never().is_none(), "before the offset");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(ticks.next().await, Some(()));
+        clock.advance(Duration::from_secs(29));
+        assert!(
+            ticks.next().now_or_never().is_none(),
+            "before a period since"
+        );
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(ticks.next().await, Some(()));
     }
 }

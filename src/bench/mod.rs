@@ -33,7 +33,7 @@ use self::report::{
     Second, Throughput,
 };
 use self::stats::{reconcile, Percentiles, SeqSet};
-use self::worker::{Config, Device, Histograms, Job, PublishJob, Shared, Worker};
+use self::worker::{Config, ConnectPace, Device, Histograms, Job, PublishJob, Shared, Worker};
 
 /// The benchmark scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -120,6 +120,10 @@ pub struct BenchArgs {
     /// Socket connects in flight at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Socket connects started per second, all threads together: device i starts connecting
+    /// i / R seconds after the first (default: as fast as --connect-concurrency allows).
+    #[arg(long, value_name = "R")]
+    pub connect_rate: Option<f64>,
     /// Backlog: a shell command run after publishing that restarts the relay (the bench then
     /// waits for /health/ready).
     #[arg(long, value_name = "CMD")]
@@ -281,7 +285,12 @@ impl Pool {
             .collect()
     }
 
-    fn connect(&self, devices: &[Device], concurrency: usize) -> Result<(), BenchError> {
+    fn connect(
+        &self,
+        devices: &[Device],
+        concurrency: usize,
+        pace: Option<ConnectPace>,
+    ) -> Result<(), BenchError> {
         let t = self.workers.len();
         let concurrency = self.share(concurrency);
         self.ask(|w, reply| {
@@ -295,6 +304,7 @@ impl Pool {
                     .collect(),
                 total: devices.len(),
                 concurrency,
+                pace,
                 reply,
             })
         })?;
@@ -428,7 +438,11 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let connect = |timeline: &mut Timeline| -> Result<(), BenchError> {
         progress(&format!("connecting {} sockets", devices.len()));
         timeline.connect_start_us = config.now_us();
-        pool.connect(&devices, plan.connect_concurrency)?;
+        let pace = plan.connect_rate.map(|rate| ConnectPace {
+            start_us: timeline.connect_start_us,
+            rate,
+        });
+        pool.connect(&devices, plan.connect_concurrency, pace)?;
         timeline.connect_end_us = config.now_us();
         Ok(())
     };

@@ -59,6 +59,8 @@ pub struct Plan {
     pub threads: usize,
     /// Socket connects in flight at once, all threads together.
     pub connect_concurrency: usize,
+    /// Socket connects started per second, all threads together (`None`: as fast as they go).
+    pub connect_rate: Option<f64>,
     /// The relay's pid, for its RSS.
     pub pid: Option<u32>,
     /// Backlog: a shell command that restarts the relay after publishing.
@@ -112,6 +114,12 @@ impl Plan {
             (Scenario::Latency, None) => Some(5_000.0),
             (_, rate) => rate,
         };
+        if args
+            .connect_rate
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return usage("--connect-rate must be a positive number of connects per second");
+        }
         let pacing = match rate {
             Some(rate) => Pacing::Open {
                 rate,
@@ -155,6 +163,7 @@ impl Plan {
             drain: Duration::from_secs_f64(args.drain_seconds.max(0.0)),
             threads,
             connect_concurrency: args.connect_concurrency.max(1),
+            connect_rate: args.connect_rate,
             pid: args.pid,
             restart_cmd: args.restart_cmd.clone(),
             cleanup: !args.keep_devices,
@@ -409,6 +418,8 @@ mod tests {
         for line in [
             vec!["latency", "--token", ""],
             vec!["latency", "--token", "t", "--rate", "0"],
+            vec!["connections", "--token", "t", "--connect-rate", "0"],
+            vec!["connections", "--token", "t", "--connect-rate", "NaN"],
             vec!["throughput", "--token", "t", "--batch", "501"],
             vec!["throughput", "--token", "t", "--devices", "0"],
             vec!["throughput", "--token", "t", "--server", "ws://x"],

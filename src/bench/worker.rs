@@ -197,6 +197,15 @@ pub struct PublishJob {
 
 type Reply<T> = std_mpsc::Sender<T>;
 
+/// Connects paced at a fixed rate: device `i` starts `i / rate` seconds after `start_us`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectPace {
+    /// When the first connect starts, µs since the bench's start.
+    pub start_us: u64,
+    /// Connects per second, all threads together.
+    pub rate: f64,
+}
+
 /// What the main thread asks a worker to do.
 pub enum Job {
     /// Pair the devices of these indices.
@@ -216,6 +225,8 @@ pub enum Job {
         total: usize,
         /// Connects in flight.
         concurrency: usize,
+        /// When each connect starts, if paced.
+        pace: Option<ConnectPace>,
         /// Done.
         reply: Reply<()>,
     },
@@ -402,9 +413,10 @@ async fn worker_main(
                 devices,
                 total,
                 concurrency,
+                pace,
                 reply,
             } => {
-                connect_all(&local, devices, total, concurrency).await;
+                connect_all(&local, devices, total, concurrency, pace).await;
                 let _ = reply.send(());
             }
             Job::Publish {
@@ -823,9 +835,15 @@ async fn connect_all(
     devices: Vec<(usize, Device)>,
     total: usize,
     concurrency: usize,
+    pace: Option<ConnectPace>,
 ) {
     stream::iter(devices)
         .for_each_concurrent(concurrency.max(1), |(index, device)| async move {
+            if let Some(pace) = pace {
+                // f64 holds every index exactly; the offset is far below u64::MAX µs.
+                let offset = (index as f64 * 1e6 / pace.rate) as u64;
+                local.sleep_until_us(pace.start_us + offset).await;
+            }
             if let Err(e) = connect_one(local, index, total, &device).await {
                 add(&local.shared.connect_failed, 1);
                 local.shared.error(e);
@@ -938,6 +956,40 @@ async fn send_request(local: &Local, job: &PublishJob, seqs: Range<u64>, intende
     }
 }
 
+/// The intended send times of one open-loop publisher, each delivered at that time (µs since
+/// `start`) by a thread of its own. tokio's timers have a 1 ms resolution, which would make
+/// every send up to a millisecond late; a thread's sleep is within tens of µs. A publisher that
+/// falls behind (its requests in flight at the cap) finds the ticks waiting and sends late, and
+/// its latency still counts from the schedule.
+fn pace(
+    start: Instant,
+    job: Arc<PublishJob>,
+    publisher: u64,
+    rate: f64,
+) -> Option<mpsc::UnboundedReceiver<u64>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name(format!("bench-pacer-{publisher}"))
+        .spawn(move || {
+            for k in 0.. {
+                let intended_us = job.start_us
+                    + intended_offset_us(k, publisher, job.publishers, rate, job.batch);
+                if job.end_us.is_some_and(|end| intended_us >= end) {
+                    break;
+                }
+                let at = start + Duration::from_micros(intended_us);
+                if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if tx.send(intended_us).is_err() {
+                    break; // the publisher is done
+                }
+            }
+        })
+        .ok()?;
+    Some(rx)
+}
+
 async fn run_publisher(local: Rc<Local>, job: Arc<PublishJob>, publisher: u64) {
     match job.pacing {
         Pacing::Open {
@@ -946,15 +998,11 @@ async fn run_publisher(local: Rc<Local>, job: Arc<PublishJob>, publisher: u64) {
         } => {
             let max_in_flight = max_in_flight.clamp(1, 1 << 20);
             let permits = Arc::new(Semaphore::new(max_in_flight));
-            let mut k = 0;
-            loop {
-                let intended_us = job.start_us
-                    + intended_offset_us(k, publisher, job.publishers, rate, job.batch);
-                if job.end_us.is_some_and(|end| intended_us >= end) {
-                    break;
-                }
+            let Some(mut ticks) = pace(local.config.start, job.clone(), publisher, rate) else {
+                return local.shared.error("could not start a pacer thread");
+            };
+            while let Some(intended_us) = ticks.recv().await {
                 let Some(seqs) = local.claim(&job) else { break };
-                local.sleep_until_us(intended_us).await;
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
@@ -968,8 +1016,8 @@ async fn run_publisher(local: Rc<Local>, job: Arc<PublishJob>, publisher: u64) {
                     send_request(&local2, &job2, seqs, intended_us).await;
                     drop(permit);
                 });
-                k += 1;
             }
+            drop(ticks); // stops the pacer of a run that ended by count
             let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
             let _ = permits.acquire_many(all).await; // every request answered
         }

@@ -155,6 +155,10 @@ pub struct DeliverySettings {
 pub struct WebSocketSettings {
     /// Seconds between server pings; no pong within two intervals closes the socket.
     pub heartbeat_seconds: u64,
+    /// Whether each socket's first ping comes at its own point of the first interval (so that
+    /// sockets that connected together do not all ping together), instead of one interval after
+    /// it connected.
+    pub heartbeat_spread: bool,
     /// Seconds a socket may take to send its auth frame.
     pub auth_timeout_seconds: u64,
     /// Largest inbound frame, in bytes (close 1009 above it).
@@ -400,6 +404,7 @@ impl Default for WebSocketSettings {
     fn default() -> Self {
         Self {
             heartbeat_seconds: 30,
+            heartbeat_spread: true,
             auth_timeout_seconds: 5,
             max_frame_bytes: 64 * 1024,
             outbound_buffer_frames: 256,

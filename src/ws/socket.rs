@@ -492,7 +492,12 @@ impl Actor for DeviceSocket {
         let settings = &self.handles.websocket;
         let auth_timeout = Duration::from_secs(settings.auth_timeout_seconds);
         let heartbeat = Duration::from_secs(settings.heartbeat_seconds);
-        ctx.add_stream(self.handles.clock.interval(heartbeat));
+        let first = if settings.heartbeat_spread {
+            spread_offset(self.id, heartbeat)
+        } else {
+            heartbeat
+        };
+        ctx.add_stream(self.handles.clock.interval_from(first, heartbeat));
         match self.pending_auth.take() {
             Some(result) => self.on_auth_result(ctx, result),
             None => {
@@ -516,6 +521,14 @@ impl Actor for DeviceSocket {
             });
         }
     }
+}
+
+/// When socket `id`'s first heartbeat comes: a point of `(0, period]` spread by the id (Fibonacci
+/// hashing: consecutive ids land far apart), so that sockets opened together ping at different
+/// times. Later heartbeats follow one period apart.
+fn spread_offset(id: u64, period: Duration) -> Duration {
+    let fraction = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    period.mul_f64(1.0 - fraction).max(Duration::from_millis(1))
 }
 
 /// Heartbeat ticks from the clock.
@@ -605,5 +618,27 @@ impl Handler<CloseSocket> for DeviceSocket {
 
     fn handle(&mut self, msg: CloseSocket, ctx: &mut Self::Context) {
         self.close(ctx, msg.code, &msg.reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_offsets_fall_within_the_period_and_cover_it() {
+        let period = Duration::from_secs(30);
+        let mut tenths = [0u32; 10];
+        for id in 0..100 {
+            let offset = spread_offset(id, period);
+            assert!(
+                offset > Duration::ZERO && offset <= period,
+                "{id}: {offset:?}"
+            );
+            let tenth = (offset.as_secs_f64() / 3.0).floor().min(9.0) as usize;
+            tenths[tenth] += 1;
+        }
+        // 100 consecutive sockets: every tenth of the interval has between 5 and 15 of them.
+        assert!(tenths.iter().all(|n| (5..=15).contains(n)), "{tenths:?}");
     }
 }

@@ -57,6 +57,8 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.server.workers = 2;
     settings.storage.data_dir = data_dir.to_path_buf();
     settings.storage.pool_min_idle = 1;
+    // Heartbeat tests count intervals from the connect; tests/api/socket.rs checks the spread.
+    settings.websocket.heartbeat_spread = false;
     // The machine's free space is not the test's business: tests that need the disk component
     // set their own thresholds.
     settings.health.disk_degraded_percent = 0;

@@ -530,6 +530,40 @@ async fn the_server_pings_each_heartbeat_and_closes_after_two_unanswered() {
 }
 
 #[actix_web::test]
+async fn spread_heartbeats_ping_each_socket_once_in_the_first_interval_not_all_at_once() {
+    let app = spawn_app_with(|s| s.websocket.heartbeat_spread = true).await;
+    let beat = heartbeat(&app);
+    let mut sockets = Vec::new();
+    for i in 0..16 {
+        let device = app.pair_device(&format!("phone {i}")).await;
+        sockets.push(RawWs::device(&app, &device).await);
+    }
+    let pings = |seen: &[Got]| seen.iter().filter(|g| matches!(g, Got::Ping(_))).count();
+    // Half an interval: some sockets have had their first ping, not all.
+    app.clock.advance(beat / 2);
+    let mut early = Vec::new();
+    for ws in &mut sockets {
+        // Two round trips: the relay has handled the tick by the end of the second.
+        let mut seen = ws.sync().await;
+        seen.extend(ws.sync().await);
+        early.push(pings(&seen));
+    }
+    let pinged = early.iter().filter(|n| **n == 1).count();
+    assert!(early.iter().all(|n| *n <= 1), "{early:?}");
+    assert!(
+        (1..16).contains(&pinged),
+        "16 sockets opened together: some, not all, pinged in the first half: {early:?}"
+    );
+    // The whole interval: every socket has had exactly one ping.
+    app.clock.advance(beat / 2);
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let mut seen = ws.sync().await;
+        seen.extend(ws.sync().await);
+        assert_eq!(early[i] + pings(&seen), 1, "socket {i}: {seen:?}");
+    }
+}
+
+#[actix_web::test]
 async fn a_socket_that_answers_pings_stays_open() {
     let app = spawn_app().await;
     let device = app.pair_device("phone").await;

@@ -17,7 +17,11 @@ pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
     /// A stream that yields once per `period` of this clock's time.
-    fn interval(&self, period: Duration) -> Ticks;
+    fn interval(&self, period: Duration) -> Ticks {
+        self.interval_from(period, period)
+    }
+    /// A stream that yields `first` from now, then once per `period`.
+    fn interval_from(&self, first: Duration, period: Duration) -> Ticks;
 }
 
 /// A shared clock handle.
