@@ -9,8 +9,8 @@
 #
 # BASE is built in a temporary worktree into target/bench-base (a release build, minutes the first
 # time); the current relay is target/release (build it first). Relays run as scripts/bench.sh
-# starts them (log level warning, per-IP socket and frame limits lifted) on ports 38093 (before)
-# and 38094 (after). Needs curl and python3.
+# starts them (log level warning, per-IP socket and frame limits lifted) on ports 18093 (before)
+# and 18094 (after). Needs curl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -33,10 +33,10 @@ ulimit -n "$(ulimit -Hn)"
 # shellcheck source=scripts/bench-relays.sh
 source "$ROOT/scripts/bench-relays.sh"
 
-start_relay before 38093 "$BEFORE"
-start_relay after 38094 "$AFTER"
+start_relay before 18093 "$BEFORE"
+start_relay after 18094 "$AFTER"
 token() { tr -d '\n' <"$WORK/$1/initial-admin-token"; }
-port() { [[ $1 == before ]] && echo 38093 || echo 38094; }
+port() { [[ $1 == before ]] && echo 18093 || echo 18094; }
 
 echo "== throughput and latency, before ($BASE) vs after ($(git rev-parse --short HEAD)), ${DURATION} s each, ${ROUNDS} rounds"
 for round in $(seq 1 "$ROUNDS"); do

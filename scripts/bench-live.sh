@@ -7,7 +7,7 @@
 #
 #   scripts/bench-live.sh                 # ROUNDS=3 DURATION=10
 #
-# Relays run as scripts/bench.sh starts them, on ports 38095 (unwatched) and 38096 (watched).
+# Relays run as scripts/bench.sh starts them, on ports 18095 (unwatched) and 18096 (watched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -18,13 +18,13 @@ DURATION=${DURATION:-10}
 source "$ROOT/scripts/bench-relays.sh"
 bench_prepare
 
-start_relay quiet 38095 "$BIN"
-start_relay watched 38096 "$BIN"
+start_relay quiet 18095 "$BIN"
+start_relay watched 18096 "$BIN"
 token() { tr -d '\n' <"$WORK/$1/initial-admin-token"; }
-port() { if [[ $1 == watched ]]; then echo 38096; else echo 38095; fi; }
+port() { if [[ $1 == watched ]]; then echo 18096; else echo 18095; fi; }
 
 # The watcher: the stream's lines, counted at the end.
-curl -sN -H "Authorization: Bearer $(token watched)" http://127.0.0.1:38096/api/v1/events \
+curl -sN -H "Authorization: Bearer $(token watched)" http://127.0.0.1:18096/api/v1/events \
     >"$WORK/events.txt" &
 echo $! >"$WORK/curl.pid"
 

@@ -11,7 +11,7 @@
 #   ROUNDS=1 SOCKETS=2000 scripts/bench-metrics.sh
 #
 # Relays run as scripts/bench.sh starts them (log level warning, per-IP socket and frame limits
-# lifted) on ports 38091 (metrics on) and 38092 (off). Needs curl and a built target/release.
+# lifted) on ports 18091 (metrics on) and 18092 (off). Needs curl and a built target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,14 +24,14 @@ DURATION=${DURATION:-10}
 source "$ROOT/scripts/bench-relays.sh"
 bench_prepare
 
-start_relay on 38091 "$BIN" BEEP__METRICS__ENABLED=true
-start_relay off 38092 "$BIN" BEEP__METRICS__ENABLED=false
+start_relay on 18091 "$BIN" BEEP__METRICS__ENABLED=true
+start_relay off 18092 "$BIN" BEEP__METRICS__ENABLED=false
 token() { tr -d '\n' <"$WORK/$1/initial-admin-token"; }
 
 echo "== throughput, metrics on vs off (${DURATION} s each, ${ROUNDS} rounds)"
 for round in $(seq 1 "$ROUNDS"); do
     for name in on off; do
-        port=$([[ $name == on ]] && echo 38091 || echo 38092)
+        port=$([[ $name == on ]] && echo 18091 || echo 18092)
         "$BIN" bench throughput --server "http://127.0.0.1:$port" --token "$(token "$name")" \
             --devices 100 --publishers 4 --concurrency 16 --duration "$DURATION" \
             --pid "$(cat "$WORK/$name.pid")" --json "$WORK/$name-$round.json" >/dev/null
@@ -46,11 +46,11 @@ EOF
 done
 
 echo "== scrape time with $SOCKETS sockets open (metrics on)"
-"$BIN" bench connections --server http://127.0.0.1:38091 --token "$(token on)" \
+"$BIN" bench connections --server http://127.0.0.1:18091 --token "$(token on)" \
     --devices "$SOCKETS" --duration 3600 --pid "$(cat "$WORK/on.pid")" >"$WORK/connections.log" 2>&1 &
 echo $! >"$WORK/bench.pid"
 for _ in $(seq 1 1200); do
-    open=$(curl -fsS -H "Authorization: Bearer $(token on)" http://127.0.0.1:38091/metrics |
+    open=$(curl -fsS -H "Authorization: Bearer $(token on)" http://127.0.0.1:18091/metrics |
         awk '$1 == "beepmyphone_sockets_open" {print $2}')
     [[ ${open:-0} -ge $SOCKETS ]] && break
     sleep 0.5 # waiting for the load generator to connect them all
@@ -58,9 +58,9 @@ done
 echo "sockets open: $open"
 for _ in $(seq 1 "$SCRAPES"); do
     curl -fsS -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $(token on)" \
-        http://127.0.0.1:38091/metrics
+        http://127.0.0.1:18091/metrics
 done | sort -n | awk '{t[NR] = $1 * 1000} END {
     printf "scrape ms over %d: min %.2f, p50 %.2f, p90 %.2f, max %.2f\n", NR, t[1], t[int(NR*0.5)+1], t[int(NR*0.9)], t[NR]
 }'
-curl -fsS -H "Authorization: Bearer $(token on)" http://127.0.0.1:38091/metrics | wc -c |
+curl -fsS -H "Authorization: Bearer $(token on)" http://127.0.0.1:18091/metrics | wc -c |
     awk '{print "scrape size: " $1 " bytes"}'

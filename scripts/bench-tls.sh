@@ -12,7 +12,7 @@
 #   ROUNDS=1 DURATION=5 scripts/bench-tls.sh
 #
 # Relays run as scripts/bench.sh starts them (log level warning, per-IP socket and frame limits
-# lifted) on ports 38093 (plain) and 38094 (TLS). Needs curl, openssl and a built target/release.
+# lifted) on ports 18093 (plain) and 18094 (TLS). Needs curl, openssl and a built target/release.
 # The handshake alone (no HTTP, no relay): `cargo bench --bench tls`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,11 +25,11 @@ SOCKETS=${SOCKETS:-2000}
 source "$ROOT/scripts/bench-relays.sh"
 bench_prepare
 
-start_relay plain 38093 "$BIN" BEEP__TLS__MODE=off
-start_relay tls 38094 "$BIN" BEEP__TLS__MODE=local-ca
+start_relay plain 18093 "$BIN" BEEP__TLS__MODE=off
+start_relay tls 18094 "$BIN" BEEP__TLS__MODE=local-ca
 token() { tr -d '\n' <"$WORK/$1/initial-admin-token"; }
 PIN=$(openssl x509 -in "$WORK/tls/keys/tls/ca.crt" -noout -fingerprint -sha256 | sed 's/.*=//')
-url() { if [[ $1 == tls ]]; then echo https://127.0.0.1:38094; else echo http://127.0.0.1:38093; fi; }
+url() { if [[ $1 == tls ]]; then echo https://127.0.0.1:18094; else echo http://127.0.0.1:18093; fi; }
 trust() { if [[ $1 == tls ]]; then echo --ca-fingerprint "$PIN"; fi; }
 
 report() {

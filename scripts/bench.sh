@@ -9,9 +9,10 @@
 #
 # Environment (all optional):
 #   BENCH_SCENARIOS          scenarios to run, in order (default:
-#                            "connections throughput throughput-batch latency"; also: burst, backlog)
+#                            "connections throughput throughput-batch latency latency-paced";
+#                            also: connections-paced, burst, backlog)
 #   BENCH_RESULTS            results directory (default: target/bench-results/YYYYmmdd-HHMMSS)
-#   BENCH_PORT               port of the relay (default 38080, on 127.0.0.1; must be free)
+#   BENCH_PORT               port of the relay (default 18080, on 127.0.0.1; must be free)
 #   BENCH_DURATION           seconds each timed scenario publishes or holds sockets (default 10)
 #   BENCH_DRAIN              seconds to wait for outstanding deliveries (default 10)
 #   BENCH_CONNECTIONS        idle sockets of `connections` (default 1000)
@@ -20,12 +21,18 @@
 #   BENCH_CONCURRENCY        requests in flight per publisher, throughput runs (default 16)
 #   BENCH_BATCH              notifications per request of `throughput-batch` (default 100)
 #   BENCH_LATENCY_DEVICES    devices online during `latency` (default 1000)
-#   BENCH_RATE               notifications per second of `latency` (default 5000)
+#   BENCH_RATE               notifications per second of `latency` and `latency-paced` (default 5000)
+#   BENCH_PACED_PUBLISHERS   publishers of `latency-paced`, each one persistent connection waiting
+#                            for its 202 before its next scheduled send (default 16)
+#   BENCH_CONNECT_RATE       connects per second of `connections-paced` (default 2000)
 #   BENCH_BURST_DEVICES      devices of `burst` (default 10); BENCH_BURST: burst size (default 100)
 #   BENCH_BACKLOG_COUNT      notifications of `backlog` (default 100000); BENCH_BACKLOG_DEVICES (10)
 #   BENCH_THREADS            load-generator threads (default: one per core)
 #   BENCH_EXTRA              extra flags for every `beepmyphone bench` call
 #   BENCH_NO_BUILD=1         skip `cargo build --release`
+#   BENCH_RELAY_BIN          the relay binary to start (default: the release build, which is
+#                            always the load generator), to measure an older build with today's
+#                            generator
 #
 # The relay runs from its data directory (so no config.toml applies) with the built-in defaults
 # and these settings (BEEP__… environment): log level warning, request bodies up to 1 MiB (a batch
@@ -38,8 +45,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN="$ROOT/target/release/beepmyphone"
+RELAY_BIN=${BENCH_RELAY_BIN:-$BIN}
 
-PORT=${BENCH_PORT:-38080}
+PORT=${BENCH_PORT:-18080} # below the ephemeral range, which the generator's sockets use
 SERVER="http://127.0.0.1:$PORT"
 
 # The relay, started and stopped by this script (and by its --restart-relay mode, for backlog).
@@ -59,7 +67,7 @@ start_relay() {
             BEEP__LIMITS__WS_CONNECTS_PER_MINUTE=10000000 \
             BEEP__LIMITS__WS_FRAMES_PER_SECOND=1000000 \
             BEEP__LIMITS__WS_FRAME_BURST=1000000 \
-            "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$BENCH_DATA" \
+            "$RELAY_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$BENCH_DATA" \
             >>"$BENCH_DATA/relay.log" 2>&1
     ) &
     echo $! >"$BENCH_DATA/relay.pid"
@@ -97,7 +105,7 @@ if [ "${1:-}" = "--restart-relay" ]; then
     exit 0
 fi
 
-SCENARIOS=${BENCH_SCENARIOS:-"connections throughput throughput-batch latency"}
+SCENARIOS=${BENCH_SCENARIOS:-"connections throughput throughput-batch latency latency-paced"}
 RESULTS=${BENCH_RESULTS:-"$ROOT/target/bench-results/$(date +%Y%m%d-%H%M%S)"}
 DURATION=${BENCH_DURATION:-10}
 DRAIN=${BENCH_DRAIN:-10}
@@ -108,6 +116,8 @@ CONCURRENCY=${BENCH_CONCURRENCY:-16}
 BATCH=${BENCH_BATCH:-100}
 LATENCY_DEVICES=${BENCH_LATENCY_DEVICES:-1000}
 RATE=${BENCH_RATE:-5000}
+PACED_PUBLISHERS=${BENCH_PACED_PUBLISHERS:-16}
+CONNECT_RATE=${BENCH_CONNECT_RATE:-2000}
 BURST_DEVICES=${BENCH_BURST_DEVICES:-10}
 BURST=${BENCH_BURST:-100}
 BACKLOG_COUNT=${BENCH_BACKLOG_COUNT:-100000}
@@ -163,8 +173,16 @@ for scenario in $SCENARIOS; do
     throughput-batch)
         run throughput-batch throughput --devices "$THROUGHPUT_DEVICES" --duration "$DURATION" \
             --publishers "$PUBLISHERS" --concurrency "$CONCURRENCY" --batch "$BATCH" ;;
+    connections-paced)
+        run connections-paced connections --devices "$CONNECTIONS" --duration "$DURATION" \
+            --connect-rate "$CONNECT_RATE" ;;
     latency)
         run latency latency --devices "$LATENCY_DEVICES" --rate "$RATE" --duration "$DURATION" ;;
+    latency-paced)
+        # The shape of HTTP client libraries: each publisher one keep-alive connection, one request
+        # at a time, sending at its scheduled time or as soon as its previous 202 came.
+        run latency-paced latency --devices "$LATENCY_DEVICES" --rate "$RATE" \
+            --duration "$DURATION" --publishers "$PACED_PUBLISHERS" --concurrency 1 ;;
     burst)
         run burst burst --devices "$BURST_DEVICES" --burst "$BURST" --duration "$DURATION" ;;
     backlog)
