@@ -166,3 +166,68 @@ async fn an_open_loop_run_keeps_a_schedule() {
     assert_eq!(report["counts"]["delivered"], 200, "{report}");
     assert_eq!(report["schedule"]["send_lag_us"]["count"], 200, "{report}");
 }
+
+#[actix_web::test]
+async fn paced_publishers_wait_for_each_answer_and_every_reception_has_its_second() {
+    let app = spawn_app().await;
+    // Two publishers, one request in flight each: the shape of HTTP client libraries.
+    let (code, report) = bench(
+        &app,
+        &[
+            "latency",
+            "--devices",
+            "4",
+            "--rate",
+            "300",
+            "--count",
+            "150",
+            "--publishers",
+            "2",
+            "--concurrency",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{report}");
+    assert_report_shape(&report);
+    assert_eq!(report["settings"]["concurrency"], 1, "{report}");
+    assert_eq!(report["counts"]["delivered"], 150, "{report}");
+    assert_eq!(report["counts"]["lost"], 0, "{report}");
+    let seconds = report["seconds"].as_array().expect("seconds");
+    let received: u64 = seconds
+        .iter()
+        .map(|s| s["received"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        received, 150,
+        "every reception in the second it was meant for: {report}"
+    );
+    let at: Vec<u64> = seconds.iter().map(|s| s["at"].as_u64().unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+    // 150 at 300/s is half a second of schedule: the first second or the first two.
+    assert!(at.first() == Some(&0) && at.len() <= 2, "{at:?}");
+    assert_devices_deleted(&app).await;
+}
+
+#[actix_web::test]
+async fn paced_connects_start_on_their_schedule() {
+    let app = spawn_app().await;
+    let (code, report) = bench(
+        &app,
+        &[
+            "connections",
+            "--devices",
+            "6",
+            "--connect-rate",
+            "50",
+            "--duration",
+            "0",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["connections"]["established"], 6, "{report}");
+    // The sixth connect starts 5 / 50 s after the first: set-up cannot take less.
+    let setup = report["connections"]["setup_seconds"].as_f64().unwrap();
+    assert!(setup >= 0.1, "{setup} s for 6 connects paced at 50/s");
+}
