@@ -161,7 +161,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Pool(_) => ApiError::Unavailable("the store is busy; try again".into()),
+            busy if busy.is_busy() => ApiError::Unavailable("the store is busy; try again".into()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -283,6 +283,26 @@ mod tests {
         assert_eq!(v["errors"][0]["field"], "priority");
         assert_eq!(v["type"], "about:blank");
         assert_eq!(v["status"], 400);
+    }
+
+    #[test]
+    fn a_busy_store_is_a_503_and_other_store_failures_a_500() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let locked = StoreError::Query(Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("database is locked".to_owned()),
+        ));
+        for busy in [
+            StoreError::Busy(5_000),
+            StoreError::Pool("timed out".into()),
+            locked,
+        ] {
+            let e = ApiError::from(busy);
+            assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body(&e)["detail"], "the store is busy; try again");
+        }
+        let e = ApiError::from(StoreError::Query(Error::NotFound));
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -139,7 +139,7 @@ fn ensure_initial_token(
     audit: &crate::audit::Audit,
     log: &slog::Logger,
 ) -> Result<(), StartError> {
-    let mut conn = store.conn()?;
+    let mut conn = store.writer()?;
     if !tokens::list_api(&mut conn, None, 1)
         .map_err(crate::store::StoreError::from)?
         .is_empty()

@@ -225,7 +225,7 @@ fn touch_api_token(state: &AppState, id: ApiTokenId, now: i64) {
     let log = crate::logging::request_scoped(&state.log);
     actix_rt::spawn(async move {
         if let Err(e) = store
-            .run(move |conn| Ok(tokens::touch_api(conn, id.as_str(), now)?))
+            .write(move |conn| Ok(tokens::touch_api(conn, id.as_str(), now)?))
             .await
         {
             slog::warn!(log, "could not record token use"; "error" => %e);

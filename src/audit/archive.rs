@@ -295,7 +295,9 @@ impl Archiver {
             Err(e) => return Err(StoreError::Other(format!("{}: {e}", path.display()))),
         }
         let size = stop.size;
-        let deleted = conn.immediate_transaction(|conn| rows::delete_through(conn, size))?;
+        let deleted = store
+            .writer()?
+            .immediate_transaction(|conn| rows::delete_through(conn, size))?;
         Ok(Some(deleted as u64))
     }
 

@@ -131,7 +131,7 @@ impl AuditLog for SqliteAuditLog {
     fn append(&self, events: &[AuditEvent]) -> Result<Vec<u64>, AuditError> {
         let cipher = self.store.cipher().ok().cloned();
         let mut guard = self.frontier()?;
-        let mut conn = self.store.conn().map_err(write_err)?;
+        let mut conn = self.store.writer().map_err(write_err)?;
         let (frontier, seqs) = conn
             .immediate_transaction(|conn| {
                 let mut frontier = guard.clone();
@@ -195,7 +195,7 @@ impl AuditLog for SqliteAuditLog {
             ))
         })?;
         rows::insert_checkpoint(
-            &mut conn,
+            &mut *self.store.writer().map_err(write_err)?,
             &CheckpointRow {
                 size,
                 at_ms: now_ms,

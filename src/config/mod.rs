@@ -75,7 +75,8 @@ pub struct StorageSettings {
     pub pool_min_idle: u32,
     /// Milliseconds to wait for a pooled connection before failing the request.
     pub pool_timeout_ms: u64,
-    /// Milliseconds SQLite waits on a locked database before giving up.
+    /// Milliseconds a write waits for its turn among the relay's writers, and SQLite for a lock
+    /// held by another process, before giving up.
     pub busy_timeout_ms: u64,
     /// Milliseconds that delivery state changes (sent, acked) may wait to share a commit.
     pub group_commit_window_ms: u64,

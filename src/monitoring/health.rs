@@ -34,7 +34,7 @@ pub struct StoreProbe(pub Store);
 impl StoreProbe {
     fn check_now(store: &Store) -> Finding {
         let before = store.stats();
-        let mut conn = match store.conn() {
+        let mut conn = match store.writer() {
             Ok(conn) => conn,
             Err(e) => return Finding::new(Status::Unhealthy, format!("no connection: {e}")),
         };

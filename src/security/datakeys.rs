@@ -181,14 +181,14 @@ impl Reencrypt for ReencryptService {
         let stale = reencrypt::stale_rows(&mut conn, cipher).map_err(store_err)?;
         // A crash after the last plaintext row was sealed, before the scrub: scrub now.
         if stale == 0 && reencrypt::scrub_pending(&mut conn).map_err(store_err)? {
-            reencrypt::scrub(&mut conn).map_err(store_err)?;
+            reencrypt::scrub(&mut *self.store.writer().map_err(store_err)?).map_err(store_err)?;
         }
         Ok(stale)
     }
 
     fn step(&self, max_rows: usize) -> Result<ReencryptBatch, ports::StoreError> {
         let cipher = self.store.cipher().map_err(store_err)?;
-        let mut conn = self.store.conn().map_err(store_err)?;
+        let mut conn = self.store.writer().map_err(store_err)?;
         let mut cursor = self.cursor.lock().map_err(store_err)?;
         let moved = reencrypt::step(&mut conn, cipher, &mut cursor, max_rows).map_err(store_err)?;
         if !moved.full && reencrypt::scrub_pending(&mut conn).map_err(store_err)? {

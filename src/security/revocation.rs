@@ -132,7 +132,7 @@ impl Revocations {
         let (id, token) = (device.to_string(), jti.to_owned());
         let embedded = matches!(self.backend, Backend::Sqlite);
         self.store
-            .run(move |conn| {
+            .write(move |conn| {
                 conn.immediate_transaction(|conn| {
                     tokens::revoke_families_of_device(conn, &id, now)?;
                     if embedded {
@@ -165,7 +165,7 @@ impl Revocations {
             Backend::Sqlite => {
                 let (id, token) = (device.to_string(), jti.to_owned());
                 self.store
-                    .run(move |conn| Ok(revoked::insert(conn, &token, &id, until)?))
+                    .write(move |conn| Ok(revoked::insert(conn, &token, &id, until)?))
                     .await?;
                 Ok(())
             }
@@ -199,7 +199,7 @@ impl Revocations {
         let now = self.clock.now_ms();
         Ok(self
             .store
-            .run(move |conn| Ok(revoked::purge(conn, now)?))
+            .write(move |conn| Ok(revoked::purge(conn, now)?))
             .await?)
     }
 }

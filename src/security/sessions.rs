@@ -185,7 +185,7 @@ impl SessionWriter for SqliteSessions {
             };
             Ok(self
                 .store
-                .run(move |conn| {
+                .write(move |conn| {
                     Ok(admins::insert_session_capped(
                         conn,
                         &row,
@@ -205,7 +205,7 @@ impl SessionWriter for SqliteSessions {
         Box::pin(async move {
             Ok(self
                 .store
-                .run(move |conn| {
+                .write(move |conn| {
                     Ok(admins::update_session(
                         conn,
                         &session.id_hash,
@@ -226,7 +226,7 @@ impl SessionWriter for SqliteSessions {
         Box::pin(async move {
             Ok(self
                 .store
-                .run(move |conn| Ok(admins::delete_session(conn, &id)?))
+                .write(move |conn| Ok(admins::delete_session(conn, &id)?))
                 .await?)
         })
     }
@@ -236,7 +236,7 @@ impl SessionWriter for SqliteSessions {
         Box::pin(async move {
             Ok(self
                 .store
-                .run(move |conn| Ok(admins::delete_sessions_of(conn, &id)?))
+                .write(move |conn| Ok(admins::delete_sessions_of(conn, &id)?))
                 .await?)
         })
     }
@@ -245,7 +245,7 @@ impl SessionWriter for SqliteSessions {
         Box::pin(async move {
             Ok(self
                 .store
-                .run(move |conn| Ok(admins::purge_sessions(conn, now)?))
+                .write(move |conn| Ok(admins::purge_sessions(conn, now)?))
                 .await?)
         })
     }

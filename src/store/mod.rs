@@ -3,9 +3,15 @@
 //!
 //! Every connection runs in WAL mode with `synchronous=NORMAL`, a busy timeout and foreign keys on.
 //! Queries are plain functions taking `&mut SqliteConnection`, grouped by table in the submodules,
-//! and always run on a blocking thread through [`Store::run`]. The notification queue's writes
-//! (publishes, sent and acked marks) go through one group-committed path ([`queue_store`]), so
-//! concurrent publishers never contend for the write lock.
+//! and always run on a blocking thread through [`Store::run`] (reads) or [`Store::write`]. The
+//! notification queue's writes (publishes, sent and acked marks) go through one group-committed
+//! path ([`queue_store`]), so concurrent publishers never contend for the write lock.
+//!
+//! Writers of this process take turns at a fair in-process gate ([`Store::writer`]) before they
+//! ask SQLite for its write lock. SQLite's own busy handler polls with growing sleeps and is not
+//! fair: with a few dozen writers at once (pairing a fleet, say) one of them could lose every
+//! race for the full busy timeout and fail. The busy timeout is left for other processes (the
+//! CLI).
 
 pub mod admins;
 pub mod audit;
@@ -55,12 +61,27 @@ pub enum StoreError {
     /// parse): the row is corrupt, and it is reported, never read as a default.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The in-process write gate was not free within the busy timeout.
+    #[error("the database is busy: no write turn within {0} ms")]
+    Busy(u64),
     /// Anything else (migrations, files).
     #[error("{0}")]
     Other(String),
 }
 
 impl StoreError {
+    /// Whether the database was too busy to answer (the write gate or SQLite's lock timed out):
+    /// worth a retry, unlike other failures.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Pool(_) | StoreError::Busy(_) => true,
+            StoreError::Query(diesel::result::Error::DatabaseError(_, info)) => {
+                info.message().contains("database is locked")
+            }
+            _ => false,
+        }
+    }
+
     /// A [`StoreError::Corrupt`] naming the table, column and row id, and what is wrong.
     pub fn corrupt(
         table: &str,
@@ -74,6 +95,26 @@ impl StoreError {
 
 /// A pooled connection.
 pub type Conn = PooledConnection<ConnectionManager<SqliteConnection>>;
+
+/// A pooled connection holding this process's write turn ([`Store::writer`]), released with it.
+pub struct Writer<'a> {
+    conn: Conn,
+    _turn: parking_lot::MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for Writer<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
 
 /// Pool counters, for health and metrics.
 #[derive(Debug, Default)]
@@ -135,6 +176,11 @@ pub struct Store {
     pool: Pool<ConnectionManager<SqliteConnection>>,
     counters: Arc<PoolCounters>,
     cipher: Option<Cipher>,
+    /// The in-process write gate (eventually fair: a waiter is handed the lock within 0.5 ms of
+    /// contention, never overtaken for ever).
+    writes: Arc<parking_lot::Mutex<()>>,
+    /// How long a writer waits for its turn: the busy timeout.
+    write_wait: Duration,
 }
 
 impl Store {
@@ -162,6 +208,8 @@ impl Store {
             pool,
             counters: Arc::new(PoolCounters::default()),
             cipher: None,
+            writes: Arc::new(parking_lot::Mutex::new(())),
+            write_wait: Duration::from_millis(settings.busy_timeout_ms),
         };
         let mut conn = store.conn()?;
         conn.run_pending_migrations(MIGRATIONS)
@@ -211,13 +259,29 @@ impl Store {
         }
     }
 
+    /// A pooled connection for writing, after this process's write turn: every write of the
+    /// relay goes through here (or [`Store::write`]), so in-process writers queue fairly instead
+    /// of racing for SQLite's lock. The turn comes first, so waiting writers hold no connection.
+    /// Blocks; only call it on a blocking thread, and never while holding another `Writer`.
+    pub fn writer(&self) -> Result<Writer<'_>, StoreError> {
+        let turn = self.writes.try_lock_for(self.write_wait).ok_or_else(|| {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            StoreError::Busy(u64::try_from(self.write_wait.as_millis()).unwrap_or(u64::MAX))
+        })?;
+        Ok(Writer {
+            conn: self.conn()?,
+            _turn: turn,
+        })
+    }
+
     /// Observes every later connection acquisition in `histogram` as well (the relay's
     /// `beepmyphone_db_pool_wait_seconds`); the first call wins.
     pub fn observe_waits_in(&self, histogram: prometheus::Histogram) {
         let _ = self.counters.wait_seconds.set(histogram);
     }
 
-    /// Runs `f` with a pooled connection on a blocking thread.
+    /// Runs `f` with a pooled connection on a blocking thread. For reads: writes go through
+    /// [`Store::write`].
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -226,6 +290,21 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = store.conn()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` with a [`Store::writer`] connection on a blocking thread.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store.writer()?;
             f(&mut conn)
         })
         .await
@@ -287,6 +366,99 @@ mod tests {
             samples[samples.len() / 2],
             samples[samples.len() * 99 / 100]
         );
+    }
+
+    /// Writers that keep the lock busy: each holds it `hold` inside its transaction.
+    fn hammer(store: &Store, threads: usize, writes: usize, gated: bool) -> Vec<String> {
+        let hold = std::time::Duration::from_millis(2);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(move || {
+                        let mut failures = Vec::new();
+                        for _ in 0..writes {
+                            let result = (|| -> Result<(), StoreError> {
+                                let mut conn: Box<
+                                    dyn std::ops::DerefMut<Target = SqliteConnection>,
+                                > = if gated {
+                                    Box::new(store.writer()?)
+                                } else {
+                                    Box::new(store.conn()?)
+                                };
+                                conn.immediate_transaction(|conn| {
+                                    diesel::sql_query("INSERT INTO scratch (n) VALUES (1)")
+                                        .execute(conn)?;
+                                    std::thread::sleep(hold);
+                                    Ok::<_, diesel::result::Error>(())
+                                })?;
+                                Ok(())
+                            })();
+                            if let Err(e) = result {
+                                failures.push(e.to_string());
+                            }
+                        }
+                        failures
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        })
+    }
+
+    fn busy_store(dir: &Path, busy_timeout_ms: u64) -> Store {
+        let settings = StorageSettings {
+            busy_timeout_ms,
+            pool_max_size: 40,
+            ..StorageSettings::default()
+        };
+        let store = Store::open(dir, &settings).unwrap();
+        store
+            .conn()
+            .unwrap()
+            .batch_execute("CREATE TABLE scratch (n INTEGER)")
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn writers_take_fair_turns_instead_of_timing_out_on_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        // 24 writers, each holding the lock 2 ms at a time: a turn comes every ~50 ms, well
+        // within the 1 s timeout, and nobody fails.
+        let store = busy_store(dir.path(), 1_000);
+        let failures = hammer(&store, 24, 20, true);
+        assert!(failures.is_empty(), "{failures:?}");
+        let mut conn = store.conn().unwrap();
+        let rows: Vec<Text> =
+            diesel::sql_query("SELECT CAST(COUNT(*) AS TEXT) AS value FROM scratch")
+                .load(&mut conn)
+                .unwrap();
+        assert_eq!(rows[0].value, "480");
+    }
+
+    #[test]
+    fn a_writer_gives_up_with_busy_when_its_turn_does_not_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = busy_store(dir.path(), 50);
+        let held = store.writer().unwrap();
+        let other = store.clone();
+        let waited = std::thread::spawn(move || other.writer().map(|_| ()))
+            .join()
+            .unwrap();
+        drop(held);
+        let e = waited.unwrap_err();
+        assert!(matches!(e, StoreError::Busy(50)), "{e:?}");
+        assert!(e.is_busy());
+        assert_eq!(
+            e.to_string(),
+            "the database is busy: no write turn within 50 ms"
+        );
+        // The turn is free again, and reads never needed it.
+        assert!(store.writer().is_ok());
+        assert_eq!(store.stats().failed, 1);
     }
 
     #[test]

@@ -475,13 +475,14 @@ pub fn load_snapshot(
 impl QueueStore for Store {
     fn commit(&self, batch: &CommitBatch) -> Result<Vec<InsertOutcome>, ports::StoreError> {
         let cipher = self.cipher().map_err(store_err)?;
-        let mut conn = self.conn().map_err(store_err)?;
+        let mut conn = self.writer().map_err(store_err)?;
         commit_batch(&mut conn, cipher, batch).map_err(store_err)
     }
 
     fn load(&self, now_ms: i64) -> Result<QueueSnapshot, ports::StoreError> {
         let cipher = self.cipher().map_err(store_err)?;
-        let mut conn = self.conn().map_err(store_err)?;
+        // It expires overdue deliveries first: a write.
+        let mut conn = self.writer().map_err(store_err)?;
         load_snapshot(&mut conn, cipher, now_ms).map_err(store_err)
     }
 }

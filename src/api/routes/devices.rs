@@ -287,7 +287,7 @@ pub(crate) async fn update(
     let cipher = state.store.cipher()?.clone();
     let row = state
         .store
-        .run(move |conn| devices::update(conn, &cipher, &id, changes))
+        .write(move |conn| devices::update(conn, &cipher, &id, changes))
         .await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no device {device}")))?;
     let policy = row.policy()?;
@@ -333,7 +333,7 @@ pub(crate) async fn revoke(
     state.audit.record_now(event(Outcome::Requested)).await?;
     let existed = state
         .store
-        .run(move |conn| Ok(devices::delete(conn, &id)?))
+        .write(move |conn| Ok(devices::delete(conn, &id)?))
         .await;
     let result = match &existed {
         Ok(true) => event(Outcome::Ok),

@@ -112,7 +112,7 @@ pub(crate) async fn new_pairing_code_for(
     let now = state.clock.now_ms();
     let (code, expires_at) = state
         .store
-        .run(move |conn| {
+        .write(move |conn| {
             let _ = pairing::purge(conn, now);
             mint_pairing_code(conn, now, ttl)
         })
@@ -158,8 +158,7 @@ async fn issue_tokens(
     let signer_device = device.clone();
     // One blocking task: the store work, the refresh token row, and the RSA signature.
     let access = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let mut conn = store.conn()?;
-        conn.immediate_transaction(|conn| {
+        store.writer()?.immediate_transaction(|conn| {
             conn_work(conn, &row)?;
             tokens::insert_refresh(conn, &row).map_err(StoreError::from)?;
             Ok::<(), ApiError>(())
@@ -303,7 +302,7 @@ async fn refresh_tokens(
         let (family, device) = (row.family_id.clone(), row.device_id.clone());
         state
             .store
-            .run(move |conn| {
+            .write(move |conn| {
                 tokens::revoke_family(conn, &family, now)?;
                 devices::revoke_tokens(conn, &device, now)?;
                 Ok(())

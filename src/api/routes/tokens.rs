@@ -125,7 +125,7 @@ pub(crate) async fn create(
         .await?;
     let (row, secret) = state
         .store
-        .run(move |conn| mint_api_token(conn, &name, scope, now))
+        .write(move |conn| mint_api_token(conn, &name, scope, now))
         .await?;
     slog::info!(log, "api token created"; "token_id" => &row.id, "scope" => scope.as_str());
     state
@@ -200,7 +200,7 @@ pub(crate) async fn delete(
     let lookup = id.clone();
     let hash = state
         .store
-        .run(move |conn| Ok(tokens::delete_api(conn, &lookup)?))
+        .write(move |conn| Ok(tokens::delete_api(conn, &lookup)?))
         .await?;
     let hash = hash.ok_or_else(|| ApiError::NotFound(format!("no token {id}")))?;
     state.api_tokens.remove(&hash);
