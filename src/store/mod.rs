@@ -462,6 +462,24 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_is_built_with_qpsg() {
+        // `.cargo/config.toml` sets it; without it every `LIMIT ?` statement is re-prepared on
+        // each execution (docs/benchmarks.md, "Second push").
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
+        let options: Vec<Text> = diesel::sql_query(
+            "SELECT compile_options AS value FROM pragma_compile_options WHERE compile_options = 'ENABLE_QPSG'",
+        )
+        .load(&mut store.conn().unwrap())
+        .unwrap();
+        assert_eq!(
+            options.len(),
+            1,
+            "SQLite was built without SQLITE_ENABLE_QPSG"
+        );
+    }
+
+    #[test]
     fn connections_use_wal_normal_sync_and_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();

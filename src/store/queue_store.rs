@@ -205,6 +205,17 @@ fn update_marks<R>(
     Ok(())
 }
 
+/// The condition of the partial index `deliveries_pending` (migration 6: `status < 2`, queued or
+/// sent), as a literal: SQLite is built with the query planner stability guarantee
+/// (`.cargo/config.toml`), so a bound `status < ?` could not use the index.
+pub const PENDING: &str = "deliveries.status < 2";
+
+/// Deliveries not yet acked or expired, in a form that uses `deliveries_pending`.
+fn pending() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    const _: () = assert!(DeliveryStatus::Acked.as_i16() == 2);
+    diesel::dsl::sql::<diesel::sql_types::Bool>(PENDING)
+}
+
 /// Writes one batch in one transaction; returns one outcome per insert.
 ///
 /// Sequence numbers are assigned here, inside the write transaction (so no other writer can take
@@ -393,15 +404,13 @@ pub fn load_snapshot(
     now: i64,
 ) -> Result<QueueSnapshot, StoreError> {
     diesel::update(
-        deliveries::table
-            .filter(deliveries::status.lt(DeliveryStatus::Acked))
-            .filter(
-                deliveries::notification_seq.eq_any(
-                    notifications::table
-                        .filter(notifications::expires_at.le(now))
-                        .select(notifications::seq),
-                ),
+        deliveries::table.filter(pending()).filter(
+            deliveries::notification_seq.eq_any(
+                notifications::table
+                    .filter(notifications::expires_at.le(now))
+                    .select(notifications::seq),
             ),
+        ),
     )
     .set(deliveries::status.eq(DeliveryStatus::Expired))
     .execute(conn)?;
@@ -418,7 +427,7 @@ pub fn load_snapshot(
         .filter(
             notifications::seq.eq_any(
                 deliveries::table
-                    .filter(deliveries::status.lt(DeliveryStatus::Acked))
+                    .filter(pending())
                     .select(deliveries::notification_seq),
             ),
         )
@@ -447,7 +456,7 @@ pub fn load_snapshot(
         });
     }
     let pending_rows: Vec<(i64, String, i32)> = deliveries::table
-        .filter(deliveries::status.lt(DeliveryStatus::Acked))
+        .filter(pending())
         .select((
             deliveries::notification_seq,
             deliveries::device_id,
@@ -661,6 +670,32 @@ mod tests {
         let snapshot = store.load(2_000).unwrap();
         assert_eq!(snapshot.notifications.len(), 3);
         assert_eq!(snapshot.pending.len(), 3);
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct PlanRow {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    #[test]
+    fn the_pending_condition_is_the_partial_index_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
+        let mut conn = store.conn().unwrap();
+        for query in [
+            format!("SELECT notification_seq, device_id, attempts FROM deliveries WHERE {PENDING}"),
+            format!("SELECT seq FROM notifications WHERE seq IN (SELECT notification_seq FROM deliveries WHERE {PENDING})"),
+        ] {
+            let plan: Vec<PlanRow> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {query}"))
+                .load(&mut conn)
+                .unwrap();
+            let plan: Vec<String> = plan.into_iter().map(|row| row.detail).collect();
+            assert!(
+                plan.iter().any(|step| step.contains("deliveries_pending")),
+                "{query}: {plan:?}"
+            );
+        }
     }
 
     #[test]
