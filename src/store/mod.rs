@@ -287,13 +287,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = store.conn()?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        self.blocking(false, f).await
     }
 
     /// Runs `f` with a [`Store::writer`] connection on a blocking thread.
@@ -302,10 +296,21 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.blocking(true, f).await
+    }
+
+    async fn blocking<T, F>(&self, write: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = store.writer()?;
-            f(&mut conn)
+            if write {
+                f(&mut store.writer()?)
+            } else {
+                f(&mut store.conn()?)
+            }
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?

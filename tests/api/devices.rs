@@ -238,6 +238,26 @@ async fn minting_a_pairing_code_needs_admin_but_pairing_needs_no_token() {
     assert_eq!(status, 403, "{body}");
 }
 
+/// Many pairings at once (each two writes) beside the queue's commits and the audit writer: every
+/// one succeeds within a short busy timeout, because the relay's writers take turns. With SQLite's
+/// busy handler alone one of them could lose every race for the lock and fail with 500.
+#[actix_web::test]
+async fn concurrent_pairings_all_succeed_with_a_short_busy_timeout() {
+    let app = spawn_app_with(|s| s.storage.busy_timeout_ms = 1_000).await;
+    let devices = futures_util::future::join_all((0..48).map(|i| {
+        let app = &app;
+        async move { app.pair_device(&format!("phone {i}")).await }
+    }))
+    .await;
+    let ids: HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), 48);
+    let (status, body) = app
+        .get("/api/v1/devices?limit=100", Some(&app.admin_token))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 48);
+}
+
 #[actix_web::test]
 async fn pairing_returns_tokens_and_the_code_is_single_use() {
     let app = spawn_app().await;
