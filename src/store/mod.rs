@@ -307,9 +307,9 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             if write {
-                f(&mut store.writer()?)
+                f(&mut *store.writer()?)
             } else {
-                f(&mut store.conn()?)
+                f(&mut *store.conn()?)
             }
         })
         .await
