@@ -373,36 +373,27 @@ mod tests {
         );
     }
 
-    /// Writers that keep the lock busy: each holds it `hold` inside its transaction.
-    fn hammer(store: &Store, threads: usize, writes: usize, gated: bool) -> Vec<String> {
+    /// Writers that keep the lock busy: each holds it 2 ms inside its transaction. Returns the
+    /// failures.
+    fn hammer(store: &Store, threads: usize, writes: usize) -> Vec<String> {
         let hold = std::time::Duration::from_millis(2);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(move || {
-                        let mut failures = Vec::new();
-                        for _ in 0..writes {
-                            let result = (|| -> Result<(), StoreError> {
-                                let mut conn: Box<
-                                    dyn std::ops::DerefMut<Target = SqliteConnection>,
-                                > = if gated {
-                                    Box::new(store.writer()?)
-                                } else {
-                                    Box::new(store.conn()?)
-                                };
-                                conn.immediate_transaction(|conn| {
-                                    diesel::sql_query("INSERT INTO scratch (n) VALUES (1)")
-                                        .execute(conn)?;
-                                    std::thread::sleep(hold);
-                                    Ok::<_, diesel::result::Error>(())
-                                })?;
-                                Ok(())
-                            })();
-                            if let Err(e) = result {
-                                failures.push(e.to_string());
-                            }
-                        }
-                        failures
+                        (0..writes)
+                            .filter_map(|_| {
+                                let written = store.writer().and_then(|mut conn| {
+                                    Ok(conn.immediate_transaction(|conn| {
+                                        diesel::sql_query("INSERT INTO scratch (n) VALUES (1)")
+                                            .execute(conn)?;
+                                        std::thread::sleep(hold);
+                                        Ok::<_, diesel::result::Error>(())
+                                    })?)
+                                });
+                                written.err().map(|e| e.to_string())
+                            })
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -434,7 +425,7 @@ mod tests {
         // 24 writers, each holding the lock 2 ms at a time: a turn comes every ~50 ms, well
         // within the 1 s timeout, and nobody fails.
         let store = busy_store(dir.path(), 1_000);
-        let failures = hammer(&store, 24, 20, true);
+        let failures = hammer(&store, 24, 20);
         assert!(failures.is_empty(), "{failures:?}");
         let mut conn = store.conn().unwrap();
         let rows: Vec<Text> =

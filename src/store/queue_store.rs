@@ -679,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pending_condition_is_the_partial_index_s() {
+    fn pending_queries_use_the_partial_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default()).unwrap();
         let mut conn = store.conn().unwrap();
