@@ -338,6 +338,17 @@ impl Application {
             }
             Ok(())
         };
+        // The port first, before any actor runs: a relay that cannot listen stops with its error
+        // alone (actors started and then dropped with the runtime panicked on the way out).
+        let addr = settings.listen_addr()?;
+        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Io(e.to_string()))?
+            .port();
         // The data keys first: a wrong passphrase or a missing key file stops here, before
         // anything on disk is touched.
         let (data_keys, ring) = open_data_keys(&settings, clock.now_ms()).await?;
@@ -502,15 +513,6 @@ impl Application {
             graph.metrics.clone(),
         )
         .start();
-        let addr = settings.listen_addr()?;
-        let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| StartError::Io(e.to_string()))?
-            .port();
         let socket_handles = web::Data::new(SocketHandles {
             websocket: settings.websocket.clone(),
             clock: clock.clone(),

@@ -51,6 +51,26 @@ fn a_bad_value_names_its_key_and_exits_2() {
 }
 
 #[test]
+fn a_port_in_use_is_a_clear_error_and_exit_1_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = beepmyphone()
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("beepmyphone: cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn the_repository_config_toml_loads_and_equals_the_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
     let overrides = beepmyphone::config::Overrides {
