@@ -87,6 +87,21 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Status { config },
         } => local_result(keys::keys_status(&config, &mut std::io::stdout())),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "beepmyphone", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            match page.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("beepmyphone: cannot write the manual page: {e}");
+                    exit(1)
+                }
+            }
+        }
         Command::Openapi => {
             println!("{}", beepmyphone::api::openapi::document_json());
             ExitCode::SUCCESS

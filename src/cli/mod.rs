@@ -40,6 +40,15 @@ pub struct ConfigArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish or powershell), e.g.
+    /// `beepmyphone completions bash > /etc/bash_completion.d/beepmyphone`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `beepmyphone man > beepmyphone.1`.
+    Man,
     /// Run the relay.
     Serve {
         /// Settings and data directory.

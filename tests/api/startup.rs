@@ -321,3 +321,54 @@ async fn a_loose_existing_data_directory_is_tightened_at_start() {
     assert_owner_only(&data);
     drop(app);
 }
+
+#[test]
+fn completions_and_the_manual_page_cover_every_subcommand() {
+    let run = |args: &[&str]| {
+        let out = beepmyphone().args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let subcommands = [
+        "serve",
+        "send",
+        "listen",
+        "pairing-code",
+        "completions",
+        "man",
+    ];
+    let (code, bash, _) = run(&["completions", "bash"]);
+    assert_eq!(code, Some(0));
+    assert!(bash.contains("_beepmyphone()"), "{bash}");
+    let (code, zsh, _) = run(&["completions", "zsh"]);
+    assert_eq!(code, Some(0));
+    assert!(zsh.starts_with("#compdef beepmyphone"), "{zsh}");
+    let (code, fish, _) = run(&["completions", "fish"]);
+    assert_eq!(code, Some(0));
+    for script in [&bash, &zsh, &fish] {
+        for sub in subcommands {
+            assert!(script.contains(sub), "{sub} missing from\n{script}");
+        }
+    }
+    // A flag of a subcommand, not just the names.
+    assert!(fish.contains("connect-rate"), "{fish}");
+
+    let (code, page, _) = run(&["man"]);
+    assert_eq!(code, Some(0));
+    assert!(page.contains(".TH beepmyphone 1"), "{page}");
+    for sub in subcommands {
+        // roff escapes every dash: `beepmyphone\-pairing\-code(1)`.
+        let entry = format!("beepmyphone\\-{}(1)", sub.replace('-', "\\-"));
+        assert!(page.contains(&entry), "{entry} missing from\n{page}");
+    }
+
+    let (code, _, stderr) = run(&["completions", "tcsh"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("possible values: bash, elvish, fish, powershell, zsh"),
+        "{stderr}"
+    );
+}
