@@ -169,12 +169,13 @@ fn earlier_with_key(
     }))
 }
 
-/// Delivery marks written per statement at most (4 bound values each, far below SQLite's limit).
+/// Delivery marks written per statement at most (4 or 5 bound values each, far below SQLite's
+/// limit).
 const MARKS_PER_STATEMENT: usize = 500;
 
 /// Writes delivery marks, one statement per [`MARKS_PER_STATEMENT`] rows:
-/// `UPDATE deliveries SET {set} FROM (VALUES (seq, device, a, b), …) AS v` on each delivery not
-/// yet acknowledged nor expired (`set` reads `v.column3` and `v.column4`). diesel never caches an
+/// `UPDATE deliveries SET {set} FROM (VALUES (seq, device, a, b, …), …) AS v` on each delivery not
+/// yet acknowledged nor expired (`set` reads `v.column3` onwards; `width` values per row). diesel never caches an
 /// UPDATE, so one statement per row meant SQLite parsed the same text again for every row; this
 /// parses once per batch, and SQLite still finds each row by its primary key. `OR FAIL` spares the
 /// statement journal SQLite keeps to undo a multi-row statement that aborts half-way: these updates
@@ -182,6 +183,7 @@ const MARKS_PER_STATEMENT: usize = 500;
 fn update_marks<R>(
     conn: &mut SqliteConnection,
     set: &str,
+    width: usize,
     rows: &[R],
     bind: impl for<'q> Fn(
         BoxedSqlQuery<'q, Sqlite, SqlQuery>,
@@ -189,7 +191,8 @@ fn update_marks<R>(
     ) -> BoxedSqlQuery<'q, Sqlite, SqlQuery>,
 ) -> QueryResult<()> {
     for chunk in rows.chunks(MARKS_PER_STATEMENT) {
-        let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+        let row = format!("({})", vec!["?"; width].join(", "));
+        let values = vec![row.as_str(); chunk.len()].join(", ");
         let sql = format!(
             "UPDATE OR FAIL deliveries SET {set} FROM (VALUES {values}) AS v \
              WHERE deliveries.notification_seq = v.column1 AND deliveries.device_id = v.column2 \
@@ -326,13 +329,20 @@ pub fn commit_batch(
             *send = (change.at, send.1 + 1);
         }
         let mut acked = HashSet::new();
-        let acks: Vec<(i64, &str, i64, Option<i64>)> = batch
+        // Each with the batch's last send and its number of sends (an ack absorbs them all).
+        let acks: Vec<(i64, &str, i64, Option<i64>, i64)> = batch
             .acked
             .iter()
             .filter(|c| acked.insert((c.seq, c.device.as_str())))
             .map(|c| {
-                let key = (c.seq, c.device.as_str());
-                (c.seq, c.device.as_str(), c.at, sends.get(&key).map(|s| s.0))
+                let send = sends.get(&(c.seq, c.device.as_str()));
+                (
+                    c.seq,
+                    c.device.as_str(),
+                    c.at,
+                    send.map(|s| s.0),
+                    send.map_or(0, |s| s.1),
+                )
             })
             .collect();
         let sent: Vec<(i64, &str, i64, i64)> = sends
@@ -346,6 +356,7 @@ pub fn commit_batch(
                 "status = {}, attempts = attempts + v.column4, sent_at = v.column3",
                 DeliveryStatus::Sent.as_i16()
             ),
+            4,
             &sent,
             |query, &(seq, device, at, count)| {
                 query
@@ -359,17 +370,19 @@ pub fn commit_batch(
             conn,
             &format!(
                 "status = {}, acked_at = v.column3, \
-                 attempts = attempts + (v.column4 IS NOT NULL), \
+                 attempts = attempts + v.column5, \
                  sent_at = COALESCE(v.column4, deliveries.sent_at)",
                 DeliveryStatus::Acked.as_i16()
             ),
+            5,
             &acks,
-            |query, &(seq, device, at, sent_at)| {
+            |query, &(seq, device, at, sent_at, sends)| {
                 query
                     .bind::<BigInt, _>(seq)
                     .bind::<Text, _>(device)
                     .bind::<BigInt, _>(at)
                     .bind::<Nullable<BigInt>, _>(sent_at)
+                    .bind::<BigInt, _>(sends)
             },
         )?;
         for (device, at) in &batch.seen {
@@ -727,8 +740,16 @@ mod tests {
             device: device.clone(),
             at: 5_000,
         };
+        // Delivery 1 is sent twice (a reconnect in between) and acked, all within one window.
         let batch = CommitBatch {
-            sent: vec![change(1), change(2)],
+            sent: vec![
+                DeliveryChange {
+                    at: 4_000,
+                    ..change(1)
+                },
+                change(1),
+                change(2),
+            ],
             acked: vec![DeliveryChange {
                 at: 6_000,
                 ..change(1)
@@ -745,7 +766,7 @@ mod tests {
                 rows[0].sent_at,
                 rows[0].acked_at
             ),
-            (DeliveryStatus::Acked, 1, Some(5_000), Some(6_000))
+            (DeliveryStatus::Acked, 2, Some(5_000), Some(6_000))
         );
         assert_eq!(
             (
