@@ -597,8 +597,8 @@ impl Application {
         .keep_alive(Duration::from_secs(settings.server.keep_alive_seconds))
         .backlog(4_096)
         // Frames are small and latency is the point: without it, a frame written while the
-        // previous one is unacknowledged waits for the peer's delayed ACK (40 ms), as did every
-        // socket's `hello` after its 101 (connect p90 36 ms at 2,000 connects/s).
+        // previous one is unacknowledged (a socket's `hello` right after its 101) may wait for
+        // the peer's delayed ACK (up to 40 ms).
         .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_seconds);

@@ -175,11 +175,12 @@ const MARKS_PER_STATEMENT: usize = 500;
 
 /// Writes delivery marks, one statement per [`MARKS_PER_STATEMENT`] rows:
 /// `UPDATE deliveries SET {set} FROM (VALUES (seq, device, a, b, …), …) AS v` on each delivery not
-/// yet acknowledged nor expired (`set` reads `v.column3` onwards; `width` values per row). diesel never caches an
-/// UPDATE, so one statement per row meant SQLite parsed the same text again for every row; this
-/// parses once per batch, and SQLite still finds each row by its primary key. `OR FAIL` spares the
-/// statement journal SQLite keeps to undo a multi-row statement that aborts half-way: these updates
-/// change no unique key, and an error fails the whole transaction anyway.
+/// yet acknowledged nor expired ([`PENDING`]; `set` reads `v.column3` onwards, `width` values per
+/// row). diesel never caches an UPDATE, so one statement per row meant SQLite parsed the same text
+/// again for every row; this parses once per batch, and SQLite still finds each row by its
+/// primary key. `OR FAIL` spares the statement journal SQLite keeps to undo a multi-row statement
+/// that aborts half-way: these updates change no unique key, and an error fails the whole
+/// transaction anyway.
 fn update_marks<R>(
     conn: &mut SqliteConnection,
     set: &str,
@@ -190,14 +191,13 @@ fn update_marks<R>(
         &'q R,
     ) -> BoxedSqlQuery<'q, Sqlite, SqlQuery>,
 ) -> QueryResult<()> {
+    let row = format!("({})", vec!["?"; width].join(", "));
     for chunk in rows.chunks(MARKS_PER_STATEMENT) {
-        let row = format!("({})", vec!["?"; width].join(", "));
         let values = vec![row.as_str(); chunk.len()].join(", ");
         let sql = format!(
             "UPDATE OR FAIL deliveries SET {set} FROM (VALUES {values}) AS v \
              WHERE deliveries.notification_seq = v.column1 AND deliveries.device_id = v.column2 \
-             AND deliveries.status < {}",
-            DeliveryStatus::Acked.as_i16()
+             AND {PENDING}"
         );
         let mut query = diesel::sql_query(sql).into_boxed::<Sqlite>();
         for row in chunk {
