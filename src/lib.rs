@@ -21,12 +21,16 @@
 //! - [`startup`]: [`startup::Application`], which wires it all together;
 //! - [`monitoring`]: health probes (and, later, metrics);
 //! - [`cli`]: the `beepmyphone` command line (server, local admin commands, client commands);
+//! - [`capture`]: `beepmyphone capture`, which forwards a Linux desktop's notifications (seen on
+//!   the session D-Bus) to the relay through a disk queue;
 //! - [`bench`]: `beepmyphone bench`, the load generator.
 
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod dashboard;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use beepmyphone::cli::{
-    admin, audit, cert, client, keys, local, Cli, Command, KeysCommand, TokenCommand,
+    admin, audit, cert, client, credentials, keys, local, Cli, Command, DeviceCommand, KeysCommand,
+    TokenCommand,
 };
 use beepmyphone::config::{Overrides, Settings};
 use beepmyphone::startup::{Application, Options};
@@ -42,6 +43,9 @@ fn main() -> ExitCode {
         }
         Command::Send(args) => exit(actix_rt::System::new().block_on(client::send(args))),
         Command::Listen(args) => exit(actix_rt::System::new().block_on(client::listen(args))),
+        Command::Capture(args) => exit(
+            actix_rt::System::new().block_on(beepmyphone::capture::run(args.config.as_deref())),
+        ),
         Command::Bench(args) => exit(beepmyphone::bench::main(args)),
         Command::PairingCode {
             config,
@@ -66,6 +70,26 @@ fn main() -> ExitCode {
             &config,
             &scope,
             &name,
+            &mut std::io::stdout(),
+        )),
+        Command::Token {
+            command: TokenCommand::List { config },
+        } => local_result(credentials::token_list(&config, &mut std::io::stdout())),
+        Command::Token {
+            command: TokenCommand::Revoke { config, id },
+        } => local_result(credentials::token_revoke(
+            &config,
+            &id,
+            &mut std::io::stdout(),
+        )),
+        Command::Device {
+            command: DeviceCommand::List { config },
+        } => local_result(credentials::device_list(&config, &mut std::io::stdout())),
+        Command::Device {
+            command: DeviceCommand::Revoke { config, id },
+        } => local_result(credentials::device_revoke(
+            &config,
+            &id,
             &mut std::io::stdout(),
         )),
         Command::Keys {

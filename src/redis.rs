@@ -11,7 +11,10 @@ use bb8_redis::RedisConnectionManager;
 use redis::AsyncCommands;
 
 use crate::config::RedisSettings;
+
+mod presence;
 use crate::domain::ratelimit::{Algorithm, Decision, Rule};
+pub use presence::node_channel;
 
 /// A Redis failure: unreachable, timed out, or an unexpected reply.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,8 @@ pub struct RedisError(pub String);
 #[derive(Clone)]
 pub struct Redis {
     pool: Pool<RedisConnectionManager>,
+    /// For the subscriber's own connection (a pooled one cannot subscribe).
+    client: std::sync::Arc<redis::Client>,
     prefix: String,
     timeout: Duration,
 }
@@ -37,8 +42,11 @@ impl Redis {
             .max_size(settings.pool_max_size)
             .connection_timeout(timeout)
             .build_unchecked(manager);
+        let client =
+            redis::Client::open(settings.url.as_str()).map_err(|e| RedisError(e.to_string()))?;
         Ok(Self {
             pool,
+            client: std::sync::Arc::new(client),
             prefix: settings.key_prefix.clone(),
             timeout,
         })
@@ -99,6 +107,29 @@ impl Redis {
         let key = self.key(name);
         let mut conn = self.conn().await?;
         self.deadline(conn.del::<_, ()>(&key)).await
+    }
+
+    /// `PUBLISH channel message` on the prefixed channel `name`.
+    pub async fn publish(&self, name: &str, message: &[u8]) -> Result<(), RedisError> {
+        let channel = self.key(name);
+        let mut conn = self.conn().await?;
+        self.deadline(conn.publish::<_, _, ()>(&channel, message))
+            .await
+    }
+
+    /// A connection of its own subscribed to the prefixed channels `names`: their messages'
+    /// payloads, until the connection drops (the stream ends; subscribe again).
+    pub async fn subscribe(
+        &self,
+        names: &[&str],
+    ) -> Result<impl futures_util::Stream<Item = Vec<u8>> + use<>, RedisError> {
+        use futures_util::StreamExt;
+        let mut pubsub = self.deadline(self.client.get_async_pubsub()).await?;
+        let channels: Vec<String> = names.iter().map(|name| self.key(name)).collect();
+        self.deadline(pubsub.subscribe(channels)).await?;
+        Ok(pubsub
+            .into_on_message()
+            .map(|msg| msg.get_payload_bytes().to_vec()))
     }
 
     /// `PING`, for health checks.

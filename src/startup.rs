@@ -464,6 +464,24 @@ impl Application {
             redis.clone(),
         )
         .await?;
+        let cluster_redis = redis.clone();
+        // Clustered: the store is PostgreSQL, shared with the other relays on it, and Redis
+        // carries presence and wake-ups (src/cluster).
+        let node = crate::cluster::new_node_id();
+        let clustered = settings.storage.postgres_url().is_some() && redis.is_some();
+        let presence = redis.clone().filter(|_| clustered).map(|redis| {
+            let ttl =
+                u64::try_from(settings.cluster.presence_ttl().as_millis()).unwrap_or(u64::MAX);
+            let port: Arc<dyn beepmyphone_actors::ports::ClusterPort> =
+                Arc::new(crate::cluster::port::Presence::new(
+                    node.clone(),
+                    redis,
+                    ttl,
+                    metrics.clone(),
+                    log.new(slog::o!("component" => "cluster")),
+                ));
+            port
+        });
         let limits = Arc::new(Limits::new(
             &settings,
             redis,
@@ -485,6 +503,7 @@ impl Application {
                     ..BatcherConfig::default()
                 },
                 health: settings.health.config(),
+                cluster: presence,
             },
             Arc::new(store.clone()),
             probes,
@@ -527,7 +546,25 @@ impl Application {
             limits: limits.clone(),
             metrics: graph.metrics.clone(),
         });
+        let cluster = crate::cluster::Cluster::new(
+            node,
+            cluster_redis,
+            clustered,
+            settings.cluster.clone(),
+            graph.registry.clone(),
+            log.new(slog::o!("component" => "cluster")),
+        );
+        cluster.join(
+            graph.queue.clone(),
+            store.clone(),
+            clock.clone(),
+            graph.metrics.clone(),
+        );
+        if clustered {
+            slog::info!(log, "clustered: sharing PostgreSQL and Redis with the other relays"; "node" => cluster.node());
+        }
         let state = web::Data::new(AppState {
+            cluster,
             settings: settings.clone(),
             store,
             otlp: crate::monitoring::otlp::start(&settings.otlp, &graph.metrics, &log)
@@ -565,6 +602,7 @@ impl Application {
             })?),
         };
         let record_requests = settings.metrics.enabled;
+        let mount_at_root = settings.compat.mount_at_root;
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -585,6 +623,7 @@ impl Application {
                 .wrap(Condition::new(record_requests, from_fn(record_request)))
                 .configure(crate::dashboard::configure)
                 .configure(api::configure)
+                .configure(|cfg| api::configure_compat_and_fallback(cfg, mount_at_root))
         })
         .workers(workers)
         .max_connections(settings.server.max_connections)

@@ -82,6 +82,8 @@ impl ApiTokenCache {
 
 /// Shared by all handlers and sockets (behind `web::Data`).
 pub struct AppState {
+    /// The other relays of a cluster: closing a device's sockets on all of them.
+    pub cluster: crate::cluster::Cluster,
     /// The settings in force.
     pub settings: Arc<Settings>,
     /// The store.

@@ -409,6 +409,14 @@ mod tests {
         fn load(&self, _now_ms: i64) -> Result<QueueSnapshot, StoreError> {
             Ok(QueueSnapshot::default())
         }
+        fn pending(
+            &self,
+            _devices: &[crate::model::DeviceId],
+            _seqs: Option<&[i64]>,
+            _now_ms: i64,
+        ) -> Result<QueueSnapshot, StoreError> {
+            Ok(QueueSnapshot::default())
+        }
     }
 
     /// A probe whose answer the test sets; counts its calls; can hang forever.
@@ -507,6 +515,7 @@ mod tests {
                 queue: QueueConfig::default(),
                 batcher: BatcherConfig::default(),
                 health: HealthConfig::default(),
+                cluster: None,
             },
             Arc::new(EmptyStore),
             probes,

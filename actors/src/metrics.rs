@@ -212,6 +212,12 @@ pub struct Metrics {
     pub component_healthy: IntGaugeVec,
     /// 1 while an alert holds, by alert.
     pub alerts_firing: IntGaugeVec,
+    /// 1 for this relay's node id, when clustered.
+    pub cluster_node_info: IntGaugeVec,
+    /// Relays of the cluster with a recent heartbeat, as this relay last read them.
+    pub cluster_nodes: IntGauge,
+    /// Wake-ups published to other relays (`sent`) and taken from them (`received`).
+    pub cluster_wakes: IntCounterVec,
 }
 
 impl Metrics {
@@ -266,6 +272,14 @@ impl Metrics {
         ws_closed.with_label_values(&["other"]);
         for actor in SUPERVISED_ACTORS {
             actor_restarts.with_label_values(&[actor]);
+        }
+        let cluster_wakes = counters(
+            "beepmyphone_cluster_wakes_total",
+            "Wake-ups published to other relays of the cluster (sent) and taken from them (received).",
+            &["direction"],
+        );
+        for direction in ["sent", "received"] {
+            cluster_wakes.with_label_values(&[direction]);
         }
         let queue_ready = gauges(
             "beepmyphone_queue_ready",
@@ -441,6 +455,16 @@ impl Metrics {
                 "1 while an alert holds.",
                 "alert",
             ),
+            cluster_node_info: gauges(
+                "beepmyphone_cluster_node_info",
+                "This relay's node id in its cluster (always 1; absent when not clustered).",
+                "node",
+            ),
+            cluster_nodes: gauge(
+                "beepmyphone_cluster_nodes",
+                "Relays of the cluster with a recent heartbeat, as last read from Redis (0 when not clustered).",
+            ),
+            cluster_wakes,
             registry,
         }
     }

@@ -173,6 +173,9 @@ pub struct NotificationRecord {
     pub expires_at: i64,
     /// The trace of the request that published it (W3C `traceparent`), for the log.
     pub trace_id: Option<TraceId>,
+    /// An end-to-end envelope (base64url) only the target device can open; the title is then a
+    /// fixed placeholder and the body, tags and click URL are empty.
+    pub encrypted: Option<String>,
 }
 
 /// The device's view of a notification, as serialised into `notifications` frames.
@@ -188,6 +191,8 @@ struct DeviceView<'a> {
     click_url: Option<&'a str>,
     created_at: String,
     expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encrypted: Option<&'a str>,
 }
 
 /// Formats epoch milliseconds as an RFC 3339 UTC timestamp with millisecond precision.
@@ -211,6 +216,7 @@ impl NotificationRecord {
             click_url: self.click_url.as_deref(),
             created_at: rfc3339(self.created_at),
             expires_at: rfc3339(self.expires_at),
+            encrypted: self.encrypted.as_deref(),
         };
         // unwrap: serialising plain strings and numbers into a Vec cannot fail.
         #[allow(clippy::unwrap_used)]
@@ -272,6 +278,9 @@ pub struct DevicePolicy {
     pub min_priority: Priority,
     /// Everything below `critical` is held back inside this window.
     pub quiet_hours: Option<QuietHours>,
+    /// The named groups ("topics") it belongs to, sorted, without repeats: a publish to
+    /// `group:NAME` reaches every member.
+    pub groups: Vec<String>,
 }
 
 impl Default for DevicePolicy {
@@ -280,6 +289,7 @@ impl Default for DevicePolicy {
             enabled: true,
             min_priority: Priority::Low,
             quiet_hours: None,
+            groups: Vec::new(),
         }
     }
 }
@@ -288,6 +298,13 @@ impl DevicePolicy {
     /// Whether a new notification of `priority` is queued for this device.
     pub fn accepts(&self, priority: Priority) -> bool {
         self.enabled && priority >= self.min_priority
+    }
+
+    /// Whether the device belongs to the group `name`.
+    pub fn in_group(&self, name: &str) -> bool {
+        self.groups
+            .binary_search_by(|g| g.as_str().cmp(name))
+            .is_ok()
     }
 
     /// Whether a queued notification of `priority` may be sent at `now_ms`.
@@ -366,8 +383,22 @@ mod tests {
             created_at: 0,
             expires_at: 1_000,
             trace_id: None,
+            encrypted: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&record.device_json()).unwrap();
+        assert!(v.get("encrypted").is_none(), "skipped when absent");
+        let sealed = NotificationRecord {
+            encrypted: Some("AQ".into()),
+            id: record.id.clone(),
+            title: record.title.clone(),
+            body: String::new(),
+            app: record.app.clone(),
+            tags: Vec::new(),
+            click_url: None,
+            ..record
+        };
+        let e: serde_json::Value = serde_json::from_slice(&sealed.device_json()).unwrap();
+        assert_eq!(e["encrypted"], "AQ");
         assert_eq!(v["clickUrl"], "https://example.com");
         assert_eq!(v["priority"], "high");
         assert_eq!(v["expiresAt"], "1970-01-01T00:00:01.000Z");

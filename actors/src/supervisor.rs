@@ -19,7 +19,7 @@ pub use crate::health::{
     Check, ComponentHealth, HealthConfig, HealthReport, HealthSupervisor, Watched,
 };
 use crate::metrics::Metrics;
-use crate::ports::QueueStore;
+use crate::ports::{ClusterPort, QueueStore};
 pub use crate::ports::{Finding, Probe, Status};
 use crate::queue::{NotificationQueue, QueueConfig};
 use crate::registry::SessionRegistry;
@@ -32,6 +32,8 @@ pub struct GraphSettings {
     pub batcher: BatcherConfig,
     /// Health probing: period (and cache), timeout, queue-lag thresholds.
     pub health: HealthConfig,
+    /// The other relays sharing the store, if any (see [`crate::queue`]).
+    pub cluster: Option<Arc<dyn ClusterPort>>,
 }
 
 /// The started actor graph: every address is built once here and handed to whoever needs it.
@@ -95,7 +97,8 @@ pub fn start_graph(
                 queue_metrics,
                 log.new(slog::o!("actor" => "queue")),
             )
-            .with_feed(queue_feed.clone());
+            .with_feed(queue_feed.clone())
+            .with_cluster(settings.cluster.clone());
             *slot.borrow_mut() = Some((registry, batcher));
             queue
         })

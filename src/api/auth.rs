@@ -171,20 +171,24 @@ pub async fn authenticate(
         let hash = hash_secret(token);
         let now = state.clock.now_ms();
         if let Some(cached) = state.api_tokens.get(&hash) {
-            if state.api_tokens.touch_due(&hash, now) {
-                touch_api_token(state, cached.id.clone(), now);
+            if !state.api_tokens.touch_due(&hash, now) {
+                return Ok(Principal::Token {
+                    id: cached.id,
+                    scope: cached.scope,
+                });
             }
-            return Ok(Principal::Token {
-                id: cached.id,
-                scope: cached.scope,
-            });
+            // Once a minute per token the store is asked again (and the use recorded), so a token
+            // deleted by another process (`beepmyphone token revoke`) is refused from then on.
         }
         let lookup = hash.clone();
         let row = state
             .store
             .run(move |conn| Ok(tokens::api_by_hash(conn, &lookup)?))
             .await?;
-        let row = row.ok_or_else(|| ApiError::Unauthorized("the token is invalid".into()))?;
+        let Some(row) = row else {
+            state.api_tokens.remove(&hash);
+            return Err(ApiError::Unauthorized("the token is invalid".into()));
+        };
         let scope = Scope::parse(&row.scope).ok_or_else(|| {
             ApiError::Internal(format!("token {} has scope {}", row.id, row.scope))
         })?;
@@ -350,12 +354,23 @@ pub async fn authenticate_request(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if req.match_info().as_str() != "/api/v1/ws" {
-        let token = bearer(req.request()).map(str::to_owned);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        // The ntfy and Gotify endpoints also take the token as their clients send it; there, that
+        // credential wins over a bearer token, so a wrong X-Gotify-Key is never overlooked.
+        let mount_at_root = state
+            .as_ref()
+            .is_some_and(|s| s.settings.compat.mount_at_root);
+        let token = match crate::api::compat::credential(req.request(), mount_at_root) {
+            Ok(compat) => compat.or_else(|| bearer(req.request()).map(str::to_owned)),
+            Err(e) => {
+                let response = HttpResponse::from_error(actix_web::Error::from(e));
+                return Ok(req.into_response(response).map_into_right_body());
+            }
+        };
         let cookie = match req.match_info().as_str() {
             LOGIN_PATH => None,
             _ => session_cookie(req.request()),
         };
-        let state = req.app_data::<web::Data<AppState>>().cloned();
         // A credential that is present must be valid: an Authorization header of another scheme
         // (or an empty bearer) is refused, never ignored in favour of a cookie or anonymity.
         let foreign_scheme = token.is_none() && req.headers().contains_key(header::AUTHORIZATION);

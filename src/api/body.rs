@@ -217,6 +217,12 @@ fn is_json(req: &HttpRequest) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    is_json_media(&mime)
+}
+
+/// Whether a media type (lower case, no parameters) is JSON: `application/json` or
+/// `application/…+json`.
+fn is_json_media(mime: &str) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -224,29 +230,28 @@ fn is_json(req: &HttpRequest) -> bool {
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub T);
 
-fn read<T: DeserializeOwned + 'static>(
+/// Reads the whole body within `server.max_body_bytes` (413 beyond) and
+/// `server.body_timeout_seconds` (408 after).
+fn receive(
     req: &HttpRequest,
     payload: &mut Payload,
-    empty: Option<fn() -> T>,
-) -> Pin<Box<dyn Future<Output = Result<T, ApiError>>>> {
-    let (limit, max_depth, timeout) = req
+) -> impl Future<Output = Result<web::BytesMut, ApiError>> + 'static {
+    let (limit, timeout) = req
         .app_data::<web::Data<AppState>>()
         .map(|s| {
             (
                 s.settings.server.max_body_bytes,
-                s.settings.server.max_json_depth,
                 s.settings.server.body_timeout_seconds,
             )
         })
-        .unwrap_or((64 * 1024, 32, 10));
+        .unwrap_or((64 * 1024, 10));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let json = is_json(req);
     let mut payload = payload.take();
-    Box::pin(async move {
+    async move {
         if declared.is_some_and(|n| n > limit) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
@@ -266,6 +271,22 @@ fn read<T: DeserializeOwned + 'static>(
         actix_rt::time::timeout(std::time::Duration::from_secs(timeout), receive)
             .await
             .map_err(|_| ApiError::RequestTimeout { seconds: timeout })??;
+        Ok(body)
+    }
+}
+
+fn read<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    empty: Option<fn() -> T>,
+) -> Pin<Box<dyn Future<Output = Result<T, ApiError>>>> {
+    let max_depth = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(32, |s| s.settings.server.max_json_depth);
+    let json = is_json(req);
+    let body = receive(req, payload);
+    Box::pin(async move {
+        let body = body.await?;
         if let Some(empty) = empty {
             // No body, or a JSON `null`, means "nothing to say": the defaults.
             if body.iter().all(u8::is_ascii_whitespace) || (json && body.trim_ascii() == b"null") {
@@ -275,14 +296,66 @@ fn read<T: DeserializeOwned + 'static>(
         if !json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        if too_deep(&body, max_depth) {
-            return Err(ApiError::field(
-                "body",
-                format!("nests arrays and objects deeper than {max_depth} levels"),
-            ));
-        }
-        parse(&body)
+        parse_json(&body, max_depth)
     })
+}
+
+/// Parses a JSON body no deeper than `max_depth`, naming the failing field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8], max_depth: usize) -> Result<T, ApiError> {
+    if too_deep(body, max_depth) {
+        return Err(ApiError::field(
+            "body",
+            format!("nests arrays and objects deeper than {max_depth} levels"),
+        ));
+    }
+    parse(body)
+}
+
+/// A body of any content type, read within the same size and time limits as [`Json`], with the
+/// request's media type (lower case, without parameters) for the handler to choose a parser.
+#[derive(Debug)]
+pub struct RawBody {
+    /// The bytes.
+    pub bytes: web::Bytes,
+    /// `application/json`, `text/plain`, …; empty when the request named none.
+    pub media_type: String,
+    /// The whole `Content-Type` value (a multipart boundary is a parameter of it).
+    pub content_type: String,
+}
+
+impl RawBody {
+    /// Whether the body is JSON (`application/json` or `application/…+json`).
+    pub fn is_json(&self) -> bool {
+        is_json_media(&self.media_type)
+    }
+}
+
+impl FromRequest for RawBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let media_type = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let body = receive(req, payload);
+        Box::pin(async move {
+            Ok(RawBody {
+                bytes: body.await?.freeze(),
+                media_type,
+                content_type,
+            })
+        })
+    }
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {

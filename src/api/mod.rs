@@ -6,12 +6,15 @@
 pub mod audited;
 pub mod auth;
 pub mod body;
+pub mod compat;
 pub mod headers;
+pub mod ids;
 pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod schemas;
+pub mod targets;
 pub mod timing;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,15 +40,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(routes::audit::configure)
             .configure(routes::tls::configure)
             .configure(routes::notifications::configure)
+            .configure(routes::e2e::configure)
             .configure(routes::events::configure)
+            .configure(routes::stream::configure)
             .configure(routes::metrics::configure_api)
             .configure(openapi::configure)
             .route("/ws", web::get().to(routes::socket::connect)),
     )
     .configure(routes::health::configure)
     .configure(routes::metrics::configure)
-    .configure(routes::keys::configure_well_known)
-    .default_service(web::to(not_found));
+    .configure(routes::keys::configure_well_known);
+}
+
+/// Registers the ntfy and Gotify endpoints (at the root too when `mount_at_root`), then the
+/// problem document for everything else. Called after every other route: a root topic matches only
+/// what nothing else does.
+pub fn configure_compat_and_fallback(cfg: &mut web::ServiceConfig, mount_at_root: bool) {
+    compat::configure(cfg, mount_at_root);
+    cfg.default_service(web::to(not_found));
 }
 
 /// Every route and its methods, for 405 answers with an `Allow` header.
@@ -76,13 +88,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/notifications", "GET, POST"),
     ("/api/v1/notifications/batch", "POST"),
     ("/api/v1/notifications/{id}", "GET"),
+    ("/api/v1/e2e/keys", "POST"),
     ("/api/v1/ws", "GET"),
+    ("/api/v1/stream", "GET"),
+    ("/api/v1/acks", "POST"),
     ("/api/v1/openapi.json", "GET"),
     ("/health", "GET"),
     ("/health/live", "GET"),
     ("/health/ready", "GET"),
     ("/metrics", "GET"),
     ("/.well-known/jwks.json", "GET"),
+    ("/compat/ntfy", "POST"),
+    ("/compat/ntfy/{topic}", "POST, PUT"),
+    ("/compat/gotify/message", "POST"),
 ];
 
 fn template_matches(template: &str, path: &str) -> bool {

@@ -6,8 +6,9 @@
 //! Every operation also gets the problem documents any request can meet (400, 401, 403, 404, 413,
 //! 415, 429, 503 and a `default`), added here rather than repeated on each handler. The WebSocket
 //! (`GET /api/v1/ws`) is described in `docs/api.md`, not here: OpenAPI cannot describe it.
-//! Quiet hours get a `not` keyword stating that `end` differs from `start`, so the document
-//! describes every rule the validators apply.
+//! Quiet hours get a `not` keyword stating that `end` differs from `start`, and a publish a
+//! `oneOf` stating how `encrypted` excludes the content fields, so the document describes every
+//! rule the validators apply.
 
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::path::Operation;
@@ -45,6 +46,7 @@ use crate::error::{ApiError, FieldError, Problem};
         (name = "health", description = "Probes"),
         (name = "monitoring", description = "Prometheus metrics"),
         (name = "meta", description = "This document"),
+        (name = "compat", description = "Publishing as ntfy and Gotify clients do (a publish or admin token)"),
     )
 )]
 struct Top;
@@ -54,6 +56,7 @@ pub fn document() -> Document {
     let mut doc = Top::openapi();
     for part in [
         routes::notifications::Api::openapi(),
+        routes::e2e::Api::openapi(),
         routes::devices::Api::openapi(),
         routes::pairing::Api::openapi(),
         routes::auth::Api::openapi(),
@@ -66,6 +69,9 @@ pub fn document() -> Document {
         routes::health::Api::openapi(),
         routes::metrics::Api::openapi(),
         routes::events::Api::openapi(),
+        routes::stream::Api::openapi(),
+        crate::api::compat::ntfy::Api::openapi(),
+        crate::api::compat::gotify::Api::openapi(),
     ] {
         doc.merge(part);
     }
@@ -141,6 +147,15 @@ impl Modify for Shared {
                 .get_or_insert_with(Default::default)
                 .insert("not".to_owned(), crate::api::schemas::quiet_hours_differ());
         }
+        // A publish is a plain notification or an end-to-end envelope for one device.
+        if let Some(RefOr::T(Schema::Object(publish))) =
+            components.schemas.get_mut("PublishRequest")
+        {
+            publish
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("oneOf".to_owned(), crate::api::schemas::publish_one_of());
+        }
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -149,6 +164,25 @@ impl Modify for Shared {
                     .bearer_format("API token (bmp_…) or device access token (JWT)")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "ntfy clients: an API token as the password (any user name), or as the \
+                         user name with an empty password",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "gotify_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Gotify-Key",
+                "Gotify clients: an API token (never in the URL: `?token=` is refused)",
+            ))),
         );
         components.add_security_scheme(
             "session",

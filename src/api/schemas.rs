@@ -6,18 +6,19 @@
 //! the OpenAPI schemas (`utoipa`), whose length, range and pattern keywords state the garde rules
 //! to clients; `tests/api/openapi.rs` holds the two in step. The rules are those of `docs/api.md`.
 
-use beepmyphone_actors::model::{DeviceId, NotificationId, NotificationRecord, Priority};
+use beepmyphone_actors::model::{NotificationId, NotificationRecord, Priority};
 use beepmyphone_actors::queue::Targets;
 use chrono::NaiveTime;
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+pub use crate::api::ids::{is_device_id, is_issued_id, DEVICE_ID};
+use crate::api::targets::{group_list, groups_schema};
+pub use crate::api::targets::{TargetsBody, MAX_TARGETS};
 use crate::crypto::secrets::{ExposeSecret, SecretString};
 use crate::error::{ApiError, FieldError};
 
-/// Most explicit targets in one notification.
-pub const MAX_TARGETS: usize = 1_000;
 /// Most items in one batch.
 pub const MAX_BATCH: usize = 500;
 /// Shortest and longest notification lifetime, in seconds.
@@ -31,8 +32,6 @@ pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "critical"];
 pub const SINGLE_LINE: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
 /// Schema pattern of multi-line text: no control characters but tab, newline and carriage return.
 pub const MULTI_LINE: &str = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$";
-/// Schema pattern of a device id as the relay issues them (`dev_` and an upper-case ULID).
-pub const DEVICE_ID: &str = "^dev_[0-7][0-9A-HJKMNP-TV-Z]{25}$";
 /// Schema pattern of an `HH:MM` time of day.
 pub const HHMM: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
 /// Schema pattern of printable ASCII.
@@ -193,23 +192,6 @@ pub fn within(
     }
 }
 
-/// An id exactly as the relay issues them: a four-character prefix (`dev_`, `tok_`) and an
-/// upper-case ULID (see [`DEVICE_ID`]).
-pub fn is_issued_id(raw: &str, prefix: &str) -> bool {
-    raw.len() == 30
-        && raw.starts_with(prefix)
-        && prefix.len() == 4
-        && matches!(raw.as_bytes()[4], b'0'..=b'7')
-        && raw[4..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
-}
-
-/// A device id exactly as the relay issues them (see [`DEVICE_ID`]).
-pub fn is_device_id(raw: &str) -> bool {
-    is_issued_id(raw, "dev_") && DeviceId::parse(raw).is_some()
-}
-
 fn issued_id(prefix: &'static str) -> impl FnOnce(&Option<String>, &()) -> garde::Result {
     move |value, ()| match value {
         Some(raw) if !is_issued_id(raw, prefix) => Err(garde::Error::new(
@@ -229,13 +211,6 @@ fn seq_cursor(value: &Option<String>, (): &()) -> garde::Result {
             ))
         }
         _ => Ok(()),
-    }
-}
-
-fn device_id_rule(value: &serde_json::Value, (): &()) -> garde::Result {
-    match value.as_str() {
-        Some(raw) if is_device_id(raw) => Ok(()),
-        _ => Err(garde::Error::new("must be a device id (dev_…)")),
     }
 }
 
@@ -327,122 +302,24 @@ fn tag_count(tags: &[String], (): &()) -> garde::Result {
     }
 }
 
-/// Who a notification is for: `"all"`, or a list of device ids.
-#[derive(Debug, Clone)]
-pub enum TargetsBody {
-    /// A keyword (only `all` is valid).
-    Keyword(String),
-    /// Explicit device ids (anything else in the list is reported by index).
-    Devices(Vec<serde_json::Value>),
-}
-
-impl utoipa::PartialSchema for TargetsBody {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-        OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some(["all"])),
-            )
-            .item(
-                ArrayBuilder::new()
-                    .items(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .pattern(Some(DEVICE_ID)),
-                    )
-                    .min_items(Some(1))
-                    .max_items(Some(MAX_TARGETS)),
-            )
-            .description(Some(
-                "`\"all\"` (the default) or a list of 1 to 1000 device ids",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for TargetsBody {}
-
-impl<'de> Deserialize<'de> for TargetsBody {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        match serde_json::Value::deserialize(de)? {
-            serde_json::Value::String(s) => Ok(Self::Keyword(s)),
-            serde_json::Value::Array(items) => Ok(Self::Devices(items)),
-            _ => Err(serde::de::Error::custom(
-                "must be \"all\" or a list of device ids",
-            )),
-        }
-    }
-}
-
-impl Validate for TargetsBody {
-    type Context = ();
-
-    fn validate_into(
-        &self,
-        ctx: &(),
-        parent: &mut dyn FnMut() -> garde::Path,
-        report: &mut garde::Report,
-    ) {
-        match self {
-            Self::Keyword(word) if word == "all" => {}
-            Self::Keyword(_) => report.append(
-                parent(),
-                garde::Error::new("must be \"all\" or a list of device ids"),
-            ),
-            Self::Devices(items) => {
-                if items.is_empty() {
-                    report.append(
-                        parent(),
-                        garde::Error::new("must name at least one device, or be \"all\""),
-                    );
-                } else if items.len() > MAX_TARGETS {
-                    report.append(
-                        parent(),
-                        garde::Error::new(format!("must name at most {MAX_TARGETS} devices")),
-                    );
-                }
-                for (i, item) in items.iter().enumerate() {
-                    if let Err(e) = device_id_rule(item, ctx) {
-                        report.append(parent().join(i), e);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl TargetsBody {
-    fn into_targets(self) -> Targets {
-        match self {
-            Self::Keyword(_) => Targets::All,
-            Self::Devices(items) => Targets::Devices(
-                items
-                    .iter()
-                    .filter_map(|v| v.as_str().and_then(DeviceId::parse))
-                    .collect(),
-            ),
-        }
-    }
-}
-
 /// `POST /notifications` and each item of a batch.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(example = json!({"title": "Build finished", "body": "main is green", "priority": "high", "tags": ["ci"]}))]
 pub struct PublishRequest {
-    /// 1–256 characters, one line.
-    #[garde(custom(line(1, 256)))]
+    /// 1–256 characters, one line; required, except with `encrypted`, where it must be absent
+    /// (the title is sealed inside, and the relay shows a placeholder).
+    #[garde(custom(line(1, 256)), custom(title_presence(&self.encrypted)))]
     #[schema(
+        nullable = false,
         min_length = 1,
         max_length = 256,
         pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
     )]
-    pub title: String,
+    pub title: Option<String>,
     /// Up to 4096 characters; newlines and tabs allowed.
     #[serde(default)]
-    #[garde(custom(multiline(4_096)))]
+    #[garde(custom(multiline(4_096)), custom(empty_with(&self.encrypted)))]
     #[schema(
         max_length = 4096,
         pattern = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
@@ -460,16 +337,17 @@ pub struct PublishRequest {
     #[garde(custom(one_of(&PRIORITIES, PRIORITY_RULE)))]
     #[schema(value_type = Option<PriorityName>)]
     pub priority: Option<String>,
-    /// `"all"` (the default) or a list of up to 1000 device ids.
-    #[garde(dive)]
+    /// `"all"` (the default), `"group:NAME"`, or a list of up to 1000 device ids and
+    /// `group:NAME`s.
+    #[garde(dive, custom(one_device_with(&self.encrypted)))]
     pub targets: Option<TargetsBody>,
     /// Up to 10 tags of 1–32 characters.
     #[serde(default)]
-    #[garde(custom(tag_count), inner(custom(line(1, 32))))]
+    #[garde(custom(tag_count), custom(no_tags_with(&self.encrypted)), inner(custom(line(1, 32))))]
     #[schema(schema_with = tags_schema)]
     pub tags: Vec<String>,
     /// An absolute http(s) URL of at most 2048 characters, opened when the notification is tapped.
-    #[garde(custom(http_url))]
+    #[garde(custom(http_url), custom(absent_with(&self.encrypted)))]
     #[schema(schema_with = click_url_schema)]
     pub click_url: Option<String>,
     /// Lifetime in seconds, 60..2592000; default `delivery.default_ttl_seconds`.
@@ -481,18 +359,181 @@ pub struct PublishRequest {
     #[garde(custom(idempotency_key_rule))]
     #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]*$")]
     pub idempotency_key: Option<String>,
+    /// An end-to-end envelope for one device (docs/api.md, "End-to-end encryption"): base64url
+    /// without padding, at most 12000 characters, version byte 1. With it, `targets` must be
+    /// exactly one device id and `title`, `body`, `tags` and `clickUrl` absent; `app`, `priority`
+    /// and `ttlSeconds` stay visible to the relay.
+    #[garde(custom(envelope_rule))]
+    #[schema(schema_with = encrypted_schema)]
+    pub encrypted: Option<String>,
 }
 
-fn click_url_schema() -> utoipa::openapi::schema::Object {
+fn encrypted_schema() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    // `null` reads as absent (a plain publish), as for the other optional fields.
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(ENCRYPTED_MIN))
+        .max_length(Some(ENCRYPTED_MAX))
+        .pattern(Some(ENCRYPTED_PATTERN))
+        .description(Some(
+            "An end-to-end envelope for one device (see docs/api.md): base64url without padding, \
+             version byte 1; with it `targets` is exactly one device id and `title`, `body`, \
+             `tags` and `clickUrl` are absent",
+        ))
+        .build()
+}
+
+/// The title every end-to-end encrypted notification has on the relay (and in its listings).
+pub const ENCRYPTED_TITLE: &str = "Encrypted notification";
+/// Longest `encrypted`, in characters.
+pub const ENCRYPTED_MAX: usize = 12_000;
+/// Shortest `encrypted`, in characters: the base64url length of [`crate::crypto::e2e::MIN_LEN`]
+/// bytes (an empty plaintext).
+pub const ENCRYPTED_MIN: usize = (crate::crypto::e2e::MIN_LEN * 4).div_ceil(3);
+/// Schema pattern of `encrypted`: base64url without padding whose first byte is 0x01 (`A` then
+/// one of `Q`–`f`) and whose last character has no stray bits (canonical, as the decoder wants).
+pub const ENCRYPTED_PATTERN: &str = concat!(
+    "^A[Q-Za-f][A-Za-z0-9_-]{2}([A-Za-z0-9_-]{4})*",
+    "([A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+);
+const WITH_ENCRYPTED: &str = "must be absent with encrypted (the content is sealed inside it)";
+
+fn envelope_rule(value: &Option<String>, (): &()) -> garde::Result {
+    let Some(raw) = value else { return Ok(()) };
+    if raw.len() > ENCRYPTED_MAX {
+        return Err(garde::Error::new(format!(
+            "must be at most {ENCRYPTED_MAX} characters long"
+        )));
+    }
+    crate::crypto::e2e::parse(raw)
+        .map(|_| ())
+        .map_err(|e| garde::Error::new(format!("must be an end-to-end envelope: {e}")))
+}
+
+fn title_presence<'a>(
+    encrypted: &'a Option<String>,
+) -> impl FnOnce(&Option<String>, &()) -> garde::Result + 'a {
+    move |title, ()| match (title, encrypted) {
+        (None, None) => Err(garde::Error::new("is required")),
+        (Some(_), Some(_)) => Err(garde::Error::new(WITH_ENCRYPTED)),
+        _ => Ok(()),
+    }
+}
+
+fn empty_with<'a>(
+    encrypted: &'a Option<String>,
+) -> impl FnOnce(&String, &()) -> garde::Result + 'a {
+    move |value, ()| {
+        if encrypted.is_some() && !value.is_empty() {
+            Err(garde::Error::new(WITH_ENCRYPTED))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn no_tags_with<'a>(
+    encrypted: &'a Option<String>,
+) -> impl FnOnce(&Vec<String>, &()) -> garde::Result + 'a {
+    move |tags, ()| {
+        if encrypted.is_some() && !tags.is_empty() {
+            Err(garde::Error::new(WITH_ENCRYPTED))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn absent_with<'a>(
+    encrypted: &'a Option<String>,
+) -> impl FnOnce(&Option<String>, &()) -> garde::Result + 'a {
+    move |value, ()| {
+        if encrypted.is_some() && value.is_some() {
+            Err(garde::Error::new(WITH_ENCRYPTED))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// With `encrypted`, the targets must be a list of exactly one device id: each device has its
+/// own envelope.
+fn one_device_with<'a>(
+    encrypted: &'a Option<String>,
+) -> impl FnOnce(&Option<TargetsBody>, &()) -> garde::Result + 'a {
+    move |targets, ()| {
+        if encrypted.is_none() {
+            return Ok(());
+        }
+        match targets {
+            Some(TargetsBody::List(items))
+                if items.len() == 1 && items[0].as_str().is_some_and(is_device_id) =>
+            {
+                Ok(())
+            }
+            _ => Err(garde::Error::new(
+                "must be exactly one device id with encrypted (each device has its own envelope)",
+            )),
+        }
+    }
+}
+
+/// The schema keyword (a `oneOf`) stating the rules between `encrypted` and the other fields of a
+/// publish: either a plain notification with a `title` and no `encrypted`, or an envelope for
+/// exactly one device without `title`, `body`, `tags` or `clickUrl`.
+pub fn publish_one_of() -> serde_json::Value {
+    serde_json::json!([
+        // A plain publish: a title, and no envelope (`encrypted` absent or null).
+        {
+            "required": ["title"],
+            "not": {"required": ["encrypted"], "properties": {"encrypted": {"type": "string"}}}
+        },
+        // An envelope: one device, and no title (absent or null), body, tags or click URL.
+        {
+            "required": ["encrypted", "targets"],
+            "properties": {
+                "encrypted": {"type": "string"},
+                "title": {"type": "null"},
+                "body": {"maxLength": 0},
+                "tags": {"maxItems": 0},
+                "clickUrl": {"type": "null"},
+                "targets": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1,
+                    "items": {"type": "string", "pattern": DEVICE_ID}
+                }
+            }
+        }
+    ])
+}
+
+/// The schema of a click URL (nullable), for the relay's fields and ntfy's `click`.
+pub(crate) fn click_url_schema() -> utoipa::openapi::schema::Object {
+    click_url(true)
+}
+
+/// The schema of ntfy's `Click` header: a click URL, never null.
+pub(crate) fn click_header_schema() -> utoipa::openapi::schema::Object {
+    click_url(false)
+}
+
+fn click_url(nullable: bool) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let kind = match nullable {
+        true => SchemaType::from_iter([Type::String, Type::Null]),
+        false => SchemaType::Type(Type::String),
+    };
+    ObjectBuilder::new()
+        .schema_type(kind)
         .max_length(Some(CLICK_URL_MAX))
         .pattern(Some(CLICK_URL))
         .description(Some(
             "An absolute http(s) URL of at most 2048 characters, opened when the notification is \
              tapped: a DNS name or IPv4 address, no port, no credentials, an optional path",
         ))
+        .examples(["https://status.example.com/incidents/42"])
         .build()
 }
 
@@ -555,7 +596,12 @@ impl PublishRequest {
         Ok(ValidPublish {
             record: NotificationRecord {
                 id: NotificationId::generate(),
-                title: self.title,
+                title: match self.encrypted {
+                    Some(_) => ENCRYPTED_TITLE.to_owned(),
+                    None => self
+                        .title
+                        .ok_or_else(|| FieldError::new("title", "is required"))?,
+                },
                 body: self.body,
                 app: self.app.unwrap_or_else(|| "api".to_owned()),
                 priority,
@@ -564,6 +610,7 @@ impl PublishRequest {
                 created_at: now_ms,
                 expires_at: now_ms + ttl_ms,
                 trace_id: None,
+                encrypted: self.encrypted,
             },
             targets: self.targets.map_or(Targets::All, TargetsBody::into_targets),
             idempotency_key: self.idempotency_key,
@@ -684,6 +731,65 @@ pub struct PairRequest {
         pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
     )]
     pub app_version: Option<String>,
+    /// The groups the device joins (see `PATCH /devices/{id}`).
+    #[serde(default)]
+    #[garde(custom(group_list))]
+    #[schema(schema_with = groups_schema)]
+    pub groups: Option<Vec<String>>,
+    /// The device's X25519 public key for end-to-end encryption: 32 bytes as base64url without
+    /// padding (43 characters).
+    #[garde(custom(e2e_key_rule))]
+    #[schema(schema_with = e2e_key_schema)]
+    pub e2e_key: Option<String>,
+}
+
+/// Schema pattern of an end-to-end public key: 32 bytes as canonical base64url without padding.
+pub const E2E_KEY: &str = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$";
+
+fn e2e_key_rule(value: &Option<String>, (): &()) -> garde::Result {
+    match value {
+        Some(raw) if crate::crypto::e2e::decode_key(raw).is_err() => Err(garde::Error::new(
+            "must be an X25519 public key: 32 bytes as base64url without padding",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn e2e_key_nullable_rule(value: &Option<Option<String>>, (): &()) -> garde::Result {
+    e2e_key_rule(&value.clone().flatten(), &())
+}
+
+fn e2e_key_object(nullable: bool) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let schema_type = if nullable {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::new(Type::String)
+    };
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .pattern(Some(E2E_KEY))
+        .description(Some(
+            "An X25519 public key for end-to-end encryption: 32 bytes as base64url without \
+             padding",
+        ))
+        .build()
+}
+
+fn e2e_key_schema() -> utoipa::openapi::schema::Object {
+    e2e_key_object(false)
+}
+
+fn nullable_e2e_key_schema() -> utoipa::openapi::schema::Object {
+    e2e_key_object(true)
+}
+
+/// Reads a field that may be absent (`None`, with `#[serde(default)]`), `null` (`Some(None)`)
+/// or a string.
+fn nullable_string<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(de).map(Some)
 }
 
 fn pairing_code(value: &str, (): &()) -> garde::Result {
@@ -833,6 +939,16 @@ pub struct PatchDeviceRequest {
     )]
     #[garde(dive)]
     pub settings: Option<SettingsBody>,
+    /// The device's groups, all of them: the list replaces the old one (`[]` leaves every group).
+    #[serde(default)]
+    #[garde(custom(group_list))]
+    #[schema(schema_with = groups_schema)]
+    pub groups: Option<Vec<String>>,
+    /// The device's end-to-end public key (as in pairing); `null` removes it.
+    #[serde(default, rename = "e2eKey", deserialize_with = "nullable_string")]
+    #[garde(custom(e2e_key_nullable_rule))]
+    #[schema(schema_with = nullable_e2e_key_schema)]
+    pub e2e_key: Option<Option<String>>,
 }
 
 /// `POST /tokens`.
@@ -1016,7 +1132,7 @@ pub struct NotificationListQuery {
 }
 
 /// The actions `GET /audit` filters by (every [`beepmyphone_actors::ports::Action`]).
-pub const AUDIT_ACTIONS: [&str; 24] = [
+pub const AUDIT_ACTIONS: [&str; 25] = [
     "admin.login",
     "admin.logout",
     "admin.session_ended",
@@ -1029,6 +1145,7 @@ pub const AUDIT_ACTIONS: [&str; 24] = [
     "device.refresh_reuse",
     "device.logout",
     "device.deleted",
+    "device.revoked",
     "signing_key.rotated",
     "signing_key.retired",
     "data_key.rotated",
@@ -1214,7 +1331,9 @@ mod tests {
         let valid = request.into_valid(1_000, 604_800).unwrap();
         assert_eq!(valid.record.priority, Priority::High);
         assert_eq!(valid.record.expires_at, 1_000 + 86_400_000);
-        assert!(matches!(valid.targets, Targets::Devices(ref ids) if ids.len() == 1));
+        assert!(
+            matches!(valid.targets, Targets::Listed { ref devices, ref groups } if devices.len() == 1 && groups.is_empty())
+        );
     }
 
     #[test]
@@ -1316,6 +1435,8 @@ mod tests {
             name: "Pixel".into(),
             platform: "android".into(),
             app_version: None,
+            groups: None,
+            e2e_key: Some(crate::crypto::e2e::encode_key(&[7; 32])),
         };
         assert!(fields(&ok).is_empty());
         let bad = PairRequest {
@@ -1323,8 +1444,13 @@ mod tests {
             name: String::new(),
             platform: "palm".into(),
             app_version: Some(String::new()),
+            groups: Some(vec!["fine".into(), "not fine".into()]),
+            e2e_key: Some("AAAA".into()),
         };
-        assert_eq!(names(&bad), ["appVersion", "code", "name", "platform"]);
+        assert_eq!(
+            names(&bad),
+            ["appVersion", "code", "e2eKey", "groups", "name", "platform"]
+        );
     }
 
     #[test]
@@ -1338,7 +1464,7 @@ mod tests {
         let errors = fields(&request(r#"{"title":"t","clickUrl":"not a url"}"#));
         assert_eq!(errors[0].1, "must be an absolute http or https URL");
         let many: Vec<String> = (0..=MAX_TARGETS)
-            .map(|_| DeviceId::generate().to_string())
+            .map(|_| beepmyphone_actors::model::DeviceId::generate().to_string())
             .collect();
         let json = serde_json::json!({"title": "t", "targets": many}).to_string();
         let errors = fields(&request(&json));

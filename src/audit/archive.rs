@@ -14,6 +14,7 @@
 //! finds the archive in place and only deletes the rows. The newest record always stays in the
 //! database, so the writer's position never depends on the archives.
 
+use crate::store::WriteTransaction;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 

@@ -8,13 +8,14 @@
 //! (another process, such as the CLI, appended meanwhile). Each append is one immediate
 //! transaction: a crash leaves the log as it was before it or after it, never between.
 
+use crate::store::WriteTransaction;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::store::Db;
 use beepmyphone_actors::ports::{AuditError, AuditEvent, AuditLog, CheckpointInfo};
-use diesel::SqliteConnection;
 
 use super::archive::Archiver;
 use super::merkle::{Frontier, Hash};
@@ -28,7 +29,7 @@ fn write_err(e: impl std::fmt::Display) -> AuditError {
 }
 
 /// The tree's frontier as stored: from the last checkpoint, plus the leaves after it.
-pub fn rebuild(conn: &mut SqliteConnection) -> Result<Frontier, StoreError> {
+pub fn rebuild(conn: &mut Db) -> Result<Frontier, StoreError> {
     let mut frontier = match rows::last_checkpoint(conn)? {
         Some(row) => Frontier::from_bytes(&row.frontier).map_err(|e| {
             StoreError::Corrupt(format!("audit checkpoint of size {}: {e}", row.size))

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use diesel::SqliteConnection;
+use crate::store::Db;
 use serde::Serialize;
 
 use super::archive::{self, Line};
@@ -212,7 +212,7 @@ fn learn(
 
 /// Every checkpoint of the file and the table, signatures checked.
 fn checkpoints(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     verifier: &NoteVerifier,
     sources: &Sources,
 ) -> Result<BTreeMap<u64, Known>, Failure> {
@@ -327,7 +327,7 @@ pub struct Walked {
 
 /// Verifies the log; with `keep_leaves`, also returns every leaf (for proofs).
 pub fn walk(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     verifier: &NoteVerifier,
     sources: &Sources,
     keep_leaves: bool,
@@ -455,7 +455,7 @@ pub fn walk(
 
 /// Verifies the whole log.
 pub fn verify(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     verifier: &NoteVerifier,
     sources: &Sources,
 ) -> Result<Report, Failure> {
@@ -482,7 +482,7 @@ pub struct Proof {
 
 /// Proves that record `seq` is in the log as of its latest checkpoint (after verifying it).
 pub fn prove(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     verifier: &NoteVerifier,
     sources: &Sources,
     seq: u64,
@@ -514,11 +514,7 @@ pub fn prove(
 }
 
 /// The note of the checkpoint of `size` (the table's, else the file's).
-fn checkpoint_note(
-    conn: &mut SqliteConnection,
-    sources: &Sources,
-    size: u64,
-) -> Result<String, Failure> {
+fn checkpoint_note(conn: &mut Db, sources: &Sources, size: u64) -> Result<String, Failure> {
     let at = i64::try_from(size).unwrap_or(i64::MAX);
     if let Some(row) = rows::checkpoint_at_most(conn, at)?.filter(|r| r.size == at) {
         return Ok(row.note);

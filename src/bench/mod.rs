@@ -6,6 +6,11 @@
 //! latency (HDR histograms), socket set-up time, frames and bytes per notification, lost and
 //! duplicated notifications, errors, and the relay's RSS.
 //!
+//! Against a cluster it takes several relays (`--server` repeated): pairing goes through the
+//! first, device i holds its socket on relay i mod n and publisher j publishes on relay
+//! (j + 1) mod n, so that most notifications cross relays; the report splits their latency into
+//! same-relay and cross-relay deliveries (`scripts/bench-cluster`).
+//!
 //! Every notification's title is `bench RUN SEQ INTENDED_US SENT_US`: the run id, a sequence
 //! number, and the intended and actual send times in µs since the bench's own start `Instant`
 //! (the receiving device is in the same process, so the clocks agree). Latency is measured from the
@@ -29,8 +34,8 @@ use clap::Parser;
 
 use self::plan::{new_run_id, Pacing, Plan};
 use self::report::{
-    ratio, read_rss_kb, Backlog, Connections, Counts, Frames, Report, Rss, RunSettings, Schedule,
-    Second, Throughput,
+    ratio, read_rss_kb, Backlog, Connections, Counts, Frames, Relays, Report, Rss, RunSettings,
+    Schedule, Second, Throughput,
 };
 use self::stats::{reconcile, Percentiles, SeqSet};
 use self::worker::{Config, ConnectPace, Device, Histograms, Job, PublishJob, Shared, Worker};
@@ -71,9 +76,17 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// The relay's URL (http, or https with the certificate check of --ca-fingerprint or
-    /// --insecure, else the system's trust store).
-    #[arg(long, env = "BEEP_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
+    /// --insecure, else the system's trust store). Repeat it, or separate URLs with commas (so
+    /// in BEEP_SERVER too), for relays of one cluster: pairing and clean-up go through the first,
+    /// device i connects to relay i mod n, publisher j publishes on relay (j + 1) mod n.
+    #[arg(
+        long = "server",
+        value_name = "URL",
+        env = "BEEP_SERVER",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub servers: Vec<String>,
     /// How the relay's certificate is checked (https only).
     #[command(flatten)]
     pub trust: crate::tls::client::TrustArgs,
@@ -398,12 +411,12 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let run_id = new_run_id();
     let config = Arc::new(Config {
-        server: plan.server.clone(),
-        ws_url: plan.ws_url(),
+        servers: plan.servers.clone(),
+        ws_urls: plan.ws_urls(),
         token: plan.token.clone(),
         run_id: run_id.clone(),
         start: Instant::now(),
-        spread_sources: plan.server_is_loopback(),
+        spread_sources: plan.servers_are_loopback(),
         trust: plan.trust.clone(),
     });
     let shared = Arc::new(Shared::default());
@@ -422,11 +435,19 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         shared: shared.clone(),
     };
 
+    let against = match plan.servers.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} relays ({})", many.len(), many.join(", ")),
+    };
     progress(&format!(
-        "run {run_id}: {} against {}; pairing {} devices",
+        "run {run_id}: {} against {against}; pairing {} devices{}",
         plan.scenario.name(),
-        plan.server,
-        plan.devices
+        plan.devices,
+        if plan.servers.len() > 1 {
+            " through the first"
+        } else {
+            ""
+        }
     ));
     let devices = pool.pair(plan.devices)?;
     let ids: Arc<Vec<String>> = Arc::new(devices.iter().map(|d| d.id.clone()).collect());
@@ -631,7 +652,7 @@ fn build_report(plan: &Plan, input: ReportInputs<'_>) -> Report {
     Report {
         scenario: plan.scenario.name(),
         run_id: input.run_id,
-        server: plan.server.clone(),
+        servers: plan.servers.clone(),
         started_at: input.started_at,
         settings: RunSettings {
             devices: plan.devices,
@@ -656,6 +677,10 @@ fn build_report(plan: &Plan, input: ReportInputs<'_>) -> Report {
         counts,
         latency_us: Percentiles::of(&input.histograms.latency),
         latency_from_send_us: Percentiles::of(&input.histograms.latency_from_send),
+        relays: (plan.servers.len() > 1).then(|| Relays {
+            same_relay_latency_us: Percentiles::of(&input.histograms.latency_same_relay),
+            cross_relay_latency_us: Percentiles::of(&input.histograms.latency_cross_relay),
+        }),
         publish_response_us: Percentiles::of(&input.histograms.publish),
         connect_us: Percentiles::of(&input.histograms.connect),
         connections,
@@ -707,6 +732,23 @@ mod tests {
         assert_eq!(args.devices, Some(7));
         assert_eq!(args.drain_seconds, 3.0);
         assert!(BenchArgs::try_parse_from(["bench", "dance"]).is_err());
+        let cluster = BenchArgs::try_parse_from([
+            "bench",
+            "latency",
+            "--server",
+            "http://127.0.0.1:18281",
+            "--server",
+            "http://127.0.0.1:18282,http://127.0.0.1:18283",
+        ])
+        .unwrap();
+        assert_eq!(
+            cluster.servers,
+            [
+                "http://127.0.0.1:18281",
+                "http://127.0.0.1:18282",
+                "http://127.0.0.1:18283"
+            ]
+        );
     }
 
     #[test]
@@ -759,5 +801,43 @@ mod tests {
         assert_eq!(report.frames.bytes_per_notification, 100.0);
         assert_eq!(report.throughput.accepted_per_second, 4_000.0);
         assert_eq!(report.throughput.delivered_per_second, 1_500.0);
+        assert_eq!(report.servers, ["http://127.0.0.1:8080"]);
+        assert!(report.relays.is_none(), "one relay: no same/cross split");
+
+        let two = Plan::resolve(
+            &BenchArgs::try_parse_from([
+                "bench",
+                "latency",
+                "--token",
+                "t",
+                "--server",
+                "http://127.0.0.1:1,http://127.0.0.1:2",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let mut histograms = Histograms::new().unwrap();
+        histograms.latency_same_relay.record(1_000).unwrap();
+        histograms.latency_cross_relay.record(3_000).unwrap();
+        histograms.latency_cross_relay.record(3_000).unwrap();
+        let report = build_report(
+            &two,
+            ReportInputs {
+                run_id: "r".into(),
+                started_at: "now".into(),
+                nofile: None,
+                shared: &shared,
+                errors: Default::default(),
+                histograms: &histograms,
+                received: &received,
+                accepted: &accepted,
+                timeline: &timeline,
+                rss: Rss::default(),
+            },
+        );
+        assert_eq!(report.servers, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        let relays = report.relays.expect("two relays: the split");
+        assert_eq!(relays.same_relay_latency_us.count, 1);
+        assert_eq!(relays.cross_relay_latency_us.count, 2);
     }
 }

@@ -1,6 +1,7 @@
 //! The plan of a run: per-scenario defaults, the open-loop schedule, which device each
-//! notification goes to, which source address each socket uses, and the stamp every notification
-//! carries in its title.
+//! notification goes to, which relay each device and each publisher talks to (with several
+//! `--server`s), which source address each socket uses, and the stamp every notification carries
+//! in its title.
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -35,8 +36,10 @@ pub enum Pacing {
 pub struct Plan {
     /// The scenario.
     pub scenario: Scenario,
-    /// Base URL of the relay, without a trailing slash.
-    pub server: String,
+    /// Base URLs of the relays, without a trailing slash; at least one. Pairing and clean-up go
+    /// through the first; devices and publishers are spread over all ([`device_server`],
+    /// [`publisher_server`]).
+    pub servers: Vec<String>,
     /// The admin token.
     pub token: String,
     /// Devices to pair and connect.
@@ -76,9 +79,28 @@ impl Plan {
     pub fn resolve(args: &BenchArgs) -> Result<Self, BenchError> {
         let usage = |m: &str| Err(BenchError::Usage(m.to_owned()));
         let scenario = args.scenario;
-        let server = args.server.trim_end_matches('/').to_owned();
-        if !server.starts_with("http://") && !server.starts_with("https://") {
-            return usage("--server must be an http:// or https:// URL");
+        let servers: Vec<String> = args
+            .servers
+            .iter()
+            .map(|s| s.trim().trim_end_matches('/').to_owned())
+            .collect();
+        if servers.is_empty() {
+            return usage("--server: give at least one relay");
+        }
+        if let Some(bad) = servers
+            .iter()
+            .find(|s| !s.starts_with("http://") && !s.starts_with("https://"))
+        {
+            return usage(&format!(
+                "--server must be an http:// or https:// URL (not {bad:?})"
+            ));
+        }
+        if let Some(twice) = servers
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| servers[..i].contains(s).then_some(s))
+        {
+            return usage(&format!("--server {twice} is given twice"));
         }
         let trust = match args.trust.trust() {
             Ok(trust) => trust.unwrap_or_default(),
@@ -151,7 +173,7 @@ impl Plan {
             .clamp(1, 64);
         Ok(Self {
             scenario,
-            server,
+            servers,
             token,
             devices,
             publishers: args.publishers.unwrap_or(4).max(1),
@@ -171,23 +193,48 @@ impl Plan {
         })
     }
 
-    /// The WebSocket URL of the relay.
-    pub fn ws_url(&self) -> String {
-        format!("ws{}/api/v1/ws", self.server.trim_start_matches("http"))
+    /// The WebSocket URL of each relay, in the order of [`Plan::servers`].
+    pub fn ws_urls(&self) -> Vec<String> {
+        self.servers.iter().map(|s| ws_url(s)).collect()
     }
 
-    /// Whether the relay is on this machine's loopback, so sockets may come from 127.0.0.x.
-    pub fn server_is_loopback(&self) -> bool {
-        url::Url::parse(&self.server)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .is_some_and(|host| {
-                host == "localhost"
-                    || host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            })
+    /// Whether every relay is on this machine's loopback, so sockets may come from 127.0.0.x.
+    pub fn servers_are_loopback(&self) -> bool {
+        self.servers.iter().all(|s| is_loopback(s))
     }
+}
+
+/// The WebSocket URL of the relay at `server` (http → ws, https → wss).
+pub fn ws_url(server: &str) -> String {
+    format!("ws{}/api/v1/ws", server.trim_start_matches("http"))
+}
+
+fn is_loopback(server: &str) -> bool {
+    url::Url::parse(server)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
+/// The relay (index into the servers) that device `device` holds its socket on: round-robin,
+/// device i on server i mod `servers`.
+pub fn device_server(device: usize, servers: usize) -> usize {
+    device % servers.max(1)
+}
+
+/// The relay (index into the servers) that publisher `publisher` publishes to: round-robin, one
+/// ahead of the devices (publisher j on server (j + 1) mod `servers`). All publishers draw their
+/// sequence numbers, and so their targets, from one counter, so with `n` relays about
+/// (n − 1) / n of the notifications are published on a relay other than the one holding their
+/// device; `--publishers` a multiple of `n` loads every relay alike.
+pub fn publisher_server(publisher: u64, servers: usize) -> usize {
+    let servers = servers.max(1) as u64;
+    usize::try_from(publisher.wrapping_add(1) % servers).unwrap_or(0)
 }
 
 /// Microseconds after the publishing start at which publisher `publisher` (of `publishers`) sends
@@ -239,6 +286,8 @@ pub struct Stamp {
     pub intended_us: u64,
     /// When it was actually sent: µs since the bench's start.
     pub sent_us: u64,
+    /// The relay it was published on (index into the servers).
+    pub via: usize,
 }
 
 /// What a received title turned out to be.
@@ -250,11 +299,12 @@ pub enum Parsed {
     Foreign,
 }
 
-/// The title of a bench notification: `bench RUN SEQ INTENDED_US SENT_US`.
+/// The title of a bench notification: `bench RUN SEQ INTENDED_US SENT_US VIA` (VIA: the index of
+/// the relay it was published on).
 pub fn encode_title(run: &str, stamp: Stamp) -> String {
     format!(
-        "bench {run} {} {} {}",
-        stamp.seq, stamp.intended_us, stamp.sent_us
+        "bench {run} {} {} {} {}",
+        stamp.seq, stamp.intended_us, stamp.sent_us, stamp.via
     )
 }
 
@@ -265,11 +315,12 @@ pub fn parse_title(title: &str, run: &str) -> Parsed {
         return Parsed::Foreign;
     }
     let mut number = || parts.next().and_then(|p| p.parse::<u64>().ok());
-    match (number(), number(), number()) {
-        (Some(seq), Some(intended_us), Some(sent_us)) => Parsed::Ours(Stamp {
+    match (number(), number(), number(), number()) {
+        (Some(seq), Some(intended_us), Some(sent_us), Some(via)) => Parsed::Ours(Stamp {
             seq,
             intended_us,
             sent_us,
+            via: usize::try_from(via).unwrap_or(usize::MAX),
         }),
         _ => Parsed::Foreign,
     }
@@ -358,6 +409,7 @@ mod tests {
             seq: 42,
             intended_us: 1_000,
             sent_us: 1_250,
+            via: 2,
         };
         let title = encode_title("abcd1234", stamp);
         assert!(title.len() <= 256);
@@ -365,8 +417,13 @@ mod tests {
         assert_eq!(parse_title(&title, "ffff0000"), Parsed::Foreign);
         assert_eq!(parse_title("Build finished", "abcd1234"), Parsed::Foreign);
         assert_eq!(
-            parse_title("bench abcd1234 1 x 3", "abcd1234"),
+            parse_title("bench abcd1234 1 x 3 0", "abcd1234"),
             Parsed::Foreign
+        );
+        assert_eq!(
+            parse_title("bench abcd1234 1 2 3", "abcd1234"),
+            Parsed::Foreign,
+            "a title without the relay is not this run's"
         );
         assert_eq!(new_run_id().len(), 8);
     }
@@ -409,8 +466,94 @@ mod tests {
             "http://127.0.0.1:9000/",
         ]))
         .unwrap();
-        assert_eq!(plan.ws_url(), "ws://127.0.0.1:9000/api/v1/ws");
-        assert!(plan.server_is_loopback());
+        assert_eq!(plan.servers, ["http://127.0.0.1:9000"]);
+        assert_eq!(plan.ws_urls(), ["ws://127.0.0.1:9000/api/v1/ws"]);
+        assert!(plan.servers_are_loopback());
+    }
+
+    #[test]
+    fn several_servers_are_kept_in_order_repeated_or_comma_separated() {
+        let repeated = Plan::resolve(&args(&[
+            "throughput",
+            "--token",
+            "t",
+            "--server",
+            "http://127.0.0.1:9001/",
+            "--server",
+            "http://localhost:9002",
+        ]))
+        .unwrap();
+        assert_eq!(
+            repeated.servers,
+            ["http://127.0.0.1:9001", "http://localhost:9002"]
+        );
+        assert_eq!(
+            repeated.ws_urls(),
+            [
+                "ws://127.0.0.1:9001/api/v1/ws",
+                "ws://localhost:9002/api/v1/ws"
+            ]
+        );
+        assert!(repeated.servers_are_loopback());
+        // The form BEEP_SERVER takes too (the same delimiter applies to the environment).
+        let listed = Plan::resolve(&args(&[
+            "throughput",
+            "--token",
+            "t",
+            "--server",
+            "http://127.0.0.1:9001,https://relay.example.org:8443",
+        ]))
+        .unwrap();
+        assert_eq!(
+            listed.servers,
+            ["http://127.0.0.1:9001", "https://relay.example.org:8443"]
+        );
+        assert_eq!(
+            listed.ws_urls()[1],
+            "wss://relay.example.org:8443/api/v1/ws"
+        );
+        assert!(
+            !listed.servers_are_loopback(),
+            "sources spread only when every relay is local"
+        );
+        let default = Plan::resolve(&args(&["throughput", "--token", "t"])).unwrap();
+        assert_eq!(default.servers.len(), 1);
+    }
+
+    #[test]
+    fn devices_and_publishers_are_spread_round_robin_one_apart() {
+        // One relay: everything on it.
+        assert!((0..10).all(|i| device_server(i, 1) == 0));
+        assert!((0..10).all(|p| publisher_server(p, 1) == 0));
+        // Three relays: device i on i mod 3, publisher j on (j + 1) mod 3.
+        let devices: Vec<usize> = (0..7).map(|i| device_server(i, 3)).collect();
+        assert_eq!(devices, [0, 1, 2, 0, 1, 2, 0]);
+        let publishers: Vec<usize> = (0..7).map(|p| publisher_server(p, 3)).collect();
+        assert_eq!(publishers, [1, 2, 0, 1, 2, 0, 1]);
+        assert_eq!(
+            (0..4).map(|p| publisher_server(p, 2)).collect::<Vec<_>>(),
+            [1, 0, 1, 0]
+        );
+        // Six publishers on three relays: two each.
+        for relay in 0..3 {
+            assert_eq!(
+                (0..6).filter(|p| publisher_server(*p, 3) == relay).count(),
+                2
+            );
+        }
+        // The notifications of a run: round-robin targets from one counter, publishers in turn.
+        // With 3 relays two thirds are published on a relay other than their device's.
+        let (devices, publishers, relays) = (100, 6, 3);
+        let crossing = (0..6_000u64)
+            .filter(|seq| {
+                let device = target_index(*seq, devices, 1);
+                device_server(device, relays) != publisher_server(seq % publishers, relays)
+            })
+            .count();
+        assert!((3_900..=4_100).contains(&crossing), "{crossing}");
+        // Degenerate counts never panic.
+        assert_eq!(device_server(5, 0), 0);
+        assert_eq!(publisher_server(u64::MAX, 0), 0);
     }
 
     #[test]
@@ -423,6 +566,22 @@ mod tests {
             vec!["throughput", "--token", "t", "--batch", "501"],
             vec!["throughput", "--token", "t", "--devices", "0"],
             vec!["throughput", "--token", "t", "--server", "ws://x"],
+            vec![
+                "throughput",
+                "--token",
+                "t",
+                "--server",
+                "http://a:1",
+                "--server",
+                "ws://b:2",
+            ],
+            vec![
+                "throughput",
+                "--token",
+                "t",
+                "--server",
+                "http://a:1,http://a:1/",
+            ],
             vec![
                 "throughput",
                 "--token",
@@ -452,7 +611,7 @@ mod tests {
             &pin,
         ]))
         .unwrap();
-        assert_eq!(plan.ws_url(), "wss://127.0.0.1:8443/api/v1/ws");
+        assert_eq!(plan.ws_urls(), ["wss://127.0.0.1:8443/api/v1/ws"]);
         assert_eq!(plan.trust, crate::tls::client::Trust::Pinned(pin));
         let plain = Plan::resolve(&args(&["throughput", "--token", "t"])).unwrap();
         assert_eq!(plain.trust, crate::tls::client::Trust::System);

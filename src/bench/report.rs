@@ -135,6 +135,16 @@ pub struct Schedule {
     pub send_lag_us: Percentiles,
 }
 
+/// Several relays: latency split by whether a notification was published on the relay holding
+/// its device's socket or on another (which commits it, then wakes the holder over Redis).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Relays {
+    /// Publish (intended send time) → receive, published on the device's own relay, µs.
+    pub same_relay_latency_us: Percentiles,
+    /// Publish (intended send time) → receive, published on another relay, µs.
+    pub cross_relay_latency_us: Percentiles,
+}
+
 /// One second of publishing: what was meant to be sent in it, and how it arrived.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Second {
@@ -191,8 +201,9 @@ pub struct Report {
     pub scenario: &'static str,
     /// This run's id (in every notification's title).
     pub run_id: String,
-    /// The relay's URL.
-    pub server: String,
+    /// The relays' URLs, in `--server` order: pairing went through the first, device i held its
+    /// socket on server i mod n, publisher j published on server (j + 1) mod n.
+    pub servers: Vec<String>,
     /// When the run started, RFC 3339.
     pub started_at: String,
     /// The settings used.
@@ -208,6 +219,8 @@ pub struct Report {
     /// Publish (actual send time) → device receive, µs: without the load generator's own
     /// scheduling delay.
     pub latency_from_send_us: Percentiles,
+    /// With several relays: the latency of same-relay and cross-relay deliveries.
+    pub relays: Option<Relays>,
     /// Time to the publish response, µs.
     pub publish_response_us: Percentiles,
     /// Socket set-up, TCP connect to `hello`, µs.
@@ -285,10 +298,18 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let s = &self.settings;
+        let against = match self.servers.as_slice() {
+            [one] => one.clone(),
+            many => format!(
+                "{} relays: {} (pairing through the first)",
+                many.len(),
+                many.join(", ")
+            ),
+        };
         let _ = writeln!(
             out,
-            "beepmyphone bench {} (run {}) against {}",
-            self.scenario, self.run_id, self.server
+            "beepmyphone bench {} (run {}) against {against}",
+            self.scenario, self.run_id
         );
         if self.scenario == "connections" {
             let _ = writeln!(out, "  {} devices, {} threads", s.devices, s.threads);
@@ -333,6 +354,17 @@ impl Report {
                 let _ = writeln!(out, "  first lost: {:?}", n.lost_sample);
             }
             out.push_str(&percentile_line("latency", &self.latency_us));
+            if let Some(relays) = &self.relays {
+                // Published on the relay holding the device's socket, or on another one.
+                out.push_str(&percentile_line(
+                    "  same relay",
+                    &relays.same_relay_latency_us,
+                ));
+                out.push_str(&percentile_line(
+                    "  across relays",
+                    &relays.cross_relay_latency_us,
+                ));
+            }
             if let Some(line) = seconds_line(&self.seconds) {
                 out.push_str(&line);
             }
@@ -340,6 +372,7 @@ impl Report {
                 "latency from send",
                 &self.latency_from_send_us,
             ));
+
             out.push_str(&percentile_line(
                 "publish response",
                 &self.publish_response_us,
@@ -426,7 +459,7 @@ mod tests {
         let mut report = Report {
             scenario: "throughput",
             run_id: "abcd1234".into(),
-            server: "http://127.0.0.1:8080".into(),
+            servers: vec!["http://127.0.0.1:8080".into()],
             ok: true,
             ..Report::default()
         };
@@ -488,5 +521,56 @@ mod tests {
         assert_eq!(json["seconds"][1]["late"], 2);
         assert_eq!(json["seconds"][1]["max_us"], 70_000);
         assert!(summary.trim_end().ends_with("OK"), "{summary}");
+        assert!(
+            summary.contains("against http://127.0.0.1:8080\n"),
+            "{summary}"
+        );
+        assert_eq!(json["servers"][0], "http://127.0.0.1:8080");
+        assert!(json["relays"].is_null(), "one relay: no split");
+        assert!(!summary.contains("across relays"), "{summary}");
+    }
+
+    #[test]
+    fn several_relays_are_listed_and_their_latency_split() {
+        let p = |p50, p99| Percentiles {
+            count: 4,
+            p50,
+            p99,
+            ..Percentiles::default()
+        };
+        let report = Report {
+            scenario: "latency",
+            servers: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+            relays: Some(Relays {
+                same_relay_latency_us: p(1_000, 2_000),
+                cross_relay_latency_us: p(3_000, 9_000),
+            }),
+            counts: Counts {
+                published: 8,
+                accepted: 8,
+                delivered: 8,
+                ..Counts::default()
+            },
+            ..Report::default()
+        };
+        let summary = report.summary();
+        assert!(
+            summary.contains(
+                "against 2 relays: http://127.0.0.1:1, http://127.0.0.1:2 (pairing through the first)"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("    same relay           p50 1.000 p90 0.000 p99 2.000"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("    across relays        p50 3.000 p90 0.000 p99 9.000"),
+            "{summary}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+        assert_eq!(json["servers"][1], "http://127.0.0.1:2");
+        assert_eq!(json["relays"]["cross_relay_latency_us"]["p99"], 9_000);
+        assert_eq!(json["relays"]["same_relay_latency_us"]["p50"], 1_000);
     }
 }

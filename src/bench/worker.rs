@@ -6,6 +6,12 @@
 //! accepted bitmaps, no locks) except a few shared atomic counters the main thread watches; the
 //! per-thread records are handed back when the worker finishes and merged there. A notification
 //! targets one device and a device lives on one thread, so duplicates are caught per thread.
+//!
+//! With several relays (`--server` more than once) pairing and clean-up go through the first,
+//! device i holds its socket on relay i mod n and publisher j publishes on relay (j + 1) mod n
+//! ([`super::plan::device_server`], [`super::plan::publisher_server`]); each notification's title
+//! names the relay it was published on, so its device can tell a same-relay delivery from a
+//! cross-relay one.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::plan::{
-    claim_range, encode_title, intended_offset_us, parse_title, source_address, target_index,
-    Pacing, Parsed, Stamp,
+    claim_range, device_server, encode_title, intended_offset_us, parse_title, publisher_server,
+    source_address, target_index, Pacing, Parsed, Stamp,
 };
 use super::stats::{latency_us, new_histogram, PerSecond, SeqSet};
 use super::BenchError;
@@ -46,10 +52,10 @@ const MAX_ERROR_LABEL: usize = 120;
 /// What every worker knows about the run.
 #[derive(Debug)]
 pub struct Config {
-    /// Base URL of the relay.
-    pub server: String,
-    /// WebSocket URL of the relay.
-    pub ws_url: String,
+    /// Base URLs of the relays (at least one; pairing and clean-up go through the first).
+    pub servers: Vec<String>,
+    /// WebSocket URLs of the relays, in the same order.
+    pub ws_urls: Vec<String>,
     /// The admin token.
     pub token: String,
     /// This run's id.
@@ -66,6 +72,16 @@ impl Config {
     /// µs since the bench's start.
     pub fn now_us(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The relay pairing, clean-up and the readiness check go through: the first.
+    pub fn first_server(&self) -> &str {
+        self.servers.first().map_or("", String::as_str)
+    }
+
+    /// Whether the run has more than one relay.
+    pub fn clustered(&self) -> bool {
+        self.servers.len() > 1
     }
 }
 
@@ -275,6 +291,11 @@ pub struct Histograms {
     pub lag: Histogram<u64>,
     /// Intended send → receive, by the second of the intended send.
     pub per_second: PerSecond,
+    /// Several relays: intended send → receive of notifications published on the relay that
+    /// holds their device's socket.
+    pub latency_same_relay: Histogram<u64>,
+    /// Several relays: the same, published on another relay than their device's.
+    pub latency_cross_relay: Histogram<u64>,
 }
 
 impl Histograms {
@@ -287,6 +308,8 @@ impl Histograms {
             connect: new_histogram()?,
             lag: new_histogram()?,
             per_second: PerSecond::default(),
+            latency_same_relay: new_histogram()?,
+            latency_cross_relay: new_histogram()?,
         })
     }
 
@@ -297,6 +320,8 @@ impl Histograms {
         self.publish.add(&other.publish)?;
         self.connect.add(&other.connect)?;
         self.per_second.merge(&other.per_second);
+        self.latency_same_relay.add(&other.latency_same_relay)?;
+        self.latency_cross_relay.add(&other.latency_cross_relay)?;
         self.lag.add(&other.lag)
     }
 }
@@ -485,7 +510,9 @@ async fn post_json<T: for<'de> Deserialize<'de>>(
     body: &impl Serialize,
     expect: u16,
 ) -> Result<T, String> {
-    let mut request = local.http.post(format!("{}{path}", local.config.server));
+    let mut request = local
+        .http
+        .post(format!("{}{path}", local.config.first_server()));
     if admin {
         request = request.bearer_auth(&local.config.token);
     }
@@ -555,7 +582,7 @@ async fn pair_all(
 async fn delete_all(local: &Rc<Local>, ids: Vec<String>) -> u64 {
     let failures: Vec<bool> = stream::iter(ids)
         .map(|id| async move {
-            let url = format!("{}/api/v1/devices/{id}", local.config.server);
+            let url = format!("{}/api/v1/devices/{id}", local.config.first_server());
             match local
                 .http
                 .delete(url)
@@ -576,24 +603,30 @@ async fn delete_all(local: &Rc<Local>, ids: Vec<String>) -> u64 {
     failures.into_iter().filter(|failed| *failed).count() as u64
 }
 
+/// Waits until every relay's `GET /health/ready` answers 200, all within `timeout`.
 async fn wait_ready(local: &Rc<Local>, timeout: Duration) -> Result<(), BenchError> {
     let deadline = Instant::now() + timeout;
-    let url = format!("{}/health/ready", local.config.server);
-    let mut last = String::from("no answer");
-    while Instant::now() < deadline {
-        match local.http.get(&url).send().await {
-            Ok(mut response) => {
-                let _ = response.body().await;
-                if response.status().as_u16() == 200 {
-                    return Ok(());
+    for server in &local.config.servers {
+        let url = format!("{server}/health/ready");
+        let mut last = String::from("no answer");
+        loop {
+            match local.http.get(&url).send().await {
+                Ok(mut response) => {
+                    let _ = response.body().await;
+                    if response.status().as_u16() == 200 {
+                        break;
+                    }
+                    last = format!("HTTP {}", response.status().as_u16());
                 }
-                last = format!("HTTP {}", response.status().as_u16());
+                Err(e) => last = e.to_string(),
             }
-            Err(e) => last = e.to_string(),
+            if Instant::now() >= deadline {
+                return Err(BenchError::NotReady(format!("{server}: {last}")));
+            }
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(BenchError::NotReady(last))
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,8 +672,9 @@ impl Local {
             .clone()
     }
 
-    /// Accounts a text frame from the relay; returns what to answer.
-    fn on_text(&self, bytes: &[u8]) -> TextOutcome {
+    /// Accounts a text frame from the relay that holds the socket (`relay`, an index into the
+    /// servers); returns what to answer.
+    fn on_text(&self, bytes: &[u8], relay: usize) -> TextOutcome {
         let now_us = self.config.now_us();
         let frame: InFrame = match serde_json::from_slice(bytes) {
             Ok(frame) => frame,
@@ -669,6 +703,7 @@ impl Local {
         add(&shared.frame_bytes, bytes.len() as u64);
         add(&shared.items, frame.items.len() as u64);
         let mut ours = 0;
+        let clustered = self.config.clustered();
         {
             let mut histograms = self.histograms.borrow_mut();
             let mut received = self.received.borrow_mut();
@@ -682,6 +717,13 @@ impl Local {
                         histograms
                             .latency_from_send
                             .saturating_record(latency_us(stamp.sent_us, now_us));
+                        if clustered {
+                            if stamp.via == relay {
+                                histograms.latency_same_relay.saturating_record(latency);
+                            } else {
+                                histograms.latency_cross_relay.saturating_record(latency);
+                            }
+                        }
                         if received.insert(stamp.seq) {
                             add(&shared.delivered, 1);
                         } else {
@@ -732,10 +774,12 @@ async fn connect_one(
         None
     };
     let client = local.ws_client(source);
+    let relay = device_server(index, local.config.ws_urls.len());
+    let ws_url = local.config.ws_urls.get(relay).map_or("", String::as_str);
     let started = Instant::now();
     add(&local.shared.connect_attempts, 1);
     let (_, mut socket) = client
-        .ws(local.config.ws_url.as_str())
+        .ws(ws_url)
         .bearer_auth(&device.access_token)
         .max_frame_size(MAX_FRAME)
         .connect()
@@ -748,7 +792,7 @@ async fn connect_one(
         match frame {
             None => return Err("ws hello: connection closed".into()),
             Some(Err(e)) => return Err(format!("ws hello: {e}")),
-            Some(Ok(Frame::Text(bytes))) => match local.on_text(&bytes) {
+            Some(Ok(Frame::Text(bytes))) => match local.on_text(&bytes, relay) {
                 TextOutcome::Hello => break,
                 TextOutcome::Ack(ids) => send_acks(&mut socket, &ids).await?,
                 TextOutcome::Nothing => {}
@@ -776,15 +820,21 @@ async fn connect_one(
     let handle = actix_rt::spawn(hold_socket(
         local.clone(),
         socket,
+        relay,
         local.shutdown.subscribe(),
     ));
     local.sockets.borrow_mut().push(handle);
     Ok(())
 }
 
-/// Reads a socket until it closes or the run ends: accounts notifications, acks them, pongs.
-async fn hold_socket<S>(local: Rc<Local>, mut socket: S, mut shutdown: watch::Receiver<bool>)
-where
+/// Reads a socket (held by relay `relay`) until it closes or the run ends: accounts
+/// notifications, acks them, pongs.
+async fn hold_socket<S>(
+    local: Rc<Local>,
+    mut socket: S,
+    relay: usize,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: Stream<Item = Result<Frame, awc::error::WsProtocolError>>
         + Sink<Message, Error = awc::error::WsProtocolError>
         + Unpin,
@@ -803,7 +853,7 @@ where
                 return;
             }
             Some(Err(e)) => Err(format!("ws read: {e}")),
-            Some(Ok(Frame::Text(bytes))) => match local.on_text(&bytes) {
+            Some(Ok(Frame::Text(bytes))) => match local.on_text(&bytes, relay) {
                 TextOutcome::Ack(ids) => send_acks(&mut socket, &ids).await,
                 TextOutcome::Hello | TextOutcome::Nothing => Ok(()),
             },
@@ -889,8 +939,15 @@ impl Local {
     }
 }
 
-/// Sends one publish request for `seqs`, meant to leave at `intended_us`; accounts the answer.
-async fn send_request(local: &Local, job: &PublishJob, seqs: Range<u64>, intended_us: u64) {
+/// Sends one publish request for `seqs` to relay `via` (an index into the servers), meant to
+/// leave at `intended_us`; accounts the answer.
+async fn send_request(
+    local: &Local,
+    job: &PublishJob,
+    via: usize,
+    seqs: Range<u64>,
+    intended_us: u64,
+) {
     let sent_us = local.config.now_us();
     let n = seqs.end - seqs.start;
     add(&local.shared.published, n);
@@ -908,6 +965,7 @@ async fn send_request(local: &Local, job: &PublishJob, seqs: Range<u64>, intende
                         seq,
                         intended_us,
                         sent_us,
+                        via,
                     },
                 ),
                 app: "bench",
@@ -928,9 +986,10 @@ async fn send_request(local: &Local, job: &PublishJob, seqs: Range<u64>, intende
         Ok(body) => Bytes::from(body),
         Err(e) => return local.shared.error(format!("encode: {e}")),
     };
+    let server = local.config.servers.get(via).map_or("", String::as_str);
     let result = local
         .http
-        .post(format!("{}{path}", local.config.server))
+        .post(format!("{server}{path}"))
         .bearer_auth(&local.config.token)
         .content_type("application/json")
         .send_body(body)
@@ -991,6 +1050,7 @@ fn pace(
 }
 
 async fn run_publisher(local: Rc<Local>, job: Arc<PublishJob>, publisher: u64) {
+    let via = publisher_server(publisher, local.config.servers.len());
     match job.pacing {
         Pacing::Open {
             rate,
@@ -1013,7 +1073,7 @@ async fn run_publisher(local: Rc<Local>, job: Arc<PublishJob>, publisher: u64) {
                 }
                 let (local2, job2) = (local.clone(), job.clone());
                 actix_rt::spawn(async move {
-                    send_request(&local2, &job2, seqs, intended_us).await;
+                    send_request(&local2, &job2, via, seqs, intended_us).await;
                     drop(permit);
                 });
             }
@@ -1032,7 +1092,7 @@ async fn run_publisher(local: Rc<Local>, job: Arc<PublishJob>, publisher: u64) {
                             break;
                         }
                         let Some(seqs) = local.claim(&job) else { break };
-                        send_request(&local, &job, seqs, now).await;
+                        send_request(&local, &job, via, seqs, now).await;
                     }
                 }
             }))

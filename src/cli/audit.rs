@@ -98,7 +98,7 @@ fn io(e: std::io::Error) -> LocalError {
 /// The store of an existing data directory (a missing database is a usage error, not a new log).
 fn existing_store(settings: &Settings) -> Result<Store, LocalError> {
     let db = settings.storage.data_dir.join(DB_FILE);
-    if !db.is_file() {
+    if settings.storage.postgres_url().is_none() && !db.is_file() {
         return Err(LocalError::Usage(format!(
             "no relay database at {} (is --data-dir right?)",
             db.display()

@@ -7,13 +7,21 @@
 //! `send` posts one notification and prints its id. A problem document from the relay is printed
 //! as its `detail` followed by one `field: reason` line per invalid field.
 //!
-//! `listen` pairs once with a pairing code and keeps the device's credentials (server, device id,
+//! `listen` pairs once with a pairing code and keeps the device's credentials (servers, device id,
 //! access and refresh token) in a JSON file of mode 0600, by default
 //! `<config dir>/beepmyphone/device.json`. It then holds the device WebSocket: it prints every
 //! notification as one JSON line on stdout, acknowledges it once printed, answers pings, refreshes
 //! its access token before it expires (rotating the refresh token, which is saved atomically), and
 //! reconnects with exponential backoff and full jitter. Close 4003 (device revoked) ends it with
 //! exit 1, unless a `--code` was given, which is then used to pair again.
+//!
+//! `--server` may name several relays of one cluster (the first is the primary). Pairing goes to
+//! the first that answers, and the credentials keep the list (`servers`; `server` is its first,
+//! for older versions): the device's tokens go to those relays only, so a run naming one more needs
+//! a `--code`. The socket is tried at the relay in use (at first the primary, later the last one
+//! that worked); when it cannot be reached, fails, drops or goes silent, the next one is tried at
+//! once, round robin, and the backoff waits only after a full round. A relay that closes with 4001
+//! or 4008 is up, and is asked again after the backoff. Token refreshes go to the relay in use.
 //!
 //! Over https both check the relay's certificate by the system's trust store, or by the CA
 //! fingerprint given with `--ca-fingerprint` (kept with `listen`'s credentials from pairing on);
@@ -33,12 +41,14 @@ use base64::Engine;
 use clap::Args;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rand::RngExt;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::tls::client::{self as trust, Trust, TrustArgs};
+use super::relay::connect_error;
+pub(crate) use super::relay::{normalize_server, Relay};
+pub use super::relay::{ClientError, FieldProblem, Problem};
+use crate::tls::client::{Trust, TrustArgs};
 use crate::ws::protocol::{close, MAX_ACK_IDS};
 
 /// The relay assumed when neither `--server` nor `BEEP_SERVER` nor stored credentials name one.
@@ -46,10 +56,6 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// The device name used when the host name cannot be read.
 pub const FALLBACK_DEVICE_NAME: &str = "beepmyphone-cli";
 
-/// Time allowed for one HTTP exchange or WebSocket handshake.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest response body read from the relay.
-const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Largest WebSocket frame accepted from the relay.
 const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Refresh the access token when less than this remains (or half its lifetime, if shorter).
@@ -77,9 +83,12 @@ pub struct SendArgs {
     /// low, normal, high or critical.
     #[arg(long, default_value = "normal")]
     pub priority: String,
-    /// Target device ids (default: all devices).
+    /// A target device id (repeatable; default: all devices).
     #[arg(long = "to", value_name = "DEVICE")]
     pub to: Vec<String>,
+    /// A target group: every device in it (repeatable, combines with --to).
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
     /// The sending application's name (default: `api`).
     #[arg(long)]
     pub app: Option<String>,
@@ -89,6 +98,11 @@ pub struct SendArgs {
     /// An http(s) URL to open when the notification is tapped.
     #[arg(long, value_name = "URL")]
     pub click_url: Option<String>,
+    /// Encrypt end to end: one envelope per target device, sealed with its public key, so the
+    /// relay sees only the priority, the targets, the app and the times (a device without a key
+    /// is an error). Prints one id per device.
+    #[arg(long)]
+    pub e2e: bool,
     /// The title.
     pub title: String,
     /// The body.
@@ -101,9 +115,19 @@ pub struct SendArgs {
 /// `beepmyphone listen`.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// The relay's URL (default: the one stored with the credentials, else http://127.0.0.1:8080).
-    #[arg(long, env = "BEEP_SERVER")]
-    pub server: Option<String>,
+    /// The relay's URL (default: the ones stored with the credentials, else
+    /// http://127.0.0.1:8080). Repeat it, or give a comma-separated list, for relays that stand in
+    /// for one another (a cluster): the first is the primary, pairing goes to the first that
+    /// answers, and when a relay cannot be reached or its socket drops, the next one is tried in
+    /// turn (the backoff waits only after a full round). Credentials are only used with the relays
+    /// they were paired with: a URL outside that list needs --code (pairing again).
+    #[arg(
+        long = "server",
+        env = "BEEP_SERVER",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub servers: Vec<String>,
     /// A pairing code (needed the first time only, or to pair again after a revocation).
     #[arg(long)]
     pub code: Option<String>,
@@ -116,6 +140,11 @@ pub struct ListenArgs {
     /// The device name to pair with (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Run this shell command for each notification instead of printing it, with its fields in
+    /// BEEP_ID, BEEP_TITLE, BEEP_BODY, BEEP_APP, BEEP_PRIORITY, BEEP_TAGS, BEEP_CLICK_URL,
+    /// BEEP_CREATED_AT and BEEP_RAW; it is acknowledged once the command has finished.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
     /// How the relay's certificate is checked (https only). A fingerprint given when pairing is
     /// kept with the credentials and pinned from then on.
     #[command(flatten)]
@@ -143,236 +172,85 @@ fn finish(result: Result<(), ClientError>) -> i32 {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-/// What can go wrong in a client command. No variant ever holds a token.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// Bad usage or configuration (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The relay refused the request; carries its problem document.
-    #[error("{0}")]
-    Rejected(Problem),
-    /// The relay could not be reached, or the exchange broke off.
-    #[error("{0}")]
-    Transport(String),
-    /// The credentials file could not be read or written.
-    #[error("credentials file {path}: {reason}")]
-    Credentials {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The relay revoked this device (close 4003).
-    #[error("the relay revoked device {device}; pair again with `beepmyphone listen --code CODE`")]
-    Revoked {
-        /// The device id.
-        device: String,
-    },
-    /// The relay no longer accepts the stored credentials.
-    #[error(
-        "the relay no longer accepts the credentials of device {device} ({why}); \
-         pair again with `beepmyphone listen --code CODE`"
-    )]
-    CredentialsRejected {
-        /// The device id.
-        device: String,
-        /// Why, as the relay put it.
-        why: String,
-    },
-    /// Standard output could not be written.
-    #[error("cannot write to standard output: {0}")]
-    Output(std::io::Error),
+/// The relays `--server` (or `BEEP_SERVER`) names: normalized, in order, without repeats or empty
+/// entries (`BEEP_SERVER="http://a, http://b,"` is two relays).
+fn server_list(given: &[String]) -> Result<Vec<String>, ClientError> {
+    let mut list: Vec<String> = Vec::new();
+    for raw in given.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let base = normalize_server(raw)?;
+        if !list.contains(&base) {
+            list.push(base);
+        }
+    }
+    Ok(list)
 }
 
-impl ClientError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ClientError::Usage(_) => 2,
-            _ => 1,
+/// The relays stored credentials were paired with, normalized (an entry that is not a valid URL
+/// names no relay).
+fn paired_servers(stored: &Credentials) -> Vec<String> {
+    stored
+        .servers
+        .iter()
+        .filter_map(|s| normalize_server(s).ok())
+        .collect()
+}
+
+/// Whether the credentials were paired with every relay of `servers` (normalized URLs), so that
+/// the device's tokens may go to each of them. Fewer relays, or another order, is fine; one more is
+/// not: that one never saw this device, and may not be the cluster at all.
+fn paired_with(stored: &Credentials, servers: &[String]) -> bool {
+    let known = paired_servers(stored);
+    servers.iter().all(|s| known.contains(s))
+}
+
+/// The relays of a `listen` run in order (the first is the primary), which one is in use, and
+/// how many moves were made since the backoff last waited.
+#[derive(Debug, Clone, PartialEq)]
+struct Servers {
+    list: Vec<String>,
+    current: usize,
+    /// Moves since the last wait: at the list's length, every relay has been tried once.
+    moves: usize,
+}
+
+impl Servers {
+    /// A rotation over `list` (normalized, not empty), starting at the first.
+    fn new(list: Vec<String>) -> Self {
+        debug_assert!(!list.is_empty());
+        Self {
+            list,
+            current: 0,
+            moves: 0,
         }
     }
 
-    /// Whether trying again later may succeed (network trouble, 408, 429, 5xx).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ClientError::Transport(_) => true,
-            ClientError::Rejected(problem) => {
-                matches!(problem.status, 408 | 429) || problem.status >= 500
-            }
-            _ => false,
+    /// The relay in use.
+    fn current(&self) -> &str {
+        &self.list[self.current]
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Moves to the next relay (round robin). True when that completes a round, every relay
+    /// having been tried since the last wait: the backoff waits now (and a new round begins).
+    /// A `hello` does not begin a round, so relays that greet and drop at once are not tried in a
+    /// tight loop.
+    fn advance(&mut self) -> bool {
+        self.current = (self.current + 1) % self.list.len();
+        self.moves += 1;
+        let full_round = self.moves >= self.list.len();
+        if full_round {
+            self.moves = 0;
         }
+        full_round
     }
 
-    fn credentials(path: &Path, reason: impl fmt::Display) -> Self {
-        ClientError::Credentials {
-            path: path.display().to_string(),
-            reason: reason.to_string(),
-        }
+    /// The backoff waited without a move, or a relay just paired: a new round begins.
+    fn new_round(&mut self) {
+        self.moves = 0;
     }
-}
-
-/// An RFC 9457 problem document from the relay (only the parts a client shows).
-#[derive(Debug, Default, Deserialize)]
-pub struct Problem {
-    /// The HTTP status (taken from the response line).
-    #[serde(skip)]
-    pub status: u16,
-    /// A short summary of the problem type.
-    pub title: Option<String>,
-    /// A one-line explanation of this occurrence.
-    pub detail: Option<String>,
-    /// The stable machine-readable code.
-    pub code: Option<String>,
-    /// The invalid fields, if any.
-    #[serde(default)]
-    pub errors: Vec<FieldProblem>,
-}
-
-/// One entry of a problem document's `errors`.
-#[derive(Debug, Deserialize)]
-pub struct FieldProblem {
-    /// The field's path in the request.
-    pub field: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl Problem {
-    fn from_body(status: u16, body: &[u8]) -> Self {
-        let mut problem = serde_json::from_slice::<Problem>(body).unwrap_or_default();
-        problem.status = status;
-        problem
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.detail, &self.title) {
-            (Some(detail), _) => write!(f, "{detail}")?,
-            (None, Some(title)) => write!(f, "{title}")?,
-            (None, None) => write!(f, "the relay answered HTTP {}", self.status)?,
-        }
-        for error in &self.errors {
-            write!(f, "\n  {}: {}", error.field, error.reason)?;
-        }
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The relay's HTTP API
-
-/// A relay's base URL and an HTTP client for it.
-struct Relay {
-    client: awc::Client,
-    /// The normalized base URL (no trailing slash).
-    base: String,
-}
-
-impl Relay {
-    fn new(server: &str, trust: &Trust) -> Result<Self, ClientError> {
-        let base = normalize_server(server)?;
-        if *trust == Trust::Insecure {
-            eprintln!("beepmyphone: warning: --insecure: the relay's certificate is not checked");
-        }
-        let tls = trust::connector(trust)
-            .map_err(|e| ClientError::Transport(format!("cannot set up TLS: {e}")))?;
-        let client = awc::Client::builder()
-            // HTTP/1.1 only, so the client never speaks HTTP/2 even against a TLS server that
-            // offers it (the h2 crate is in the tree only through awc; see deny.toml).
-            .connector(
-                awc::Connector::new()
-                    .max_http_version(awc::http::Version::HTTP_11)
-                    .openssl(tls),
-            )
-            .timeout(REQUEST_TIMEOUT)
-            .add_default_header((
-                awc::http::header::USER_AGENT,
-                concat!("beepmyphone/", env!("CARGO_PKG_VERSION")),
-            ))
-            .finish();
-        Ok(Self { client, base })
-    }
-
-    fn api_url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.base)
-    }
-
-    /// POSTs `body` as JSON; parses a 2xx answer as `T`, anything else as a problem document.
-    async fn post_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: &Value,
-    ) -> Result<T, ClientError> {
-        let mut request = self.client.post(self.api_url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let mut response = request
-            .send_json(body)
-            .await
-            .map_err(|e| connect_error(&self.base, &e))?;
-        let status = response.status();
-        let bytes = response
-            .body()
-            .limit(MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| ClientError::Transport(format!("reading the relay's answer: {e}")))?;
-        if !status.is_success() {
-            return Err(ClientError::Rejected(Problem::from_body(
-                status.as_u16(),
-                &bytes,
-            )));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            ClientError::Transport(format!(
-                "unexpected answer from the relay (HTTP {status}): {e}"
-            ))
-        })
-    }
-}
-
-/// A failed connection, with what to do when the relay's certificate was not trusted.
-fn connect_error(base: &str, error: &dyn fmt::Display) -> ClientError {
-    let error = error.to_string();
-    let hint = if error.contains("certificate verify failed") {
-        "; the relay's certificate is not trusted: pass the CA fingerprint that \
-         `beepmyphone pairing-code` shows with --ca-fingerprint, or install the relay's CA \
-         (`beepmyphone cert export-ca`)"
-    } else {
-        ""
-    };
-    ClientError::Transport(format!("cannot reach {base}: {error}{hint}"))
-}
-
-/// Checks a relay URL (http or https, a host, no user info) and drops trailing slashes.
-fn normalize_server(server: &str) -> Result<String, ClientError> {
-    let bad = |why: &str| ClientError::Usage(format!("invalid server URL: {why}"));
-    let url = url::Url::parse(server.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("the scheme must be http or https"));
-    }
-    if url.host().is_none() {
-        return Err(bad("it has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it must not carry credentials"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
-/// Whether a stored server URL names the relay at `base` (a normalized URL).
-fn same_server(stored: &str, base: &str) -> bool {
-    normalize_server(stored).is_ok_and(|stored| stored == base)
 }
 
 /// The device socket's URL for a normalized base URL: `ws(s)://…/api/v1/ws`.
@@ -404,6 +282,25 @@ async fn run_send(args: SendArgs) -> Result<(), ClientError> {
         .map_err(ClientError::Usage)?
         .unwrap_or_default();
     let relay = Relay::new(&args.server, &trust)?;
+    if args.e2e {
+        let visible = super::e2e::Visible {
+            targets: targets(&args.to, &args.groups),
+            priority: Some(args.priority.clone()),
+            app: args.app.clone(),
+            idempotency_key: None,
+        };
+        let content = crate::crypto::e2e::Content {
+            title: args.title.clone(),
+            body: args.body.clone().unwrap_or_default(),
+            app: args.app.clone(),
+            tags: args.tags.clone(),
+            click_url: args.click_url.clone(),
+        };
+        for id in super::e2e::publish(&relay, token, &visible, &content).await? {
+            print_line(&id)?;
+        }
+        return Ok(());
+    }
     let published: Published = relay
         .post_json("/notifications", Some(token), &publish_body(&args))
         .await?;
@@ -426,7 +323,7 @@ fn publish_body(args: &SendArgs) -> Value {
         ("body", args.body.as_ref().map(|b| json!(b))),
         ("app", args.app.as_ref().map(|a| json!(a))),
         ("clickUrl", args.click_url.as_ref().map(|u| json!(u))),
-        ("targets", (!args.to.is_empty()).then(|| json!(args.to))),
+        ("targets", targets(&args.to, &args.groups)),
         ("tags", (!args.tags.is_empty()).then(|| json!(args.tags))),
     ];
     for (name, value) in fields {
@@ -435,6 +332,16 @@ fn publish_body(args: &SendArgs) -> Value {
         }
     }
     body
+}
+
+/// `targets` from `--to` and `--group` (none: all devices).
+pub(crate) fn targets(devices: &[String], groups: &[String]) -> Option<Value> {
+    let list: Vec<String> = devices
+        .iter()
+        .cloned()
+        .chain(groups.iter().map(|g| format!("group:{g}")))
+        .collect();
+    (!list.is_empty()).then(|| json!(list))
 }
 
 fn print_line(line: &str) -> Result<(), ClientError> {
@@ -451,8 +358,13 @@ fn print_line(line: &str) -> Result<(), ClientError> {
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
-    /// The relay's normalized URL.
+    /// The first of `servers` (files from before `servers` have only this one).
+    #[serde(default)]
     pub server: String,
+    /// The relays the device was paired with, primary first: its tokens go to no other
+    /// (normalized URLs; filled from `server` when a file has none).
+    #[serde(default)]
+    pub servers: Vec<String>,
     /// The paired device.
     pub device_id: String,
     /// The current access token.
@@ -462,16 +374,25 @@ pub struct Credentials {
     /// The relay's CA fingerprint pinned at pairing, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_fingerprint: Option<String>,
+    /// The device's X25519 secret key for end-to-end encryption (base64url), made at pairing;
+    /// absent in files from before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_secret: Option<String>,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
             .field("server", &self.server)
+            .field("servers", &self.servers)
             .field("device_id", &self.device_id)
             .field("access_token", &"<redacted>")
             .field("refresh_token", &"<redacted>")
             .field("ca_fingerprint", &self.ca_fingerprint)
+            .field(
+                "e2e_secret",
+                &self.e2e_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -499,13 +420,27 @@ pub fn load_credentials(path: &Path) -> Result<Option<Credentials>, ClientError>
         Err(e) => return Err(ClientError::credentials(path, e)),
     };
     warn_if_exposed(path);
-    let credentials = serde_json::from_str(&text)
+    let mut credentials: Credentials = serde_json::from_str(&text)
         .map_err(|e| ClientError::credentials(path, format!("{e}; delete it and pair again")))?;
+    if credentials.servers.is_empty() && !credentials.server.is_empty() {
+        credentials.servers = vec![credentials.server.clone()];
+    }
+    match credentials.servers.first() {
+        Some(first) if credentials.server.is_empty() => credentials.server = first.clone(),
+        Some(_) => {}
+        None => {
+            return Err(ClientError::credentials(
+                path,
+                "it names no server; delete it and pair again",
+            ))
+        }
+    }
     Ok(Some(credentials))
 }
 
+/// Warns on stderr when a file holding a secret is readable by other users.
 #[cfg(unix)]
-fn warn_if_exposed(path: &Path) {
+pub(crate) fn warn_if_exposed(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
@@ -517,8 +452,9 @@ fn warn_if_exposed(path: &Path) {
     }
 }
 
+/// Warns on stderr when a file holding a secret is readable by other users.
 #[cfg(not(unix))]
-fn warn_if_exposed(_path: &Path) {}
+pub(crate) fn warn_if_exposed(_path: &Path) {}
 
 /// Writes the credentials file atomically (temporary file, fsync, rename) with mode 0600,
 /// creating its directory (mode 0700) if needed.
@@ -548,7 +484,8 @@ pub fn save_credentials(path: &Path, credentials: &Credentials) -> Result<(), Cl
     Ok(())
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` and its missing parents, the new ones with mode 0700.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -728,6 +665,15 @@ enum Ended {
     Silent,
 }
 
+/// Where to connect after a session ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Next {
+    /// The same relay again (it is up, and said why it closed).
+    Stay,
+    /// The next relay of the list (this one failed, dropped the socket or went silent).
+    Move,
+}
+
 /// What the reader made of one frame.
 enum Step {
     /// Read on.
@@ -740,13 +686,18 @@ enum Step {
 
 /// The device client.
 struct Listener {
+    /// The relay in use: its base URL is always `servers.current()`.
     relay: Relay,
+    /// The relays of this run and which one is in use.
+    servers: Servers,
     path: PathBuf,
     credentials: Credentials,
     /// A pairing code not used yet: used to pair again if the device was revoked.
     spare_code: Option<String>,
     device_name: String,
     count: Option<u64>,
+    /// `--exec`: run per notification instead of printing it.
+    exec: Option<String>,
     printed: u64,
     seen: RecentIds,
     backoff: Backoff,
@@ -779,25 +730,37 @@ enum Start {
     Pair(String),
 }
 
-/// Decides between the stored credentials and `--code` for the relay at `base`.
+/// Decides between the stored credentials and `--code` for the relays `servers` (normalized):
+/// the credentials only if they were paired with every one of them.
 fn choose_start(
     stored: Option<Credentials>,
     code: Option<String>,
-    base: &str,
+    servers: &[String],
     path: &Path,
 ) -> Result<Start, ClientError> {
     match (stored, code) {
-        (Some(stored), code) if same_server(&stored.server, base) => {
-            Ok(Start::Resume(stored, code))
-        }
+        (Some(stored), code) if paired_with(&stored, servers) => Ok(Start::Resume(stored, code)),
         (_, Some(code)) => Ok(Start::Pair(code)),
-        (Some(stored), None) => Err(ClientError::Usage(format!(
-            "{} holds the credentials of device {} on {}, not {base}; pass --code to pair \
-             with {base} or --credentials to use another file",
-            path.display(),
-            stored.device_id,
-            stored.server,
-        ))),
+        (Some(stored), None) => {
+            let known = paired_servers(&stored);
+            let unknown: Vec<&str> = servers
+                .iter()
+                .filter(|s| !known.contains(s))
+                .map(String::as_str)
+                .collect();
+            let given = match servers {
+                [one] => one.clone(),
+                _ => "the servers given".to_owned(),
+            };
+            Err(ClientError::Usage(format!(
+                "{} holds the credentials of device {} on {}, not on {}; pass --code to pair \
+                 with {given} or --credentials to use another file",
+                path.display(),
+                stored.device_id,
+                stored.servers.join(", "),
+                unknown.join(", "),
+            )))
+        }
         (None, None) => Err(ClientError::Usage(format!(
             "not paired yet ({} does not exist): pass --code CODE \
              (mint one with `beepmyphone pairing-code`)",
@@ -809,30 +772,43 @@ fn choose_start(
 impl Listener {
     /// Loads the device's credentials, or pairs.
     async fn start(args: ListenArgs, path: PathBuf) -> Result<Self, ClientError> {
-        let explicit = args.server.as_deref().map(normalize_server).transpose()?;
+        let explicit = server_list(&args.servers)?;
         let stored = load_credentials(&path)?;
-        let server = explicit
-            .or_else(|| stored.as_ref().map(|c| c.server.clone()))
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        let base = normalize_server(&server)?;
+        let servers = if !explicit.is_empty() {
+            explicit
+        } else if let Some(stored) = &stored {
+            // Each stored URL must be one (a bad one is an error here, not skipped).
+            stored
+                .servers
+                .iter()
+                .map(|s| normalize_server(s))
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![normalize_server(DEFAULT_SERVER)?]
+        };
         let asked = args.trust.trust().map_err(ClientError::Usage)?;
-        // An explicit check wins; else the pin kept from pairing with this relay.
+        // An explicit check wins; else the pin kept from pairing with these relays.
         let stored_pin = stored
             .as_ref()
-            .filter(|c| same_server(&c.server, &base))
+            .filter(|c| paired_with(c, &servers))
             .and_then(|c| c.ca_fingerprint.clone());
         let trust =
             asked.unwrap_or_else(|| stored_pin.clone().map_or(Trust::System, Trust::Pinned));
-        let relay = Relay::new(&server, &trust)?;
-        let start = choose_start(stored, args.code, &relay.base, &path)?;
+        // One client, one certificate check, for every relay of the list.
+        let relay = Relay::new(&servers[0], &trust)?;
+        let start = choose_start(stored, args.code, &servers, &path)?;
         let name = args.name.unwrap_or_else(host_name);
-        let mut listener = Self::new(relay, path, name, args.count);
+        let mut listener = Self::new(relay, Servers::new(servers), path, name, args.count);
+        listener.exec = args.exec;
         // The pin to keep: a new one, else the one kept from pairing (also under --insecure).
         listener.credentials.ca_fingerprint = trust.pin().map(str::to_owned).or(stored_pin);
         match start {
             Start::Resume(credentials, code) => {
+                // The relays paired with stay the device's, even when this run uses fewer.
+                let paired = paired_servers(&credentials);
                 listener.credentials = Credentials {
-                    server: listener.relay.base.clone(),
+                    server: paired[0].clone(),
+                    servers: paired,
                     ca_fingerprint: listener.credentials.ca_fingerprint.take(),
                     ..credentials
                 };
@@ -843,20 +819,30 @@ impl Listener {
         Ok(listener)
     }
 
-    fn new(relay: Relay, path: PathBuf, device_name: String, count: Option<u64>) -> Self {
+    fn new(
+        relay: Relay,
+        servers: Servers,
+        path: PathBuf,
+        device_name: String,
+        count: Option<u64>,
+    ) -> Self {
         Self {
             credentials: Credentials {
-                server: relay.base.clone(),
+                server: servers.list[0].clone(),
+                servers: servers.list.clone(),
                 device_id: String::new(),
                 access_token: String::new(),
                 refresh_token: String::new(),
                 ca_fingerprint: None,
+                e2e_secret: None,
             },
             relay,
+            servers,
             path,
             spare_code: None,
             device_name,
             count,
+            exec: None,
             printed: 0,
             seen: RecentIds::new(REMEMBERED_IDS),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
@@ -867,18 +853,45 @@ impl Listener {
         }
     }
 
-    /// Pairs with `code` and saves the new credentials.
+    /// Makes the relay at `servers.current()` the one in use.
+    fn use_current(&mut self) {
+        self.relay.base = self.servers.current().to_owned();
+    }
+
+    /// Pairs with `code` at the first relay that answers, from the one in use on, and saves the
+    /// new credentials (for every relay of this run).
     async fn pair(&mut self, code: &str) -> Result<(), ClientError> {
+        // A new device gets a new end-to-end key; the secret is kept with the credentials.
+        let (secret, public) = crate::crypto::e2e::generate_keypair();
         let body = json!({
             "code": code.trim(),
             "name": self.device_name,
             "platform": platform(),
             "appVersion": env!("CARGO_PKG_VERSION"),
+            "e2eKey": crate::crypto::e2e::encode_key(&public),
         });
-        let tokens: IssuedTokens = self.relay.post_json("/devices/pair", None, &body).await?;
+        let mut left = self.servers.len();
+        let tokens: IssuedTokens = loop {
+            left -= 1;
+            match self.relay.post_json("/devices/pair", None, &body).await {
+                Ok(tokens) => break tokens,
+                // No answer (or a relay that cannot serve now): the next one may.
+                Err(e) if e.is_transient() && left > 0 => {
+                    self.servers.advance();
+                    self.use_current();
+                    eprintln!("beepmyphone: {e}; pairing with {} instead", self.relay.base);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.servers.new_round();
+        self.credentials.server = self.servers.list[0].clone();
+        self.credentials.servers = self.servers.list.clone();
+        self.credentials.e2e_secret = Some(secret.to_base64().to_string());
         self.adopt(tokens)?;
         eprintln!(
-            "beepmyphone: paired as device {} ({}); credentials saved in {}",
+            "beepmyphone: paired with {} as device {} ({}); credentials saved in {}",
+            self.relay.base,
             self.credentials.device_id,
             self.device_name,
             self.path.display()
@@ -897,17 +910,19 @@ impl Listener {
             ));
         }
         self.credentials = Credentials {
-            server: self.relay.base.clone(),
+            server: std::mem::take(&mut self.credentials.server),
+            servers: std::mem::take(&mut self.credentials.servers),
             device_id,
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             ca_fingerprint: self.credentials.ca_fingerprint.take(),
+            e2e_secret: self.credentials.e2e_secret.take(),
         };
         self.stale = false;
         save_credentials(&self.path, &self.credentials)
     }
 
-    /// Exchanges the refresh token for a new pair and saves it.
+    /// Exchanges the refresh token for a new pair at the relay in use and saves it.
     async fn refresh(&mut self) -> Result<(), ClientError> {
         let body = json!({"refreshToken": self.credentials.refresh_token});
         let tokens: IssuedTokens = match self.relay.post_json("/auth/refresh", None, &body).await {
@@ -932,23 +947,53 @@ impl Listener {
     async fn run(&mut self) -> Result<(), ClientError> {
         loop {
             let outcome = self.connect_once().await;
-            let why = match outcome {
+            let (why, next) = match outcome {
                 Ok(Ended::Done) => return Ok(()),
                 Ok(Ended::Closed(code)) => self.after_close(code).await?,
-                Ok(Ended::Silent) => "the relay went silent".to_owned(),
-                Err(e) if e.is_transient() => e.to_string(),
+                Ok(Ended::Silent) => ("the relay went silent".to_owned(), Next::Move),
+                Err(e) if e.is_transient() => (e.to_string(), Next::Move),
                 Err(e) => {
                     self.recover(e).await?;
                     continue;
                 }
             };
-            let delay = self.backoff.next_delay();
-            eprintln!(
-                "beepmyphone: {why}; reconnecting in {:.1} s",
-                delay.as_secs_f64()
-            );
-            tokio::time::sleep(delay).await;
+            self.reconnect(&why, next).await;
         }
+    }
+
+    /// Picks the relay to connect to next and waits as long as the backoff says: a relay that
+    /// failed or dropped the socket hands over to the next one at once, and the backoff waits
+    /// once every relay has been tried since it last waited (with one relay: after each failure,
+    /// as always).
+    async fn reconnect(&mut self, why: &str, next: Next) {
+        let wait = match next {
+            Next::Stay => {
+                self.servers.new_round();
+                true
+            }
+            Next::Move => {
+                let full_round = self.servers.advance();
+                self.use_current();
+                full_round
+            }
+        };
+        let to = &self.relay.base;
+        if !wait {
+            eprintln!("beepmyphone: {why}; moving to {to}");
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        let seconds = delay.as_secs_f64();
+        match next {
+            _ if self.servers.len() == 1 => {
+                eprintln!("beepmyphone: {why}; reconnecting in {seconds:.1} s");
+            }
+            Next::Stay => eprintln!("beepmyphone: {why}; reconnecting to {to} in {seconds:.1} s"),
+            Next::Move => eprintln!(
+                "beepmyphone: {why}; tried every server, reconnecting to {to} in {seconds:.1} s"
+            ),
+        }
+        tokio::time::sleep(delay).await;
     }
 
     /// Pairs again with a spare `--code` after a revocation; otherwise passes the error on.
@@ -967,15 +1012,17 @@ impl Listener {
         }
     }
 
-    /// Decides what a close code means; returns a description for a reconnect.
-    async fn after_close(&mut self, code: Option<u16>) -> Result<String, ClientError> {
+    /// Decides what a close code means; returns a description for a reconnect and where to.
+    /// A relay that refuses the token or limits the rate is up and is asked again; one that
+    /// closes for any other reason (shutting down: 1001) hands over to the next.
+    async fn after_close(&mut self, code: Option<u16>) -> Result<(String, Next), ClientError> {
         match code {
             Some(close::REVOKED) => {
                 let error = ClientError::Revoked {
                     device: self.credentials.device_id.clone(),
                 };
                 self.recover(error).await?;
-                Ok("paired again".into())
+                Ok(("paired again".into(), Next::Stay))
             }
             Some(close::UNAUTHORIZED) => {
                 self.unauthorized_closes += 1;
@@ -986,14 +1033,22 @@ impl Listener {
                     };
                     self.unauthorized_closes = 0;
                     self.recover(error).await?;
-                    return Ok("paired again".into());
+                    return Ok(("paired again".into(), Next::Stay));
                 }
                 self.stale = true;
-                Ok("the relay refused the access token (4001)".into())
+                Ok((
+                    "the relay refused the access token (4001)".into(),
+                    Next::Stay,
+                ))
             }
-            Some(close::RATE_LIMITED) => Ok("rate limited by the relay (4008)".into()),
-            Some(code) => Ok(format!("the relay closed the connection ({code})")),
-            None => Ok("the connection closed".into()),
+            Some(close::RATE_LIMITED) => {
+                Ok(("rate limited by the relay (4008)".into(), Next::Stay))
+            }
+            Some(code) => Ok((
+                format!("the relay closed the connection ({code})"),
+                Next::Move,
+            )),
+            None => Ok(("the connection closed".into(), Next::Move)),
         }
     }
 
@@ -1136,6 +1191,7 @@ impl Listener {
     }
 
     fn on_hello(&mut self, hello: &Value) {
+        eprintln!("beepmyphone: connected to {}", self.relay.base);
         self.backoff.reset();
         self.stale = false;
         self.unauthorized_closes = 0;
@@ -1165,7 +1221,15 @@ impl Listener {
                 continue;
             };
             if !self.seen.contains(id) {
-                print_line(&item.to_string())?;
+                let item = super::e2e::reveal(
+                    item,
+                    &self.credentials.device_id,
+                    self.credentials.e2e_secret.as_deref(),
+                );
+                match &self.exec {
+                    Some(command) => super::exec::run(command, &item).await,
+                    None => print_line(&item.to_string())?,
+                }
                 self.seen.insert(id);
                 self.printed += 1;
             }
@@ -1344,10 +1408,12 @@ mod tests {
         let path = dir.path().join("nested").join("device.json");
         let credentials = Credentials {
             server: "http://127.0.0.1:1".into(),
+            servers: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
             device_id: "dev_1".into(),
             access_token: "secret-access".into(),
             refresh_token: "secret-refresh".into(),
             ca_fingerprint: Some(format!("sha256:{}", "ab".repeat(32))),
+            e2e_secret: Some("secret-e2e".into()),
         };
         save_credentials(&path, &credentials).unwrap();
         save_credentials(&path, &credentials).unwrap(); // replaces
@@ -1364,11 +1430,154 @@ mod tests {
             .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
         let debug = format!("{credentials:?}");
-        assert!(!debug.contains("secret"), "{debug}");
+        assert!(!debug.contains("secret-"), "no secret's value: {debug}");
         assert_eq!(
             load_credentials(&dir.path().join("none.json")).unwrap(),
             None
         );
+    }
+
+    fn stored(servers: &[&str]) -> Credentials {
+        Credentials {
+            server: servers[0].into(),
+            servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+            device_id: "dev_1".into(),
+            access_token: "a".into(),
+            refresh_token: "r".into(),
+            ca_fingerprint: None,
+            e2e_secret: None,
+        }
+    }
+
+    #[test]
+    fn server_lists_are_normalized_in_order_without_repeats() {
+        let given: Vec<String> = [" http://a:1/ ", "", "https://b/x", "http://a:1", " "]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(server_list(&given).unwrap(), ["http://a:1", "https://b/x"]);
+        assert!(server_list(&[]).unwrap().is_empty());
+        let bad = ["http://a:1".to_owned(), "ftp://b".to_owned()];
+        assert_eq!(server_list(&bad).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn server_flags_repeat_and_split_on_commas() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "beepmyphone",
+            "listen",
+            "--server",
+            "http://a:1",
+            "--server",
+            "http://b:2,http://c:3",
+        ])
+        .unwrap();
+        let crate::cli::Command::Listen(args) = cli.command else {
+            panic!("not listen: {:?}", cli.command);
+        };
+        assert_eq!(args.servers, ["http://a:1", "http://b:2", "http://c:3"]);
+    }
+
+    #[test]
+    fn servers_rotate_and_the_backoff_waits_after_each_full_round() {
+        let mut servers = Servers::new(vec!["a".into(), "b".into(), "c".into()]);
+        assert_eq!(servers.current(), "a");
+        assert!(!servers.advance());
+        assert_eq!(servers.current(), "b");
+        assert!(!servers.advance());
+        assert!(servers.advance(), "all three tried: wait");
+        assert_eq!(servers.current(), "a");
+        // A new round after the wait, from where it stands.
+        assert!(!servers.advance());
+        assert!(!servers.advance());
+        assert_eq!(servers.current(), "c");
+        assert!(servers.advance());
+        // A wait without a move (or a pairing) begins a round too.
+        servers.advance();
+        servers.new_round();
+        assert_eq!(servers.current(), "b");
+        assert!(!servers.advance());
+        assert!(!servers.advance());
+        assert!(servers.advance());
+        assert_eq!(servers.current(), "b");
+        // One relay: every failure is a full round (the backoff waits each time, as before lists).
+        let mut one = Servers::new(vec!["a".into()]);
+        assert!(one.advance());
+        assert!(one.advance());
+        assert_eq!(one.current(), "a");
+    }
+
+    #[test]
+    fn stored_credentials_serve_only_the_relays_they_were_paired_with() {
+        let path = Path::new("device.json");
+        let list = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let both = stored(&["http://a:1/", "http://b:2"]);
+        // The same relays, fewer, or another order: resume (a code is kept for later).
+        for servers in [
+            list(&["http://a:1", "http://b:2"]),
+            list(&["http://b:2", "http://a:1"]),
+            list(&["http://b:2"]),
+        ] {
+            let start = choose_start(Some(both.clone()), None, &servers, path).unwrap();
+            assert!(matches!(start, Start::Resume(_, None)), "{servers:?}");
+            let start = choose_start(Some(both.clone()), Some("C".into()), &servers, path);
+            assert!(
+                matches!(start, Ok(Start::Resume(_, Some(_)))),
+                "{servers:?}"
+            );
+        }
+        // One relay more: not without a code, which pairs anew.
+        let more = list(&["http://a:1", "http://c:3"]);
+        let err = choose_start(Some(both.clone()), None, &more, path)
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("on http://a:1/, http://b:2, not on http://c:3;"),
+            "{text}"
+        );
+        let start = choose_start(Some(both), Some("C".into()), &more, path).unwrap();
+        assert!(matches!(start, Start::Pair(code) if code == "C"));
+        // A stored URL that is not one names no relay.
+        let broken = stored(&["not a url"]);
+        let err = choose_start(Some(broken), None, &list(&["http://a:1"]), path);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn credentials_files_with_only_a_server_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.json");
+        std::fs::write(
+            &path,
+            r#"{"server":"http://a:1","deviceId":"dev_1","accessToken":"a","refreshToken":"r"}"#,
+        )
+        .unwrap();
+        let loaded = load_credentials(&path).unwrap().unwrap();
+        assert_eq!(loaded.servers, ["http://a:1"]);
+        // Written back, `server` stays the first, for older versions.
+        save_credentials(&path, &stored(&["http://b:2", "http://a:1"])).unwrap();
+        let text: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(text["server"], "http://b:2");
+        assert_eq!(text["servers"], json!(["http://b:2", "http://a:1"]));
+        // Only `servers`: `server` is its first; neither: refused.
+        std::fs::write(
+            &path,
+            r#"{"servers":["http://c:3"],"deviceId":"d","accessToken":"a","refreshToken":"r"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            load_credentials(&path).unwrap().unwrap().server,
+            "http://c:3"
+        );
+        std::fs::write(
+            &path,
+            r#"{"deviceId":"d","accessToken":"a","refreshToken":"r"}"#,
+        )
+        .unwrap();
+        assert!(load_credentials(&path).is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The `beepmyphone` command line: `serve`, the local admin commands that work on the data
-//! directory (`pairing-code`, `token create`, `keys rotate|status`, `admin add|passwd|list|remove`,
-//! `audit verify|prove|export`, `cert status|renew|export-ca`), and the client commands (`send`,
-//! `listen`).
+//! directory (`pairing-code`, `token create|list|revoke`, `device list|revoke`,
+//! `keys rotate|status`, `admin add|passwd|list|remove`, `audit verify|prove|export`,
+//! `cert status|renew|export-ca`), the client commands (`send`, `listen`), and `capture` (a
+//! desktop's notifications to the relay; its work is in the `capture` module, which uses this
+//! module's relay client, so only its arguments are here).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
 
@@ -9,9 +11,13 @@ pub mod admin;
 pub mod audit;
 pub mod cert;
 pub mod client;
+pub mod credentials;
 pub mod datakeys;
+pub mod e2e;
+pub mod exec;
 pub mod keys;
 pub mod local;
+pub mod relay;
 
 use std::path::PathBuf;
 
@@ -62,6 +68,9 @@ pub enum Command {
     Send(client::SendArgs),
     /// Act as a device: pair once, then print notifications and acknowledge them.
     Listen(client::ListenArgs),
+    /// Forward this desktop's notifications (seen on the session D-Bus, beside the notification
+    /// daemon) to the relay, through a disk queue that survives the relay being down.
+    Capture(CaptureArgs),
     /// Load generator: pair devices, hold their sockets, publish, and measure (targets and results: docs/benchmarks.md).
     Bench(crate::bench::BenchArgs),
     /// Mint a pairing code (prints it and a QR code).
@@ -85,6 +94,12 @@ pub enum Command {
         /// What to do with tokens.
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Paired devices.
+    Device {
+        /// What to do with devices.
+        #[command(subcommand)]
+        command: DeviceCommand,
     },
     /// Signing and data-encryption keys.
     Keys {
@@ -114,6 +129,15 @@ pub enum Command {
     },
 }
 
+/// `beepmyphone capture` (the arguments; the agent is `beepmyphone::capture::run`).
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The capture config (default: $XDG_CONFIG_HOME/beepmyphone/capture.toml, else
+    /// ~/.config/beepmyphone/capture.toml; built-in defaults if that does not exist).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 /// `beepmyphone token …`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -128,6 +152,39 @@ pub enum TokenCommand {
         /// A name to recognise it by.
         #[arg(long)]
         name: String,
+    },
+    /// List the API tokens (id, scope, name, created, last used; never a secret).
+    List {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Delete an API token; a running relay refuses it within a minute.
+    Revoke {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The token's id (`tok_…`, as `token list` shows).
+        id: String,
+    },
+}
+
+/// `beepmyphone device …`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// List the paired devices (id, name, platform, enabled, groups, paired, last seen).
+    List {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Refuse every token of a device and disable it (DELETE /api/v1/devices/{id} deletes it).
+    Revoke {
+        /// Settings and data directory.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The device's id (`dev_…`, as `device list` shows).
+        id: String,
     },
 }
 

@@ -12,11 +12,13 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 mod audit;
+mod cluster;
 mod encryption;
 mod monitoring;
 mod tls;
 
 pub use audit::{AuditSettings, ARCHIVE_DIR, CHECKPOINT_FILE, DEFAULT_RETENTION_DAYS};
+pub use cluster::ClusterSettings;
 pub use encryption::{EncryptionSettings, MIN_PBKDF2_ITERATIONS, PASSPHRASE_ENV};
 pub use tls::{TlsKeyType, TlsMode, TlsSettings};
 
@@ -64,6 +66,9 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
+    /// Empty: the embedded SQLite file in `data_dir`. `postgres://…`: that PostgreSQL database,
+    /// shared by the relays of a cluster. Held as a secret (it may carry a password).
+    pub url: monitoring::SecretSetting,
     /// Directory for the database, keys and the initial admin token.
     pub data_dir: PathBuf,
     /// Directory of the signing and data-encryption keys; empty means `<data_dir>/keys`. Relays
@@ -316,6 +321,20 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// HTTPS and WSS on the relay itself.
     pub tls: TlsSettings,
+    /// The ntfy- and Gotify-compatible publish endpoints.
+    pub compat: CompatSettings,
+    /// The relays of a cluster (PostgreSQL and Redis).
+    pub cluster: ClusterSettings,
+}
+
+/// `[compat]`: publishing the way ntfy and Gotify clients do (`/compat/ntfy/{topic}`,
+/// `/compat/gotify/message`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompatSettings {
+    /// Also serve them at the root (`/{topic}`, `/`, `/message`), for tools that cannot take a path
+    /// prefix.
+    pub mount_at_root: bool,
 }
 
 impl Default for SessionSettings {
@@ -359,9 +378,19 @@ impl Default for ServerSettings {
     }
 }
 
+impl StorageSettings {
+    /// The PostgreSQL URL, when `url` names one (`postgres://` or `postgresql://`).
+    pub fn postgres_url(&self) -> Option<&str> {
+        let url = self.url.expose();
+        let scheme = url.split_once("://")?.0;
+        matches!(scheme, "postgres" | "postgresql").then_some(url)
+    }
+}
+
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
+            url: monitoring::SecretSetting::default(),
             data_dir: PathBuf::from("./data"),
             keys_dir: PathBuf::new(),
             pool_max_size: 20,
@@ -482,6 +511,7 @@ impl Settings {
         self.encryption.validate()?;
         self.audit.validate()?;
         self.tls.validate()?;
+        self.cluster.validate()?;
         if let Some(bad_proxy) = self
             .limits
             .trusted_proxies
@@ -518,6 +548,12 @@ impl Settings {
         }
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes", "must be at least 1024");
+        }
+        if !self.storage.url.expose().is_empty() && self.storage.postgres_url().is_none() {
+            return bad(
+                "storage.url",
+                "must be empty (SQLite in data_dir) or a postgres:// URL",
+            );
         }
         if self.storage.pool_max_size == 0 {
             return bad("storage.pool_max_size", "must be at least 1");

@@ -11,11 +11,14 @@
 //! - [`ring`]: the data keys in force as the store uses them ([`Cipher`], [`Sealer`]), the sealed
 //!   columns ([`fields`]) and blind indexes;
 //! - [`disk`]: the data keys on disk, wrapped by the key-encryption key (a key file, or a
-//!   passphrase through PBKDF2).
+//!   passphrase through PBKDF2);
+//! - [`e2e`]: end-to-end envelopes from a publisher to one device (X25519, HKDF-SHA256,
+//!   XChaCha20-Poly1305), which the relay stores and forwards without opening.
 //!
 //! docs/security.md states what this protects against and what it does not.
 
 pub mod disk;
+pub mod e2e;
 pub mod envelope;
 pub mod files;
 pub mod provider;

@@ -108,6 +108,9 @@ pub mod fields {
     /// `notifications.click_url`.
     pub const NOTIFICATION_CLICK_URL: Field =
         Field::new("notifications", "click_url", Purpose::Content);
+    /// `notifications.encrypted` (an end-to-end envelope, sealed again at rest like the body).
+    pub const NOTIFICATION_ENCRYPTED: Field =
+        Field::new("notifications", "encrypted", Purpose::Content);
     /// `devices.name`.
     pub const DEVICE_NAME: Field = Field::new("devices", "name", Purpose::Devices);
     /// `devices.platform`.
@@ -120,6 +123,8 @@ pub mod fields {
     pub const DEVICE_QUIET_END: Field = Field::new("devices", "quiet_end", Purpose::Devices);
     /// `devices.quiet_tz`.
     pub const DEVICE_QUIET_TZ: Field = Field::new("devices", "quiet_tz", Purpose::Devices);
+    /// `devices.groups` (a JSON array of names).
+    pub const DEVICE_GROUPS: Field = Field::new("devices", "groups", Purpose::Devices);
     /// `admin_sessions.data` (and the same record in Redis).
     pub const SESSION_DATA: Field = Field::new("admin_sessions", "data", Purpose::Sessions);
     /// `audit_log.sealed` (a JSON object: the source IP and the details).

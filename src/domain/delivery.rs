@@ -2,11 +2,11 @@
 //! small integer in `deliveries.status` (the mapping is [`DeliveryStatus::as_i16`] and
 //! [`DeliveryStatus::from_i16`], and nowhere else), shown on the wire by its name.
 
+use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
-use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::SmallInt;
-use diesel::sqlite::{Sqlite, SqliteValue};
 
 /// Where a delivery is. Ordered as a delivery moves: a status below [`DeliveryStatus::Acked`] is
 /// still pending (the store's queries compare on that order).
@@ -82,16 +82,24 @@ impl DeliveryStatus {
     }
 }
 
-impl ToSql<SmallInt, Sqlite> for DeliveryStatus {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
-        out.set_value(i32::from(self.as_i16()));
-        Ok(IsNull::No)
+/// The stored codes, by [`DeliveryStatus::as_i16`]: a static, so a bind can borrow one.
+static CODES: [i16; 4] = [0, 1, 2, 3];
+
+impl<DB: Backend> ToSql<SmallInt, DB> for DeliveryStatus
+where
+    i16: ToSql<SmallInt, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
+        CODES[self.as_i16() as usize].to_sql(out)
     }
 }
 
-impl FromSql<SmallInt, Sqlite> for DeliveryStatus {
-    fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
-        let stored = <i16 as FromSql<SmallInt, Sqlite>>::from_sql(value)?;
+impl<DB: Backend> FromSql<SmallInt, DB> for DeliveryStatus
+where
+    i16: FromSql<SmallInt, DB>,
+{
+    fn from_sql(value: DB::RawValue<'_>) -> deserialize::Result<Self> {
+        let stored = <i16 as FromSql<SmallInt, DB>>::from_sql(value)?;
         Self::from_i16(stored).ok_or_else(|| format!("unknown delivery status {stored}").into())
     }
 }

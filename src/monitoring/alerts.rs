@@ -169,6 +169,7 @@ impl RelayChannel {
             created_at: event.at_ms,
             expires_at: event.at_ms + NOTIFICATION_TTL_MS,
             trace_id: None,
+            encrypted: None,
         }
     }
 }
@@ -184,7 +185,7 @@ impl AlertChannel for RelayChannel {
             items: vec![NewNotification {
                 payload: record.device_json(),
                 record,
-                targets: Targets::Devices(self.devices.clone()),
+                targets: Targets::devices(self.devices.clone()),
                 idempotency_key: None,
             }],
             publisher: "alerts".to_owned(),

@@ -13,6 +13,7 @@
 //!
 //! [`HealthSupervisor`]: beepmyphone_actors::health::HealthSupervisor
 
+use crate::store::WriteTransaction;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! blocking thread. Ending an account's sessions is the caller's job ([`crate::security::sessions`]),
 //! because sessions may live in Redis.
 
-use diesel::SqliteConnection;
+use crate::store::Db;
 
 use crate::crypto::secrets::SecretString;
 use crate::security::passwords::{PasswordError, PasswordHasher};
@@ -57,7 +57,7 @@ pub fn check_name(name: &str) -> Result<(), AdminError> {
 
 /// Creates an admin with a new password (hashed here: blocking).
 pub fn add(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     hasher: &dyn PasswordHasher,
     name: &str,
     password: &SecretString,
@@ -86,7 +86,7 @@ pub fn add(
 
 /// Sets a new password (hashed here: blocking); returns the admin.
 pub fn set_password(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     hasher: &dyn PasswordHasher,
     name: &str,
     password: &SecretString,
@@ -101,7 +101,7 @@ pub fn set_password(
 }
 
 /// Deletes an admin (its SQLite sessions cascade); returns the deleted row.
-pub fn remove(conn: &mut SqliteConnection, name: &str) -> Result<AdminRow, AdminError> {
+pub fn remove(conn: &mut Db, name: &str) -> Result<AdminRow, AdminError> {
     let row = admins::by_username(conn, name)?.ok_or_else(|| AdminError::NotFound(name.into()))?;
     if !admins::delete(conn, &row.id)? {
         return Err(AdminError::NotFound(name.into()));

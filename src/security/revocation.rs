@@ -16,6 +16,7 @@
 //! otherwise; both survive a relay restart. If Redis cannot answer, the check fails closed with
 //! [`RevocationError::Unavailable`]: a token that might be revoked is never accepted.
 
+use crate::store::WriteTransaction;
 use beepmyphone_actors::clock::SharedClock;
 use beepmyphone_actors::model::DeviceId;
 

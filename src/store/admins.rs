@@ -1,8 +1,8 @@
 //! Queries on `admins` (dashboard accounts; bcrypt hashes only) and `admin_sessions` (the embedded
 //! session backend: SHA-256 of the session id, and the session record sealed under the data key).
 
+use super::db::{Db, WriteTransaction};
 use diesel::prelude::*;
-use diesel::SqliteConnection;
 
 use super::schema::{admin_sessions, admins};
 
@@ -23,7 +23,7 @@ pub struct AdminRow {
 }
 
 /// Inserts an admin.
-pub fn insert(conn: &mut SqliteConnection, row: &AdminRow) -> QueryResult<()> {
+pub fn insert(conn: &mut Db, row: &AdminRow) -> QueryResult<()> {
     diesel::insert_into(admins::table)
         .values(row)
         .execute(conn)
@@ -31,7 +31,7 @@ pub fn insert(conn: &mut SqliteConnection, row: &AdminRow) -> QueryResult<()> {
 }
 
 /// The admin with this name.
-pub fn by_username(conn: &mut SqliteConnection, username: &str) -> QueryResult<Option<AdminRow>> {
+pub fn by_username(conn: &mut Db, username: &str) -> QueryResult<Option<AdminRow>> {
     admins::table
         .filter(admins::username.eq(username))
         .select(AdminRow::as_select())
@@ -40,7 +40,7 @@ pub fn by_username(conn: &mut SqliteConnection, username: &str) -> QueryResult<O
 }
 
 /// Every admin, by name.
-pub fn list(conn: &mut SqliteConnection) -> QueryResult<Vec<AdminRow>> {
+pub fn list(conn: &mut Db) -> QueryResult<Vec<AdminRow>> {
     admins::table
         .order(admins::username.asc())
         .select(AdminRow::as_select())
@@ -48,12 +48,7 @@ pub fn list(conn: &mut SqliteConnection) -> QueryResult<Vec<AdminRow>> {
 }
 
 /// Replaces an admin's password hash; whether the admin exists.
-pub fn set_password(
-    conn: &mut SqliteConnection,
-    id: &str,
-    hash: &str,
-    now: i64,
-) -> QueryResult<bool> {
+pub fn set_password(conn: &mut Db, id: &str, hash: &str, now: i64) -> QueryResult<bool> {
     diesel::update(admins::table.find(id))
         .set((admins::password_hash.eq(hash), admins::updated_at.eq(now)))
         .execute(conn)
@@ -61,7 +56,7 @@ pub fn set_password(
 }
 
 /// Deletes an admin (its embedded sessions cascade); whether it existed.
-pub fn delete(conn: &mut SqliteConnection, id: &str) -> QueryResult<bool> {
+pub fn delete(conn: &mut Db, id: &str) -> QueryResult<bool> {
     diesel::delete(admins::table.find(id))
         .execute(conn)
         .map(|n| n == 1)
@@ -86,7 +81,7 @@ pub struct SessionRow {
 /// Inserts a session, ends the admin's expired sessions and, beyond `max` live ones, the oldest;
 /// returns the id hashes it ended. One transaction, so concurrent logins cannot exceed the cap.
 pub fn insert_session_capped(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     row: &SessionRow,
     max: usize,
     now: i64,
@@ -100,13 +95,18 @@ pub fn insert_session_capped(
             .filter(admin_sessions::expires_at.le(now))
             .select(admin_sessions::id_hash)
             .load(conn)?;
-        // Newest first; the insertion order (rowid) breaks ties between logins in the same ms.
+        // Newest first; the insertion order breaks ties between logins in the same ms: SQLite's
+        // rowid, PostgreSQL's `inserted` column (a sequence; see its migration).
+        let inserted = match conn.kind() {
+            super::Kind::Sqlite => "rowid",
+            super::Kind::Postgres => "admin_sessions.inserted",
+        };
         let live: Vec<String> = admin_sessions::table
             .filter(admin_sessions::admin_id.eq(&row.admin_id))
             .filter(admin_sessions::expires_at.gt(now))
             .order((
                 admin_sessions::created_at.desc(),
-                diesel::dsl::sql::<diesel::sql_types::BigInt>("rowid").desc(),
+                diesel::dsl::sql::<diesel::sql_types::BigInt>(inserted).desc(),
             ))
             .select(admin_sessions::id_hash)
             .load(conn)?;
@@ -120,7 +120,7 @@ pub fn insert_session_capped(
 }
 
 /// The session with this id hash.
-pub fn session(conn: &mut SqliteConnection, id_hash: &str) -> QueryResult<Option<SessionRow>> {
+pub fn session(conn: &mut Db, id_hash: &str) -> QueryResult<Option<SessionRow>> {
     admin_sessions::table
         .find(id_hash)
         .select(SessionRow::as_select())
@@ -129,11 +129,7 @@ pub fn session(conn: &mut SqliteConnection, id_hash: &str) -> QueryResult<Option
 }
 
 /// An admin's sessions not yet past `expires_at`, oldest first.
-pub fn sessions_of(
-    conn: &mut SqliteConnection,
-    admin_id: &str,
-    now: i64,
-) -> QueryResult<Vec<SessionRow>> {
+pub fn sessions_of(conn: &mut Db, admin_id: &str, now: i64) -> QueryResult<Vec<SessionRow>> {
     admin_sessions::table
         .filter(admin_sessions::admin_id.eq(admin_id))
         .filter(admin_sessions::expires_at.gt(now))
@@ -144,7 +140,7 @@ pub fn sessions_of(
 
 /// Replaces a session's record and expiry if it still exists; whether it did.
 pub fn update_session(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     id_hash: &str,
     data: &[u8],
     expires_at: i64,
@@ -159,19 +155,19 @@ pub fn update_session(
 }
 
 /// Deletes one session; whether it existed.
-pub fn delete_session(conn: &mut SqliteConnection, id_hash: &str) -> QueryResult<bool> {
+pub fn delete_session(conn: &mut Db, id_hash: &str) -> QueryResult<bool> {
     diesel::delete(admin_sessions::table.find(id_hash))
         .execute(conn)
         .map(|n| n == 1)
 }
 
 /// Deletes every session of an admin; how many.
-pub fn delete_sessions_of(conn: &mut SqliteConnection, admin_id: &str) -> QueryResult<usize> {
+pub fn delete_sessions_of(conn: &mut Db, admin_id: &str) -> QueryResult<usize> {
     diesel::delete(admin_sessions::table.filter(admin_sessions::admin_id.eq(admin_id)))
         .execute(conn)
 }
 
 /// Deletes sessions that ended at or before `now`; how many.
-pub fn purge_sessions(conn: &mut SqliteConnection, now: i64) -> QueryResult<usize> {
+pub fn purge_sessions(conn: &mut Db, now: i64) -> QueryResult<usize> {
     diesel::delete(admin_sessions::table.filter(admin_sessions::expires_at.le(now))).execute(conn)
 }

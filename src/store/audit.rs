@@ -2,8 +2,8 @@
 //! `audit_checkpoints` (the signed checkpoints with the tree's frontier). What a record means and
 //! how it is hashed is in `crate::audit`; these are only the queries.
 
+use super::db::{insert_or_ignore, Db};
 use diesel::prelude::*;
-use diesel::SqliteConnection;
 
 use super::schema::{audit_checkpoints, audit_log};
 use super::StoreError;
@@ -72,15 +72,19 @@ pub struct AuditFilter {
 }
 
 /// Appends rows (the caller holds an immediate transaction and has checked their seqs).
-pub fn insert(conn: &mut SqliteConnection, rows: &[AuditRow]) -> Result<(), StoreError> {
-    diesel::insert_into(audit_log::table)
-        .values(rows)
-        .execute(conn)?;
+pub fn insert(conn: &mut Db, rows: &[AuditRow]) -> Result<(), StoreError> {
+    // One row per statement: a cached prepared statement, on either backend (diesel's multi
+    // connection has no multi-row insert).
+    for row in rows {
+        diesel::insert_into(audit_log::table)
+            .values(row)
+            .execute(conn)?;
+    }
     Ok(())
 }
 
 /// The highest seq in the table (0 when empty).
-pub fn last_seq(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+pub fn last_seq(conn: &mut Db) -> Result<i64, StoreError> {
     let max: Option<i64> = audit_log::table
         .select(diesel::dsl::max(audit_log::seq))
         .first(conn)?;
@@ -88,18 +92,14 @@ pub fn last_seq(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
 }
 
 /// The lowest seq in the table (`None` when empty).
-pub fn first_seq(conn: &mut SqliteConnection) -> Result<Option<i64>, StoreError> {
+pub fn first_seq(conn: &mut Db) -> Result<Option<i64>, StoreError> {
     Ok(audit_log::table
         .select(diesel::dsl::min(audit_log::seq))
         .first(conn)?)
 }
 
 /// Rows with `seq > after`, oldest first, at most `limit`.
-pub fn rows_after(
-    conn: &mut SqliteConnection,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<AuditRow>, StoreError> {
+pub fn rows_after(conn: &mut Db, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
     Ok(audit_log::table
         .filter(audit_log::seq.gt(after))
         .order(audit_log::seq.asc())
@@ -109,10 +109,7 @@ pub fn rows_after(
 }
 
 /// The (seq, leaf hash) of rows with `seq > after`, oldest first.
-pub fn leaves_after(
-    conn: &mut SqliteConnection,
-    after: i64,
-) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+pub fn leaves_after(conn: &mut Db, after: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
     Ok(audit_log::table
         .filter(audit_log::seq.gt(after))
         .order(audit_log::seq.asc())
@@ -121,7 +118,7 @@ pub fn leaves_after(
 }
 
 /// One record.
-pub fn get(conn: &mut SqliteConnection, seq: i64) -> Result<Option<AuditRow>, StoreError> {
+pub fn get(conn: &mut Db, seq: i64) -> Result<Option<AuditRow>, StoreError> {
     Ok(audit_log::table
         .find(seq)
         .select(AuditRow::as_select())
@@ -131,11 +128,7 @@ pub fn get(conn: &mut SqliteConnection, seq: i64) -> Result<Option<AuditRow>, St
 
 /// Records matching `filter`: newest first when paging back (`before_seq` or neither cursor),
 /// oldest first when `after_seq` is set.
-pub fn list(
-    conn: &mut SqliteConnection,
-    filter: &AuditFilter,
-    limit: i64,
-) -> Result<Vec<AuditRow>, StoreError> {
+pub fn list(conn: &mut Db, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
     let mut query = audit_log::table.select(AuditRow::as_select()).into_boxed();
     if let Some(action) = &filter.action {
         query = query.filter(audit_log::action.eq(action.clone()));
@@ -170,18 +163,13 @@ pub fn list(
 }
 
 /// Stores a checkpoint (once per size).
-pub fn insert_checkpoint(
-    conn: &mut SqliteConnection,
-    row: &CheckpointRow,
-) -> Result<(), StoreError> {
-    diesel::insert_or_ignore_into(audit_checkpoints::table)
-        .values(row)
-        .execute(conn)?;
+pub fn insert_checkpoint(conn: &mut Db, row: &CheckpointRow) -> Result<(), StoreError> {
+    insert_or_ignore!(conn, audit_checkpoints::table, row)?;
     Ok(())
 }
 
 /// The checkpoint of the largest tree.
-pub fn last_checkpoint(conn: &mut SqliteConnection) -> Result<Option<CheckpointRow>, StoreError> {
+pub fn last_checkpoint(conn: &mut Db) -> Result<Option<CheckpointRow>, StoreError> {
     Ok(audit_checkpoints::table
         .order(audit_checkpoints::size.desc())
         .select(CheckpointRow::as_select())
@@ -190,10 +178,7 @@ pub fn last_checkpoint(conn: &mut SqliteConnection) -> Result<Option<CheckpointR
 }
 
 /// The checkpoint of the largest tree of at most `size` records.
-pub fn checkpoint_at_most(
-    conn: &mut SqliteConnection,
-    size: i64,
-) -> Result<Option<CheckpointRow>, StoreError> {
+pub fn checkpoint_at_most(conn: &mut Db, size: i64) -> Result<Option<CheckpointRow>, StoreError> {
     Ok(audit_checkpoints::table
         .filter(audit_checkpoints::size.le(size))
         .order(audit_checkpoints::size.desc())
@@ -203,7 +188,7 @@ pub fn checkpoint_at_most(
 }
 
 /// Every checkpoint, smallest tree first.
-pub fn checkpoints(conn: &mut SqliteConnection) -> Result<Vec<CheckpointRow>, StoreError> {
+pub fn checkpoints(conn: &mut Db) -> Result<Vec<CheckpointRow>, StoreError> {
     Ok(audit_checkpoints::table
         .order(audit_checkpoints::size.asc())
         .select(CheckpointRow::as_select())
@@ -211,12 +196,12 @@ pub fn checkpoints(conn: &mut SqliteConnection) -> Result<Vec<CheckpointRow>, St
 }
 
 /// Deletes the rows up to `seq` (they are in an archive now).
-pub fn delete_through(conn: &mut SqliteConnection, seq: i64) -> Result<usize, StoreError> {
+pub fn delete_through(conn: &mut Db, seq: i64) -> Result<usize, StoreError> {
     Ok(diesel::delete(audit_log::table.filter(audit_log::seq.le(seq))).execute(conn)?)
 }
 
 /// Records sealed under the audit key `key_id`.
-pub fn rows_under(conn: &mut SqliteConnection, key_id: i64) -> Result<i64, StoreError> {
+pub fn rows_under(conn: &mut Db, key_id: i64) -> Result<i64, StoreError> {
     Ok(audit_log::table
         .filter(audit_log::key_id.eq(key_id))
         .count()

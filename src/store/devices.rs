@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
+use super::db::{Db, WriteTransaction};
 use chrono::NaiveTime;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
-use diesel::SqliteConnection;
 
 use beepmyphone_actors::model::{DeviceId, DevicePolicy, Priority, QuietHours};
 
@@ -42,6 +42,11 @@ pub struct DeviceRow {
     pub last_seen_at: Option<i64>,
     /// Access tokens issued before this instant (epoch ms) are refused.
     pub tokens_valid_after: i64,
+    /// The groups it belongs to, sorted, without repeats.
+    pub groups: Vec<String>,
+    /// Its X25519 public key for end-to-end encryption, if it registered one (stored as it is:
+    /// public by design, see `crate::crypto::e2e`).
+    pub e2e_public_key: Option<[u8; 32]>,
 }
 
 impl DeviceRow {
@@ -61,6 +66,8 @@ impl DeviceRow {
             created_at: 0,
             last_seen_at: None,
             tokens_valid_after: 0,
+            groups: Vec::new(),
+            e2e_public_key: None,
         }
     }
 
@@ -115,6 +122,7 @@ impl DeviceRow {
             enabled: self.enabled,
             min_priority: self.min_priority()?,
             quiet_hours: self.quiet_hours()?,
+            groups: self.groups.clone(),
         })
     }
 
@@ -138,6 +146,10 @@ pub struct DeviceChanges {
     pub quiet_end: Option<Option<String>>,
     /// Quiet hours zone.
     pub quiet_tz: Option<Option<String>>,
+    /// The new set of groups (replaces the old one).
+    pub groups: Option<Vec<String>>,
+    /// The end-to-end public key (`Some(None)` clears).
+    pub e2e_public_key: Option<Option<[u8; 32]>>,
 }
 
 impl DeviceChanges {
@@ -160,7 +172,20 @@ impl DeviceChanges {
         if let Some(tz) = self.quiet_tz {
             row.quiet_tz = tz;
         }
+        if let Some(groups) = self.groups {
+            row.groups = normalise_groups(groups);
+        }
+        if let Some(key) = self.e2e_public_key {
+            row.e2e_public_key = key;
+        }
     }
+}
+
+/// Group names sorted and without repeats, as [`DevicePolicy::in_group`] needs them.
+pub fn normalise_groups(mut groups: Vec<String>) -> Vec<String> {
+    groups.sort_unstable();
+    groups.dedup();
+    groups
 }
 
 /// A device row as stored: name, platform, app version and quiet hours sealed under the devices
@@ -182,6 +207,9 @@ pub struct StoredDevice {
     tokens_valid_after: i64,
     key_id: Option<i64>,
     platform_index: Option<Vec<u8>>,
+    groups: Option<Vec<u8>>,
+    /// Not sealed: a public key.
+    e2e_public_key: Option<Vec<u8>>,
 }
 
 impl StoredDevice {
@@ -214,6 +242,18 @@ impl StoredDevice {
                     .blind_index(fields::INDEX_PLATFORM, &row.platform)
                     .map_err(crypto)?,
             ),
+            groups: if row.groups.is_empty() {
+                None
+            } else {
+                let json = serde_json::to_string(&row.groups)
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+                Some(
+                    sealer
+                        .seal(fields::DEVICE_GROUPS, id, json.as_bytes())
+                        .map_err(crypto)?,
+                )
+            },
+            e2e_public_key: row.e2e_public_key.map(|key| key.to_vec()),
         })
     }
 
@@ -237,6 +277,27 @@ impl StoredDevice {
             created_at: self.created_at,
             last_seen_at: self.last_seen_at,
             tokens_valid_after: self.tokens_valid_after,
+            groups: match opt(fields::DEVICE_GROUPS, &self.groups)? {
+                None => Vec::new(),
+                Some(json) => serde_json::from_str::<Vec<String>>(&json)
+                    .map(normalise_groups)
+                    .map_err(|e| {
+                        StoreError::corrupt(
+                            "devices",
+                            "groups",
+                            id,
+                            format_args!("not a list of names: {e}"),
+                        )
+                    })?,
+            },
+            e2e_public_key: self
+                .e2e_public_key
+                .as_deref()
+                .map(<[u8; 32]>::try_from)
+                .transpose()
+                .map_err(|_| {
+                    StoreError::corrupt("devices", "e2e_public_key", id, "not 32 bytes")
+                })?,
         })
     }
 
@@ -252,11 +313,7 @@ impl StoredDevice {
 }
 
 /// Inserts a device, sealed.
-pub fn insert(
-    conn: &mut SqliteConnection,
-    cipher: &Cipher,
-    row: &DeviceRow,
-) -> Result<(), StoreError> {
+pub fn insert(conn: &mut Db, cipher: &Cipher, row: &DeviceRow) -> Result<(), StoreError> {
     let stored = StoredDevice::seal(row, cipher)?;
     diesel::insert_into(devices::table)
         .values(&stored)
@@ -265,11 +322,7 @@ pub fn insert(
 }
 
 /// One device, opened.
-pub fn get(
-    conn: &mut SqliteConnection,
-    cipher: &Cipher,
-    id: &str,
-) -> Result<Option<DeviceRow>, StoreError> {
+pub fn get(conn: &mut Db, cipher: &Cipher, id: &str) -> Result<Option<DeviceRow>, StoreError> {
     devices::table
         .find(id)
         .select(StoredDevice::as_select())
@@ -281,7 +334,7 @@ pub fn get(
 
 /// When the device's access tokens start to count (`tokens_valid_after`, epoch ms), if it exists:
 /// the per-request check, which opens nothing.
-pub fn tokens_valid_after(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<i64>> {
+pub fn tokens_valid_after(conn: &mut Db, id: &str) -> QueryResult<Option<i64>> {
     devices::table
         .find(id)
         .select(devices::tokens_valid_after)
@@ -292,7 +345,7 @@ pub fn tokens_valid_after(conn: &mut SqliteConnection, id: &str) -> QueryResult<
 /// A page of devices in id order, after `after`, optionally of one platform (compared by its
 /// blind index).
 pub fn list(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     platform: Option<&str>,
     after: Option<&str>,
@@ -321,10 +374,7 @@ pub fn list(
 
 /// Every device, for the queue: each opened on its own, so one that does not open is reported
 /// without hiding the others.
-pub fn all(
-    conn: &mut SqliteConnection,
-    cipher: &Cipher,
-) -> QueryResult<Vec<Result<DeviceRow, StoreError>>> {
+pub fn all(conn: &mut Db, cipher: &Cipher) -> QueryResult<Vec<Result<DeviceRow, StoreError>>> {
     Ok(devices::table
         .select(StoredDevice::as_select())
         .load::<StoredDevice>(conn)?
@@ -336,7 +386,7 @@ pub fn all(
 /// Applies settings changes, sealing the whole row again under the current key (so the row's
 /// fields stay under one key); returns the updated row, or `None` if there is no such device.
 pub fn update(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     id: &str,
     changes: DeviceChanges,
@@ -355,22 +405,40 @@ pub fn update(
 }
 
 /// Deletes a device (its tokens and deliveries cascade); whether it existed.
-pub fn delete(conn: &mut SqliteConnection, id: &str) -> QueryResult<bool> {
+pub fn delete(conn: &mut Db, id: &str) -> QueryResult<bool> {
     diesel::delete(devices::table.find(id))
         .execute(conn)
         .map(|n| n > 0)
 }
 
 /// Refuses every access token of the device issued before `now` (epoch ms).
-pub fn revoke_tokens(conn: &mut SqliteConnection, id: &str, now: i64) -> QueryResult<()> {
+pub fn revoke_tokens(conn: &mut Db, id: &str, now: i64) -> QueryResult<()> {
     diesel::update(devices::table.find(id))
         .set(devices::tokens_valid_after.eq(now))
         .execute(conn)
         .map(|_| ())
 }
 
+/// Refuses every token of the device issued until `now` (access tokens by its "not before" time,
+/// refresh tokens by family) and disables it, in one transaction; whether it exists.
+pub fn revoke(conn: &mut Db, id: &str, now: i64) -> QueryResult<bool> {
+    conn.immediate_transaction(|conn| {
+        let found = diesel::update(devices::table.find(id))
+            .set((
+                devices::enabled.eq(false),
+                devices::tokens_valid_after.eq(now),
+            ))
+            .execute(conn)?;
+        if found == 0 {
+            return Ok(false);
+        }
+        super::tokens::revoke_families_of_device(conn, id, now)?;
+        Ok(true)
+    })
+}
+
 /// Records socket activity.
-pub fn touch(conn: &mut SqliteConnection, id: &str, at: i64) -> QueryResult<()> {
+pub fn touch(conn: &mut Db, id: &str, at: i64) -> QueryResult<()> {
     diesel::update(devices::table.find(id))
         .set(devices::last_seen_at.eq(at))
         .execute(conn)
@@ -393,7 +461,7 @@ pub struct DeliveryCounts {
 
 /// Delivery counts for these devices.
 pub fn delivery_counts(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     ids: &[String],
 ) -> QueryResult<HashMap<String, DeliveryCounts>> {
     let rows: Vec<(String, DeliveryStatus, i64)> = deliveries::table
@@ -432,6 +500,8 @@ mod tests {
             created_at: 0,
             last_seen_at: None,
             tokens_valid_after: 0,
+            groups: vec!["ops".into()],
+            e2e_public_key: None,
         }
     }
 

@@ -1,8 +1,8 @@
-//! The embedded store: one SQLite file under the data directory, reached through diesel and an
-//! r2d2 pool.
+//! The store: by default one SQLite file under the data directory; for clusters a PostgreSQL
+//! database (`storage.url`), reached through the same diesel code ([`db::Db`]) and an r2d2 pool.
 //!
-//! Every connection runs in WAL mode with `synchronous=NORMAL`, a busy timeout and foreign keys on.
-//! Queries are plain functions taking `&mut SqliteConnection`, grouped by table in the submodules,
+//! Every SQLite connection runs in WAL mode with `synchronous=NORMAL`, a busy timeout and foreign keys on.
+//! Queries are plain functions taking `&mut Db`, grouped by table in the submodules,
 //! and always run on a blocking thread through [`Store::run`] (reads) or [`Store::write`]. The
 //! notification queue's writes (publishes, sent and acked marks) go through one group-committed
 //! path ([`queue_store`]), so concurrent publishers never contend for the write lock.
@@ -11,10 +11,12 @@
 //! ask SQLite for its write lock. SQLite's own busy handler polls with growing sleeps and is not
 //! fair: with a few dozen writers at once (pairing a fleet, say) one of them could lose every
 //! race for the full busy timeout and fail. The busy timeout is left for other processes (the
-//! CLI).
+//! CLI). On PostgreSQL the gate still orders this process's writers, and the write transaction's
+//! advisory lock ([`db::WriteTransaction`]) orders those of every relay.
 
 pub mod admins;
 pub mod audit;
+pub mod db;
 pub mod devices;
 pub mod notifications;
 pub mod pairing;
@@ -32,15 +34,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::SqliteConnection;
+use diesel::r2d2::{CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub use db::{Db, Kind, WriteTransaction};
 
 use crate::config::StorageSettings;
 use crate::crypto::Cipher;
 
-/// The migrations in `migrations/`, compiled in.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+/// The SQLite migrations in `migrations/sqlite/`, compiled in.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// The PostgreSQL migrations in `migrations/postgres/`, compiled in: the same schema.
+pub const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "beepmyphone.db";
@@ -70,13 +76,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the database was too busy to answer (the write gate or SQLite's lock timed out):
-    /// worth a retry, unlike other failures.
+    /// Whether the database was too busy to answer (the write gate timed out, SQLite's lock, or
+    /// PostgreSQL's `lock_timeout`): worth a retry, unlike other failures.
     pub fn is_busy(&self) -> bool {
         match self {
             StoreError::Pool(_) | StoreError::Busy(_) => true,
             StoreError::Query(diesel::result::Error::DatabaseError(_, info)) => {
-                info.message().contains("database is locked")
+                let message = info.message();
+                message.contains("database is locked") || message.contains("lock timeout")
             }
             _ => false,
         }
@@ -94,7 +101,7 @@ impl StoreError {
 }
 
 /// A pooled connection.
-pub type Conn = PooledConnection<ConnectionManager<SqliteConnection>>;
+pub type Conn = PooledConnection<db::Manager>;
 
 /// A pooled connection holding this process's write turn ([`Store::writer`]), released with it.
 pub struct Writer<'a> {
@@ -103,15 +110,15 @@ pub struct Writer<'a> {
 }
 
 impl std::ops::Deref for Writer<'_> {
-    type Target = SqliteConnection;
+    type Target = Db;
 
-    fn deref(&self) -> &SqliteConnection {
+    fn deref(&self) -> &Db {
         &self.conn
     }
 }
 
 impl std::ops::DerefMut for Writer<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+    fn deref_mut(&mut self) -> &mut Db {
         &mut self.conn
     }
 }
@@ -158,8 +165,18 @@ struct Pragmas {
     busy_timeout_ms: u64,
 }
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<Db, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut Db) -> Result<(), diesel::r2d2::Error> {
+        let Db::Sqlite(conn) = conn else {
+            // PostgreSQL: a statement waits for a lock at most the busy timeout (0 would mean
+            // for ever there, where SQLite's 0 fails at once).
+            return conn
+                .batch_execute(&format!(
+                    "SET lock_timeout = {}",
+                    self.busy_timeout_ms.max(1)
+                ))
+                .map_err(diesel::r2d2::Error::QueryError);
+        };
         conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
@@ -169,11 +186,31 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
     }
 }
 
-/// The store: a connection pool over the database file, and the data keys that seal its
-/// sealed columns (see [`Store::with_cipher`]).
+/// `text` without the password of `settings.url`, if it has one (as written and decoded).
+fn redact_password(text: &str, settings: &StorageSettings) -> String {
+    let Some(password) = settings
+        .postgres_url()
+        .and_then(|url| url::Url::parse(url).ok())
+        .and_then(|url| url.password().map(str::to_owned))
+        .filter(|p| !p.is_empty())
+    else {
+        return text.to_owned();
+    };
+    let mut out = text.replace(&password, "[REDACTED]");
+    if let Ok(decoded) = percent_encoding::percent_decode_str(&password).decode_utf8() {
+        if !decoded.is_empty() {
+            out = out.replace(decoded.as_ref(), "[REDACTED]");
+        }
+    }
+    out
+}
+
+/// The store: a connection pool over the database (the SQLite file or a PostgreSQL database),
+/// and the data keys that seal its sealed columns (see [`Store::with_cipher`]).
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool<ConnectionManager<SqliteConnection>>,
+    pool: Pool<db::Manager>,
+    kind: Kind,
     counters: Arc<PoolCounters>,
     cipher: Option<Cipher>,
     /// The in-process write gate (eventually fair: a waiter is handed the lock within 0.5 ms of
@@ -184,7 +221,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir` and runs pending migrations.
+    /// Opens the database `settings` name (creating the SQLite file in `data_dir` if needed) and
+    /// runs pending migrations.
     pub fn open(data_dir: &Path, settings: &StorageSettings) -> Result<Self, StoreError> {
         // The directory holds notification contents and keys: owner only when we create it.
         std::fs::DirBuilder::new()
@@ -192,8 +230,14 @@ impl Store {
             .mode(0o700)
             .create(data_dir)
             .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", data_dir.display())))?;
-        let path = data_dir.join(DB_FILE);
-        let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+        let manager = match settings.postgres_url() {
+            Some(url) => db::Manager::new(Kind::Postgres, url),
+            None => db::Manager::new(
+                Kind::Sqlite,
+                data_dir.join(DB_FILE).to_string_lossy().into_owned(),
+            ),
+        };
+        let kind = manager.kind();
         let pool = Pool::builder()
             .max_size(settings.pool_max_size)
             .min_idle(Some(settings.pool_min_idle))
@@ -203,18 +247,43 @@ impl Store {
                 busy_timeout_ms: settings.busy_timeout_ms,
             }))
             .build(manager)
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+            // libpq may quote a part of the URL it cannot read: never the password.
+            .map_err(|e| StoreError::Pool(redact_password(&e.to_string(), settings)))?;
         let store = Self {
             pool,
+            kind,
             counters: Arc::new(PoolCounters::default()),
             cipher: None,
             writes: Arc::new(parking_lot::Mutex::new(())),
             write_wait: Duration::from_millis(settings.busy_timeout_ms),
         };
         let mut conn = store.conn()?;
-        conn.run_pending_migrations(MIGRATIONS)
-            .map_err(|e| StoreError::Other(format!("migrations: {e}")))?;
+        match kind {
+            Kind::Sqlite => conn
+                .run_pending_migrations(MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| StoreError::Other(format!("migrations: {e}")))?,
+            // Relays of a cluster may start together: one migrates at a time, the others then
+            // find nothing to do.
+            Kind::Postgres => {
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({})", db::MIGRATION_LOCK))?;
+                let migrated = conn
+                    .run_pending_migrations(PG_MIGRATIONS)
+                    .map(|_| ())
+                    .map_err(|e| StoreError::Other(format!("migrations: {e}")));
+                conn.batch_execute(&format!(
+                    "SELECT pg_advisory_unlock({})",
+                    db::MIGRATION_LOCK
+                ))?;
+                migrated?
+            }
+        }
         Ok(store)
+    }
+
+    /// The store's backend.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The store with the data keys that seal and open notification, device and session
@@ -285,7 +354,7 @@ impl Store {
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
     {
         self.blocking(false, f).await
     }
@@ -294,7 +363,7 @@ impl Store {
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
     {
         self.blocking(true, f).await
     }
@@ -302,7 +371,7 @@ impl Store {
     async fn blocking<T, F>(&self, write: bool, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -337,6 +406,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_postgres_password_is_redacted_from_errors_as_written_and_decoded() {
+        let settings = StorageSettings {
+            url: "postgres://beep:s3cr%25t@db.example:5432/beep"
+                .to_owned()
+                .into(),
+            ..StorageSettings::default()
+        };
+        let text = "invalid percent-encoded token: \"s3cr%25t\"; password s3cr%t refused";
+        assert_eq!(
+            redact_password(text, &settings),
+            "invalid percent-encoded token: \"[REDACTED]\"; password [REDACTED] refused"
+        );
+        assert_eq!(
+            redact_password("no such host", &StorageSettings::default()),
+            "no such host"
+        );
+    }
     use diesel::RunQueryDsl;
 
     #[derive(diesel::QueryableByName)]

@@ -1,8 +1,8 @@
 //! Queries on `notifications` and `deliveries` for the HTTP API (listing and reading). The queue's
 //! own writes are in [`super::queue_store`].
 
+use super::Db;
 use diesel::prelude::*;
-use diesel::SqliteConnection;
 
 use beepmyphone_actors::model::{NotificationId, NotificationRecord, Priority};
 use beepmyphone_actors::trace::TraceId;
@@ -48,6 +48,8 @@ pub struct NotificationRow {
     pub key_id: Option<i64>,
     /// The blind index of the app.
     pub app_index: Option<Vec<u8>>,
+    /// The end-to-end envelope, sealed; `None` for a plain notification.
+    pub encrypted: Option<Vec<u8>>,
 }
 
 impl NotificationRow {
@@ -66,6 +68,13 @@ impl NotificationRow {
             &self.id,
             self.key_id,
             self.click_url.as_deref(),
+        )?;
+        let encrypted = open_opt(
+            cipher,
+            fields::NOTIFICATION_ENCRYPTED,
+            &self.id,
+            self.key_id,
+            self.encrypted.as_deref(),
         )?;
         let priority = Priority::from_i16(self.priority).ok_or_else(|| {
             StoreError::corrupt(
@@ -95,6 +104,7 @@ impl NotificationRow {
             expires_at: self.expires_at,
             // Only for the log: a value of another length is ignored rather than refused.
             trace_id: self.trace_id.as_deref().and_then(TraceId::from_slice),
+            encrypted,
         })
     }
 }
@@ -140,7 +150,7 @@ pub struct ListFilter {
 
 /// A page of notifications, newest first. The app and tag filters compare blind indexes.
 pub fn list(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     filter: &ListFilter,
     limit: i64,
@@ -215,7 +225,7 @@ pub fn list(
 }
 
 /// One notification by id.
-pub fn get(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<NotificationRow>> {
+pub fn get(conn: &mut Db, id: &str) -> QueryResult<Option<NotificationRow>> {
     notifications::table
         .filter(notifications::id.eq(id))
         .select(NotificationRow::as_select())
@@ -225,7 +235,7 @@ pub fn get(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<Notifica
 
 /// Deliveries of these notifications (optionally to one device), in device order.
 pub fn deliveries_of(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     seqs: &[i64],
     device: Option<&str>,
 ) -> QueryResult<Vec<DeliveryRow>> {
@@ -263,6 +273,7 @@ mod tests {
             trace_id: None,
             key_id: None,
             app_index: None,
+            encrypted: None,
         }
     }
 

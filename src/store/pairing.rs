@@ -1,17 +1,12 @@
 //! Queries on `pairing_codes`: only hashes are stored; a code is consumed atomically.
 
+use super::Db;
 use diesel::prelude::*;
-use diesel::SqliteConnection;
 
 use super::schema::pairing_codes;
 
 /// Stores a new code's hash.
-pub fn insert(
-    conn: &mut SqliteConnection,
-    code_hash: &str,
-    now: i64,
-    expires_at: i64,
-) -> QueryResult<()> {
+pub fn insert(conn: &mut Db, code_hash: &str, now: i64, expires_at: i64) -> QueryResult<()> {
     diesel::insert_into(pairing_codes::table)
         .values((
             pairing_codes::code_hash.eq(code_hash),
@@ -23,7 +18,7 @@ pub fn insert(
 }
 
 /// Marks the code used if it exists, is unused and unexpired; whether it was.
-pub fn consume(conn: &mut SqliteConnection, code_hash: &str, now: i64) -> QueryResult<bool> {
+pub fn consume(conn: &mut Db, code_hash: &str, now: i64) -> QueryResult<bool> {
     diesel::update(
         pairing_codes::table
             .find(code_hash)
@@ -36,7 +31,7 @@ pub fn consume(conn: &mut SqliteConnection, code_hash: &str, now: i64) -> QueryR
 }
 
 /// Deletes codes that expired more than a day ago.
-pub fn purge(conn: &mut SqliteConnection, now: i64) -> QueryResult<usize> {
+pub fn purge(conn: &mut Db, now: i64) -> QueryResult<usize> {
     diesel::delete(pairing_codes::table.filter(pairing_codes::expires_at.lt(now - 86_400_000)))
         .execute(conn)
 }

@@ -6,11 +6,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::db::{Backend, Db, Kind, WriteTransaction};
 use diesel::prelude::*;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel::sqlite::Sqlite;
-use diesel::SqliteConnection;
 
 use beepmyphone_actors::model::{DeviceId, NotificationId, QueuedNotification};
 use beepmyphone_actors::ports::{
@@ -53,6 +52,7 @@ struct NewRow<'a> {
     trace_id: Option<&'a [u8]>,
     key_id: Option<i64>,
     app_index: Option<&'a [u8]>,
+    encrypted: Option<&'a [u8]>,
 }
 
 /// A notification's sealed fields and blind indexes, made before the write transaction so that
@@ -63,6 +63,7 @@ struct Sealed {
     app: Vec<u8>,
     tags: Vec<u8>,
     click_url: Option<Vec<u8>>,
+    encrypted: Option<Vec<u8>>,
     key_id: i64,
     app_index: Vec<u8>,
     tag_indexes: Vec<Vec<u8>>,
@@ -103,6 +104,13 @@ fn seal_insert(cipher: &Cipher, op: &ports::InsertOp) -> Result<Sealed, StoreErr
                 record.click_url.as_deref(),
             )
             .map_err(crypto)?,
+        encrypted: sealer
+            .seal_opt(
+                fields::NOTIFICATION_ENCRYPTED,
+                id,
+                record.encrypted.as_deref(),
+            )
+            .map_err(crypto)?,
         key_id: sealer.key_id(),
         app_index: cipher
             .blind_index(fields::INDEX_APP, &record.app)
@@ -137,7 +145,7 @@ struct NewDelivery<'a> {
 /// The earlier notification with this publisher's idempotency key (its blind index `key`, or,
 /// on a row from before encryption not sealed yet, the key itself), within the window.
 fn earlier_with_key(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     publisher: &str,
     (key, plain): (&[u8], &str),
     created_at: i64,
@@ -182,24 +190,38 @@ const MARKS_PER_STATEMENT: usize = 500;
 /// that aborts half-way: these updates change no unique key, and an error fails the whole
 /// transaction anyway.
 fn update_marks<R>(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     set: &str,
     width: usize,
     rows: &[R],
     bind: impl for<'q> Fn(
-        BoxedSqlQuery<'q, Sqlite, SqlQuery>,
+        BoxedSqlQuery<'q, Backend, SqlQuery>,
         &'q R,
-    ) -> BoxedSqlQuery<'q, Sqlite, SqlQuery>,
+    ) -> BoxedSqlQuery<'q, Backend, SqlQuery>,
 ) -> QueryResult<()> {
     let row = format!("({})", vec!["?"; width].join(", "));
+    // SQLite names the columns of VALUES column1, column2, …; PostgreSQL needs them named.
+    let (verb, columns) = match conn.kind() {
+        Kind::Sqlite => ("UPDATE OR FAIL", String::new()),
+        Kind::Postgres => (
+            "UPDATE",
+            format!(
+                "({})",
+                (1..=width)
+                    .map(|i| format!("column{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    };
     for chunk in rows.chunks(MARKS_PER_STATEMENT) {
         let values = vec![row.as_str(); chunk.len()].join(", ");
-        let sql = format!(
-            "UPDATE OR FAIL deliveries SET {set} FROM (VALUES {values}) AS v \
+        let sql = conn.sql(&format!(
+            "{verb} deliveries SET {set} FROM (VALUES {values}) AS v{columns} \
              WHERE deliveries.notification_seq = v.column1 AND deliveries.device_id = v.column2 \
              AND {PENDING}"
-        );
-        let mut query = diesel::sql_query(sql).into_boxed::<Sqlite>();
+        ));
+        let mut query = diesel::sql_query(sql).into_boxed::<Backend>();
         for row in chunk {
             query = bind(query, row);
         }
@@ -226,7 +248,7 @@ fn pending() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
 /// A delivery that was sent and acknowledged within the same batch is written once, as acked.
 /// Sent and acked marks are written a few hundred rows per statement ([`update_marks`]).
 pub fn commit_batch(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     batch: &CommitBatch,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
@@ -235,172 +257,219 @@ pub fn commit_batch(
         .iter()
         .map(|op| seal_insert(cipher, op))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(conn.immediate_transaction(|conn| {
-        let mut outcomes = Vec::with_capacity(batch.inserts.len());
-        let mut rows = Vec::with_capacity(batch.inserts.len());
-        let mut new_deliveries = Vec::new();
-        let mut new_tags = Vec::new();
-        if !batch.inserts.is_empty() {
-            let max: Option<i64> = notifications::table
-                .select(diesel::dsl::max(notifications::seq))
-                .first(conn)?;
-            let mut next_seq = max.unwrap_or(0) + 1;
-            // Keys repeated inside this batch resolve to the batch's first notification.
-            let mut keyed: HashMap<(&str, &[u8]), InsertOutcome> = HashMap::new();
-            for (op, sealed) in batch.inserts.iter().zip(&sealed) {
-                let record = &op.record;
-                if let Some(key) = sealed.idempotency_index.as_deref() {
-                    let known = match keyed.get(&(op.publisher.as_str(), key)) {
-                        Some(outcome) => Some(outcome.clone()),
-                        None => earlier_with_key(
-                            conn,
-                            &op.publisher,
-                            (key, op.idempotency_key.as_deref().unwrap_or_default()),
-                            record.created_at,
-                        )?,
-                    };
-                    if let Some(duplicate) = known {
-                        outcomes.push(duplicate);
-                        continue;
+    // `gone`: devices deleted since the queue resolved the targets (a deletion through another
+    // relay of a cluster, or one racing the commit); their deliveries are left out.
+    let attempt = |conn: &mut Db, gone: &HashSet<String>| {
+        conn.immediate_transaction(|conn| {
+            let mut outcomes = Vec::with_capacity(batch.inserts.len());
+            let mut rows = Vec::with_capacity(batch.inserts.len());
+            let mut new_deliveries = Vec::new();
+            let mut new_tags = Vec::new();
+            if !batch.inserts.is_empty() {
+                let max: Option<i64> = notifications::table
+                    .select(diesel::dsl::max(notifications::seq))
+                    .first(conn)?;
+                let mut next_seq = max.unwrap_or(0) + 1;
+                // Keys repeated inside this batch resolve to the batch's first notification.
+                let mut keyed: HashMap<(&str, &[u8]), InsertOutcome> = HashMap::new();
+                for (op, sealed) in batch.inserts.iter().zip(&sealed) {
+                    let record = &op.record;
+                    if let Some(key) = sealed.idempotency_index.as_deref() {
+                        let known = match keyed.get(&(op.publisher.as_str(), key)) {
+                            Some(outcome) => Some(outcome.clone()),
+                            None => earlier_with_key(
+                                conn,
+                                &op.publisher,
+                                (key, op.idempotency_key.as_deref().unwrap_or_default()),
+                                record.created_at,
+                            )?,
+                        };
+                        if let Some(duplicate) = known {
+                            outcomes.push(duplicate);
+                            continue;
+                        }
+                        keyed.insert(
+                            (op.publisher.as_str(), key),
+                            InsertOutcome::Duplicate {
+                                id: record.id.clone(),
+                                targets: op.devices.len(),
+                            },
+                        );
                     }
-                    keyed.insert(
-                        (op.publisher.as_str(), key),
-                        InsertOutcome::Duplicate {
-                            id: record.id.clone(),
-                            targets: op.devices.len(),
-                        },
+                    let seq = next_seq;
+                    next_seq += 1;
+                    rows.push(NewRow {
+                        seq,
+                        id: record.id.as_str(),
+                        title: &sealed.title,
+                        body: &sealed.body,
+                        app: &sealed.app,
+                        priority: record.priority.as_i16(),
+                        tags: &sealed.tags,
+                        click_url: sealed.click_url.as_deref(),
+                        created_at: record.created_at,
+                        expires_at: record.expires_at,
+                        publisher: &op.publisher,
+                        idempotency_key: sealed.idempotency_index.as_deref(),
+                        trace_id: record.trace_id.as_ref().map(|t| t.as_bytes().as_slice()),
+                        key_id: Some(sealed.key_id),
+                        app_index: Some(&sealed.app_index),
+                        encrypted: sealed.encrypted.as_deref(),
+                    });
+                    new_tags.extend(sealed.tag_indexes.iter().map(|index| NewTag {
+                        tag_index: index,
+                        notification_seq: seq,
+                    }));
+                    new_deliveries.extend(
+                        op.devices
+                            .iter()
+                            .filter(|device| !gone.contains(device.as_str()))
+                            .map(|device| NewDelivery {
+                                notification_seq: seq,
+                                device_id: device.as_str(),
+                                status: DeliveryStatus::Queued,
+                            }),
                     );
+                    outcomes.push(InsertOutcome::Inserted { seq });
                 }
-                let seq = next_seq;
-                next_seq += 1;
-                rows.push(NewRow {
-                    seq,
-                    id: record.id.as_str(),
-                    title: &sealed.title,
-                    body: &sealed.body,
-                    app: &sealed.app,
-                    priority: record.priority.as_i16(),
-                    tags: &sealed.tags,
-                    click_url: sealed.click_url.as_deref(),
-                    created_at: record.created_at,
-                    expires_at: record.expires_at,
-                    publisher: &op.publisher,
-                    idempotency_key: sealed.idempotency_index.as_deref(),
-                    trace_id: record.trace_id.as_ref().map(|t| t.as_bytes().as_slice()),
-                    key_id: Some(sealed.key_id),
-                    app_index: Some(&sealed.app_index),
-                });
-                new_tags.extend(sealed.tag_indexes.iter().map(|index| NewTag {
-                    tag_index: index,
-                    notification_seq: seq,
-                }));
-                new_deliveries.extend(op.devices.iter().map(|device| NewDelivery {
-                    notification_seq: seq,
-                    device_id: device.as_str(),
-                    status: DeliveryStatus::Queued,
-                }));
-                outcomes.push(InsertOutcome::Inserted { seq });
             }
-        }
-        // One row per statement: diesel caches the prepared single-row statements, where a
-        // multi-row insert would be parsed again for every batch size.
-        for row in &rows {
-            diesel::insert_into(notifications::table)
-                .values(row)
-                .execute(conn)?;
-        }
-        for tag in &new_tags {
-            diesel::insert_into(notification_tags::table)
-                .values(tag)
-                .execute(conn)?;
-        }
-        for delivery in &new_deliveries {
-            diesel::insert_into(deliveries::table)
-                .values(delivery)
-                .execute(conn)?;
-        }
-        // Sent marks per delivery: the last send and how many. A delivery acknowledged in this
-        // batch is written once, with its ack (which records its send); a repeated ack is a no-op.
-        let mut sends: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
-        for change in &batch.sent {
-            let send = sends
-                .entry((change.seq, change.device.as_str()))
-                .or_insert((change.at, 0));
-            *send = (change.at, send.1 + 1);
-        }
-        let mut acked = HashSet::new();
-        // Each with the batch's last send and its number of sends (an ack absorbs them all).
-        let acks: Vec<(i64, &str, i64, Option<i64>, i64)> = batch
-            .acked
-            .iter()
-            .filter(|c| acked.insert((c.seq, c.device.as_str())))
-            .map(|c| {
-                let send = sends.get(&(c.seq, c.device.as_str()));
-                (
-                    c.seq,
-                    c.device.as_str(),
-                    c.at,
-                    send.map(|s| s.0),
-                    send.map_or(0, |s| s.1),
-                )
-            })
-            .collect();
-        let sent: Vec<(i64, &str, i64, i64)> = sends
-            .iter()
-            .filter(|(key, _)| !acked.contains(*key))
-            .map(|(&(seq, device), &(at, count))| (seq, device, at, count))
-            .collect();
-        update_marks(
-            conn,
-            &format!(
-                "status = {}, attempts = attempts + v.column4, sent_at = v.column3",
-                DeliveryStatus::Sent.as_i16()
-            ),
-            4,
-            &sent,
-            |query, &(seq, device, at, count)| {
-                query
-                    .bind::<BigInt, _>(seq)
-                    .bind::<Text, _>(device)
-                    .bind::<BigInt, _>(at)
-                    .bind::<BigInt, _>(count)
-            },
-        )?;
-        update_marks(
-            conn,
-            &format!(
-                "status = {}, acked_at = v.column3, \
+            // One row per statement: diesel caches the prepared single-row statements, where a
+            // multi-row insert would be parsed again for every batch size.
+            for row in &rows {
+                diesel::insert_into(notifications::table)
+                    .values(row)
+                    .execute(conn)?;
+            }
+            for tag in &new_tags {
+                diesel::insert_into(notification_tags::table)
+                    .values(tag)
+                    .execute(conn)?;
+            }
+            for delivery in &new_deliveries {
+                diesel::insert_into(deliveries::table)
+                    .values(delivery)
+                    .execute(conn)?;
+            }
+            // Sent marks per delivery: the last send and how many. A delivery acknowledged in this
+            // batch is written once, with its ack (which records its send); a repeated ack is a no-op.
+            let mut sends: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
+            for change in &batch.sent {
+                let send = sends
+                    .entry((change.seq, change.device.as_str()))
+                    .or_insert((change.at, 0));
+                *send = (change.at, send.1 + 1);
+            }
+            let mut acked = HashSet::new();
+            // Each with the batch's last send and its number of sends (an ack absorbs them all).
+            let acks: Vec<(i64, &str, i64, Option<i64>, i64)> = batch
+                .acked
+                .iter()
+                .filter(|c| acked.insert((c.seq, c.device.as_str())))
+                .map(|c| {
+                    let send = sends.get(&(c.seq, c.device.as_str()));
+                    (
+                        c.seq,
+                        c.device.as_str(),
+                        c.at,
+                        send.map(|s| s.0),
+                        send.map_or(0, |s| s.1),
+                    )
+                })
+                .collect();
+            let sent: Vec<(i64, &str, i64, i64)> = sends
+                .iter()
+                .filter(|(key, _)| !acked.contains(*key))
+                .map(|(&(seq, device), &(at, count))| (seq, device, at, count))
+                .collect();
+            update_marks(
+                conn,
+                &format!(
+                    "status = {}, attempts = attempts + v.column4, sent_at = v.column3",
+                    DeliveryStatus::Sent.as_i16()
+                ),
+                4,
+                &sent,
+                |query, &(seq, device, at, count)| {
+                    query
+                        .bind::<BigInt, _>(seq)
+                        .bind::<Text, _>(device)
+                        .bind::<BigInt, _>(at)
+                        .bind::<BigInt, _>(count)
+                },
+            )?;
+            update_marks(
+                conn,
+                &format!(
+                    "status = {}, acked_at = v.column3, \
                  attempts = attempts + v.column5, \
                  sent_at = COALESCE(v.column4, deliveries.sent_at)",
-                DeliveryStatus::Acked.as_i16()
-            ),
-            5,
-            &acks,
-            |query, &(seq, device, at, sent_at, sends)| {
-                query
-                    .bind::<BigInt, _>(seq)
-                    .bind::<Text, _>(device)
-                    .bind::<BigInt, _>(at)
-                    .bind::<Nullable<BigInt>, _>(sent_at)
-                    .bind::<BigInt, _>(sends)
-            },
-        )?;
-        for (device, at) in &batch.seen {
-            diesel::update(devices_table::table.find(device.as_str()))
-                .set(devices_table::last_seen_at.eq(*at))
+                    DeliveryStatus::Acked.as_i16()
+                ),
+                5,
+                &acks,
+                |query, &(seq, device, at, sent_at, sends)| {
+                    query
+                        .bind::<BigInt, _>(seq)
+                        .bind::<Text, _>(device)
+                        .bind::<BigInt, _>(at)
+                        .bind::<Nullable<BigInt>, _>(sent_at)
+                        .bind::<BigInt, _>(sends)
+                },
+            )?;
+            for (device, at) in &batch.seen {
+                diesel::update(devices_table::table.find(device.as_str()))
+                    .set(devices_table::last_seen_at.eq(*at))
+                    .execute(conn)?;
+            }
+            for change in &batch.expired {
+                diesel::update(
+                    deliveries::table
+                        .find((change.seq, change.device.as_str()))
+                        .filter(deliveries::status.lt(DeliveryStatus::Acked)),
+                )
+                .set(deliveries::status.eq(DeliveryStatus::Expired))
                 .execute(conn)?;
+            }
+            Ok::<_, diesel::result::Error>(outcomes)
+        })
+    };
+    match attempt(conn, &HashSet::new()) {
+        // A delivery row names a device that no longer exists: write again without them (the
+        // failed transaction left nothing behind).
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        )) if !batch.inserts.is_empty() => {
+            let gone = missing_devices(conn, batch)?;
+            Ok(attempt(conn, &gone)?)
         }
-        for change in &batch.expired {
-            diesel::update(
-                deliveries::table
-                    .find((change.seq, change.device.as_str()))
-                    .filter(deliveries::status.lt(DeliveryStatus::Acked)),
-            )
-            .set(deliveries::status.eq(DeliveryStatus::Expired))
-            .execute(conn)?;
-        }
-        Ok::<_, diesel::result::Error>(outcomes)
-    })?)
+        result => Ok(result?),
+    }
+}
+
+/// The devices the batch's inserts target that are not in the store.
+fn missing_devices(conn: &mut Db, batch: &CommitBatch) -> QueryResult<HashSet<String>> {
+    let mut wanted: Vec<&str> = batch
+        .inserts
+        .iter()
+        .flat_map(|op| op.devices.iter().map(DeviceId::as_str))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut present = HashSet::new();
+    for chunk in wanted.chunks(500) {
+        present.extend(
+            devices_table::table
+                .filter(devices_table::id.eq_any(chunk))
+                .select(devices_table::id)
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(wanted
+        .into_iter()
+        .filter(|id| !present.contains(*id))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Marks expired deliveries and reads everything the queue needs.
@@ -412,7 +481,7 @@ pub fn commit_batch(
 /// device. Left out, a corrupt device gets nothing until it is repaired, and a corrupt
 /// notification is not delivered; their delivery rows stay in the store as they are.
 pub fn load_snapshot(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     now: i64,
 ) -> Result<QueueSnapshot, StoreError> {
@@ -447,9 +516,84 @@ pub fn load_snapshot(
         .order(notifications::seq.asc())
         .select(NotificationRow::as_select())
         .load(conn)?;
+    let pending_rows: Vec<(i64, String, i32)> = deliveries::table
+        .filter(pending())
+        .select((
+            deliveries::notification_seq,
+            deliveries::device_id,
+            deliveries::attempts,
+        ))
+        .load(conn)?;
+    let mut snapshot = snapshot_of(cipher, &rows, pending_rows);
+    snapshot.devices = devices;
+    snapshot.corrupt.splice(0..0, corrupt);
+    Ok(snapshot)
+}
+
+/// Reads the pending deliveries of `devices` (of the notifications `seqs` only, when given) whose
+/// notifications are unexpired at `now`. Read-only: overdue deliveries are left for the next full
+/// load to mark. Lists are read a few hundred ids per statement.
+pub fn load_pending(
+    conn: &mut Db,
+    cipher: &Cipher,
+    devices: &[DeviceId],
+    seqs: Option<&[i64]>,
+    now: i64,
+) -> Result<QueueSnapshot, StoreError> {
+    const CHUNK: usize = 500;
+    let mut pending_rows: Vec<(i64, String, i32)> = Vec::new();
+    for chunk in devices.chunks(CHUNK) {
+        let ids: Vec<&str> = chunk.iter().map(DeviceId::as_str).collect();
+        let query = || {
+            deliveries::table
+                .filter(pending())
+                .filter(deliveries::device_id.eq_any(ids.clone()))
+                .select((
+                    deliveries::notification_seq,
+                    deliveries::device_id,
+                    deliveries::attempts,
+                ))
+        };
+        match seqs {
+            None => pending_rows.extend(query().load::<(i64, String, i32)>(conn)?),
+            Some(seqs) => {
+                for seq_chunk in seqs.chunks(CHUNK) {
+                    pending_rows.extend(
+                        query()
+                            .filter(deliveries::notification_seq.eq_any(seq_chunk))
+                            .load::<(i64, String, i32)>(conn)?,
+                    );
+                }
+            }
+        }
+    }
+    let mut wanted: Vec<i64> = pending_rows.iter().map(|(seq, _, _)| *seq).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut rows: Vec<NotificationRow> = Vec::with_capacity(wanted.len());
+    for chunk in wanted.chunks(CHUNK) {
+        rows.extend(
+            notifications::table
+                .filter(notifications::expires_at.gt(now))
+                .filter(notifications::seq.eq_any(chunk))
+                .select(NotificationRow::as_select())
+                .load::<NotificationRow>(conn)?,
+        );
+    }
+    Ok(snapshot_of(cipher, &rows, pending_rows))
+}
+
+/// The queue's view of notification rows (a corrupt one is named in `corrupt` and left out) and
+/// of the pending deliveries of those it has; `devices` is left empty.
+fn snapshot_of(
+    cipher: &Cipher,
+    rows: &[NotificationRow],
+    pending_rows: Vec<(i64, String, i32)>,
+) -> QueueSnapshot {
+    let mut corrupt = Vec::new();
     let mut index = HashMap::with_capacity(rows.len());
     let mut notes = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let record = match row.record(cipher) {
             Ok(record) => record,
             Err(e) => {
@@ -468,14 +612,6 @@ pub fn load_snapshot(
             trace_id: record.trace_id,
         });
     }
-    let pending_rows: Vec<(i64, String, i32)> = deliveries::table
-        .filter(pending())
-        .select((
-            deliveries::notification_seq,
-            deliveries::device_id,
-            deliveries::attempts,
-        ))
-        .load(conn)?;
     let pending = pending_rows
         .into_iter()
         .filter_map(|(seq, device, attempts)| {
@@ -486,12 +622,12 @@ pub fn load_snapshot(
             })
         })
         .collect();
-    Ok(QueueSnapshot {
-        devices,
+    QueueSnapshot {
+        devices: Vec::new(),
         notifications: notes,
         pending,
         corrupt,
-    })
+    }
 }
 
 impl QueueStore for Store {
@@ -506,6 +642,17 @@ impl QueueStore for Store {
         // It expires overdue deliveries first: a write.
         let mut conn = self.writer().map_err(store_err)?;
         load_snapshot(&mut conn, cipher, now_ms).map_err(store_err)
+    }
+
+    fn pending(
+        &self,
+        devices: &[DeviceId],
+        seqs: Option<&[i64]>,
+        now_ms: i64,
+    ) -> Result<QueueSnapshot, ports::StoreError> {
+        let cipher = self.cipher().map_err(store_err)?;
+        let mut conn = self.conn().map_err(store_err)?;
+        load_pending(&mut conn, cipher, devices, seqs, now_ms).map_err(store_err)
     }
 }
 
@@ -551,6 +698,7 @@ mod tests {
                 created_at: 1_000,
                 expires_at: i64::MAX / 2,
                 trace_id: None,
+                encrypted: None,
             },
             devices: vec![device.clone()],
             publisher: "tok_1".into(),
@@ -709,6 +857,93 @@ mod tests {
                 "{query}: {plan:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deleted_target_is_left_out_instead_of_failing_the_commit() {
+        let (_dir, store, device) = store_with_device();
+        let gone = DeviceId::generate();
+        let mut both = op(&device, None);
+        both.devices.push(gone.clone());
+        let batch = CommitBatch {
+            inserts: vec![both, op(&device, None)],
+            ..CommitBatch::default()
+        };
+        let outcomes = store.commit(&batch).unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                InsertOutcome::Inserted { seq: 1 },
+                InsertOutcome::Inserted { seq: 2 }
+            ]
+        );
+        let rows: Vec<(i64, String)> = deliveries::table
+            .select((deliveries::notification_seq, deliveries::device_id))
+            .order(deliveries::notification_seq.asc())
+            .load(&mut store.conn().unwrap())
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![(1, device.to_string()), (2, device.to_string())],
+            "one row per existing device, nothing written twice"
+        );
+    }
+
+    #[test]
+    fn pending_reads_only_the_devices_and_notifications_asked_for() {
+        let (_dir, store, device) = store_with_device();
+        let other = DeviceId::generate();
+        let cipher = store.cipher().unwrap().clone();
+        devices::insert(
+            &mut store.conn().unwrap(),
+            &cipher,
+            &device_row(&other, "o"),
+        )
+        .unwrap();
+        let mut shared = op(&device, None);
+        shared.devices.push(other.clone());
+        let batch = CommitBatch {
+            inserts: vec![shared, op(&device, None), op(&other, None)],
+            ..CommitBatch::default()
+        };
+        store.commit(&batch).unwrap();
+        store
+            .commit(&CommitBatch {
+                acked: vec![DeliveryChange {
+                    seq: 1,
+                    device: device.clone(),
+                    at: 2_000,
+                }],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let pairs = |snapshot: QueueSnapshot| -> Vec<(String, i64)> {
+            let mut pairs: Vec<(String, i64)> = snapshot
+                .pending
+                .iter()
+                .map(|p| {
+                    (
+                        p.device.to_string(),
+                        snapshot.notifications[p.notification].seq,
+                    )
+                })
+                .collect();
+            pairs.sort();
+            pairs
+        };
+        // Every pending delivery of `device`: not the acked one, not the other device's.
+        let mine = store
+            .pending(std::slice::from_ref(&device), None, 1_000)
+            .unwrap();
+        assert!(mine.devices.is_empty());
+        assert_eq!(pairs(mine), vec![(device.to_string(), 2)]);
+        // Of one notification only, for both devices.
+        let both = [device.clone(), other.clone()];
+        let one = store.pending(&both, Some(&[1]), 1_000).unwrap();
+        assert_eq!(pairs(one), vec![(other.to_string(), 1)]);
+        // Expired notifications are not read.
+        let later = store.pending(&both, None, i64::MAX / 2).unwrap();
+        assert!(later.pending.is_empty() && later.notifications.is_empty());
     }
 
     #[test]

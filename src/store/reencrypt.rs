@@ -8,9 +8,9 @@
 //! new key in the same statement that stores its new values: a crash leaves every row under the
 //! old key or the new one, and the next run finds what is left.
 
+use super::db::{insert_or_ignore, Db, Kind, WriteTransaction};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary};
-use diesel::SqliteConnection;
 
 use super::devices::StoredDevice;
 use super::notifications::NotificationRow;
@@ -39,14 +39,20 @@ struct Checkpoint {
 /// and the mark survives a crash, so the scrub is never skipped.
 const SCRUB_PENDING: i64 = 1;
 
-fn mark_scrub_pending(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+fn mark_scrub_pending(conn: &mut Db) -> Result<(), StoreError> {
     use diesel::connection::SimpleConnection;
-    conn.batch_execute(&format!("PRAGMA user_version = {SCRUB_PENDING}"))?;
+    // A PostgreSQL store never held plaintext rows: it starts with encryption.
+    if conn.kind() == Kind::Sqlite {
+        conn.batch_execute(&format!("PRAGMA user_version = {SCRUB_PENDING}"))?;
+    }
     Ok(())
 }
 
-/// Whether sealed plaintext rows still have to be scrubbed from the files.
-pub fn scrub_pending(conn: &mut SqliteConnection) -> Result<bool, StoreError> {
+/// Whether sealed plaintext rows still have to be scrubbed from the files (SQLite only).
+pub fn scrub_pending(conn: &mut Db) -> Result<bool, StoreError> {
+    if conn.kind() != Kind::Sqlite {
+        return Ok(false);
+    }
     let version: Count =
         diesel::sql_query("SELECT user_version AS n FROM pragma_user_version").get_result(conn)?;
     Ok(version.n == SCRUB_PENDING)
@@ -57,8 +63,11 @@ pub fn scrub_pending(conn: &mut SqliteConnection) -> Result<bool, StoreError> {
 /// is gone from the files too; then clears the mark. Run once, when the job has sealed the last
 /// plaintext rows. A checkpoint that readers keep busy is an error, and the scrub runs again on
 /// the job's next pass.
-pub fn scrub(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+pub fn scrub(conn: &mut Db) -> Result<(), StoreError> {
     use diesel::connection::SimpleConnection;
+    if conn.kind() != Kind::Sqlite {
+        return Ok(());
+    }
     conn.batch_execute("VACUUM")?;
     let checkpoint: Checkpoint =
         diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").get_result(conn)?;
@@ -97,11 +106,7 @@ fn current_id(cipher: &Cipher, purpose: Purpose) -> Result<i64, StoreError> {
 }
 
 /// Rows sealed under `key_id` (of `purpose`): what keeps it from retiring.
-pub fn rows_under(
-    conn: &mut SqliteConnection,
-    purpose: Purpose,
-    key_id: u32,
-) -> Result<u64, StoreError> {
+pub fn rows_under(conn: &mut Db, purpose: Purpose, key_id: u32) -> Result<u64, StoreError> {
     let id = i64::from(key_id);
     let n: i64 = match purpose {
         Purpose::Content => notifications::table
@@ -115,7 +120,7 @@ pub fn rows_under(
         // Session records carry their key only in the envelope's header (bytes 2..6).
         Purpose::Sessions => {
             diesel::sql_query(
-                "SELECT COUNT(*) AS n FROM admin_sessions WHERE substr(data, 2, 4) = ?",
+                conn.sql("SELECT COUNT(*) AS n FROM admin_sessions WHERE substr(data, 2, 4) = ?"),
             )
             .bind::<Binary, _>(key_id.to_be_bytes().to_vec())
             .get_result::<Count>(conn)?
@@ -130,7 +135,7 @@ pub fn rows_under(
 /// The key ids rows are sealed under that the ring does not hold, per table: found at start-up,
 /// they stop the relay (the ring is not the one these rows were sealed with).
 pub fn unknown_keys(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
 ) -> Result<Vec<(&'static str, u32)>, StoreError> {
     let ring = cipher.snapshot();
@@ -174,7 +179,7 @@ const SAMPLE: i64 = 4;
 /// ring made because the old one was lost). One tampered row does not count: it is reported when
 /// it is read. Nothing is counted as an open failure.
 pub fn first_table_that_does_not_open(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
 ) -> Result<Option<&'static str>, StoreError> {
     let sealed = || notifications::table.filter(notifications::key_id.is_not_null());
@@ -214,7 +219,7 @@ pub fn first_table_that_does_not_open(
 }
 
 /// Rows left to move.
-pub fn stale_rows(conn: &mut SqliteConnection, cipher: &Cipher) -> Result<u64, StoreError> {
+pub fn stale_rows(conn: &mut Db, cipher: &Cipher) -> Result<u64, StoreError> {
     let content = current_id(cipher, Purpose::Content)?;
     let device = current_id(cipher, Purpose::Devices)?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
@@ -239,7 +244,7 @@ pub fn stale_rows(conn: &mut SqliteConnection, cipher: &Cipher) -> Result<u64, S
 
 /// Moves up to `max_rows` stale rows (notifications first, then devices) after `cursor`.
 pub fn step(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     cursor: &mut Cursor,
     max_rows: usize,
@@ -261,7 +266,7 @@ fn limit(max_rows: usize) -> i64 {
 }
 
 fn move_notifications(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     cursor: &mut Cursor,
     max_rows: usize,
@@ -328,6 +333,13 @@ fn move_notifications(
                             record.click_url.as_deref(),
                         )
                         .map_err(StoreError::crypto)?),
+                    notifications::encrypted.eq(sealer
+                        .seal_opt(
+                            fields::NOTIFICATION_ENCRYPTED,
+                            id,
+                            record.encrypted.as_deref(),
+                        )
+                        .map_err(StoreError::crypto)?),
                     notifications::idempotency_key.eq(idempotency),
                     notifications::key_id.eq(Some(sealer.key_id())),
                     notifications::app_index.eq(Some(
@@ -343,12 +355,14 @@ fn move_notifications(
                     let index = cipher
                         .blind_index(fields::INDEX_TAG, tag)
                         .map_err(StoreError::crypto)?;
-                    diesel::insert_or_ignore_into(notification_tags::table)
-                        .values((
-                            notification_tags::tag_index.eq(index),
+                    insert_or_ignore!(
+                        conn,
+                        notification_tags::table,
+                        (
+                            notification_tags::tag_index.eq(&index),
                             notification_tags::notification_seq.eq(row.seq),
-                        ))
-                        .execute(conn)?;
+                        )
+                    )?;
                 }
             }
             done.moved += 1;
@@ -358,7 +372,7 @@ fn move_notifications(
 }
 
 fn move_devices(
-    conn: &mut SqliteConnection,
+    conn: &mut Db,
     cipher: &Cipher,
     cursor: &mut Cursor,
     max_rows: usize,
@@ -396,7 +410,7 @@ fn move_devices(
 }
 
 /// Rows from before encryption, not sealed yet.
-pub fn plaintext_rows(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+pub fn plaintext_rows(conn: &mut Db) -> Result<u64, StoreError> {
     let n: i64 = notifications::table
         .filter(notifications::key_id.is_null())
         .count()

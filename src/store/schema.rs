@@ -16,6 +16,8 @@ diesel::table! {
         tokens_valid_after -> BigInt,
         key_id -> Nullable<BigInt>,
         platform_index -> Nullable<Binary>,
+        groups -> Nullable<Binary>,
+        e2e_public_key -> Nullable<Binary>,
     }
 }
 
@@ -69,6 +71,7 @@ diesel::table! {
         trace_id -> Nullable<Binary>,
         key_id -> Nullable<BigInt>,
         app_index -> Nullable<Binary>,
+        encrypted -> Nullable<Binary>,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Queries on `api_tokens` and `device_tokens` (refresh tokens). Only hashes are stored.
 
+use super::Db;
 use diesel::prelude::*;
-use diesel::SqliteConnection;
 
 use super::schema::{api_tokens, device_tokens};
 
@@ -24,7 +24,7 @@ pub struct ApiTokenRow {
 }
 
 /// Inserts an API token.
-pub fn insert_api(conn: &mut SqliteConnection, row: &ApiTokenRow) -> QueryResult<()> {
+pub fn insert_api(conn: &mut Db, row: &ApiTokenRow) -> QueryResult<()> {
     diesel::insert_into(api_tokens::table)
         .values(row)
         .execute(conn)
@@ -32,7 +32,7 @@ pub fn insert_api(conn: &mut SqliteConnection, row: &ApiTokenRow) -> QueryResult
 }
 
 /// The API token with this hash.
-pub fn api_by_hash(conn: &mut SqliteConnection, hash: &str) -> QueryResult<Option<ApiTokenRow>> {
+pub fn api_by_hash(conn: &mut Db, hash: &str) -> QueryResult<Option<ApiTokenRow>> {
     api_tokens::table
         .filter(api_tokens::token_hash.eq(hash))
         .select(ApiTokenRow::as_select())
@@ -41,11 +41,7 @@ pub fn api_by_hash(conn: &mut SqliteConnection, hash: &str) -> QueryResult<Optio
 }
 
 /// A page of API tokens in id order.
-pub fn list_api(
-    conn: &mut SqliteConnection,
-    after: Option<&str>,
-    limit: i64,
-) -> QueryResult<Vec<ApiTokenRow>> {
+pub fn list_api(conn: &mut Db, after: Option<&str>, limit: i64) -> QueryResult<Vec<ApiTokenRow>> {
     let mut query = api_tokens::table
         .select(ApiTokenRow::as_select())
         .order(api_tokens::id.asc())
@@ -58,7 +54,7 @@ pub fn list_api(
 }
 
 /// Deletes an API token; returns its hash if it existed.
-pub fn delete_api(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<String>> {
+pub fn delete_api(conn: &mut Db, id: &str) -> QueryResult<Option<String>> {
     let hash = api_tokens::table
         .find(id)
         .select(api_tokens::token_hash)
@@ -71,7 +67,7 @@ pub fn delete_api(conn: &mut SqliteConnection, id: &str) -> QueryResult<Option<S
 }
 
 /// Records use of an API token.
-pub fn touch_api(conn: &mut SqliteConnection, id: &str, at: i64) -> QueryResult<()> {
+pub fn touch_api(conn: &mut Db, id: &str, at: i64) -> QueryResult<()> {
     diesel::update(api_tokens::table.find(id))
         .set(api_tokens::last_used_at.eq(at))
         .execute(conn)
@@ -101,7 +97,7 @@ pub struct RefreshTokenRow {
 }
 
 /// Inserts a refresh token.
-pub fn insert_refresh(conn: &mut SqliteConnection, row: &RefreshTokenRow) -> QueryResult<()> {
+pub fn insert_refresh(conn: &mut Db, row: &RefreshTokenRow) -> QueryResult<()> {
     diesel::insert_into(device_tokens::table)
         .values(row)
         .execute(conn)
@@ -109,10 +105,7 @@ pub fn insert_refresh(conn: &mut SqliteConnection, row: &RefreshTokenRow) -> Que
 }
 
 /// The refresh token with this hash.
-pub fn refresh_by_hash(
-    conn: &mut SqliteConnection,
-    hash: &str,
-) -> QueryResult<Option<RefreshTokenRow>> {
+pub fn refresh_by_hash(conn: &mut Db, hash: &str) -> QueryResult<Option<RefreshTokenRow>> {
     device_tokens::table
         .filter(device_tokens::token_hash.eq(hash))
         .select(RefreshTokenRow::as_select())
@@ -121,7 +114,7 @@ pub fn refresh_by_hash(
 }
 
 /// Marks a refresh token used if it was not yet; whether this call did.
-pub fn use_refresh(conn: &mut SqliteConnection, id: &str, now: i64) -> QueryResult<bool> {
+pub fn use_refresh(conn: &mut Db, id: &str, now: i64) -> QueryResult<bool> {
     diesel::update(
         device_tokens::table
             .find(id)
@@ -133,7 +126,7 @@ pub fn use_refresh(conn: &mut SqliteConnection, id: &str, now: i64) -> QueryResu
 }
 
 /// Revokes every token of a family.
-pub fn revoke_family(conn: &mut SqliteConnection, family: &str, now: i64) -> QueryResult<usize> {
+pub fn revoke_family(conn: &mut Db, family: &str, now: i64) -> QueryResult<usize> {
     diesel::update(
         device_tokens::table
             .filter(device_tokens::family_id.eq(family))
@@ -145,11 +138,7 @@ pub fn revoke_family(conn: &mut SqliteConnection, family: &str, now: i64) -> Que
 
 /// Revokes every refresh-token family of a device (a device has one, begun when it paired): used
 /// by logout. Returns how many tokens it revoked.
-pub fn revoke_families_of_device(
-    conn: &mut SqliteConnection,
-    device_id: &str,
-    now: i64,
-) -> QueryResult<usize> {
+pub fn revoke_families_of_device(conn: &mut Db, device_id: &str, now: i64) -> QueryResult<usize> {
     let families: Vec<String> = device_tokens::table
         .filter(device_tokens::device_id.eq(device_id))
         .filter(device_tokens::revoked_at.is_null())

@@ -1,4 +1,4 @@
-//! The device WebSocket: the per-connection actor ([`socket::DeviceSocket`]) and the frames it
+//! The device transports. The WebSocket: the per-connection actor ([`socket::DeviceSocket`]) and the frames it
 //! speaks ([`protocol`]). The upgrade handler, `GET /api/v1/ws`, is
 //! `crate::api::routes::socket::connect`; it starts one actor per connection with the shared
 //! [`SocketHandles`].
@@ -8,7 +8,12 @@
 //! token still upgrades, then closes with 4001 (4003 for a deleted device), so that clients see the
 //! close codes of the protocol.
 
+//!
+//! Clients that cannot hold a WebSocket read the same frames as Server-Sent Events ([`sse`],
+//! `GET /api/v1/stream`) and acknowledge over HTTP (`POST /api/v1/acks`).
+
 pub mod protocol;
 pub mod socket;
+pub mod sse;
 
 pub use socket::{DeviceSocket, SocketHandles};

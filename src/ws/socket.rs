@@ -40,6 +40,11 @@ use crate::security::limits::Limits;
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
+/// A process-unique id for a socket or an event stream (the registry tells them apart by it).
+pub(crate) fn next_socket_id() -> u64 {
+    NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Most notification ids a socket remembers as sent and not yet acked (the oldest are forgotten
 /// first; an ack of a forgotten id merely counts against the frame limit again).
 const MAX_OUTSTANDING: usize = 8_192;
@@ -229,7 +234,7 @@ impl DeviceSocket {
     ) -> Self {
         let metrics = handles.metrics.clone();
         Self {
-            id: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
+            id: next_socket_id(),
             last_seen: handles.clock.now_ms(),
             handles,
             outbox: Rc::new(RefCell::new(Outbox {

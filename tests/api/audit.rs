@@ -201,6 +201,15 @@ async fn every_event_kind_is_recorded_and_found_through_the_api() {
         )
         .await;
     assert_eq!(status, 204);
+    // `device revoke` from the CLI, on the relay's data directory.
+    let data_dir = app.data_dir.path().to_str().unwrap().to_owned();
+    let cwd = tempfile::tempdir().unwrap();
+    let (code, _, err) = crate::helpers::beep(
+        cwd.path(),
+        &["device", "revoke", &tablet.id, "--data-dir", &data_dir],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
     assert_eq!(
         app.delete(
             &format!("/api/v1/devices/{}", tablet.id),

@@ -12,10 +12,10 @@ use tokio::process::{Child, Command};
 use crate::helpers::{spawn_app, wait_for_delivery_status, Device, TestApp};
 
 /// How long one run of the binary may take.
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The binary with a clean environment for the client settings.
-fn beep(args: &[&str]) -> Command {
+pub(crate) fn beep(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_beepmyphone"));
     cmd.args(args)
         .env_remove("BEEP_TOKEN")
@@ -28,25 +28,25 @@ fn beep(args: &[&str]) -> Command {
 }
 
 /// What a finished run printed.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
     /// Asserts that no output contains `secret`.
-    fn assert_hides(&self, secret: &str) {
+    pub(crate) fn assert_hides(&self, secret: &str) {
         assert!(!self.stdout.contains(secret), "stdout leaks a secret");
         assert!(!self.stderr.contains(secret), "stderr leaks a secret");
     }
 }
 
-async fn finish(child: Child) -> Run {
+pub(crate) async fn finish(child: Child) -> Run {
     let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
         .await
         .expect("the command finished in time")
@@ -58,19 +58,19 @@ async fn finish(child: Child) -> Run {
     }
 }
 
-async fn run(mut cmd: Command) -> Run {
+pub(crate) async fn run(mut cmd: Command) -> Run {
     finish(cmd.spawn().expect("start the binary")).await
 }
 
 /// Polls until `path` exists (another OS process writes it).
-async fn wait_for_file(path: &Path) {
+pub(crate) async fn wait_for_file(path: &Path) {
     crate::helpers::eventually(&format!("{} appears", path.display()), || async {
         path.exists().then_some(())
     })
     .await;
 }
 
-fn read_json(path: &Path) -> Value {
+pub(crate) fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("JSON")
 }
 
@@ -97,14 +97,14 @@ fn write_credentials(path: &Path, server: &str, device: &Device, access_token: &
 }
 
 /// Parses the JSON lines `listen` printed.
-fn printed(run: &Run) -> Vec<Value> {
+pub(crate) fn printed(run: &Run) -> Vec<Value> {
     run.stdout
         .lines()
         .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
         .collect()
 }
 
-async fn device_count(app: &TestApp) -> usize {
+pub(crate) async fn device_count(app: &TestApp) -> usize {
     let (status, body) = app.get("/api/v1/devices", Some(&app.admin_token)).await;
     assert_eq!(status, 200, "{body}");
     body["items"].as_array().expect("items").len()
@@ -171,6 +171,48 @@ async fn send_reads_server_and_token_from_the_environment_and_targets_devices() 
     let deliveries = body["deliveries"].as_array().expect("deliveries");
     assert_eq!(deliveries.len(), 1, "{body}");
     assert!(!body.to_string().contains(&other.id), "{body}");
+}
+
+#[actix_web::test]
+async fn send_to_a_group_reaches_its_members_and_an_empty_group_exits_1() {
+    let app = spawn_app().await;
+    let member = app.pair_device("member").await;
+    let other = app.pair_device("other").await;
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/devices/{}", member.id),
+            Some(&app.admin_token),
+            &json!({"groups": ["ci"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut ws = app.connect_device(&member).await;
+
+    let mut cmd = beep(&["send", "--group", "ci", "Built"]);
+    cmd.env("BEEP_SERVER", &app.address)
+        .env("BEEP_TOKEN", &app.admin_token);
+    let sent = run(cmd).await;
+    assert_eq!(sent.code(), Some(0), "stderr: {}", sent.stderr);
+    let items = ws.receive(1).await;
+    assert_eq!(items[0]["id"], sent.stdout.trim());
+    let (_, shown) = app
+        .get(
+            &format!("/api/v1/notifications/{}", sent.stdout.trim()),
+            Some(&app.admin_token),
+        )
+        .await;
+    assert!(!shown.to_string().contains(&other.id), "{shown}");
+
+    let mut cmd = beep(&["send", "--group", "nobody", "Built"]);
+    cmd.env("BEEP_SERVER", &app.address)
+        .env("BEEP_TOKEN", &app.admin_token);
+    let refused = run(cmd).await;
+    assert_eq!(refused.code(), Some(1));
+    assert!(
+        refused.stderr.contains("no device is in group nobody"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[actix_web::test]
@@ -371,6 +413,66 @@ async fn listen_prints_a_backlog_in_priority_order_and_acks_all_of_it() {
         wait_for_delivery_status(&app, id.as_str().expect("id"), "acked").await;
     }
     run.assert_hides(&device.access_token);
+}
+
+#[actix_web::test]
+async fn listen_exec_runs_a_command_per_notification_with_its_fields_and_acks_after_it() {
+    let app = spawn_app().await;
+    let device = app.pair_device("automation").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let credentials = dir.path().join("device.json");
+    write_credentials(&credentials, &app.address, &device, &device.access_token);
+    let first = app
+        .publish(
+            json!({"title": "Door", "body": "front door\nopened", "priority": "high",
+            "tags": ["home", "door"], "clickUrl": "https://cam.example/1"}),
+        )
+        .await;
+    let second = app.publish(json!({"title": "fails"})).await;
+    let log = dir.path().join("ran.log");
+
+    // The second command fails: reported, acked all the same, and listen carries on.
+    let command = format!(
+        r#"printf '%s|%s|%s|%s|%s\n' "$BEEP_ID" "$BEEP_TITLE" "$BEEP_PRIORITY" "$BEEP_TAGS" "$BEEP_CLICK_URL" >> {log}; printf '%s\n' "$BEEP_BODY" >> {log}; test "$BEEP_TITLE" != fails"#,
+        log = log.display()
+    );
+    let run = run(beep(&[
+        "listen",
+        "--credentials",
+        credentials.to_str().expect("utf-8 path"),
+        "--count",
+        "2",
+        "--exec",
+        &command,
+    ]))
+    .await;
+
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr);
+    assert!(
+        run.stdout.is_empty(),
+        "nothing printed with --exec: {}",
+        run.stdout
+    );
+    let (first_id, second_id) = (
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    );
+    let ran = std::fs::read_to_string(&log).expect("the commands ran");
+    assert_eq!(
+        ran,
+        format!(
+            "{first_id}|Door|high|home,door|https://cam.example/1\nfront door\nopened\n{second_id}|fails|normal||\n\n"
+        )
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("--exec for {second_id} ended with")),
+        "{}",
+        run.stderr
+    );
+    for id in [first_id, second_id] {
+        wait_for_delivery_status(&app, id, "acked").await;
+    }
 }
 
 #[actix_web::test]

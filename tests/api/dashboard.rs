@@ -528,6 +528,7 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
             ("quiet_start", "22:30"),
             ("quiet_end", "06:45"),
             ("timezone", "Europe/Berlin"),
+            ("groups", "home, alerts  ops"),
         ],
     )
     .await;
@@ -555,6 +556,11 @@ async fn devices_keys_blocks_and_the_audit_log_work_without_javascript() {
         "the picker shows the zone"
     );
     assert!(shown.body.contains("Saved."));
+    assert_eq!(view["groups"], json!(["alerts", "home", "ops"]));
+    assert!(
+        shown.body.contains("value=\"alerts home ops\""),
+        "the form shows the groups"
+    );
     // A bad value is the API's own error, on the page, and changes nothing.
     let bad = submit(
         &app,

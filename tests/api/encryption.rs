@@ -11,23 +11,11 @@ use diesel::{Connection, RunQueryDsl, SqliteConnection};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    beep, beep_with, eventually, spawn_app, spawn_app_with, spawn_process, spawn_process_with,
-    start_in, test_settings, TestApp,
+    beep, beep_with, database_files, eventually, spawn_app, spawn_app_with, spawn_process,
+    spawn_process_with, start_in, test_settings, TestApp,
 };
 
 const PASSPHRASE: &str = "correct horse battery staple";
-
-/// The database, its WAL and its shared-memory index, as they are on disk now.
-fn database_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    ["beepmyphone.db", "beepmyphone.db-wal", "beepmyphone.db-shm"]
-        .iter()
-        .filter_map(|name| {
-            std::fs::read(dir.join(name))
-                .ok()
-                .map(|bytes| ((*name).to_owned(), bytes))
-        })
-        .collect()
-}
 
 fn assert_nowhere_in_files(dir: &Path, needles: &[&str]) {
     let files = database_files(dir);

@@ -56,6 +56,9 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.server.listen = "127.0.0.1:0".into();
     settings.server.workers = 2;
     settings.storage.data_dir = data_dir.to_path_buf();
+    if let Some(url) = test_postgres_database(data_dir) {
+        settings.storage.url = url.into();
+    }
     settings.storage.pool_min_idle = 1;
     // Heartbeat tests count intervals from the connect; tests/api/socket.rs checks the spread.
     settings.websocket.heartbeat_spread = false;
@@ -66,6 +69,44 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     settings.health.disk_unhealthy_percent = 0;
     settings.health.disk_unhealthy_mib = 0;
     settings
+}
+
+/// The PostgreSQL server of the suite's PostgreSQL run (`BEEP_TEST_POSTGRES`, a server URL such
+/// as `postgres://postgres@127.0.0.1:5432`), if this is that run.
+pub fn test_postgres_server() -> Option<String> {
+    std::env::var("BEEP_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// In the PostgreSQL run, the URL of a database of `data_dir`'s own (created if missing, so a
+/// restart on the same directory finds its data again), named after the directory.
+pub fn test_postgres_database(data_dir: &Path) -> Option<String> {
+    let server = test_postgres_server()?;
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(
+        data_dir.as_os_str().as_encoded_bytes(),
+    ));
+    Some(fresh_postgres_database(
+        &server,
+        &format!("beep_t_{}", &hash[..24]),
+    ))
+}
+
+/// Creates the database `name` on `server` unless it exists; its URL.
+pub fn fresh_postgres_database(server: &str, name: &str) -> String {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let server = server.trim_end_matches('/');
+    let mut admin = diesel::PgConnection::establish(&format!("{server}/postgres"))
+        .unwrap_or_else(|e| panic!("PostgreSQL at {server} does not answer: {e}"));
+    if let Err(e) = admin.batch_execute(&format!("CREATE DATABASE {name}")) {
+        assert!(
+            e.to_string().contains("already exists"),
+            "CREATE DATABASE {name}: {e}"
+        );
+    }
+    format!("{server}/{name}")
 }
 
 /// Starts a relay with default test settings.
@@ -587,10 +628,18 @@ pub async fn beep(dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// [`beep`] with environment variables set.
 pub async fn beep_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    // In the PostgreSQL run, a command on a data directory uses that directory's database.
+    let storage = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|data_dir| test_postgres_database(Path::new(data_dir)))
+        .map(|url| ("BEEP__STORAGE__URL", url));
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
             .args(args)
+            .envs(storage)
             .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -614,9 +663,11 @@ pub fn spawn_process(data_dir: &Path) -> ChildRelay {
 
 /// [`spawn_process`] with environment variables set (settings as `BEEP__SECTION__KEY`).
 pub fn spawn_process_with(data_dir: &Path, env: &[(&str, &str)]) -> ChildRelay {
+    let storage = test_postgres_database(data_dir).map(|url| ("BEEP__STORAGE__URL", url));
     let mut child = Command::new(env!("CARGO_BIN_EXE_beepmyphone"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .envs(storage)
         .envs(env.iter().copied())
         .env("BEEP__LOG__FORMAT", "json")
         .env("BEEP__LOG__LEVEL", "debug")
@@ -701,4 +752,16 @@ pub fn record_requests(app: &TestApp, n: usize, seconds: f64) {
             .with_label_values(&["/api/v1/notifications", "POST", "202"])
             .inc();
     }
+}
+
+/// The SQLite database, its WAL and its shared-memory index in `dir`, as they are on disk now.
+pub fn database_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    ["beepmyphone.db", "beepmyphone.db-wal", "beepmyphone.db-shm"]
+        .iter()
+        .filter_map(|name| {
+            std::fs::read(dir.join(name))
+                .ok()
+                .map(|bytes| ((*name).to_owned(), bytes))
+        })
+        .collect()
 }

@@ -31,7 +31,7 @@ const PASSWORD: &str = crate::helpers::ADMIN_PASSWORD;
 // Helpers
 
 /// The shared test Redis; panics (the test fails) if it does not answer.
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     let url = std::env::var("BEEP_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = redis::Client::open(url.as_str()).expect("a redis:// URL");
     let mut conn = client
@@ -1239,13 +1239,13 @@ async fn two_relays_sharing_redis_and_keys_accept_each_others_sessions() {
 }
 
 /// A private `redis-server` on a fixed port, started and killed by the test.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -1256,11 +1256,11 @@ impl PrivateRedis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -1277,7 +1277,7 @@ impl PrivateRedis {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();

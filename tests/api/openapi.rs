@@ -162,11 +162,16 @@ fn request_bodies_refuse_unknown_fields_and_state_their_limits() {
         schemas["BatchRequest"]["properties"]["items"]["maxItems"],
         500
     );
+    // Nothing is required on its own: a title, or else an end-to-end envelope (the `oneOf`).
+    assert_eq!(schemas["PublishRequest"]["required"], Value::Null);
     assert_eq!(
-        schemas["PublishRequest"]["required"],
-        json!(["title"]),
-        "only the title is required"
+        schemas["PublishRequest"]["oneOf"],
+        beepmyphone::api::schemas::publish_one_of()
     );
+    use beepmyphone::api::schemas::{E2E_KEY, ENCRYPTED_PATTERN};
+    assert_eq!(publish["encrypted"]["pattern"], ENCRYPTED_PATTERN);
+    assert_eq!(publish["encrypted"]["maxLength"], 12000);
+    assert_eq!(pair["e2eKey"]["pattern"], E2E_KEY);
     // Every operation documents the problem documents it can answer with.
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {

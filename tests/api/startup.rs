@@ -336,6 +336,7 @@ fn completions_and_the_manual_page_cover_every_subcommand() {
         "serve",
         "send",
         "listen",
+        "capture",
         "pairing-code",
         "completions",
         "man",

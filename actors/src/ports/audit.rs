@@ -136,6 +136,8 @@ actions! {
     DeviceLogout => "device.logout",
     /// A device was deleted.
     DeviceDeleted => "device.deleted",
+    /// A device's tokens were refused and the device disabled (`beepmyphone device revoke`).
+    DeviceRevoked => "device.revoked",
     /// A token-signing key was created (on demand or by the schedule).
     SigningKeyRotated => "signing_key.rotated",
     /// A token-signing key was retired.

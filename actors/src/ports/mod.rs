@@ -4,6 +4,7 @@
 //!
 //! - [`QueueStore`] ([`store`]): the notification queue's durable store;
 //! - [`Clock`] ([`clock`]): "now" and periodic ticks;
+//! - [`ClusterPort`] ([`cluster`]): the other relays sharing the store;
 //! - [`KeyRing`] ([`keys`]): the token-signing keys on disk and the published snapshot;
 //! - [`DataKeyRing`] and [`Reencrypt`] ([`datakeys`]): the data-encryption keys' upkeep and the
 //!   job that moves rows to the current keys;
@@ -19,6 +20,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod clock;
+pub mod cluster;
 pub mod datakeys;
 pub mod health;
 pub mod keys;
@@ -31,6 +33,7 @@ pub use audit::{
     Action, ActorKind, AuditError, AuditEvent, AuditLog, CheckpointInfo, CheckpointSink, Outcome,
 };
 pub use clock::{Clock, SharedClock, Ticks};
+pub use cluster::{ClusterFuture, ClusterPort, Deliveries};
 pub use datakeys::{DataKeyInfo, DataKeyReport, DataKeyRing, Reencrypt, ReencryptBatch};
 pub use health::{blocking, Finding, Probe, ProbeFuture, Status};
 pub use keys::{KeyInfo, KeyRing, KeyRingError, KeyState, KeyStatus};

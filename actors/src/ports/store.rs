@@ -120,4 +120,12 @@ pub trait QueueStore: Send + Sync + 'static {
     fn commit(&self, batch: &CommitBatch) -> Result<Vec<InsertOutcome>, StoreError>;
     /// Reads every device policy and every pending delivery.
     fn load(&self, now_ms: i64) -> Result<QueueSnapshot, StoreError>;
+    /// Reads the pending deliveries of `devices` (of the notifications `seqs` only, when given)
+    /// unexpired at `now_ms`; the snapshot's `devices` is empty. Read-only.
+    fn pending(
+        &self,
+        devices: &[DeviceId],
+        seqs: Option<&[i64]>,
+        now_ms: i64,
+    ) -> Result<QueueSnapshot, StoreError>;
 }

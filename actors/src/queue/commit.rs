@@ -2,6 +2,10 @@
 //! state changes) into one [`CommitBatch`] while the previous batch is being written, and hands
 //! the whole batch to the store as one [`Flush`] on a blocking thread.
 //!
+//! A clustered queue also reads deliveries back from the store ([`Load`]): each read rides on the
+//! next flush, after its batch is written with every state change pending (so an ack made before
+//! the read was asked for is in the store when it runs).
+//!
 //! Its invariants are private: the payloads stay index-aligned with the batch's inserts, each
 //! publisher's waiter names the offset and count of its inserts in the batch, at most one flush is
 //! in flight (`flushing`), and at most one delayed flush is scheduled (`scheduled`).
@@ -13,13 +17,16 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::model::{DeviceId, NotificationId, QueuedNotification};
-use crate::ports::{CommitBatch, DeliveryChange, InsertOp, InsertOutcome, QueueStore};
+use crate::ports::{
+    CommitBatch, DeliveryChange, InsertOp, InsertOutcome, QueueSnapshot, QueueStore, StoreError,
+};
 
 /// Why an enqueue failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum QueueError {
-    /// Some explicit targets are not paired devices: `(item index, ids)`.
-    #[error("unknown target devices")]
+    /// Some explicit targets are not paired devices, or name groups no device is in:
+    /// `(item index, device ids and `group:NAME`s)`.
+    #[error("unknown targets")]
     UnknownTargets(Vec<(usize, Vec<String>)>),
     /// The store could not commit; nothing from this request was stored.
     #[error("the store is unavailable: {0}")]
@@ -38,6 +45,8 @@ pub struct EnqueueOutcome {
     pub targets: usize,
     /// Whether an earlier notification with the same idempotency key was returned.
     pub duplicate: bool,
+    /// Its sequence number in the store (`None` for a duplicate): increasing with each insert.
+    pub seq: Option<i64>,
 }
 
 /// Where a publisher waits for its answer.
@@ -50,6 +59,17 @@ struct Waiter {
     count: usize,
     targets: Vec<usize>,
     reply: Reply,
+}
+
+/// A read of pending deliveries from the store (clustered queues only).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Load {
+    /// Whose deliveries.
+    pub(super) devices: Vec<DeviceId>,
+    /// Of these notifications only; `None`: every pending one.
+    pub(super) seqs: Option<Vec<i64>>,
+    /// Whether it is the first read after the devices connected (they get nothing before it).
+    pub(super) initial: bool,
 }
 
 /// What the queue should do about the pending batch now.
@@ -77,6 +97,10 @@ pub(super) struct GroupCommit {
     scheduled: bool,
     /// When the oldest pending state change (sent, acked, expired, seen) was made, epoch ms.
     marks_since: Option<i64>,
+    /// Reads for the next flush.
+    loads: Vec<Load>,
+    /// Whether the running flush carries reads.
+    reading: bool,
 }
 
 impl GroupCommit {
@@ -126,6 +150,17 @@ impl GroupCommit {
         self.marks_since.get_or_insert(at);
     }
 
+    /// Asks for a read of the store after the next write.
+    pub(super) fn load(&mut self, load: Load) {
+        self.loads.push(load);
+    }
+
+    /// Whether the running flush reads from the store (an ack made meanwhile may be missing from
+    /// what it reads).
+    pub(super) fn reading(&self) -> bool {
+        self.flushing && self.reading
+    }
+
     /// Whether publishers wait for the pending batch.
     pub(super) fn has_waiters(&self) -> bool {
         !self.waiters.is_empty()
@@ -144,9 +179,9 @@ impl GroupCommit {
     /// Decides when to commit: at once when `urgent` (publishers wait), when the batch reached
     /// `max_rows`, or when there is no window; else once, when the window closes.
     pub(super) fn plan(&mut self, urgent: bool, max_rows: usize, no_window: bool) -> Plan {
-        if self.flushing || self.pending.is_empty() {
+        if self.flushing || (self.pending.is_empty() && self.loads.is_empty()) {
             Plan::Wait
-        } else if urgent || self.pending.len() >= max_rows || no_window {
+        } else if urgent || !self.loads.is_empty() || self.pending.len() >= max_rows || no_window {
             Plan::Now
         } else if self.scheduled {
             Plan::Wait
@@ -165,17 +200,18 @@ impl GroupCommit {
     ///
     /// Publishers' inserts always go. The state changes go with them only once they are due: the
     /// oldest is `window_ms` old at `now_ms`, there are `max_rows` of them, there are no inserts,
-    /// or someone waits for the queue to drain. So under a steady publish load the commits that
-    /// publishers wait for carry only inserts, and a delivery sent and acknowledged within the
-    /// window is written once (as acked) by a later commit.
+    /// someone waits for the queue to drain, or reads go with it. So under a steady publish load
+    /// the commits that publishers wait for carry only inserts, and a delivery sent and
+    /// acknowledged within the window is written once (as acked) by a later commit.
     pub(super) fn begin(&mut self, now_ms: i64, window_ms: i64, max_rows: usize) -> Option<Flush> {
-        if self.flushing || self.pending.is_empty() {
+        if self.flushing || (self.pending.is_empty() && self.loads.is_empty()) {
             return None;
         }
         let marks = self.pending.len() - self.pending.inserts.len();
         let marks_due = self.pending.inserts.is_empty()
             || marks >= max_rows
             || !self.drain_waiters.is_empty()
+            || !self.loads.is_empty()
             || self
                 .marks_since
                 .is_some_and(|since| now_ms.saturating_sub(since) >= window_ms);
@@ -189,10 +225,13 @@ impl GroupCommit {
             }
         };
         self.flushing = true;
+        self.reading = !self.loads.is_empty();
         Some(Flush {
             batch,
             payloads: std::mem::take(&mut self.payloads),
             waiters: std::mem::take(&mut self.waiters),
+            loads: std::mem::take(&mut self.loads),
+            now_ms,
         })
     }
 
@@ -233,6 +272,8 @@ pub(super) struct Flush {
     batch: CommitBatch,
     payloads: Vec<Bytes>,
     waiters: Vec<Waiter>,
+    loads: Vec<Load>,
+    now_ms: i64,
 }
 
 /// What a [`Flush`] wrote: the new notifications for the heaps, and the publishers' answers.
@@ -242,6 +283,8 @@ pub(super) struct Written {
     pub(super) inserted: Vec<(Arc<QueuedNotification>, Vec<DeviceId>)>,
     /// The publishers' answers, given once the notifications are in the heaps.
     pub(super) answers: Answers,
+    /// The reads, in the order asked, with what they found (a read after a failed write fails).
+    pub(super) loaded: Vec<(Load, Result<QueueSnapshot, StoreError>)>,
 }
 
 /// Publishers' answers, to send with [`Answers::send`].
@@ -258,20 +301,45 @@ impl Answers {
 }
 
 impl Flush {
+    /// Whether this flush reads from the store after writing.
+    pub(super) fn reads(&self) -> bool {
+        !self.loads.is_empty()
+    }
+
     /// Rows this flush writes.
     pub(super) fn rows(&self) -> usize {
         self.batch.len()
     }
 
-    /// Writes the batch in one transaction. Blocks: call it on a blocking thread.
+    /// Writes the batch in one transaction, then makes the reads. Blocks: call it on a blocking
+    /// thread.
     pub(super) fn write(self, store: &dyn QueueStore, log: &slog::Logger) -> Written {
         let Flush {
             batch,
             payloads,
             waiters,
+            loads,
+            now_ms,
         } = self;
         let mut inserted = Vec::new();
-        let answers = match store.commit(&batch) {
+        let committed = if batch.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.commit(&batch)
+        };
+        let loaded = loads
+            .into_iter()
+            .map(|load| {
+                let found = match &committed {
+                    Ok(_) => store.pending(&load.devices, load.seqs.as_deref(), now_ms),
+                    Err(e) => Err(StoreError(format!(
+                        "not read: the write before it failed: {e}"
+                    ))),
+                };
+                (load, found)
+            })
+            .collect();
+        let answers = match committed {
             Ok(outcomes) => {
                 for (op, (outcome, payload)) in
                     batch.inserts.into_iter().zip(outcomes.iter().zip(payloads))
@@ -313,6 +381,7 @@ impl Flush {
         Written {
             inserted,
             answers: Answers(answers),
+            loaded,
         }
     }
 }
@@ -341,12 +410,14 @@ fn answer(
                     id: id.clone(),
                     targets,
                     duplicate: false,
+                    seq: Some(*seq),
                 })
                 .ok_or(QueueError::Unavailable),
             InsertOutcome::Duplicate { id, targets } => Ok(EnqueueOutcome {
                 id: id.clone(),
                 targets: *targets,
                 duplicate: true,
+                seq: None,
             }),
         })
         .collect()
@@ -369,6 +440,7 @@ mod tests {
             created_at: 0,
             expires_at: 1,
             trace_id: None,
+            encrypted: None,
         };
         let op = InsertOp {
             record,
@@ -410,6 +482,34 @@ mod tests {
         assert_eq!(rows(&flush), (1, 2, 1));
         commit.finished();
         assert_eq!(commit.uncommitted(), 0);
+    }
+
+    #[test]
+    fn a_read_flushes_alone_or_takes_every_pending_change_with_it() {
+        let mut commit = GroupCommit::default();
+        let load = Load {
+            devices: vec![DeviceId::from_trusted("dev_a")],
+            seqs: None,
+            initial: true,
+        };
+        commit.load(load.clone());
+        assert_eq!(
+            commit.plan(false, 100, false),
+            Plan::Now,
+            "a read never waits"
+        );
+        let flush = commit.begin(1_000, 5, 100).unwrap();
+        assert!(flush.reads() && commit.reading());
+        assert_eq!(rows(&flush), (0, 0, 0));
+        commit.finished();
+        assert!(!commit.reading());
+        // A young ack would wait for the window; a read takes it along, so it is written first.
+        commit.acked(change(1, 1_000));
+        commit.publish(vec![insert()], oneshot::channel().0);
+        commit.load(load);
+        let flush = commit.begin(1_001, 5, 100).unwrap();
+        assert_eq!(rows(&flush), (1, 0, 1));
+        assert!(commit.begin(1_001, 5, 100).is_none());
     }
 
     #[test]

@@ -337,6 +337,21 @@ impl DeviceQueue {
         expired
     }
 
+    /// Drops every delivery, ready or in flight (a clustered relay forgets a device that left
+    /// it: the store keeps them, and the relay it connects to next reads them back).
+    pub fn clear(&mut self) {
+        for (priority, count) in self.ready_by_priority.into_iter().enumerate() {
+            if count > 0 {
+                self.ready_changed(priority, -(count as isize));
+            }
+        }
+        let in_flight = self.in_flight as isize;
+        self.in_flight_changed(-in_flight);
+        self.slots.clear();
+        self.ready.clear();
+        self.held = false;
+    }
+
     /// Deliveries sent and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.in_flight
@@ -473,6 +488,29 @@ mod tests {
         assert_eq!(queue.len(), 1);
         assert_eq!(queue.dispatch(0, 1).sent.len(), 1);
         assert!(queue.dispatch(0, 1).sent.is_empty());
+    }
+
+    #[test]
+    fn clear_drops_ready_and_in_flight_and_their_counts() {
+        let gauges = crate::metrics::Metrics::new("test", "test").queue.clone();
+        let mut queue = DeviceQueue::new(DevicePolicy::default())
+            .with_window(1)
+            .with_gauges(gauges.clone());
+        let (a, b) = (
+            note(Priority::High, 1, i64::MAX),
+            note(Priority::Low, 2, i64::MAX),
+        );
+        queue.add(&a);
+        queue.add(&b);
+        assert_eq!(queue.dispatch(0, 1).sent.len(), 1);
+        assert_eq!((queue.in_flight(), queue.ready()), (1, 1));
+        queue.clear();
+        assert_eq!((queue.len(), queue.in_flight(), queue.ready()), (0, 0, 0));
+        assert_eq!(queue.ready_by_priority(), [0; 4]);
+        assert_eq!(gauges.in_flight.get(), 0);
+        assert!(gauges.ready.iter().all(|g| g.get() == 0));
+        assert!(queue.peek_ready().is_none(), "no stale heap entry survives");
+        assert!(queue.add(&a), "a delivery read back later is new again");
     }
 
     #[test]

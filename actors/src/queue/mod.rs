@@ -10,6 +10,15 @@
 //! device goes offline. On start and on every supervised restart the queue reloads pending
 //! deliveries from the store, so a panic or a crash loses nothing that was committed.
 //!
+//! In a cluster (a [`ClusterPort`], relays sharing one store) the queue holds deliveries only for
+//! the devices connected to this relay: a device that connects gets nothing until its backlog is
+//! read from the store; one that leaves is forgotten (the store keeps its deliveries); a delivery
+//! committed here for a device not connected here goes to [`ClusterPort::published`], and the
+//! relay holding that device reads it back on [`Wake`]. [`Reconcile`] reads back every connected
+//! device's backlog (after the wake-ups may have been missed). Reads ride on the group commit
+//! (`commit::Load`): an ack made before a read is in the store when it runs, and one made while it
+//! runs is not undone by what it found.
+//!
 //! Layout: this file holds the actor and its messages; [`device`] the per-device structure
 //! ([`DeviceQueue`]: heap, in-flight window, quiet-hours hold); `commit` the group commit (the
 //! pending batch, its index-aligned payloads, the publishers waiting by offset, one flush at a
@@ -31,13 +40,13 @@ use crate::metrics::{seconds_between, Metrics};
 use crate::model::{
     DeviceId, DevicePolicy, NotificationId, NotificationRecord, QueuedNotification,
 };
-use crate::ports::{DeliveryChange, InsertOp, QueueSnapshot, QueueStore};
+use crate::ports::{ClusterPort, Deliveries, DeliveryChange, InsertOp, QueueSnapshot, QueueStore};
 
 mod commit;
 pub mod device;
 
 pub use commit::{EnqueueOutcome, QueueError};
-use commit::{GroupCommit, Plan, Written};
+use commit::{GroupCommit, Load, Plan, Written};
 pub use device::{Acked, DeviceQueue};
 
 /// Which devices a notification goes to.
@@ -45,12 +54,27 @@ pub use device::{Acked, DeviceQueue};
 pub enum Targets {
     /// Every enabled device whose minimum priority it meets.
     All,
-    /// These devices (each must exist).
-    Devices(Vec<DeviceId>),
+    /// These devices (each must exist) and the members of these groups (each must have one).
+    Listed {
+        /// Device ids.
+        devices: Vec<DeviceId>,
+        /// Group names (without the `group:` prefix).
+        groups: Vec<String>,
+    },
+}
+
+impl Targets {
+    /// Exactly these devices.
+    pub fn devices(devices: Vec<DeviceId>) -> Self {
+        Self::Listed {
+            devices,
+            groups: Vec::new(),
+        }
+    }
 }
 
 /// One validated notification to publish.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewNotification {
     /// The notification.
     pub record: NotificationRecord,
@@ -115,6 +139,21 @@ pub struct RemoveDevice {
     /// The device.
     pub device: DeviceId,
 }
+
+/// Another relay committed notifications for devices that may be connected here (clustered
+/// queues): those that are get them from the store.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Wake {
+    /// Deliveries by device.
+    pub deliveries: Deliveries,
+}
+
+/// Reads every connected device's backlog from the store again (clustered queues; after
+/// wake-ups may have been missed, such as while Redis was unreachable).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Reconcile;
 
 /// Counts for health checks and metrics.
 #[derive(Message, Debug)]
@@ -209,6 +248,16 @@ pub struct NotificationQueue {
     last_sweep: i64,
     metrics: Arc<Metrics>,
     feed: Feed,
+    /// The other relays sharing the store, if any (see the module documentation).
+    cluster: Option<Arc<dyn ClusterPort>>,
+    /// Clustered: connected devices whose backlog is being read, with the acks they sent
+    /// meanwhile (applied once it is in).
+    loading: HashMap<DeviceId, Vec<NotificationId>>,
+    /// Clustered: acks made while the running flush reads the store; what it finds for them is
+    /// stale.
+    acked_while_reading: HashSet<(DeviceId, NotificationId)>,
+    /// Clustered: reads that failed, asked for again on the next tick.
+    retry_loads: Vec<Load>,
 }
 
 impl NotificationQueue {
@@ -235,7 +284,17 @@ impl NotificationQueue {
             commit: GroupCommit::default(),
             last_sweep: 0,
             feed: Feed::default(),
+            cluster: None,
+            loading: HashMap::new(),
+            acked_while_reading: HashSet::new(),
+            retry_loads: Vec::new(),
         }
+    }
+
+    /// Shares the store with other relays through `cluster` (see the module documentation).
+    pub fn with_cluster(mut self, cluster: Option<Arc<dyn ClusterPort>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Reports commits, deliveries, acks and presence to `feed`.
@@ -263,31 +322,135 @@ impl NotificationQueue {
         }));
     }
 
-    fn restore(&mut self, snapshot: QueueSnapshot) {
+    fn restore(&mut self, mut snapshot: QueueSnapshot) {
         self.devices.clear();
         self.deadlines.clear();
         for problem in &snapshot.corrupt {
             slog::error!(self.log, "a corrupt row is left out of the queue"; "error" => %problem);
         }
-        for (device, policy) in snapshot.devices {
+        for (device, policy) in std::mem::take(&mut snapshot.devices) {
             let queue = self.new_device_queue(policy);
             self.devices.insert(device, queue);
         }
-        let notes: Vec<Arc<QueuedNotification>> =
-            snapshot.notifications.into_iter().map(Arc::new).collect();
-        let mut restored = 0usize;
-        for pending in snapshot.pending {
-            if let (Some(queue), Some(note)) = (
-                self.devices.get_mut(&pending.device),
-                notes.get(pending.notification),
-            ) {
-                restored += usize::from(queue.add_restored(note, pending.sent_before));
-            }
+        let devices = self.devices.len();
+        let (restored, _) = self.add_pending(snapshot, &HashSet::new());
+        slog::info!(self.log, "queue restored"; "devices" => devices, "pending" => restored);
+        // The whole store was read: devices that were connecting have their backlog.
+        let loaded: Vec<(DeviceId, Vec<NotificationId>)> = self.loading.drain().collect();
+        for (device, acks) in loaded {
+            self.ack(&device, acks);
         }
-        slog::info!(self.log, "queue restored"; "devices" => self.devices.len(), "pending" => restored);
         let online: Vec<DeviceId> = self.online.iter().cloned().collect();
         for device in online {
             self.dispatch(&device);
+        }
+    }
+
+    /// Adds the pending deliveries of `snapshot` to their devices' queues: every one, or in a
+    /// cluster those of connected devices; none in `stale`. Returns how many were new, and the
+    /// devices that got one.
+    fn add_pending(
+        &mut self,
+        snapshot: QueueSnapshot,
+        stale: &HashSet<(DeviceId, NotificationId)>,
+    ) -> (usize, HashSet<DeviceId>) {
+        let notes: Vec<Arc<QueuedNotification>> =
+            snapshot.notifications.into_iter().map(Arc::new).collect();
+        let clustered = self.cluster.is_some();
+        let (mut count, mut added) = (0, HashSet::new());
+        for pending in snapshot.pending {
+            if clustered && !self.online.contains(&pending.device) {
+                continue;
+            }
+            let (Some(queue), Some(note)) = (
+                self.devices.get_mut(&pending.device),
+                notes.get(pending.notification),
+            ) else {
+                continue;
+            };
+            if !stale.is_empty() && stale.contains(&(pending.device.clone(), note.id.clone())) {
+                continue;
+            }
+            if queue.add_restored(note, pending.sent_before) {
+                count += 1;
+                added.insert(pending.device);
+            }
+        }
+        (count, added)
+    }
+
+    /// Asks for a read of the store with the next flush.
+    fn request(&mut self, ctx: &mut Context<Self>, load: Load) {
+        self.commit.load(load);
+        self.schedule_flush(ctx, true);
+    }
+
+    /// What the flush's reads found: their deliveries join the queues; a device's first read
+    /// ends its loading (its buffered acks apply, it may be sent to); a failed read is asked for
+    /// again on the next tick of the clock.
+    fn loaded(&mut self, loaded: Vec<(Load, Result<QueueSnapshot, crate::ports::StoreError>)>) {
+        let stale = std::mem::take(&mut self.acked_while_reading);
+        let mut touched = HashSet::new();
+        for (load, found) in loaded {
+            match found {
+                Ok(snapshot) => {
+                    touched.extend(self.add_pending(snapshot, &stale).1);
+                    if load.initial {
+                        for device in load.devices {
+                            if let Some(acks) = self.loading.remove(&device) {
+                                self.ack(&device, acks);
+                                touched.insert(device);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    slog::warn!(self.log, "could not read deliveries from the store; retrying";
+                        "devices" => load.devices.len(), "error" => %e);
+                    self.retry_loads.push(load);
+                }
+            }
+        }
+        for device in touched {
+            self.dispatch(&device);
+        }
+    }
+
+    /// Ends the deliveries `ids` of `device` (acknowledged), buffering them while its backlog is
+    /// read.
+    fn ack(&mut self, device: &DeviceId, ids: Vec<NotificationId>) {
+        if let Some(buffered) = self.loading.get_mut(device) {
+            buffered.extend(ids);
+            return;
+        }
+        let reading = self.cluster.is_some() && self.commit.reading();
+        let now = self.clock.now_ms();
+        let Some(queue) = self.devices.get_mut(device) else {
+            return;
+        };
+        for id in ids {
+            if reading {
+                self.acked_while_reading
+                    .insert((device.clone(), id.clone()));
+            }
+            if let Some(Acked { note, sent_at }) = queue.ack(&id) {
+                self.metrics.acked.of(note.priority).inc();
+                self.feed.emit(|| Activity::Acked {
+                    id: note.id.clone(),
+                    device: device.clone(),
+                    at: now,
+                });
+                if let Some(sent_at) = sent_at {
+                    self.metrics
+                        .deliver_to_ack
+                        .observe(seconds_between(sent_at, now));
+                }
+                self.commit.acked(DeliveryChange {
+                    seq: note.seq,
+                    device: device.clone(),
+                    at: now,
+                });
+            }
         }
     }
 
@@ -300,7 +463,7 @@ impl NotificationQueue {
 
     /// Sends what `device` may receive now, up to its in-flight window.
     fn dispatch(&mut self, device: &DeviceId) {
-        if !self.online.contains(device) {
+        if !self.online.contains(device) || self.loading.contains_key(device) {
             return;
         }
         let Some(queue) = self.devices.get_mut(device) else {
@@ -379,6 +542,9 @@ impl NotificationQueue {
         else {
             return;
         };
+        if flush.reads() {
+            self.acked_while_reading.clear();
+        }
         let store = self.store.clone();
         let addr = ctx.address();
         let log = self.log.clone();
@@ -428,6 +594,9 @@ impl NotificationQueue {
         }
         for device in touched {
             self.dispatch(&device);
+        }
+        for load in std::mem::take(&mut self.retry_loads) {
+            self.commit.load(load);
         }
         self.schedule_flush(ctx, false);
     }
@@ -501,17 +670,30 @@ impl Handler<Enqueue> for NotificationQueue {
                         .filter(|(_, q)| q.policy().accepts(item.record.priority))
                         .map(|(id, _)| id.clone())
                         .collect(),
-                    Targets::Devices(ids) => {
-                        let missing: Vec<String> = ids
+                    Targets::Listed { devices, groups } => {
+                        let mut missing: Vec<String> = devices
                             .iter()
                             .filter(|id| !self.devices.contains_key(*id))
                             .map(|id| id.to_string())
                             .collect();
+                        missing.extend(
+                            groups
+                                .iter()
+                                .filter(|g| !self.devices.values().any(|q| q.policy().in_group(g)))
+                                .map(|g| format!("group:{g}")),
+                        );
                         if !missing.is_empty() {
                             unknown.push((index, missing));
                         }
+                        let members = self
+                            .devices
+                            .iter()
+                            .filter(|(_, q)| groups.iter().any(|g| q.policy().in_group(g)))
+                            .map(|(id, _)| id);
                         let mut seen = HashSet::new();
-                        ids.iter()
+                        devices
+                            .iter()
+                            .chain(members)
                             .filter(|id| seen.insert((*id).clone()))
                             .filter(|id| {
                                 self.devices
@@ -562,9 +744,15 @@ impl Handler<Committed> for NotificationQueue {
     fn handle(&mut self, msg: Committed, ctx: &mut Self::Context) {
         self.commit.finished();
         let log = self.log.clone();
-        let Written { inserted, answers } = msg.written;
+        let Written {
+            inserted,
+            answers,
+            loaded,
+        } = msg.written;
         guarded("queue", &log, ctx, |ctx| {
             let mut touched = HashSet::new();
+            let mut remote: HashMap<DeviceId, Vec<i64>> = HashMap::new();
+            let clustered = self.cluster.is_some();
             let now = self.clock.now_ms();
             for (note, devices) in inserted {
                 self.metrics.published.of(note.priority).inc();
@@ -576,16 +764,22 @@ impl Handler<Committed> for NotificationQueue {
                     at: now,
                 });
                 for device in devices {
-                    if let Some(queue) = self.devices.get_mut(&device) {
+                    if clustered && !self.online.contains(&device) {
+                        remote.entry(device).or_default().push(note.seq);
+                    } else if let Some(queue) = self.devices.get_mut(&device) {
                         if queue.add(&note) && self.online.contains(&device) {
                             touched.insert(device);
                         }
                     }
                 }
             }
+            if let (Some(cluster), false) = (&self.cluster, remote.is_empty()) {
+                cluster.published(remote.into_iter().collect());
+            }
             for device in touched {
                 self.dispatch(&device);
             }
+            self.loaded(loaded);
             let urgent = self.commit.has_waiters();
             self.schedule_flush(ctx, urgent);
         });
@@ -602,30 +796,7 @@ impl Handler<Ack> for NotificationQueue {
     fn handle(&mut self, msg: Ack, ctx: &mut Self::Context) {
         let log = self.log.clone();
         guarded("queue", &log, ctx, |ctx| {
-            let now = self.clock.now_ms();
-            let Some(queue) = self.devices.get_mut(&msg.device) else {
-                return;
-            };
-            for id in msg.ids {
-                if let Some(Acked { note, sent_at }) = queue.ack(&id) {
-                    self.metrics.acked.of(note.priority).inc();
-                    self.feed.emit(|| Activity::Acked {
-                        id: note.id.clone(),
-                        device: msg.device.clone(),
-                        at: now,
-                    });
-                    if let Some(sent_at) = sent_at {
-                        self.metrics
-                            .deliver_to_ack
-                            .observe(seconds_between(sent_at, now));
-                    }
-                    self.commit.acked(DeliveryChange {
-                        seq: note.seq,
-                        device: msg.device.clone(),
-                        at: now,
-                    });
-                }
-            }
+            self.ack(&msg.device, msg.ids);
             self.dispatch(&msg.device);
             self.schedule_flush(ctx, false);
         });
@@ -645,6 +816,28 @@ impl Handler<DeviceOnline> for NotificationQueue {
                     device: msg.device.clone(),
                     at: self.clock.now_ms(),
                 });
+                if let Some(cluster) = &self.cluster {
+                    // Its backlog is read once the other relays route its deliveries here.
+                    self.loading.insert(msg.device.clone(), Vec::new());
+                    let device = msg.device.clone();
+                    ctx.spawn(
+                        cluster
+                            .online(&device)
+                            .into_actor(self)
+                            .map(move |(), act, ctx| {
+                                if act.loading.contains_key(&device) {
+                                    act.request(
+                                        ctx,
+                                        Load {
+                                            devices: vec![device],
+                                            seqs: None,
+                                            initial: true,
+                                        },
+                                    );
+                                }
+                            }),
+                    );
+                }
             }
             self.commit.seen(msg.device.clone(), self.clock.now_ms());
             self.dispatch(&msg.device);
@@ -669,6 +862,13 @@ impl Handler<DeviceOffline> for NotificationQueue {
             self.commit.seen(msg.device.clone(), self.clock.now_ms());
             if let Some(queue) = self.devices.get_mut(&msg.device) {
                 queue.requeue_in_flight();
+            }
+            if let Some(cluster) = &self.cluster {
+                cluster.offline(&msg.device);
+                self.loading.remove(&msg.device);
+                if let Some(queue) = self.devices.get_mut(&msg.device) {
+                    queue.clear();
+                }
             }
             self.schedule_flush(ctx, false);
         });
@@ -704,6 +904,60 @@ impl Handler<RemoveDevice> for NotificationQueue {
             self.devices.remove(&msg.device);
             self.online.remove(&msg.device);
             self.online_since.remove(&msg.device);
+            self.loading.remove(&msg.device);
+        });
+    }
+}
+
+impl Handler<Wake> for NotificationQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
+        let log = self.log.clone();
+        guarded("queue", &log, ctx, |ctx| {
+            let mut devices = Vec::new();
+            let mut seqs = Vec::new();
+            for (device, device_seqs) in msg.deliveries {
+                if self.online.contains(&device) {
+                    devices.push(device);
+                    seqs.extend(device_seqs);
+                }
+            }
+            if devices.is_empty() {
+                return;
+            }
+            seqs.sort_unstable();
+            seqs.dedup();
+            self.request(
+                ctx,
+                Load {
+                    devices,
+                    seqs: Some(seqs),
+                    initial: false,
+                },
+            );
+        });
+    }
+}
+
+impl Handler<Reconcile> for NotificationQueue {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Reconcile, ctx: &mut Self::Context) {
+        let log = self.log.clone();
+        guarded("queue", &log, ctx, |ctx| {
+            if self.cluster.is_none() || self.online.is_empty() {
+                return;
+            }
+            let devices = self.online.iter().cloned().collect();
+            self.request(
+                ctx,
+                Load {
+                    devices,
+                    seqs: None,
+                    initial: false,
+                },
+            );
         });
     }
 }

@@ -55,14 +55,30 @@ impl QueueStore for MemoryStore {
         Ok(out)
     }
 
-    fn load(&self, _now_ms: i64) -> Result<QueueSnapshot, StoreError> {
+    fn load(&self, now_ms: i64) -> Result<QueueSnapshot, StoreError> {
+        Ok(QueueSnapshot {
+            devices: self.devices.lock().unwrap().clone(),
+            ..self.pending(&[], None, now_ms)?
+        })
+    }
+
+    fn pending(
+        &self,
+        only: &[DeviceId],
+        seqs: Option<&[i64]>,
+        _now_ms: i64,
+    ) -> Result<QueueSnapshot, StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError("disk full".into()));
+        }
         let rows = self.rows.lock().unwrap();
         let acked = self.acked.lock().unwrap();
-        let mut snapshot = QueueSnapshot {
-            devices: self.devices.lock().unwrap().clone(),
-            ..QueueSnapshot::default()
-        };
-        for (i, (note, devices)) in rows.iter().enumerate() {
+        let mut snapshot = QueueSnapshot::default();
+        for (note, devices) in rows.iter() {
+            if seqs.is_some_and(|seqs| !seqs.contains(&note.seq)) {
+                continue;
+            }
+            let i = snapshot.notifications.len();
             snapshot.notifications.push(QueuedNotification {
                 id: note.id.clone(),
                 seq: note.seq,
@@ -73,7 +89,9 @@ impl QueueStore for MemoryStore {
                 trace_id: note.trace_id,
             });
             for device in devices {
-                if !acked.contains(&(note.seq, device.clone())) {
+                if (only.is_empty() || only.contains(device))
+                    && !acked.contains(&(note.seq, device.clone()))
+                {
                     snapshot.pending.push(PendingDelivery {
                         device: device.clone(),
                         notification: i,
@@ -125,6 +143,11 @@ struct Harness {
 }
 
 fn harness_with(policy: DevicePolicy) -> Harness {
+    harness_in(policy, None)
+}
+
+/// A harness whose queue shares its store with other relays through `cluster`, if given.
+fn harness_in(policy: DevicePolicy, cluster: Option<Arc<dyn ClusterPort>>) -> Harness {
     let device = DeviceId::generate();
     let store = Arc::new(MemoryStore::default());
     store.devices.lock().unwrap().push((device.clone(), policy));
@@ -148,6 +171,7 @@ fn harness_with(policy: DevicePolicy) -> Harness {
             m,
             slog::Logger::root(slog::Discard, slog::o!()),
         )
+        .with_cluster(cluster.clone())
     });
     Harness {
         queue,
@@ -176,6 +200,7 @@ fn note(title: &str, priority: Priority, now: i64) -> NewNotification {
         created_at: now,
         expires_at: now + 3_600_000,
         trace_id: None,
+        encrypted: None,
     };
     NewNotification {
         payload: record.device_json(),
@@ -241,7 +266,7 @@ async fn delivers_in_priority_order_once_online_and_not_before() {
 async fn unknown_targets_reject_the_whole_request() {
     let h = harness();
     let mut bad = note("x", Priority::Normal, 0);
-    bad.targets = Targets::Devices(vec![h.device.clone(), DeviceId::generate()]);
+    bad.targets = Targets::devices(vec![h.device.clone(), DeviceId::generate()]);
     let err = h
         .queue
         .send(Enqueue {
@@ -252,6 +277,71 @@ async fn unknown_targets_reject_the_whole_request() {
         .unwrap();
     assert!(matches!(err, Err(QueueError::UnknownTargets(ref u)) if u.len() == 1 && u[0].0 == 1));
     assert!(h.store.rows.lock().unwrap().is_empty());
+}
+
+#[actix::test]
+async fn group_targets_reach_their_members_once_and_an_empty_group_is_unknown() {
+    let group = |names: &[&str]| DevicePolicy {
+        groups: names.iter().map(|n| (*n).to_owned()).collect(),
+        ..DevicePolicy::default()
+    };
+    let h = harness_with(group(&["alerts", "ops"]));
+    let other = DeviceId::generate();
+    h.queue
+        .send(UpsertDevice {
+            device: other.clone(),
+            policy: group(&["ops"]),
+        })
+        .await
+        .unwrap();
+    let quiet = DeviceId::generate();
+    h.queue
+        .send(UpsertDevice {
+            device: quiet.clone(),
+            policy: DevicePolicy {
+                min_priority: Priority::High,
+                ..group(&["alerts"])
+            },
+        })
+        .await
+        .unwrap();
+    let targeted = |devices: Vec<DeviceId>, groups: &[&str]| {
+        let mut n = note("g", Priority::Normal, 0);
+        n.targets = Targets::Listed {
+            devices,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        n
+    };
+    let send = |items| {
+        h.queue.send(Enqueue {
+            items,
+            publisher: "t".into(),
+        })
+    };
+    // alerts: the first device, and the quiet one only for what meets its minimum priority.
+    let one = send(vec![targeted(vec![], &["alerts"])])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one[0].targets, 1);
+    // Both groups and an explicit member: each device once.
+    let both = send(vec![targeted(vec![other.clone()], &["alerts", "ops"])])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(both[0].targets, 2);
+    // A group no device is in rejects the request, named as the client wrote it.
+    let err = send(vec![targeted(vec![], &["ops", "nobody"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        err,
+        Err(QueueError::UnknownTargets(vec![(
+            0,
+            vec!["group:nobody".to_owned()]
+        )]))
+    );
 }
 
 #[actix::test]
@@ -366,7 +456,7 @@ async fn the_in_flight_window_waits_for_acks() {
     let items: Vec<_> = (0..window + 5)
         .map(|i| {
             let mut n = note(&format!("n{i}"), Priority::Normal, 0);
-            n.targets = Targets::Devices(vec![device.clone()]);
+            n.targets = Targets::devices(vec![device.clone()]);
             n
         })
         .collect();
@@ -539,3 +629,5 @@ async fn a_delivery_sent_before_a_restart_is_a_redelivery_after_it() {
         "a redelivery is not a publish-to-deliver sample"
     );
 }
+
+mod cluster;

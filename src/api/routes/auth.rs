@@ -14,7 +14,6 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::Serialize;
 
 use beepmyphone_actors::model::rfc3339;
-use beepmyphone_actors::registry::Kick;
 
 use beepmyphone_actors::ports::{Action, ActorKind, Outcome};
 
@@ -249,11 +248,9 @@ async fn logout(
         Principal::Device { device, jti, exp } => {
             let (device, exp) = (device.clone(), *exp);
             state.revocations.logout(&device, jti.as_str(), exp).await?;
-            state.graph.registry.do_send(Kick {
-                device: device.clone(),
-                code: close::UNAUTHORIZED,
-                reason: "logged out".into(),
-            });
+            state
+                .cluster
+                .kick(&device, close::UNAUTHORIZED, "logged out");
             slog::info!(log, "device logged out; its token and refresh family are revoked"; "device" => %device);
             state.audit.record(
                 source

@@ -1,6 +1,6 @@
 //! Devices: `GET /devices`, `GET|PATCH|DELETE /devices/{id}`.
 //!
-//! Settings changes reach the queue at once (minimum priority, quiet hours, enabled); deleting a
+//! Settings changes reach the queue at once (minimum priority, quiet hours, enabled, groups); deleting a
 //! device cascades its tokens and deliveries in the store and closes its sockets with 4003.
 
 use actix_web::{web, HttpResponse};
@@ -9,7 +9,7 @@ use serde::Serialize;
 use beepmyphone_actors::feed::Activity;
 use beepmyphone_actors::model::{rfc3339, DeviceId, Priority};
 use beepmyphone_actors::queue::{RemoveDevice, UpsertDevice};
-use beepmyphone_actors::registry::{Kick, OnlineDevices};
+use beepmyphone_actors::registry::OnlineDevices;
 
 use beepmyphone_actors::ports::{Action, Outcome};
 
@@ -53,6 +53,10 @@ pub struct DeviceView {
     pub(crate) created_at: String,
     pub(crate) last_seen_at: Option<String>,
     pub(crate) settings: SettingsView,
+    /// The groups it belongs to, sorted: a publish to `group:NAME` reaches it.
+    pub(crate) groups: Vec<String>,
+    /// Its end-to-end public key (base64url), or null if it registered none.
+    pub(crate) e2e_key: Option<String>,
     pub(crate) deliveries: DeliveryCounts,
 }
 
@@ -96,6 +100,11 @@ fn view(
             quiet_hours,
         },
         deliveries,
+        groups: row.groups,
+        e2e_key: row
+            .e2e_public_key
+            .as_ref()
+            .map(crate::crypto::e2e::encode_key),
         id: row.id,
         name: row.name,
         platform: row.platform,
@@ -224,8 +233,24 @@ async fn get_device(
 /// The store changes of a patch that passed [`check`] (a value the rules refuse is an error here
 /// too, never a default).
 fn changes_from(request: PatchDeviceRequest) -> Result<DeviceChanges, ApiError> {
+    let e2e_public_key = request
+        .e2e_key
+        .map(|key| {
+            key.map(|raw| {
+                crate::crypto::e2e::decode_key(&raw).map_err(|_| {
+                    ApiError::field(
+                        "e2eKey",
+                        "must be an X25519 public key: 32 bytes as base64url",
+                    )
+                })
+            })
+            .transpose()
+        })
+        .transpose()?;
     let mut changes = DeviceChanges {
         name: request.name,
+        groups: request.groups,
+        e2e_public_key,
         ..DeviceChanges::default()
     };
     if let Some(settings) = request.settings {
@@ -297,6 +322,7 @@ pub(crate) async fn update(
         device: device.clone(),
         policy,
     });
+    state.cluster.device_changed(&device);
     load_view(state, &device).await
 }
 
@@ -351,11 +377,8 @@ pub(crate) async fn revoke(
     state.graph.queue.do_send(RemoveDevice {
         device: device.clone(),
     });
-    state.graph.registry.do_send(Kick {
-        device: device.clone(),
-        code: CLOSE_REVOKED,
-        reason: "device revoked".into(),
-    });
+    state.cluster.device_changed(&device);
+    state.cluster.kick(&device, CLOSE_REVOKED, "device revoked");
     state.graph.feed.emit(|| Activity::Revoked {
         device: device.clone(),
         at: state.clock.now_ms(),

@@ -118,6 +118,12 @@ pub struct HealthBody {
     /// Admins only: the rate limiter's backend now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rate_limit: Option<RateLimitBody>,
+    /// Admins only, clustered relays: this relay's `node` and the `nodes` whose heartbeat is
+    /// recent (`id`, `devices` connected, `heartbeatAt` epoch ms), or the `error` reading them
+    /// from Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) cluster: Option<serde_json::Value>,
 }
 
 #[utoipa::path(get, path = "/health/live", tag = "health", security(()),
@@ -206,7 +212,13 @@ pub(crate) async fn health(state: &AppState, admin: bool) -> Result<HealthBody, 
         })
         .collect();
     let status = HealthReport::worst(&components);
+    let cluster = if admin {
+        cluster_view(state).await
+    } else {
+        None
+    };
     Ok(HealthBody {
+        cluster,
         status: status.into(),
         components: components
             .into_iter()
@@ -244,6 +256,16 @@ pub(crate) async fn health(state: &AppState, admin: bool) -> Result<HealthBody, 
             backend: limits.backend_name(),
             status: limiter_status.into(),
         }),
+    })
+}
+
+/// The cluster as Redis has it now, when clustered.
+async fn cluster_view(state: &AppState) -> Option<serde_json::Value> {
+    let nodes = state.cluster.view(state.clock.now_ms()).await?;
+    let node = state.cluster.node();
+    Some(match nodes {
+        Ok(nodes) => json!({"node": node, "nodes": nodes}),
+        Err(e) => json!({"node": node, "error": e.to_string()}),
     })
 }
 

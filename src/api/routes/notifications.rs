@@ -57,16 +57,28 @@ async fn enqueue(
             targets: v.targets,
             idempotency_key: v.idempotency_key,
         })
-        .collect();
-    let result = state
-        .graph
-        .queue
-        .send(Enqueue {
-            items,
-            publisher: principal.key(),
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))?;
+        .collect::<Vec<_>>();
+    let send = |items| {
+        let queue = state.graph.queue.clone();
+        let publisher = principal.key();
+        async move {
+            queue
+                .send(Enqueue { items, publisher })
+                .await
+                .map_err(|_| ApiError::Unavailable("the queue is restarting; try again".into()))
+        }
+    };
+    // A device paired or changed through another relay of a cluster reaches this relay's queue
+    // by a message that may not be here yet: before calling a target unknown, read it.
+    let again = state.cluster.is_clustered().then(|| items.clone());
+    let result = match (send(items).await?, again) {
+        (Err(QueueError::UnknownTargets(unknown)), Some(items))
+            if refresh_unknown(state, &unknown).await? =>
+        {
+            send(items).await?
+        }
+        (result, _) => result,
+    };
     result.map_err(|e| match e {
         QueueError::UnknownTargets(unknown) => {
             let errors = unknown
@@ -78,12 +90,16 @@ async fn enqueue(
                         } else {
                             "targets".to_owned()
                         };
-                        FieldError::new(field, format!("unknown device {id}"))
+                        let reason = match id.strip_prefix(crate::api::targets::GROUP_PREFIX) {
+                            Some(group) => format!("no device is in group {group}"),
+                            None => format!("unknown device {id}"),
+                        };
+                        FieldError::new(field, reason)
                     })
                 })
                 .collect();
             ApiError::Unprocessable {
-                detail: "some target devices do not exist; nothing was queued".into(),
+                detail: "some targets are no device or no group; nothing was queued".into(),
                 errors,
             }
         }
@@ -97,9 +113,58 @@ async fn enqueue(
     })
 }
 
+/// Reads the devices behind unknown targets from the store (a named device, or every device for
+/// a named group) and hands those it finds to the queue; whether it found any. For clustered
+/// relays, whose queues learn of another relay's pairings by message.
+async fn refresh_unknown(
+    state: &AppState,
+    unknown: &[(usize, Vec<String>)],
+) -> Result<bool, ApiError> {
+    let mut ids = Vec::new();
+    let mut groups = Vec::new();
+    for name in unknown.iter().flat_map(|(_, names)| names) {
+        match name.strip_prefix(crate::api::targets::GROUP_PREFIX) {
+            Some(group) => groups.push(group.to_owned()),
+            None => ids.push(name.clone()),
+        }
+    }
+    let cipher = state.store.cipher()?.clone();
+    let found = state
+        .store
+        .run(move |conn| {
+            let mut found = Vec::new();
+            for id in &ids {
+                found.extend(crate::store::devices::get(conn, &cipher, id)?);
+            }
+            if !groups.is_empty() {
+                for row in crate::store::devices::all(conn, &cipher)? {
+                    let row = row?;
+                    if groups.iter().any(|g| row.groups.contains(g)) {
+                        found.push(row);
+                    }
+                }
+            }
+            found
+                .into_iter()
+                .map(|row| Ok((row.device_id(), row.policy()?)))
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+        })
+        .await?;
+    for (device, policy) in &found {
+        state
+            .graph
+            .queue
+            .do_send(beepmyphone_actors::queue::UpsertDevice {
+                device: device.clone(),
+                policy: policy.clone(),
+            });
+    }
+    Ok(!found.is_empty())
+}
+
 #[utoipa::path(post, path = "/api/v1/notifications", tag = "notifications", request_body = PublishRequest,
     responses((status = 202, description = "Stored durably and queued", body = PublishResponse),
-        (status = 422, description = "Unknown target devices; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "Unknown target devices or groups; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn publish(
     state: web::Data<AppState>,
     log: RequestLog,
@@ -116,27 +181,52 @@ pub(crate) async fn publish_one(
     principal: &Principal,
     request: PublishRequest,
 ) -> Result<PublishResponse, ApiError> {
+    let published = publish_request(state, log, principal, request).await?;
+    Ok(PublishResponse {
+        id: published.outcome.id.to_string(),
+        status: "queued".into(),
+        targets: published.outcome.targets,
+    })
+}
+
+/// A stored notification: the queue's answer and the times the relay gave it.
+pub(crate) struct Published {
+    pub(crate) outcome: EnqueueOutcome,
+    /// Epoch ms.
+    pub(crate) created_at: i64,
+    /// Epoch ms.
+    pub(crate) expires_at: i64,
+}
+
+/// Validates and publishes one notification (the ntfy and Gotify endpoints too).
+pub(crate) async fn publish_request(
+    state: &AppState,
+    log: &RequestLog,
+    principal: &Principal,
+    request: PublishRequest,
+) -> Result<Published, ApiError> {
     principal.require_publisher()?;
     let valid = request.validate_into_record(
         state.clock.now_ms(),
         state.settings.delivery.default_ttl_seconds,
     )?;
+    let (created_at, expires_at) = (valid.record.created_at, valid.record.expires_at);
     let outcome = enqueue(state, principal, vec![valid], false).await?;
     let outcome = outcome
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal("the queue answered nothing".into()))?;
     slog::info!(log, "notification published"; "notification_id" => %outcome.id, "targets" => outcome.targets, "duplicate" => outcome.duplicate);
-    Ok(PublishResponse {
-        id: outcome.id.to_string(),
-        status: "queued".into(),
-        targets: outcome.targets,
+    Ok(Published {
+        outcome,
+        created_at,
+        expires_at,
     })
 }
 
 #[utoipa::path(post, path = "/api/v1/notifications/batch", tag = "notifications", request_body = BatchRequest,
     responses((status = 202, description = "All stored durably and queued", body = BatchResponse),
-        (status = 422, description = "Unknown target devices; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "Unknown target devices or groups; nothing was queued", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn publish_batch(
     state: web::Data<AppState>,
     log: RequestLog,

@@ -4,6 +4,7 @@
 //! family) and an access token. A refresh token is single use too: each refresh returns a new pair,
 //! and presenting a used one again revokes its whole family (someone copied it).
 
+use crate::store::{Db, WriteTransaction};
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
@@ -12,7 +13,6 @@ use serde::Serialize;
 use beepmyphone_actors::feed::Activity;
 use beepmyphone_actors::model::{rfc3339, DeviceId};
 use beepmyphone_actors::queue::UpsertDevice;
-use beepmyphone_actors::registry::Kick;
 
 use beepmyphone_actors::ports::{Action, ActorKind, Outcome};
 
@@ -72,7 +72,7 @@ pub fn pairing_link(server: &str, code: &str, pin: Option<&str>) -> String {
 
 /// Creates a pairing code in the store; used by the API and by `beepmyphone pairing-code`.
 pub fn mint_pairing_code(
-    conn: &mut diesel::SqliteConnection,
+    conn: &mut Db,
     now_ms: i64,
     ttl_seconds: u64,
 ) -> Result<(SecretString, i64), StoreError> {
@@ -133,9 +133,7 @@ pub(crate) async fn new_pairing_code_for(
 /// Issues an access token and a refresh token (in `family`) for a device, and stores the latter.
 async fn issue_tokens(
     state: &AppState,
-    conn_work: impl FnOnce(&mut diesel::SqliteConnection, &RefreshTokenRow) -> Result<(), ApiError>
-        + Send
-        + 'static,
+    conn_work: impl FnOnce(&mut Db, &RefreshTokenRow) -> Result<(), ApiError> + Send + 'static,
     device: DeviceId,
     family: String,
 ) -> Result<DeviceTokens, ApiError> {
@@ -224,6 +222,18 @@ async fn pair_device(
         created_at: now,
         last_seen_at: None,
         tokens_valid_after: 0,
+        groups: devices::normalise_groups(request.groups.unwrap_or_default()),
+        e2e_public_key: request
+            .e2e_key
+            .as_deref()
+            .map(crate::crypto::e2e::decode_key)
+            .transpose()
+            .map_err(|_| {
+                ApiError::field(
+                    "e2eKey",
+                    "must be an X25519 public key: 32 bytes as base64url",
+                )
+            })?,
     };
     let policy = row.policy()?;
     let (device_name, platform) = (row.name.clone(), row.platform.clone());
@@ -270,6 +280,7 @@ async fn pair_device(
         device: device.clone(),
         policy,
     });
+    state.cluster.device_changed(&device);
     slog::info!(log, "device paired"; "device" => %device);
     Ok(HttpResponse::Created().json(tokens))
 }
@@ -308,11 +319,11 @@ async fn refresh_tokens(
                 Ok(())
             })
             .await?;
-        state.graph.registry.do_send(Kick {
-            device: DeviceId::from_trusted(row.device_id.as_str()),
-            code: crate::ws::protocol::close::UNAUTHORIZED,
-            reason: "tokens revoked".into(),
-        });
+        state.cluster.kick(
+            &DeviceId::from_trusted(row.device_id.as_str()),
+            crate::ws::protocol::close::UNAUTHORIZED,
+            "tokens revoked",
+        );
         slog::warn!(log, "refresh token reused; family and access tokens revoked"; "device" => &row.device_id);
         state.audit.record(
             source

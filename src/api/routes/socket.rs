@@ -25,20 +25,7 @@ pub async fn connect(
         )
     })?;
     let ip = handles.limits.client_ip(&req);
-    if let Some(ip) = ip {
-        if !handles.limits.open_socket(ip) {
-            handles
-                .metrics
-                .ratelimit_rejections
-                .with_label_values(&["sockets"])
-                .inc();
-            return Err(crate::error::ApiError::RateLimited {
-                retry_after_secs: 60,
-                detail: "too many open sockets from this address".into(),
-            }
-            .into());
-        }
-    }
+    admit(&handles, ip)?;
     let max = handles.websocket.max_frame_bytes;
     let stream = stream
         .max_frame_size(max)
@@ -50,6 +37,28 @@ pub async fn connect(
         None => socket.start_with(stream),
     }
     Ok(response)
+}
+
+/// Counts a new socket (or event stream) against its IP: 429 once the IP holds
+/// `limits.max_sockets_per_ip`. The caller releases it when the connection ends.
+pub(crate) fn admit(
+    handles: &SocketHandles,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(), crate::error::ApiError> {
+    match ip {
+        Some(ip) if !handles.limits.open_socket(ip) => {
+            handles
+                .metrics
+                .ratelimit_rejections
+                .with_label_values(&["sockets"])
+                .inc();
+            Err(crate::error::ApiError::RateLimited {
+                retry_after_secs: 60,
+                detail: "too many open sockets from this address".into(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Convenience so the socket can be started with its stream attached.

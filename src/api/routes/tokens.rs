@@ -2,6 +2,7 @@
 //!
 //! A token is shown once, when it is created; the store keeps only its SHA-256.
 
+use crate::store::Db;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
@@ -36,7 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Creates an API token in the store; used by the API, `beepmyphone token create` and first start.
 pub fn mint_api_token(
-    conn: &mut diesel::SqliteConnection,
+    conn: &mut Db,
     name: &str,
     scope: Scope,
     now_ms: i64,

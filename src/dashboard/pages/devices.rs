@@ -177,6 +177,9 @@ pub struct SettingsForm {
     quiet_end: String,
     #[serde(default)]
     timezone: String,
+    /// Group names separated by spaces or commas.
+    #[serde(default)]
+    groups: String,
 }
 
 impl SettingsForm {
@@ -192,6 +195,15 @@ impl SettingsForm {
                     timezone: self.timezone,
                 })),
             }),
+            groups: Some(
+                self.groups
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            // The form never changes the key (the device registers it).
+            e2e_key: None,
         }
     }
 }

@@ -75,17 +75,12 @@ impl SendForm {
 
     fn to_request(&self) -> PublishRequest {
         let targets = if self.targets == "some" {
-            TargetsBody::Devices(
-                self.chosen()
-                    .into_iter()
-                    .map(serde_json::Value::String)
-                    .collect(),
-            )
+            TargetsBody::devices(self.chosen())
         } else {
             TargetsBody::Keyword("all".into())
         };
         PublishRequest {
-            title: self.title.trim().to_owned(),
+            title: Some(self.title.trim().to_owned()),
             body: self.body.replace("\r\n", "\n"),
             app: Some("dashboard".into()),
             priority: Some(if self.priority.is_empty() {
@@ -98,6 +93,7 @@ impl SendForm {
             click_url: None,
             ttl_seconds: None,
             idempotency_key: None,
+            encrypted: None,
         }
     }
 }

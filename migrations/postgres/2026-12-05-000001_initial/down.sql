@@ -1,0 +1,14 @@
+DROP TABLE audit_checkpoints;
+DROP TRIGGER audit_log_append_only ON audit_log;
+DROP FUNCTION audit_log_append_only();
+DROP TABLE audit_log;
+DROP TABLE revoked_tokens;
+DROP TABLE admin_sessions;
+DROP TABLE admins;
+DROP TABLE notification_tags;
+DROP TABLE deliveries;
+DROP TABLE notifications;
+DROP TABLE pairing_codes;
+DROP TABLE api_tokens;
+DROP TABLE device_tokens;
+DROP TABLE devices;

@@ -1,0 +1,2 @@
+ALTER TABLE notifications DROP COLUMN encrypted;
+ALTER TABLE devices DROP COLUMN e2e_public_key;
