@@ -608,18 +608,17 @@ async fn wait_ready(local: &Rc<Local>, timeout: Duration) -> Result<(), BenchErr
     let deadline = Instant::now() + timeout;
     for server in &local.config.servers {
         let url = format!("{server}/health/ready");
-        let mut last = String::from("no answer");
         loop {
-            match local.http.get(&url).send().await {
+            let last = match local.http.get(&url).send().await {
                 Ok(mut response) => {
                     let _ = response.body().await;
                     if response.status().as_u16() == 200 {
                         break;
                     }
-                    last = format!("HTTP {}", response.status().as_u16());
+                    format!("HTTP {}", response.status().as_u16())
                 }
-                Err(e) => last = e.to_string(),
-            }
+                Err(e) => e.to_string(),
+            };
             if Instant::now() >= deadline {
                 return Err(BenchError::NotReady(format!("{server}: {last}")));
             }
