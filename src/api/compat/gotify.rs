@@ -198,6 +198,13 @@ async fn read_message(body: RawBody, max_depth: usize) -> Result<GotifyMessage, 
     }
 }
 
+/// The relay's publish request for a message body, as `create_message` builds it: for the fuzz
+/// targets (`fuzz/`), which cannot make the private types.
+#[doc(hidden)]
+pub async fn body_request(body: RawBody, max_depth: usize) -> Result<PublishRequest, ApiError> {
+    read_message(body, max_depth).await?.to_request()
+}
+
 #[utoipa::path(post, path = "/compat/gotify/message", tag = "compat",
     request_body(content(
         (GotifyMessage = "application/json"),

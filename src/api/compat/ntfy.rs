@@ -404,6 +404,25 @@ impl NtfyPublish {
     }
 }
 
+/// The relay's publish request for a topic publish (headers, query string and body), as
+/// `publish_topic` builds it: for the fuzz targets (`fuzz/`), which cannot make the private types.
+#[doc(hidden)]
+pub fn topic_request(
+    req: &HttpRequest,
+    topic: String,
+    body: &[u8],
+) -> Result<PublishRequest, ApiError> {
+    Params::new(req)?.publish(topic, body)?.to_request()
+}
+
+/// The relay's publish request for a JSON publish, as `publish_json` builds it: for the fuzz
+/// targets (`fuzz/`).
+#[doc(hidden)]
+pub fn json_request(body: &[u8], max_depth: usize) -> Result<PublishRequest, ApiError> {
+    let json: NtfyJson = parse_json(body, max_depth)?;
+    json.into_publish()?.to_request()
+}
+
 /// Publishes, turning "no device is in group T" into ntfy's 404 for an unknown topic.
 async fn publish(
     state: &AppState,
