@@ -8,9 +8,10 @@
 use serde_json::{json, Value};
 
 use beepmyphone::config::Settings;
+use beepmyphone_actors::clock::ManualClock;
 
 use crate::helpers::{
-    eventually, fresh_postgres_database, start_in, test_postgres_server, test_settings, Device,
+    eventually, fresh_postgres_database, start_in_on, test_postgres_server, test_settings, Device,
     TestApp, WsClient,
 };
 
@@ -44,6 +45,9 @@ pub(crate) async fn relays(
         tweak(&mut s);
         s
     };
+    // One clock for the cluster: each relay on its own, started as it came up, would lag the
+    // later ones by as long as starting took (seconds on a busy machine), past the presence TTL.
+    let clock = ManualClock::starting_now();
     let mut apps: Vec<TestApp> = Vec::with_capacity(n);
     for _ in 0..n {
         let dir = tempfile::tempdir().unwrap();
@@ -53,7 +57,7 @@ pub(crate) async fn relays(
             std::fs::write(dir.path().join("initial-admin-token"), &first.admin_token).unwrap();
         }
         let s = settings(dir.path());
-        apps.push(start_in(dir, s).await);
+        apps.push(start_in_on(dir, s, clock.clone()).await);
     }
     (apps, keys)
 }

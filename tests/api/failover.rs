@@ -4,15 +4,15 @@
 //! (a private redis-server): the relays keep serving the sockets they hold, lose nothing that was
 //! acknowledged, and catch up from PostgreSQL on what the outage kept from waking them.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_process_with, ChildRelay};
+use crate::helpers::{device_loop, spawn_process_with, until, ChildRelay, DeviceLog, Roaming};
 
 /// Three relays' shared settings, as environment variables.
 fn cluster_env(url: &str, keys: &std::path::Path, prefix: &str) -> Vec<(String, String)> {
@@ -28,57 +28,6 @@ fn cluster_env(url: &str, keys: &std::path::Path, prefix: &str) -> Vec<(String, 
 fn start(dir: &std::path::Path, env: &[(String, String)]) -> ChildRelay {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     spawn_process_with(dir, &env)
-}
-
-/// A device that keeps a socket to one of `relays`, moving on to the next when it drops; it
-/// records and acknowledges every notification it gets.
-async fn device_loop(
-    token: String,
-    relays: Vec<u16>,
-    received: Rc<RefCell<HashSet<String>>>,
-    done: Rc<RefCell<bool>>,
-) {
-    let mut next = 0;
-    while !*done.borrow() {
-        let port = relays[next % relays.len()];
-        next += 1;
-        let Ok((_res, mut framed)) = awc::Client::new()
-            .ws(format!("ws://127.0.0.1:{port}/api/v1/ws"))
-            .bearer_auth(&token)
-            .max_frame_size(16 * 1024 * 1024)
-            .connect()
-            .await
-        else {
-            continue;
-        };
-        while let Some(Ok(frame)) = framed.next().await {
-            let awc::ws::Frame::Text(bytes) = frame else {
-                continue;
-            };
-            let value: Value = serde_json::from_slice(&bytes).unwrap();
-            if value["type"] != "notifications" {
-                continue;
-            }
-            let ids: Vec<String> = value["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i["id"].as_str().unwrap().to_owned())
-                .collect();
-            received.borrow_mut().extend(ids.iter().cloned());
-            let ack = json!({"type": "ack", "ids": ids}).to_string();
-            if framed
-                .send(awc::ws::Message::Text(ack.into()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            if *done.borrow() {
-                return;
-            }
-        }
-    }
 }
 
 #[actix_web::test]
@@ -109,7 +58,12 @@ async fn kill_9_of_one_relay_under_load_loses_nothing_its_devices_were_due() {
     };
 
     // Three devices, paired through A, connected to B; when B dies they go to C, then A.
-    let done = Rc::new(RefCell::new(false));
+    let (_relays, list) = tokio::sync::watch::channel(vec![b.port, c.port, a.port]);
+    let roaming = Roaming {
+        relays: list,
+        done: Rc::new(Cell::new(false)),
+        progress: Rc::new(tokio::sync::Notify::new()),
+    };
     let mut devices = Vec::new();
     for i in 0..3 {
         let code: Value = post(&a.address, "/api/v1/pairing-codes", json!({}))
@@ -128,14 +82,13 @@ async fn kill_9_of_one_relay_under_load_loses_nothing_its_devices_were_due() {
         .json()
         .await
         .unwrap();
-        let received = Rc::new(RefCell::new(HashSet::new()));
+        let log = Rc::new(DeviceLog::default());
         actix_rt::spawn(device_loop(
             paired["accessToken"].as_str().unwrap().to_owned(),
-            vec![b.port, c.port, a.port],
-            received.clone(),
-            done.clone(),
+            roaming.clone(),
+            log.clone(),
         ));
-        devices.push(received);
+        devices.push(log);
     }
 
     // Publish to everyone on A and C, 25 at a time; kill B after the first half is accepted.
@@ -167,23 +120,29 @@ async fn kill_9_of_one_relay_under_load_loses_nothing_its_devices_were_due() {
     assert_eq!(accepted.len(), total);
 
     // Every device gets every accepted notification from the relays left.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let missing: Vec<usize> = devices
+    let missing = || -> Vec<usize> {
+        devices
             .iter()
-            .map(|received| accepted.difference(&received.borrow()).count())
-            .collect();
-        if missing.iter().all(|m| *m == 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after kill -9 of B, devices still miss {missing:?} of {total}"
-        );
-        // Waiting on three sockets in other tasks, which signal nothing: a bounded poll.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    *done.borrow_mut() = true;
+            .map(|log| {
+                let items = log.items.borrow();
+                accepted
+                    .iter()
+                    .filter(|id| !items.contains_key(*id))
+                    .count()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all = until(&roaming.progress, deadline, || {
+        missing().iter().all(|m| *m == 0)
+    })
+    .await;
+    assert!(
+        all,
+        "after kill -9 of B, devices still miss {:?} of {total}",
+        missing()
+    );
+    roaming.done.set(true);
     drop((a, c));
 }
 

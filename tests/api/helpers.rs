@@ -1,10 +1,13 @@
 //! Test harness: `spawn_app()` starts the relay in-process on port 0 with a temporary data
-//! directory and a manual clock; `spawn_process()` starts the real binary (for crash tests).
+//! directory and a manual clock; `spawn_process()` starts the real binary (for crash tests);
+//! `device_loop()` is a device that reconnects across relay failures (failover and chaos tests).
 #![allow(dead_code)]
 
+use std::cell::{Cell, RefCell};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,6 +133,16 @@ pub async fn start_in(data_dir: tempfile::TempDir, settings: Settings) -> TestAp
         beepmyphone::logging::discard()
     };
     start_logging_to(data_dir, settings, log).await
+}
+
+/// [`start_in`] on a given manual clock: relays of one cluster share one, as machines share the
+/// time (a relay whose clock lags another's by the presence TTL would be pruned as dead).
+pub async fn start_in_on(
+    data_dir: tempfile::TempDir,
+    settings: Settings,
+    clock: ManualClock,
+) -> TestApp {
+    start_with_clock(data_dir, settings, beepmyphone::logging::discard(), clock).await
 }
 
 /// Starts a relay with default test settings whose JSON log, down to debug, is captured.
@@ -668,9 +681,10 @@ pub fn spawn_process_with(data_dir: &Path, env: &[(&str, &str)]) -> ChildRelay {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .envs(storage)
-        .envs(env.iter().copied())
+        // JSON at debug unless the caller says otherwise (the listening line is at info).
         .env("BEEP__LOG__FORMAT", "json")
         .env("BEEP__LOG__LEVEL", "debug")
+        .envs(env.iter().copied())
         .current_dir(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -764,4 +778,146 @@ pub fn database_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 .map(|bytes| ((*name).to_owned(), bytes))
         })
         .collect()
+}
+
+/// How long a roaming device waits before trying again once every relay of its list failed,
+/// unless the list changes first (a device backs off; the test's relay restart wakes it at once).
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Where roaming devices connect, shared by the devices of one test.
+#[derive(Clone)]
+pub struct Roaming {
+    /// The ports of the relays to try, in turn; the test sends a new list when a relay restarts
+    /// (on a new port) and every waiting device tries again at once.
+    pub relays: tokio::sync::watch::Receiver<Vec<u16>>,
+    /// Set when the test is over: the devices stop at their next frame or attempt.
+    pub done: Rc<Cell<bool>>,
+    /// Notified after each frame a device handled and each socket it lost, so that a test waits
+    /// for deliveries on an event instead of polling.
+    pub progress: Rc<tokio::sync::Notify>,
+}
+
+/// What one roaming device saw.
+#[derive(Default)]
+pub struct DeviceLog {
+    /// Every notification received: id → title.
+    pub items: RefCell<std::collections::HashMap<String, String>>,
+    /// Receptions of an id already received (at-least-once delivery allows them).
+    pub duplicates: Cell<u64>,
+    /// `hello`s received: sockets opened and authenticated.
+    pub hellos: Cell<u64>,
+    /// Close codes the relays sent (0 for a close frame without a code).
+    pub closes: RefCell<std::collections::BTreeMap<u16, u64>>,
+    /// Sockets that ended without a close frame, and upgrades that failed.
+    pub drops: Cell<u64>,
+}
+
+/// A device that keeps a socket to one of `roaming.relays`, moving on to the next when it drops
+/// (after [`RECONNECT_BACKOFF`] or a new list once every relay failed); it records and
+/// acknowledges every notification it gets, one ack per frame.
+pub async fn device_loop(token: String, roaming: Roaming, log: Rc<DeviceLog>) {
+    let Roaming {
+        mut relays,
+        done,
+        progress,
+    } = roaming;
+    let mut next = 0;
+    let mut failures = 0;
+    while !done.get() {
+        let ports = relays.borrow_and_update().clone();
+        if ports.is_empty() || failures >= ports.len() {
+            // A timeout is the device's backoff; a dropped sender only leaves the backoff.
+            let _ = tokio::time::timeout(RECONNECT_BACKOFF, relays.changed()).await;
+            failures = 0;
+            continue;
+        }
+        let port = ports[next % ports.len()];
+        next += 1;
+        failures += 1;
+        let Ok((_res, mut framed)) = awc::Client::new()
+            .ws(format!("ws://127.0.0.1:{port}/api/v1/ws"))
+            .bearer_auth(&token)
+            .max_frame_size(16 * 1024 * 1024)
+            .connect()
+            .await
+        else {
+            log.drops.set(log.drops.get() + 1);
+            continue;
+        };
+        loop {
+            let frame = match framed.next().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(_)) | None => {
+                    log.drops.set(log.drops.get() + 1);
+                    break;
+                }
+            };
+            let bytes = match frame {
+                ws::Frame::Text(bytes) => bytes,
+                ws::Frame::Ping(bytes) => {
+                    if framed.send(ws::Message::Pong(bytes)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                ws::Frame::Close(reason) => {
+                    let code = reason.map_or(0, |r| u16::from(r.code));
+                    *log.closes.borrow_mut().entry(code).or_default() += 1;
+                    break;
+                }
+                _ => continue,
+            };
+            let value: Value = serde_json::from_slice(&bytes).expect("JSON frame");
+            if value["type"] == "hello" {
+                failures = 0;
+                log.hellos.set(log.hellos.get() + 1);
+                progress.notify_one();
+                continue;
+            }
+            if value["type"] != "notifications" {
+                continue;
+            }
+            let mut ids = Vec::new();
+            {
+                let mut items = log.items.borrow_mut();
+                for item in value["items"].as_array().expect("items") {
+                    let id = item["id"].as_str().expect("id").to_owned();
+                    let title = item["title"].as_str().unwrap_or_default().to_owned();
+                    if items.insert(id.clone(), title).is_some() {
+                        log.duplicates.set(log.duplicates.get() + 1);
+                    }
+                    ids.push(id);
+                }
+            }
+            progress.notify_one();
+            let ack = json!({"type": "ack", "ids": ids}).to_string();
+            if framed.send(ws::Message::Text(ack.into())).await.is_err() {
+                log.drops.set(log.drops.get() + 1);
+                break;
+            }
+            if done.get() {
+                return;
+            }
+        }
+        progress.notify_one();
+    }
+}
+
+/// Waits until `condition` holds, woken by `progress` (see [`Roaming::progress`]); `false` if
+/// `deadline` passed first.
+pub async fn until(
+    progress: &tokio::sync::Notify,
+    deadline: std::time::Instant,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
+    loop {
+        if condition() {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = tokio::time::timeout(left, progress.notified()).await;
+    }
 }

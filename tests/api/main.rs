@@ -7,6 +7,7 @@ mod audit;
 mod bench;
 mod browser;
 mod capture;
+mod chaos;
 mod cli;
 mod cluster;
 mod compat;
