@@ -296,7 +296,9 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: device.to_string(),
-            exp: now_s + i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2),
+            // Saturating: a lifetime beyond the end of i64 time (a setting near i64::MAX) is
+            // "never", not an overflow.
+            exp: now_s.saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2)),
             nbf: now_s,
             iat: now_s,
             jti: ulid::Ulid::new().to_string(),

@@ -149,9 +149,15 @@ impl GotifyMessage {
             return Err(ApiError::field("message", "must not be empty"));
         }
         let priority = relay_priority(self.priority.unwrap_or(DEFAULT_PRIORITY))?;
+        // Without a title, the first line that has something to show (the first may be empty).
         let title = match self.title.as_deref().map(|t| one_line(t, 256)) {
             Some(t) if !t.trim().is_empty() => t,
-            _ => one_line(self.message.lines().next().unwrap_or("").trim(), 256),
+            _ => self
+                .message
+                .lines()
+                .map(|line| one_line(line.trim(), 256))
+                .find(|line| !line.trim().is_empty())
+                .ok_or_else(|| ApiError::field("message", "must not be empty"))?,
         };
         Ok(PublishRequest {
             title: Some(title),
@@ -290,6 +296,15 @@ mod tests {
         assert!(fields(&[("message", "m"), ("priority", "high")]).is_err());
         assert!(fields(&[("message", "m"), ("colour", "red")]).is_err());
         assert!(fields(&[("message", "  ")])
+            .expect("parsed")
+            .to_request()
+            .is_err());
+        let request = fields(&[("message", "\nsecond line")])
+            .expect("parsed")
+            .to_request()
+            .expect("request");
+        assert_eq!(request.title.as_deref(), Some("second line"));
+        assert!(fields(&[("message", "\u{7}")])
             .expect("parsed")
             .to_request()
             .is_err());

@@ -374,8 +374,15 @@ impl NtfyPublish {
                 format!("must be at most {MAX_MESSAGE} characters (this relay has no attachments)"),
             ));
         }
+        // A title of nothing but control characters is no title: the topic, as without one.
+        let title = self
+            .title
+            .as_deref()
+            .map(|t| one_line(t, 256))
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| one_line(&self.topic, 256));
         Ok(PublishRequest {
-            title: Some(one_line(self.title.as_deref().unwrap_or(&self.topic), 256)),
+            title: Some(title),
             body: message_text(message),
             app: Some("ntfy".into()),
             priority: Some(relay_priority(self.priority.unwrap_or(3)).into()),
@@ -574,6 +581,15 @@ mod tests {
             (Some("door"), "triggered")
         );
         assert_eq!(request.priority.as_deref(), Some("normal"));
+        // A title that is only control characters (here DEL, from the query) is none.
+        let req = TestRequest::put()
+            .uri("/compat/ntfy/door?t=%7F")
+            .to_http_request();
+        let ntfy = params(&req).publish("door".into(), b"").expect("publish");
+        assert_eq!(
+            ntfy.to_request().expect("request").title.as_deref(),
+            Some("door")
+        );
     }
 
     #[test]
