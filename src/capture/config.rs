@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::rules::{Rules, Urgency};
 use crate::api::schemas::{is_device_id, MAX_TARGETS};
 use crate::cli::client::DEFAULT_SERVER;
+use crate::config::describe;
 use crate::tls::client::{Trust, TrustArgs};
 
 /// The default `max_backoff_seconds`.
@@ -271,23 +272,6 @@ fn read(path: &Path) -> Result<File, ConfigError> {
     Figment::from(Toml::file_exact(path))
         .extract()
         .map_err(|e| ConfigError(format!("{}: {}", path.display(), describe(e))))
-}
-
-/// figment's errors, one `key: problem` each.
-fn describe(error: figment::Error) -> String {
-    error
-        .into_iter()
-        .map(|e| {
-            let key = e.path.join(".");
-            let kind = e.kind.to_string();
-            if key.is_empty() {
-                kind
-            } else {
-                format!("{key}: {kind}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// `~/x` under `home`, a relative path under `base`, an absolute one as it is.

@@ -734,8 +734,8 @@ impl Settings {
     }
 }
 
-/// Turns a figment error into one line that names the key.
-fn describe(error: figment::Error) -> String {
+/// Turns a figment error into one line that names the key (also the capture agent's config).
+pub(crate) fn describe(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
