@@ -542,6 +542,7 @@ impl Application {
                 keys: keys.clone(),
                 revocations: revocations.clone(),
                 metrics: graph.metrics.clone(),
+                clock: clock.clone(),
             },
             limits: limits.clone(),
             metrics: graph.metrics.clone(),
@@ -720,6 +721,15 @@ impl Application {
             Duration::from_secs(self.state.settings.sessions.cleanup_interval_seconds),
             self.state.log.new(slog::o!("component" => "cleanup")),
         );
+        let keep = self.state.settings.delivery.keep_finished_seconds;
+        let retention = (keep > 0).then(|| {
+            crate::store::retention::spawn(
+                self.state.store.clone(),
+                self.state.clock.clone(),
+                Duration::from_secs(keep),
+                self.state.log.new(slog::o!("component" => "retention")),
+            )
+        });
         let block_sync = spawn_block_sync(self.state.clone().into_inner());
         // OTLP reads the registry on its own thread: keep the state gauges fresh for it.
         let gauges = self.state.otlp.is_some().then(|| {
@@ -741,6 +751,9 @@ impl Application {
             let _ = task.await; // its own outcome does not change the relay's
         }
         cleanup.abort();
+        if let Some(retention) = retention {
+            retention.abort();
+        }
         block_sync.abort();
         if let Some(gauges) = gauges {
             gauges.abort();

@@ -1,7 +1,7 @@
 # Shared by the scripts of scripts/chaos/ (sourced, not run): builds the test binary, then runs
-# one ignored chaos test of tests/api/chaos.rs with its output shown.
+# one ignored chaos test of tests/api/chaos/ with its output shown.
 #
-#   chaos_run TEST_NAME   # e.g. chaos::kill_9_every_few_seconds_under_load_loses_nothing_202d
+#   chaos_run TEST_NAME   # e.g. chaos::kill::kill_9_every_few_seconds_under_load_loses_nothing_202d
 #
 # Environment (all optional, for every scenario):
 #   CHAOS_TIMEOUT   seconds the test may run once built, a safety net over the test's own bounds

@@ -256,7 +256,8 @@ pub async fn authenticate_device(
     state: &AppState,
     token: &str,
 ) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
-    let result = verify_device_token(&state.keys, &state.revocations, token).await;
+    let now = state.clock.now_ms() / 1_000;
+    let result = verify_device_token(&state.keys, &state.revocations, token, now).await;
     count_verification(&state.graph.metrics, &result);
     result
 }

@@ -153,6 +153,9 @@ pub struct DeliverySettings {
     pub batch_window_ms: u64,
     /// Notifications per frame at most.
     pub batch_max_items: usize,
+    /// Seconds from its creation a notification is kept once every delivery of it is finished
+    /// (acked or expired); then the retention sweep deletes it. 0 keeps every notification.
+    pub keep_finished_seconds: u64,
 }
 
 /// `[websocket]`: device sockets.
@@ -426,6 +429,7 @@ impl Default for DeliverySettings {
             max_in_flight_per_device: 256,
             batch_window_ms: 2,
             batch_max_items: 64,
+            keep_finished_seconds: 7 * 24 * 3_600,
         }
     }
 }
@@ -469,6 +473,9 @@ pub struct Overrides {
     /// `--data-dir DIR`.
     pub data_dir: Option<PathBuf>,
 }
+
+/// The longest `delivery.keep_finished_seconds`: 100 years (milliseconds of it fit an i64 many times).
+pub const MAX_KEEP_FINISHED_SECONDS: u64 = 100 * 365 * 86_400;
 
 impl Settings {
     /// Loads defaults, the config file (the given one, else `./config.toml` if present), the
@@ -639,6 +646,13 @@ impl Settings {
         }
         if self.delivery.batch_max_items == 0 {
             return bad("delivery.batch_max_items", "must be at least 1");
+        }
+        let keep = self.delivery.keep_finished_seconds;
+        if keep != 0 && !(60..=MAX_KEEP_FINISHED_SECONDS).contains(&keep) {
+            return bad(
+                "delivery.keep_finished_seconds",
+                "must be 0 (keep forever) or between 60 and 3153600000 (100 years)",
+            );
         }
         if self.websocket.heartbeat_seconds == 0 {
             return bad("websocket.heartbeat_seconds", "must be at least 1");

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use beepmyphone_actors::clock::SharedClock;
 use beepmyphone_actors::metrics::{Metrics, Verification};
 use beepmyphone_actors::model::DeviceId;
 
@@ -37,13 +38,16 @@ pub struct DeviceTokens {
     pub revocations: Revocations,
     /// Where each verification's result is counted.
     pub metrics: Arc<Metrics>,
+    /// The relay's clock, which dates tokens and judges their expiry.
+    pub clock: SharedClock,
 }
 
 impl DeviceTokens {
     /// Verifies a device access token (see [`verify_device_token`]) and counts the result in
     /// `beepmyphone_token_verifications_total`.
     pub async fn authenticate(&self, token: &str) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
-        let result = verify_device_token(&self.keys, &self.revocations, token).await;
+        let now = self.clock.now_ms() / 1_000;
+        let result = verify_device_token(&self.keys, &self.revocations, token, now).await;
         count_verification(&self.metrics, &result);
         result
     }
@@ -68,17 +72,22 @@ pub fn count_verification(
 const EXPIRED: &str = "the token has expired";
 const REVOKED: &str = "the token has been revoked";
 
-/// Verifies a device access token and that its device still accepts it. Returns the device, the
-/// token id and the token's expiry (seconds since the epoch).
+/// Verifies a device access token at `now` (seconds since the epoch, on the relay's clock) and
+/// that its device still accepts it. Returns the device, the token id and the token's expiry
+/// (seconds since the epoch).
 pub async fn verify_device_token(
     keys: &ArcSwap<JwtKeys>,
     revocations: &Revocations,
     token: &str,
+    now: i64,
 ) -> Result<(DeviceId, Jti, i64), DeviceAuthError> {
-    let verified = keys.load().verify_access(token).map_err(|e| match e {
-        TokenRejection::Expired => DeviceAuthError::Invalid(EXPIRED),
-        TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
-    })?;
+    let verified = keys
+        .load()
+        .verify_access_at(token, now)
+        .map_err(|e| match e {
+            TokenRejection::Expired => DeviceAuthError::Invalid(EXPIRED),
+            TokenRejection::Invalid => DeviceAuthError::Invalid("the token is invalid"),
+        })?;
     let status = revocations
         .check(&verified.device, &verified.jti, verified.iat)
         .await

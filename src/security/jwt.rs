@@ -321,8 +321,18 @@ impl JwtKeys {
         Ok((token, claims))
     }
 
-    /// Verifies an access token (see the module documentation for the rules).
+    /// Verifies an access token now by the wall clock (see [`JwtKeys::verify_access_at`]).
     pub fn verify_access(&self, token: &str) -> Result<VerifiedDevice, TokenRejection> {
+        self.verify_access_at(token, chrono::Utc::now().timestamp())
+    }
+
+    /// Verifies an access token at `now` (seconds since the epoch; the relay's clock, which
+    /// also dated the token), by the rules of the module documentation.
+    pub fn verify_access_at(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<VerifiedDevice, TokenRejection> {
         if token.len() > MAX_TOKEN_BYTES || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(TokenRejection::Invalid);
         }
@@ -360,7 +370,6 @@ impl JwtKeys {
         let payload = b64.decode(payload).map_err(|_| TokenRejection::Invalid)?;
         let claims: DeviceClaims =
             serde_json::from_slice(&payload).map_err(|_| TokenRejection::Invalid)?;
-        let now = chrono::Utc::now().timestamp();
         let leeway = LEEWAY_SECONDS as i64;
         if !constant_time_eq(&claims.iss, &self.issuer)
             || !constant_time_eq(&claims.aud, &self.audience)

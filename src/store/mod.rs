@@ -22,6 +22,7 @@ pub mod notifications;
 pub mod pairing;
 pub mod queue_store;
 pub mod reencrypt;
+pub mod retention;
 pub mod revoked;
 pub mod schema;
 pub mod sealed;

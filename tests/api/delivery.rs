@@ -285,6 +285,63 @@ async fn an_expired_notification_is_not_delivered_and_shows_expired() {
 }
 
 #[actix_web::test]
+async fn finished_notifications_are_deleted_after_keep_finished_seconds_and_waiting_ones_stay() {
+    // Heartbeats far apart: the clock jumps past two of them would close the test's socket.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.delivery.keep_finished_seconds = 120;
+        s.websocket.heartbeat_seconds = 2_000;
+    })
+    .await;
+    let phone = app.pair_device("phone").await;
+    let tablet = app.pair_device("tablet").await;
+    let to = |device: &crate::helpers::Device, title: &str| json!({"title": title, "targets": [device.id], "idempotencyKey": title});
+    let acked = app.publish(to(&phone, "acked")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The tablet stays offline: its notification waits, however old it gets.
+    let waiting = app.publish(to(&tablet, "waiting")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = app.connect_device(&phone).await;
+    assert_eq!(ws.receive(1).await[0]["id"], acked.as_str());
+    ws.ack(&[&acked]).await;
+    wait_for_delivery_status(&app, &acked, "acked").await;
+    // One sweep later, but younger than 120 s: both are kept.
+    app.clock.advance(Duration::from_secs(61));
+    let recent = app.publish(to(&phone, "recent")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ws.receive(1).await[0]["id"], recent.as_str());
+    ws.ack(&[&recent]).await;
+    wait_for_delivery_status(&app, &recent, "acked").await;
+    let path = |id: &str| format!("/api/v1/notifications/{id}");
+    assert_eq!(app.get(&path(&acked), Some(&app.admin_token)).await.0, 200);
+    // Past 120 s from its creation, the acked one goes at the next sweep.
+    app.clock.advance(Duration::from_secs(61));
+    crate::helpers::eventually("the acked notification is deleted", || async {
+        (app.get(&path(&acked), Some(&app.admin_token)).await.0 == 404).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.get(&path(&waiting), Some(&app.admin_token)).await.0,
+        200
+    );
+    assert_eq!(app.get(&path(&recent), Some(&app.admin_token)).await.0, 200);
+    // Its idempotency key is free again: the same publish makes a new notification.
+    let again = app.publish(to(&phone, "acked")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(again, acked);
+    // The waiting one is delivered when its device comes, as ever.
+    let mut tablet_ws = app.connect_device(&tablet).await;
+    assert_eq!(tablet_ws.receive(1).await[0]["id"], waiting.as_str());
+}
+
+#[actix_web::test]
 async fn a_device_that_stops_reading_is_dropped_and_keeps_its_deliveries() {
     // One notification per frame, a one-frame outbound buffer and no in-flight cap: a device that
     // does not read fills the socket's buffers and is dropped.

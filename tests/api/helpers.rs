@@ -816,6 +816,26 @@ pub struct DeviceLog {
 /// (after [`RECONNECT_BACKOFF`] or a new list once every relay failed); it records and
 /// acknowledges every notification it gets, one ack per frame.
 pub async fn device_loop(token: String, roaming: Roaming, log: Rc<DeviceLog>) {
+    device_loop_with(Rc::new(RefCell::new(token)), Acks::Every, roaming, log).await
+}
+
+/// Which notifications a roaming device acknowledges.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Every one, in the frame's order.
+    Every,
+    /// Only those it receives a second time: each comes again after the ack timeout.
+    Redeliveries,
+}
+
+/// [`device_loop`] with a token the test may replace (a refresh: each connect uses the token of
+/// the moment) and a choice of what it acknowledges.
+pub async fn device_loop_with(
+    token: Rc<RefCell<String>>,
+    acks: Acks,
+    roaming: Roaming,
+    log: Rc<DeviceLog>,
+) {
     let Roaming {
         mut relays,
         done,
@@ -834,9 +854,10 @@ pub async fn device_loop(token: String, roaming: Roaming, log: Rc<DeviceLog>) {
         let port = ports[next % ports.len()];
         next += 1;
         failures += 1;
+        let bearer = token.borrow().clone();
         let Ok((_res, mut framed)) = awc::Client::new()
             .ws(format!("ws://127.0.0.1:{port}/api/v1/ws"))
-            .bearer_auth(&token)
+            .bearer_auth(bearer)
             .max_frame_size(16 * 1024 * 1024)
             .connect()
             .await
@@ -883,13 +904,19 @@ pub async fn device_loop(token: String, roaming: Roaming, log: Rc<DeviceLog>) {
                 for item in value["items"].as_array().expect("items") {
                     let id = item["id"].as_str().expect("id").to_owned();
                     let title = item["title"].as_str().unwrap_or_default().to_owned();
-                    if items.insert(id.clone(), title).is_some() {
+                    let again = items.insert(id.clone(), title).is_some();
+                    if again {
                         log.duplicates.set(log.duplicates.get() + 1);
                     }
-                    ids.push(id);
+                    if again || acks == Acks::Every {
+                        ids.push(id);
+                    }
                 }
             }
             progress.notify_one();
+            if ids.is_empty() {
+                continue;
+            }
             let ack = json!({"type": "ack", "ids": ids}).to_string();
             if framed.send(ws::Message::Text(ack.into())).await.is_err() {
                 log.drops.set(log.drops.get() + 1);

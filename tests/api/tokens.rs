@@ -664,13 +664,22 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_then_retires_the_old_
     let (status, list) = app.get("/api/v1/keys", Some(&app.admin_token)).await;
     assert_eq!(status, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
-    // Tokens of the current key still verify (their times are on the system clock).
-    let (status, body) = app
-        .get(
-            &format!("/api/v1/devices/{}", paired.id),
-            Some(&paired.access_token),
+    // Tokens are judged on the relay's clock: the one paired after the rotation has expired by
+    // now (an hour and more later), and a refreshed one of the current key verifies.
+    let path = format!("/api/v1/devices/{}", paired.id);
+    let (status, body) = app.get(&path, Some(&paired.access_token)).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, refreshed) = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            &json!({"refreshToken": paired.refresh_token}),
         )
         .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let token = refreshed["accessToken"].as_str().unwrap();
+    assert_eq!(kid_of_token(token), new_kid);
+    let (status, body) = app.get(&path, Some(token)).await;
     assert_eq!(status, 200, "{body}");
 }
 
