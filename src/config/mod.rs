@@ -474,6 +474,12 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
 }
 
+/// The longest `auth.access_token_ttl_seconds`: a year.
+pub const MAX_ACCESS_TOKEN_TTL_SECONDS: u64 = 365 * 86_400;
+
+/// The longest `auth.refresh_token_ttl_seconds`: ten years.
+pub const MAX_REFRESH_TOKEN_TTL_SECONDS: u64 = 10 * 365 * 86_400;
+
 /// The longest `delivery.keep_finished_seconds`: 100 years (milliseconds of it fit an i64 many times).
 pub const MAX_KEEP_FINISHED_SECONDS: u64 = 100 * 365 * 86_400;
 
@@ -577,8 +583,17 @@ impl Settings {
         if self.storage.group_commit_max_rows == 0 {
             return bad("storage.group_commit_max_rows", "must be at least 1");
         }
-        if self.auth.access_token_ttl_seconds < 60 {
-            return bad("auth.access_token_ttl_seconds", "must be at least 60");
+        if !(60..=MAX_ACCESS_TOKEN_TTL_SECONDS).contains(&self.auth.access_token_ttl_seconds) {
+            return bad(
+                "auth.access_token_ttl_seconds",
+                "must be between 60 and 31536000 (a year)",
+            );
+        }
+        if self.auth.refresh_token_ttl_seconds > MAX_REFRESH_TOKEN_TTL_SECONDS {
+            return bad(
+                "auth.refresh_token_ttl_seconds",
+                "must be at most 315360000 (ten years)",
+            );
         }
         if self.auth.refresh_token_ttl_seconds < self.auth.access_token_ttl_seconds {
             return bad(
@@ -654,8 +669,8 @@ impl Settings {
                 "must be 0 (keep forever) or between 60 and 3153600000 (100 years)",
             );
         }
-        if self.websocket.heartbeat_seconds == 0 {
-            return bad("websocket.heartbeat_seconds", "must be at least 1");
+        if !(1..=86_400).contains(&self.websocket.heartbeat_seconds) {
+            return bad("websocket.heartbeat_seconds", "must be between 1 and 86400");
         }
         if self.websocket.auth_timeout_seconds == 0 {
             return bad("websocket.auth_timeout_seconds", "must be at least 1");
@@ -818,6 +833,36 @@ mod tests {
             assert!(err.contains("listne"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn lifetimes_and_intervals_have_bounds_that_keep_their_arithmetic_in_range() {
+        let check = |tweak: fn(&mut Settings)| {
+            let mut settings = Settings::default();
+            tweak(&mut settings);
+            settings.validate().err().map(|e| e.to_string())
+        };
+        let err = check(|s| s.auth.access_token_ttl_seconds = u64::MAX).unwrap();
+        assert!(err.contains("auth.access_token_ttl_seconds"), "{err}");
+        let err = check(|s| s.auth.access_token_ttl_seconds = 59).unwrap();
+        assert!(err.contains("auth.access_token_ttl_seconds"), "{err}");
+        let err = check(|s| s.auth.refresh_token_ttl_seconds = u64::MAX).unwrap();
+        assert!(err.contains("auth.refresh_token_ttl_seconds"), "{err}");
+        let err = check(|s| s.websocket.heartbeat_seconds = 86_401).unwrap();
+        assert!(err.contains("websocket.heartbeat_seconds"), "{err}");
+        let err = check(|s| s.delivery.keep_finished_seconds = 59).unwrap();
+        assert!(err.contains("delivery.keep_finished_seconds"), "{err}");
+        let err = check(|s| s.delivery.keep_finished_seconds = u64::MAX).unwrap();
+        assert!(err.contains("delivery.keep_finished_seconds"), "{err}");
+        assert_eq!(check(|s| s.delivery.keep_finished_seconds = 0), None);
+        assert_eq!(
+            check(|s| {
+                s.auth.access_token_ttl_seconds = MAX_ACCESS_TOKEN_TTL_SECONDS;
+                s.auth.refresh_token_ttl_seconds = MAX_REFRESH_TOKEN_TTL_SECONDS;
+                s.websocket.heartbeat_seconds = 86_400;
+            }),
+            None
+        );
     }
 
     #[test]
