@@ -921,10 +921,10 @@ mod tests {
         let (disk, ring) = open();
         let old_cipher = Cipher::new(ring);
         let disk = std::sync::Mutex::new(disk);
-        let refresh_from = old_cipher.clone();
-        old_cipher.set_refresher(Box::new(move || {
-            disk.lock().unwrap().reload(&refresh_from.snapshot()).ok()
-        }));
+        // The ring as loaded, not the cipher itself: a refresher holding its own cipher is a
+        // reference cycle (LeakSanitizer reported it; the relay's refresher holds a Weak).
+        let loaded = old_cipher.snapshot();
+        old_cipher.set_refresher(Box::new(move || disk.lock().unwrap().reload(&loaded).ok()));
         let session_manager = |cipher: Cipher| {
             SessionManager::for_backend(
                 f.store.clone(),
