@@ -54,6 +54,52 @@ impl Phone {
     }
 }
 
+/// Moves the clock by `by`, past every access token's expiry: every socket must close with 4001
+/// (at its next heartbeat) and no device come back on its old token; then each refreshes its
+/// token and every device must come back.
+async fn jump_past_expiry(
+    app: &TestApp,
+    load: &Load,
+    phones: &mut [Phone],
+    by: Duration,
+    when: &str,
+) {
+    let hellos: Vec<u64> = phones.iter().map(|p| p.log.hellos.get()).collect();
+    let closed: Vec<u64> = phones.iter().map(|p| p.closed_with(4001)).collect();
+    app.clock.advance(by);
+    let within = || Instant::now() + Duration::from_secs(30);
+    let all_closed = until(&load.roaming.progress, within(), || {
+        phones
+            .iter()
+            .zip(&closed)
+            .all(|(p, c)| p.closed_with(4001) > *c)
+    })
+    .await;
+    assert!(
+        all_closed,
+        "{when}: not every socket was closed with 4001 past its token's expiry"
+    );
+    let now: Vec<u64> = phones.iter().map(|p| p.log.hellos.get()).collect();
+    assert_eq!(
+        now, hellos,
+        "{when}: a device came back on an expired token"
+    );
+    for phone in phones.iter_mut() {
+        phone.refresh(app).await;
+    }
+    let back = until(&load.roaming.progress, within(), || {
+        phones
+            .iter()
+            .zip(&hellos)
+            .all(|(p, h)| p.log.hellos.get() > *h)
+    })
+    .await;
+    assert!(
+        back,
+        "{when}: the devices did not come back with refreshed tokens"
+    );
+}
+
 /// `CHAOS_DEVICES` devices (12: a third sleeping 20:30–07:00 UTC, one acking only what comes a
 /// second time), `CHAOS_PUBLISHERS` (8), `CHAOS_CYCLE_SECONDS` of load between jumps (2),
 /// `CHAOS_DRAIN_SECONDS` (60).
@@ -128,23 +174,9 @@ async fn clock_jumps_across_ack_timeouts_quiet_hours_and_token_expiry_lose_nothi
             phone.log.clone(),
         ));
     }
-    let hellos =
-        |phones: &[Phone]| -> Vec<u64> { phones.iter().map(|p| p.log.hellos.get()).collect() };
-    let all_back = |phones: &[Phone], before: &[u64]| {
-        phones
-            .iter()
-            .zip(before)
-            .all(|(p, h)| p.log.hellos.get() > *h)
-    };
-    let none = vec![0; devices];
-    let online = until(
-        &load.roaming.progress,
-        Instant::now() + Duration::from_secs(30),
-        || all_back(&phones, &none),
-    )
-    .await;
+    let connected = load.all_connected().await;
     assert!(
-        online,
+        connected,
         "the devices did not connect: closes {:?}, drops {:?}",
         phones
             .iter()
@@ -178,39 +210,14 @@ async fn clock_jumps_across_ack_timeouts_quiet_hours_and_token_expiry_lose_nothi
 
     // 3. Past the tokens' expiry (issued at 20:00 for an hour): closed with 4001 at the next
     // heartbeat, refused until refreshed.
-    let before = hellos(&phones);
-    let closed: Vec<u64> = phones.iter().map(|p| p.closed_with(4001)).collect();
-    app.clock.advance(Duration::from_secs(25 * 60));
-    let all_closed = until(
-        &load.roaming.progress,
-        Instant::now() + Duration::from_secs(30),
-        || {
-            phones
-                .iter()
-                .zip(&closed)
-                .all(|(p, c)| p.closed_with(4001) > *c)
-        },
+    jump_past_expiry(
+        &app,
+        &load,
+        &mut phones,
+        Duration::from_secs(25 * 60),
+        "at 21:05",
     )
     .await;
-    assert!(
-        all_closed,
-        "not every socket was closed with 4001 past its token's expiry"
-    );
-    assert_eq!(
-        hellos(&phones),
-        before,
-        "a device came back on an expired token"
-    );
-    for phone in &mut phones {
-        phone.refresh(&app).await;
-    }
-    let back = until(
-        &load.roaming.progress,
-        Instant::now() + Duration::from_secs(30),
-        || all_back(&phones, &before),
-    )
-    .await;
-    assert!(back, "the devices did not come back with refreshed tokens");
     tokio::time::sleep(between).await;
 
     // Quiet hours held: the sleeping devices got nothing published since 20:40, the others did.
@@ -239,34 +246,8 @@ async fn clock_jumps_across_ack_timeouts_quiet_hours_and_token_expiry_lose_nothi
     );
 
     // 4. The next morning: out of quiet hours, past the refreshed tokens' expiry too.
-    let before = hellos(&phones);
-    let closed: Vec<u64> = phones.iter().map(|p| p.closed_with(4001)).collect();
-    app.clock.advance(Duration::from_secs(9 * 3_600 + 56 * 60));
-    let all_closed = until(
-        &load.roaming.progress,
-        Instant::now() + Duration::from_secs(30),
-        || {
-            phones
-                .iter()
-                .zip(&closed)
-                .all(|(p, c)| p.closed_with(4001) > *c)
-        },
-    )
-    .await;
-    assert!(
-        all_closed,
-        "not every socket was closed with 4001 the next morning"
-    );
-    for phone in &mut phones {
-        phone.refresh(&app).await;
-    }
-    let back = until(
-        &load.roaming.progress,
-        Instant::now() + Duration::from_secs(30),
-        || all_back(&phones, &before),
-    )
-    .await;
-    assert!(back, "the devices did not come back the next morning");
+    let by = Duration::from_secs(9 * 3_600 + 56 * 60);
+    jump_past_expiry(&app, &load, &mut phones, by, "the next morning").await;
     tokio::time::sleep(between).await;
     load.stop_publishing().await;
 

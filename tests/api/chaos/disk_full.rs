@@ -140,13 +140,7 @@ async fn a_full_disk_answers_503_loses_nothing_202d_and_the_relay_recovers() {
         paired.iter().map(|d| vec![d.id.clone()]).collect(),
     );
     let logs: Vec<Rc<DeviceLog>> = paired.iter().map(|d| load.device(d)).collect();
-    let online = until(
-        &load.roaming.progress,
-        Instant::now() + Duration::from_secs(30),
-        || logs.iter().all(|l| l.hellos.get() > 0),
-    )
-    .await;
-    assert!(online, "the devices did not connect");
+    assert!(load.all_connected().await, "the devices did not connect");
     // Half a kilobyte per notification, so that the database grows as a real one does.
     load.publish(publishers, &relay.token, &"x".repeat(512));
 

@@ -372,6 +372,15 @@ impl Load {
         }
     }
 
+    /// Waits up to 30 s until every device of the load has had a `hello`; whether all did.
+    async fn all_connected(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        until(&self.roaming.progress, deadline, || {
+            self.logs.values().all(|log| log.hellos.get() > 0)
+        })
+        .await
+    }
+
     /// Notifications the devices have received, all together.
     fn received(&self) -> usize {
         self.logs.values().map(|log| log.items.borrow().len()).sum()

@@ -43,13 +43,7 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_and_the_relay_serv
         paired.iter().map(|d| vec![d.id.clone()]).collect(),
     );
     let logs: Vec<Rc<DeviceLog>> = paired.iter().map(|d| load.device(d)).collect();
-    let online = until(
-        &load.roaming.progress,
-        Instant::now() + Duration::from_secs(30),
-        || logs.iter().all(|l| l.hellos.get() > 0),
-    )
-    .await;
-    assert!(online, "the devices did not connect");
+    assert!(load.all_connected().await, "the devices did not connect");
     load.publish(publishers, &relay.token, "");
 
     let mut outages = Vec::new();
