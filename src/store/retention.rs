@@ -5,9 +5,9 @@
 //! The sweep runs once at start and then every [`SWEEP_EVERY`] of the injected clock, in batches of
 //! [`BATCH`] rows: each batch is read on a pooled connection and deleted at one turn of the write
 //! gate, and the next waits at least as long as that delete took (and [`MIN_PAUSE`]), so that the
-//! sweep holds the gate at most half the time and group commits go on between its batches. (In
-//! 5,000-row batches back to back, a minute's worth at 1,000 notifications/s held publishes up by
-//! 100–250 ms; the soak showed it.) A notification still waiting for a device is never deleted;
+//! sweep holds the gate at most half the time and group commits go on between its batches. (The
+//! soak at 1,000 notifications/s put the relay's p99 at ≤ 250 ms with 5,000-row batches back to
+//! back, ≤ 25–50 ms with 500-row ones, ≤ 10–25 ms with 100: docs/benchmarks.md.) A notification still waiting for a device is never deleted;
 //! it is finished when its last delivery is acked or expires.
 
 use std::time::Duration;
@@ -23,7 +23,7 @@ use super::schema::{deliveries, notifications};
 use super::{Db, Store, StoreError};
 
 /// Notifications deleted per batch.
-pub const BATCH: i64 = 500;
+pub const BATCH: i64 = 100;
 
 /// The shortest wait between two batches.
 pub const MIN_PAUSE: Duration = Duration::from_millis(5);
