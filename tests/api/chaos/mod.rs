@@ -287,6 +287,18 @@ impl Published {
         *self.outcomes.borrow_mut().entry(what).or_default() += 1;
     }
 
+    /// Fails if a publish was answered with a 5xx other than 503 (a store or Redis that cannot
+    /// answer is a 503, and only that).
+    fn assert_no_5xx_but_503(&self) {
+        let outcomes = self.outcomes.borrow();
+        assert!(
+            !outcomes
+                .keys()
+                .any(|k| k.starts_with("HTTP 5") && k != "HTTP 503"),
+            "a publish was answered with a 5xx other than 503: {outcomes:?}"
+        );
+    }
+
     /// The median answer time of the requests sent within (`inside`) or outside `windows`.
     fn median_ms(&self, windows: &[(Instant, Instant)], inside: bool) -> f64 {
         let mut took: Vec<Duration> = self
