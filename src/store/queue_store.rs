@@ -657,14 +657,15 @@ impl QueueStore for Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::StorageSettings;
     use crate::store::devices::DeviceRow;
     use beepmyphone_actors::model::{NotificationRecord, Priority};
     use beepmyphone_actors::ports::{DeliveryChange, InsertOp};
 
-    fn store_with_device() -> (tempfile::TempDir, Store, DeviceId) {
+    /// A store on a fresh directory with one device.
+    pub(crate) fn store_with_device() -> (tempfile::TempDir, Store, DeviceId) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StorageSettings::default())
             .unwrap()
@@ -685,7 +686,8 @@ mod tests {
         DeviceRow::for_tests(id.as_str(), name, "linux")
     }
 
-    fn op(device: &DeviceId, key: Option<&str>) -> InsertOp {
+    /// A normal-priority notification to `device`, created at 1,000.
+    pub(crate) fn op(device: &DeviceId, key: Option<&str>) -> InsertOp {
         InsertOp {
             record: NotificationRecord {
                 id: NotificationId::generate(),

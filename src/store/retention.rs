@@ -130,52 +130,30 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageSettings;
     use crate::domain::DeliveryStatus;
-    use crate::store::devices::{self, DeviceRow};
     use crate::store::queue_store::commit_batch;
-    use beepmyphone_actors::model::{DeviceId, NotificationId, NotificationRecord, Priority};
-    use beepmyphone_actors::ports::{CommitBatch, InsertOp};
+    use crate::store::queue_store::tests::{op, store_with_device};
+    use beepmyphone_actors::model::DeviceId;
+    use beepmyphone_actors::ports::CommitBatch;
 
     /// A store with one device and a notification to it created at each of `created` (epoch ms),
     /// seqs 1, 2, …
     fn store_with(created: &[i64]) -> (tempfile::TempDir, Store, DeviceId) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StorageSettings::default())
-            .unwrap()
-            .with_cipher(crate::crypto::ring::tests::test_cipher());
-        let device = DeviceId::generate();
-        let cipher = store.cipher().unwrap().clone();
-        let mut conn = store.conn().unwrap();
-        let row = DeviceRow::for_tests(device.as_str(), "d", "linux");
-        devices::insert(&mut conn, &cipher, &row).unwrap();
+        let (dir, store, device) = store_with_device();
         let inserts = created
             .iter()
-            .map(|&at| InsertOp {
-                record: NotificationRecord {
-                    id: NotificationId::generate(),
-                    title: "t".into(),
-                    body: String::new(),
-                    app: "a".into(),
-                    priority: Priority::Normal,
-                    tags: vec!["x".into()],
-                    click_url: None,
-                    created_at: at,
-                    expires_at: i64::MAX / 2,
-                    trace_id: None,
-                    encrypted: None,
-                },
-                devices: vec![device.clone()],
-                publisher: "tok_1".into(),
-                idempotency_key: None,
+            .map(|&at| {
+                let mut insert = op(&device, None);
+                insert.record.created_at = at;
+                insert
             })
             .collect();
         let batch = CommitBatch {
             inserts,
             ..CommitBatch::default()
         };
-        commit_batch(&mut conn, &cipher, &batch).unwrap();
-        drop(conn);
+        let cipher = store.cipher().unwrap().clone();
+        commit_batch(&mut store.conn().unwrap(), &cipher, &batch).unwrap();
         (dir, store, device)
     }
 

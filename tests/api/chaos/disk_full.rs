@@ -131,15 +131,7 @@ async fn a_full_disk_answers_503_loses_nothing_202d_and_the_relay_recovers() {
     let disk = SmallDisk::mount(mib);
     let dir = tempfile::tempdir_in(disk.path()).unwrap();
     let mut relay = Relay::start_in(dir, LIFTED_LIMITS).await;
-    let mut paired = Vec::new();
-    for i in 0..devices {
-        paired.push(relay.pair(&format!("phone {i}")).await);
-    }
-    let mut load = Load::new(
-        relay.port(),
-        paired.iter().map(|d| vec![d.id.clone()]).collect(),
-    );
-    let logs: Vec<Rc<DeviceLog>> = paired.iter().map(|d| load.device(d)).collect();
+    let (mut load, logs) = Load::phones(&relay, devices).await;
     assert!(load.all_connected().await, "the devices did not connect");
     // Half a kilobyte per notification, so that the database grows as a real one does.
     load.publish(publishers, &relay.token, &"x".repeat(512));

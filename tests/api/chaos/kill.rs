@@ -21,15 +21,7 @@ async fn kill_9_every_few_seconds_under_load_loses_nothing_202d() {
     let began = Instant::now();
 
     let mut relay = Relay::start(LIFTED_LIMITS).await;
-    let mut paired = Vec::new();
-    for i in 0..devices {
-        paired.push(relay.pair(&format!("phone {i}")).await);
-    }
-    let mut load = Load::new(
-        relay.port(),
-        paired.iter().map(|d| vec![d.id.clone()]).collect(),
-    );
-    let logs: Vec<Rc<DeviceLog>> = paired.iter().map(|d| load.device(d)).collect();
+    let (mut load, logs) = Load::phones(&relay, devices).await;
     load.publish(publishers, &relay.token, "");
 
     // Each process of the relay, the first and one per kill: its devices come back and it

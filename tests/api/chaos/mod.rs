@@ -348,6 +348,21 @@ impl Load {
         }
     }
 
+    /// Pairs `n` devices (`phone 0`, `phone 1`, …) with `relay`, each the target of every `n`-th
+    /// notification, and starts them roaming on it; the load and the devices' logs, in order.
+    async fn phones(relay: &Relay, n: usize) -> (Load, Vec<Rc<DeviceLog>>) {
+        let mut paired = Vec::new();
+        for i in 0..n {
+            paired.push(relay.pair(&format!("phone {i}")).await);
+        }
+        let mut load = Load::new(
+            relay.port(),
+            paired.iter().map(|d| vec![d.id.clone()]).collect(),
+        );
+        let logs = paired.iter().map(|d| load.device(d)).collect();
+        (load, logs)
+    }
+
     /// Starts a roaming device (see [`device_loop`]) on the load's relay list.
     fn device(&mut self, device: &Device) -> Rc<DeviceLog> {
         let log = Rc::new(DeviceLog::default());

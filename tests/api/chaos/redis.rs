@@ -33,16 +33,8 @@ async fn redis_stopped_and_restarted_under_load_loses_nothing_and_the_relay_serv
     ];
     env.extend_from_slice(LIFTED_LIMITS);
     let mut relay = Relay::start(&env).await;
-    let mut paired = Vec::new();
-    for i in 0..devices {
-        paired.push(relay.pair(&format!("phone {i}")).await);
-    }
+    let (mut load, logs) = Load::phones(&relay, devices).await;
     let prober = relay.pair("prober").await;
-    let mut load = Load::new(
-        relay.port(),
-        paired.iter().map(|d| vec![d.id.clone()]).collect(),
-    );
-    let logs: Vec<Rc<DeviceLog>> = paired.iter().map(|d| load.device(d)).collect();
     assert!(load.all_connected().await, "the devices did not connect");
     load.publish(publishers, &relay.token, "");
 
